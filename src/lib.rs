@@ -1,0 +1,2 @@
+//! callbot-facade: a gRPC facade in front of the callBot REST API.
+pub mod pb;
