@@ -1,2 +1,56 @@
-//! callbot-facade: a gRPC facade in front of the callBot REST API.
+//! callbot-facade: a gRPC facade in front of a call-center provider's callBot REST API.
+//!
+//! Callers speak gRPC (`callbot.v1.CallBotService`); the facade validates, calls the REST API
+//! with a cached access token, retries what is safe to retry, and answers with rich gRPC errors.
+//!
+//! # Layout
+//! - [`config`]: typed settings from flags and environment.
+//! - [`app`]: binds listeners, assembles services and layers, serves until stopped.
+//! - [`middleware`]: request id, caller auth, load shedding, access log (one tower layer).
+//! - [`service`]: the `CallBotService` handlers: validate, call upstream, convert.
+//! - [`domain`]: validated request types and Vietnamese-aware folding; no I/O, no tonic.
+//! - [`upstream`]: the REST client (envelope, token lifecycle, retries, one method per endpoint).
+//! - [`catalog`]: the per-tenant script-list cache.
+//! - [`cache`]: the single-flight keyed cache under tokens and scripts.
+//! - [`status`]: THE error table, every failure to a `tonic::Status` with details.
+//! - [`simulator`]: the built-in callBot REST API with fault injection (shares no product code).
+//! - [`admin`]: `/healthz`, `/readyz`.
+//! - [`telemetry`]: log setup.
+//! - [`pb`]: generated code.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod domain;
+pub mod middleware;
 pub mod pb;
+pub mod service;
+pub mod simulator;
+pub mod status;
+pub mod telemetry;
+pub mod upstream;
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,227 @@
+//! Assembly: bind the listeners (port 0 in tests), start the built-in simulator when no upstream
+//! is configured, put the services and layers together, and serve until a shutdown future
+//! resolves, then drain within the grace period.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::{
+    catalog::ScriptCatalog,
+    config::{Settings, UpstreamTarget},
+    middleware::{CallerTokens, RpcLayer},
+    pb::{self, call_bot_service_server::CallBotServiceServer},
+    service::{CallBotApi, ServiceSettings},
+    simulator,
+    upstream::{UpstreamClient, UpstreamConfig},
+};
+
+/// The gRPC service name health reports on.
+pub const SERVICE_NAME: &str = "callbot.v1.CallBotService";
+
+/// Why the application could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(String),
+    /// TLS files unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// Caller tokens file unusable.
+    #[error(transparent)]
+    CallerTokens(#[from] crate::middleware::CallerTokensError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A built application: listeners bound, simulator (if any) running, not serving yet.
+pub struct Application {
+    settings: Settings,
+    grpc: TcpListener,
+    admin: TcpListener,
+    upstream_url: String,
+    upstream: Arc<UpstreamClient>,
+    caller_tokens: Option<CallerTokens>,
+    tls: Option<ServerTlsConfig>,
+    /// Stops the embedded simulator when the application ends.
+    simulator_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
+}
+
+impl Application {
+    /// Binds everything and starts the built-in simulator when no upstream URL is set.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        let mut simulator_stop = None;
+        let upstream_url = match &settings.upstream {
+            UpstreamTarget::Remote(url) => url.clone(),
+            UpstreamTarget::BuiltInSimulator => {
+                let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: settings.listen, source })?;
+                let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(async move {
+                    let stop = async {
+                        let _ = rx.await;
+                    };
+                    if let Err(e) = simulator::run(listener, simulator::SimConfig::default(), stop).await {
+                        tracing::error!(error = %e, "built-in simulator stopped");
+                    }
+                });
+                simulator_stop = Some(tx);
+                let url = format!("http://{addr}");
+                tracing::info!(
+                    simulator = %url,
+                    "no upstream URL configured (--upstream-url / CALLBOT_UPSTREAM_URL): using the built-in callBot simulator at {url}"
+                );
+                url
+            }
+        };
+        let caller_tokens = settings.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
+        let tls = match &settings.tls {
+            None => None,
+            Some(files) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read {}: {e}", p.display())))
+                };
+                let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+                if let Some(ca) = &files.client_ca {
+                    config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                Some(config)
+            }
+        };
+        let mut upstream_config = UpstreamConfig::new(upstream_url.clone());
+        upstream_config.attempt_timeout = settings.upstream_attempt_timeout;
+        upstream_config.retry_budget_percent = settings.retry_budget_percent;
+        upstream_config.retry_budget_min = settings.retry_budget_min;
+        let upstream = Arc::new(UpstreamClient::new(upstream_config).map_err(|e| AppError::Client(e.without_url().to_string()))?);
+        let grpc = bind(settings.listen).await?;
+        let admin = bind(settings.admin_listen).await?;
+        Ok(Application { settings, grpc, admin, upstream_url, upstream, caller_tokens, tls, simulator_stop })
+    }
+
+    /// The bound gRPC address (the real port when 0 was asked).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.settings.listen)
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.settings.admin_listen)
+    }
+
+    /// Where REST calls go (the simulator's loopback URL when embedded).
+    pub fn upstream_url(&self) -> &str {
+        &self.upstream_url
+    }
+
+    /// The upstream client (its counters are useful to tests and metrics).
+    pub fn upstream(&self) -> &Arc<UpstreamClient> {
+        &self.upstream
+    }
+
+    /// Serves until `shutdown` resolves; then health flips to NOT_SERVING, new calls are refused,
+    /// and in-flight calls get `--shutdown-grace` to finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+        let Application { settings, grpc, admin, upstream, caller_tokens, tls, simulator_stop, .. } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| AppError::Tls(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| AppError::Tls(format!("reflection: {e}")))?;
+
+        let api = CallBotApi::new(
+            upstream,
+            Arc::new(ScriptCatalog::new(settings.script_cache_ttl)),
+            ServiceSettings {
+                api_key: settings.api_key.clone(),
+                allow_caller_api_key: settings.allow_caller_api_key,
+                upstream_timeout: settings.upstream_timeout,
+                max_contacts: settings.max_contacts,
+            },
+        );
+        let callbot = CallBotServiceServer::new(api)
+            .max_decoding_message_size(settings.max_message_bytes)
+            .max_encoding_message_size(16 * 1024 * 1024);
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_stop = Arc::new(tokio::sync::Notify::new());
+        let admin_task = tokio::spawn(crate::admin::serve(admin, ready.clone(), admin_stop.clone()));
+
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(AppError::Serve)?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = builder
+            .http2_max_header_list_size(Some(64 * 1024))
+            .layer(RpcLayer::new(settings.max_concurrency, caller_tokens))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(callbot)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+                let _ = stop_rx.await;
+            });
+        let mut server = std::pin::pin!(server);
+
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+        ready.store(true, Ordering::SeqCst);
+        tracing::info!(grpc = %settings.listen, admin = %settings.admin_listen, "serving");
+
+        let result = tokio::select! {
+            result = &mut server => result.map_err(AppError::Serve),
+            () = shutdown => {
+                tracing::info!(grace_s = settings.shutdown_grace.as_secs_f64(), "shutdown requested: draining");
+                ready.store(false, Ordering::SeqCst);
+                health.set_service_status("", ServingStatus::NotServing).await;
+                health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+                    Ok(result) => result.map_err(AppError::Serve),
+                    Err(_) => {
+                        tracing::warn!("grace period over: abandoning the calls still in flight");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        admin_stop.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        if let Some(stop) = simulator_stop {
+            let _ = stop.send(());
+        }
+        tracing::info!("stopped");
+        result
+    }
+}

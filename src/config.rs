@@ -1,0 +1,356 @@
+//! Typed settings: the command line and its environment variables (API.md §4), parsed and checked
+//! before any port is bound, with secrets wrapped so they cannot be printed by accident.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::upstream::ApiKey;
+
+/// The `callbot-facade` command line. With no subcommand it serves (the flags of `serve` apply).
+#[derive(Debug, Parser)]
+#[command(name = "callbot-facade", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// The subcommand; `serve` when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The flags of `serve`, accepted without the subcommand name too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// What the binary does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC facade (the default).
+    Serve(ServeArgs),
+    /// Run the built-in callBot REST API simulator alone.
+    Simulate(SimulateArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `serve`; every flag has its environment variable (names fixed by API.md §4).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "CALLBOT_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// Admin listen address (/metrics, /healthz, /readyz).
+    #[arg(long, env = "CALLBOT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Base URL of the callBot REST API; unset = start the built-in simulator on loopback.
+    #[arg(long, env = "CALLBOT_UPSTREAM_URL")]
+    pub upstream_url: Option<String>,
+    /// Upstream API key (required with a real upstream). Never logged.
+    #[arg(long, env = "CALLBOT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Upper bound of one upstream exchange, retries and token refresh included; a caller's
+    /// shorter deadline wins.
+    #[arg(long, env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Upper bound of one HTTP attempt of a read (so a retry still fits in the deadline).
+    #[arg(long, env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_attempt_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Script-list cache lifetime; 0s turns the cache off.
+    #[arg(long, env = "CALLBOT_SCRIPT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub script_cache_ttl: Duration,
+    /// Most contacts accepted in one CreateSession.
+    #[arg(long, env = "CALLBOT_MAX_CONTACTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_contacts: u32,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "CALLBOT_MAX_MESSAGE_BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_message_bytes: u32,
+    /// Most RPCs in flight; beyond it calls are shed with UNAVAILABLE + RetryInfo.
+    #[arg(long, env = "CALLBOT_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: u32,
+    /// Time given to in-flight calls after SIGTERM/SIGINT.
+    #[arg(long, env = "CALLBOT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// File of accepted caller bearer tokens, one per line; unset = no caller authentication.
+    #[arg(long, env = "CALLBOT_CALLER_TOKENS_FILE")]
+    pub caller_tokens_file: Option<PathBuf>,
+    /// Let a caller's `x-api-key` metadata choose the upstream tenant.
+    #[arg(long, env = "CALLBOT_ALLOW_CALLER_API_KEY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_caller_api_key: bool,
+    /// Server certificate (PEM); with --tls-key turns TLS on.
+    #[arg(long, env = "CALLBOT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "CALLBOT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, env = "CALLBOT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Retries allowed as a share of requests over the last 10 s (retry budget), in percent.
+    #[arg(long, env = "CALLBOT_RETRY_BUDGET_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retry_budget_percent: u32,
+    /// Retries always allowed per 10 s window, whatever the traffic (so a quiet facade can retry).
+    #[arg(long, env = "CALLBOT_RETRY_BUDGET_MIN", default_value_t = 10)]
+    pub retry_budget_min: u32,
+}
+
+/// Flags of `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Listen address of the simulator.
+    #[arg(long, env = "CALLBOT_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Accepted API keys, comma separated; unset = any non-empty key.
+    #[arg(long, env = "CALLBOT_SIM_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Option<Vec<String>>,
+    /// Lifetime of issued access tokens.
+    #[arg(long, env = "CALLBOT_SIM_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Log format.
+    #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A configuration that parses but cannot run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A real upstream needs a key to authenticate with.
+    #[error("--api-key (CALLBOT_API_KEY) is required when --upstream-url is set")]
+    MissingApiKey,
+    /// The upstream URL is not an http(s) URL.
+    #[error("--upstream-url must be an http:// or https:// URL")]
+    BadUpstreamUrl,
+    /// An empty API key can never authenticate.
+    #[error("--api-key must not be empty")]
+    EmptyApiKey,
+}
+
+/// Where the facade sends its REST calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// The provider's API at this base URL (no trailing slash).
+    Remote(String),
+    /// The built-in simulator, started on a loopback port.
+    BuiltInSimulator,
+}
+
+/// Validated settings for `serve`, built from [`ServeArgs`] before anything is bound.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Admin listen address.
+    pub admin_listen: SocketAddr,
+    /// Where REST calls go.
+    pub upstream: UpstreamTarget,
+    /// The configured tenant key (a fixed one for the simulator when none is given).
+    pub api_key: ApiKey,
+    /// Bound of one whole upstream exchange.
+    pub upstream_timeout: Duration,
+    /// Bound of one HTTP attempt of a read.
+    pub upstream_attempt_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Script-list cache lifetime (zero = off).
+    pub script_cache_ttl: Duration,
+    /// Most contacts per CreateSession.
+    pub max_contacts: usize,
+    /// Largest request message.
+    pub max_message_bytes: usize,
+    /// Most RPCs in flight.
+    pub max_concurrency: usize,
+    /// Drain time after a signal.
+    pub shutdown_grace: Duration,
+    /// Caller bearer tokens file, when caller authentication is on.
+    pub caller_tokens_file: Option<PathBuf>,
+    /// Whether a caller's `x-api-key` may choose the tenant.
+    pub allow_caller_api_key: bool,
+    /// TLS certificate and key files.
+    pub tls: Option<TlsFiles>,
+    /// Retry budget: percent of requests.
+    pub retry_budget_percent: u32,
+    /// Retry budget: floor per window.
+    pub retry_budget_min: u32,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+    /// CA for client certificates (mTLS) when set.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The key the facade uses against its own built-in simulator (which accepts any non-empty key).
+pub const SIMULATOR_API_KEY: &str = "simulator-key";
+
+impl Settings {
+    /// Checks the combination of flags and builds the settings.
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let upstream = match args.upstream_url.as_deref().map(str::trim) {
+            None | Some("") => UpstreamTarget::BuiltInSimulator,
+            Some(url) => {
+                let lower = url.to_ascii_lowercase();
+                let rest = lower
+                    .strip_prefix("http://")
+                    .or_else(|| lower.strip_prefix("https://"))
+                    .ok_or(ConfigError::BadUpstreamUrl)?;
+                if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+                    return Err(ConfigError::BadUpstreamUrl);
+                }
+                UpstreamTarget::Remote(url.trim_end_matches('/').to_owned())
+            }
+        };
+        let api_key = match (&upstream, args.api_key) {
+            (_, Some(k)) if k.trim().is_empty() => return Err(ConfigError::EmptyApiKey),
+            (_, Some(k)) => ApiKey::new(k.trim()),
+            (UpstreamTarget::BuiltInSimulator, None) => ApiKey::new(SIMULATOR_API_KEY),
+            (UpstreamTarget::Remote(_), None) => return Err(ConfigError::MissingApiKey),
+        };
+        let tls = match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            }),
+            _ => None,
+        };
+        Ok(Settings {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            upstream,
+            api_key,
+            upstream_timeout: args.upstream_timeout,
+            upstream_attempt_timeout: args.upstream_attempt_timeout,
+            log_format: args.log_format,
+            script_cache_ttl: args.script_cache_ttl,
+            max_contacts: args.max_contacts as usize,
+            max_message_bytes: args.max_message_bytes as usize,
+            max_concurrency: args.max_concurrency as usize,
+            shutdown_grace: args.shutdown_grace,
+            caller_tokens_file: args.caller_tokens_file,
+            allow_caller_api_key: args.allow_caller_api_key,
+            tls,
+            retry_budget_percent: args.retry_budget_percent,
+            retry_budget_min: args.retry_budget_min,
+        })
+    }
+
+    /// Settings for tests and embedding: everything default, ports 0 on loopback, simulator upstream.
+    pub fn for_tests() -> Self {
+        let args = ServeArgs::try_parse_from(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .expect("static test arguments parse");
+        Settings::from_args(args).expect("static test arguments are valid")
+    }
+}
+
+impl ServeArgs {
+    /// Parses `serve` flags from an argument list (the environment still applies), for tests.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Wrapper::try_parse_from(args).map(|w| w.serve)
+    }
+}
+
+/// Parses `10s`, `500ms`, `24h`, `1m30s`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        let args = ServeArgs::try_parse_from(full).map_err(|e| e.kind().to_string())?;
+        Settings::from_args(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(s.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(s.upstream, UpstreamTarget::BuiltInSimulator);
+        assert_eq!(s.upstream_timeout, Duration::from_secs(10));
+        assert_eq!(s.script_cache_ttl, Duration::from_secs(30));
+        assert_eq!(s.max_contacts, 10_000);
+        assert_eq!(s.max_message_bytes, 4_194_304);
+        assert_eq!(s.max_concurrency, 1024);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+        assert!(!s.allow_caller_api_key);
+        assert!(s.tls.is_none());
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn remote_upstream_requires_a_key_and_a_url() {
+        assert_eq!(
+            parse(&["--upstream-url", "https://api.example.com/"]).unwrap_err(),
+            ConfigError::MissingApiKey.to_string()
+        );
+        let s = parse(&["--upstream-url", "https://api.example.com/", "--api-key", "k"]).unwrap();
+        assert_eq!(s.upstream, UpstreamTarget::Remote("https://api.example.com".into()));
+        assert_eq!(
+            parse(&["--upstream-url", "ftp://x", "--api-key", "k"]).unwrap_err(),
+            ConfigError::BadUpstreamUrl.to_string()
+        );
+        assert_eq!(
+            parse(&["--api-key", "  "]).unwrap_err(),
+            ConfigError::EmptyApiKey.to_string()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            &["--upstream-timeout", "ten"][..],
+            &["--listen", "nowhere"],
+            &["--max-concurrency", "0"],
+            &["--max-contacts", "-1"],
+            &["--log-format", "xml"],
+            &["--tls-cert", "a.pem"],
+            &["--allow-caller-api-key", "maybe"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn api_key_is_never_printed() {
+        let s = parse(&["--api-key", "super-secret-key"]).unwrap();
+        assert!(!format!("{s:?}").contains("super-secret-key"));
+    }
+}

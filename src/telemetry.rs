@@ -1,0 +1,27 @@
+//! Log setup: `RUST_LOG` filter (default `info`), text or one JSON object per line, on stderr.
+//! Nothing logs secrets: keys and tokens are wrapped types whose `Debug` hides them, and phone
+//! numbers are masked where they are logged.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber; harmless if one is already installed (tests).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr).with_target(false)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .flatten_event(true),
+            )
+            .try_init(),
+    };
+    let _ = result;
+}

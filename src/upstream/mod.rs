@@ -1,0 +1,449 @@
+//! The callBot REST client: one method per endpoint, a shared connection pool, the access-token
+//! lifecycle (fetched on first need, cached until shortly before it expires, refreshed
+//! single-flight, one refresh and one retry on a 401), retries with backoff under a budget, and
+//! the whole exchange bounded by the call's deadline. It knows nothing of gRPC.
+
+mod envelope;
+mod error;
+mod execute;
+pub mod retry;
+mod token;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+pub use envelope::{ExecutePayload, Rejection, Script, ScriptVariable};
+pub use error::UpstreamError;
+pub use execute::ExecuteBody;
+use envelope::{AuthPayload, Envelope, ScriptList};
+use retry::{Idempotency, RetryBudget};
+use token::AccessToken;
+
+use crate::cache::SingleFlightCache;
+
+/// Largest upstream body read; a bigger one is refused while it streams in.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// An upstream API key. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(Arc<str>);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<Arc<str>>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// Per-call facts the upstream exchange needs: who (key), until when (deadline), and the
+/// correlation headers to forward.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The tenant key for this call.
+    pub api_key: ApiKey,
+    /// The whole exchange (token refresh and retries included) ends by then.
+    pub deadline: Instant,
+    /// Forwarded as `x-request-id`.
+    pub request_id: String,
+    /// Forwarded W3C trace context.
+    pub traceparent: Option<String>,
+    /// Forwarded W3C trace state.
+    pub tracestate: Option<String>,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL without trailing slash.
+    pub base_url: String,
+    /// Bound of one HTTP attempt of a read (writes get the whole remaining deadline).
+    pub attempt_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Retry budget: percent of requests.
+    pub retry_budget_percent: u32,
+    /// Retry budget: floor per window.
+    pub retry_budget_min: u32,
+}
+
+impl UpstreamConfig {
+    /// Defaults for `base_url`.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        UpstreamConfig {
+            base_url: base_url.into(),
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            retry_budget_percent: 20,
+            retry_budget_min: 10,
+        }
+    }
+}
+
+/// What `execute_by_phone` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteOutcome {
+    /// The upstream session id.
+    pub autocall_id: String,
+    /// The script id the upstream echoed.
+    pub bot_script_id: String,
+    /// Contacts it refused.
+    pub rejections: Vec<Rejection>,
+}
+
+/// Counters an operator (and the tests) can read.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Token fetches started.
+    pub token_fetches: AtomicU64,
+    /// Retries made (any endpoint).
+    pub retries: AtomicU64,
+    /// Retries refused by the budget.
+    pub retries_refused: AtomicU64,
+}
+
+/// The REST client. Cheap to share (`Arc`); one per process.
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    config: UpstreamConfig,
+    tokens: SingleFlightCache<ApiKey, AccessToken, UpstreamError>,
+    budget: RetryBudget,
+    serial: AtomicU64,
+    stats: Arc<UpstreamStats>,
+}
+
+/// One HTTP answer, body read in full.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+const SCRIPT_LIST: &str = "/api/call_bot/script/list";
+const EXECUTE: &str = "/api/call_bot/execute_by_phone";
+const AUTH: &str = "/api/auth";
+
+impl UpstreamClient {
+    /// Builds the client and its connection pool.
+    pub fn new(config: UpstreamConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(UpstreamClient {
+            budget: RetryBudget::new(config.retry_budget_percent, config.retry_budget_min),
+            http,
+            config,
+            tokens: SingleFlightCache::new(),
+            serial: AtomicU64::new(0),
+            stats: Arc::new(UpstreamStats::default()),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<UpstreamStats> {
+        &self.stats
+    }
+
+    /// `GET /api/call_bot/script/list`: the tenant's scripts, in upstream order.
+    pub async fn list_scripts(&self, ctx: &CallContext) -> Result<Vec<Script>, UpstreamError> {
+        let answer = self
+            .call_with_token(ctx, Idempotency::Read, SCRIPT_LIST, |http, url| {
+                http.request(Method::GET, url)
+            })
+            .await?;
+        match decode::<ScriptList>(&answer)? {
+            Envelope::Success(ScriptList(list)) => Ok(list),
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
+        }
+    }
+
+    /// `POST /api/call_bot/execute_by_phone?cid=`: starts a session. Retried only when the
+    /// request provably never reached the application; the body (and so its session key) is
+    /// the same on every attempt.
+    pub async fn execute_by_phone(&self, ctx: &CallContext, body: &ExecuteBody<'_>) -> Result<ExecuteOutcome, UpstreamError> {
+        let json = Bytes::from(serde_json::to_vec(body).map_err(|_| UpstreamError::Malformed {
+            detail: "request body could not be encoded".into(),
+            http_status: 0,
+        })?);
+        let cid = body.cid.unwrap_or("");
+        let answer = self
+            .call_with_token(ctx, Idempotency::Write, EXECUTE, |http, url| {
+                http.request(Method::POST, url)
+                    .query(&[("cid", cid)])
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone())
+            })
+            .await?;
+        match decode::<ExecutePayload>(&answer)? {
+            Envelope::Success(p) if p.autocall_id.trim().is_empty() => Err(UpstreamError::Malformed {
+                detail: "success without autocall_id".into(),
+                http_status: answer.status.as_u16(),
+            }),
+            Envelope::Success(p) => Ok(ExecuteOutcome {
+                autocall_id: p.autocall_id,
+                bot_script_id: p.bot_script_id,
+                rejections: p.errors,
+            }),
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
+        }
+    }
+
+    /// The whole exchange of one callBot call under the deadline: token, request, one refresh
+    /// and retry on 401, retries of retryable failures.
+    async fn call_with_token<F>(
+        &self,
+        ctx: &CallContext,
+        kind: Idempotency,
+        path: &'static str,
+        build: F,
+    ) -> Result<Answer, UpstreamError>
+    where
+        F: Fn(&reqwest::Client, String) -> reqwest::RequestBuilder,
+    {
+        let span = tracing::debug_span!("upstream", endpoint = path);
+        let exchange = async {
+            let mut refreshed = false;
+            loop {
+                let token = self.token(ctx).await?;
+                let answer = self
+                    .with_retries(ctx, kind, path, || {
+                        build(&self.http, format!("{}{}", self.config.base_url, path))
+                            .header("x-api-key", ctx.api_key.expose())
+                            .header(reqwest::header::AUTHORIZATION, token.header.clone())
+                    })
+                    .await?;
+                if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
+                    // The token was refused (expired or revoked early): drop exactly that token,
+                    // fetch a new one (single-flight) and try once more. A 401 means the request
+                    // was not acted on, so this is safe for writes too.
+                    tracing::debug!("upstream answered 401; refreshing the access token once");
+                    let serial = token.serial;
+                    self.tokens.invalidate_if(&ctx.api_key, |t| t.serial == serial);
+                    refreshed = true;
+                    continue;
+                }
+                return Ok(answer);
+            }
+        };
+        bounded(ctx.deadline, exchange.instrument(span)).await
+    }
+
+    /// A valid access token for the call's key, fetched at most once at a time per key.
+    async fn token(&self, ctx: &CallContext) -> Result<AccessToken, UpstreamError> {
+        self.tokens
+            .get_or_fetch(&ctx.api_key, || async {
+                self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
+                let answer = self
+                    .with_retries(ctx, Idempotency::Read, AUTH, || {
+                        self.http
+                            .get(format!("{}{}", self.config.base_url, AUTH))
+                            .query(&[("apiKey", ctx.api_key.expose())])
+                    })
+                    .await?;
+                if answer.status == StatusCode::UNAUTHORIZED {
+                    return Err(http_error(&answer));
+                }
+                let token = match decode::<AuthPayload>(&answer)? {
+                    Envelope::Success(p) => p.access_token,
+                    Envelope::Failure { code } => {
+                        return Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() });
+                    }
+                };
+                let header = token::bearer_header(&token).filter(|_| !token.is_empty()).ok_or_else(|| {
+                    UpstreamError::Malformed {
+                        detail: "access token missing or not header-safe".into(),
+                        http_status: answer.status.as_u16(),
+                    }
+                })?;
+                let lifetime = token::lifetime(&token, SystemTime::now());
+                let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(serial, lifetime_s = lifetime.as_secs(), "fetched an access token");
+                Ok((AccessToken { header, serial }, Instant::now() + lifetime))
+            })
+            .await
+    }
+
+    /// Sends a request (rebuilt per attempt) until it succeeds, fails for good, or the attempts,
+    /// the budget or the deadline run out. HTTP error statuses other than retryable ones are
+    /// returned as answers for the caller to interpret (401 needs the token logic).
+    async fn with_retries(
+        &self,
+        ctx: &CallContext,
+        kind: Idempotency,
+        path: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        self.budget.record_request();
+        let mut attempt = 1;
+        loop {
+            let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UpstreamError::DeadlineExceeded);
+            }
+            let attempt_timeout = match kind {
+                Idempotency::Read => remaining.min(self.config.attempt_timeout),
+                Idempotency::Write => remaining,
+            };
+            let mut request = build().timeout(attempt_timeout).header("x-request-id", &ctx.request_id);
+            if let Some(tp) = &ctx.traceparent {
+                request = request.header("traceparent", tp);
+            }
+            if let Some(ts) = &ctx.tracestate {
+                request = request.header("tracestate", ts);
+            }
+            let started = std::time::Instant::now();
+            let result = self.send(request).await;
+            let err = match result {
+                Ok(answer) => {
+                    tracing::debug!(
+                        endpoint = path,
+                        status = answer.status.as_u16(),
+                        attempt,
+                        latency_us = started.elapsed().as_micros() as u64,
+                        "upstream answered"
+                    );
+                    if answer.status.is_success() || answer.status == StatusCode::UNAUTHORIZED {
+                        return Ok(answer);
+                    }
+                    let err = http_error(&answer);
+                    if !retry::is_retryable(kind, &err) {
+                        return Ok(answer);
+                    }
+                    err
+                }
+                Err(err) => {
+                    tracing::debug!(endpoint = path, attempt, error = %err, "upstream attempt failed");
+                    if !retry::is_retryable(kind, &err) {
+                        return Err(err);
+                    }
+                    err
+                }
+            };
+            if attempt >= retry::MAX_ATTEMPTS {
+                return Err(err);
+            }
+            let retry_after = match &err {
+                UpstreamError::Http { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let wait = retry::backoff(attempt, retry_after);
+            if Instant::now() + wait >= ctx.deadline {
+                return Err(err);
+            }
+            if !self.budget.try_retry() {
+                self.stats.retries_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(endpoint = path, "retry budget spent; not retrying");
+                return Err(err);
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One HTTP attempt, with the body streamed in under the size cap.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, UpstreamError> {
+        let mut response = request.send().await.map_err(UpstreamError::from_reqwest)?;
+        let status = response.status();
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(UpstreamError::Malformed { detail: "body over the size cap".into(), http_status: status.as_u16() });
+        }
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY_BYTES {
+                        return Err(UpstreamError::Malformed {
+                            detail: "body over the size cap".into(),
+                            http_status: status.as_u16(),
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(UpstreamError::AttemptTimeout),
+                Err(_) => {
+                    // The headers came but the body broke off: a truncated answer.
+                    return Err(UpstreamError::Malformed {
+                        detail: "body truncated (connection closed mid-body)".into(),
+                        http_status: status.as_u16(),
+                    });
+                }
+            }
+        }
+        Ok(Answer { status, headers, body: body.freeze() })
+    }
+}
+
+/// Runs `fut` until `deadline`; past it the future (and its HTTP request) is dropped.
+async fn bounded<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, UpstreamError> {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamError::DeadlineExceeded),
+    }
+}
+
+/// An answer with a non-success status as an error.
+fn http_error(answer: &Answer) -> UpstreamError {
+    UpstreamError::Http {
+        status: answer.status.as_u16(),
+        retry_after: retry_after(&answer.headers),
+        upstream_code: envelope::failure_code(&answer.body),
+    }
+}
+
+/// A success status parsed as an envelope; any other status becomes its HTTP error.
+fn decode<'a, T: serde::Deserialize<'a>>(answer: &'a Answer) -> Result<Envelope<T>, UpstreamError> {
+    if !answer.status.is_success() {
+        // 4xx that carry a -9999 envelope are business errors; the rest are HTTP errors.
+        if answer.status.is_client_error() && !matches!(answer.status.as_u16(), 401 | 403 | 404 | 429) {
+            if let Some(code) = envelope::failure_code(&answer.body) {
+                return Ok(Envelope::Failure { code });
+            }
+        }
+        return Err(http_error(answer));
+    }
+    envelope::parse::<T>(&answer.body).map_err(|e| UpstreamError::Malformed {
+        detail: e.0,
+        http_status: answer.status.as_u16(),
+    })
+}
+
+/// `Retry-After` in seconds (an HTTP date is read as "soon": 1 s).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs.min(3600))),
+        Err(_) if !value.is_empty() => Some(Duration::from_secs(1)),
+        Err(_) => None,
+    }
+}
