@@ -1,0 +1,1 @@
+//! `NewSession`: a validated `CreateSessionRequest` (work in progress).
