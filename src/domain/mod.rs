@@ -16,6 +16,7 @@ pub mod session;
 
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone};
+pub use session::{NewSession, SessionLimits, ValidContact, VoiceName, validate_script_id};
 
 /// One bad field of a request: `field` is a path like `contacts[2].phone`, `contacts[0].variables[ten]`.
 ///
