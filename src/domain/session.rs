@@ -489,3 +489,779 @@ fn check_external_session_id(id: &str) -> Result<(), &'static str> {
 fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// 2025-06-15T15:06:40Z, a fixed "now".
+    const NOW_SECS: i64 = 1_750_000_000;
+    const MAX_CONTACTS: usize = 5;
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            max_contacts: MAX_CONTACTS,
+            now: UNIX_EPOCH + Duration::from_secs(NOW_SECS as u64),
+        }
+    }
+
+    fn contact(phone: &str) -> pb::Contact {
+        pb::Contact {
+            phone: phone.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The smallest valid request: a script and one contact.
+    fn minimal() -> pb::CreateSessionRequest {
+        pb::CreateSessionRequest {
+            script_id: "script-1".into(),
+            contacts: vec![contact("0912345678")],
+            ..Default::default()
+        }
+    }
+
+    fn secs(seconds: i64) -> Option<prost_types::Duration> {
+        Some(prost_types::Duration { seconds, nanos: 0 })
+    }
+
+    fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos })
+    }
+
+    fn var(req: &mut pb::CreateSessionRequest, key: &str, value: &str) {
+        req.contacts[0].variables.insert(key.into(), value.into());
+    }
+
+    fn fields(err: &ValidationError) -> Vec<&str> {
+        err.violations.iter().map(|v| v.field.as_str()).collect()
+    }
+
+    type Mutation = fn(&mut pb::CreateSessionRequest);
+
+    /// One row per rule (and per boundary): a minimal valid request, mutated, and the exact
+    /// field paths expected; an empty list means the request must be accepted.
+    const ROWS: &[(&str, Mutation, &[&str])] = &[
+        ("minimal", |_| {}, &[]),
+        // script_id
+        ("script_id empty", |r| r.script_id.clear(), &["script_id"]),
+        (
+            "script_id blank",
+            |r| r.script_id = "  \t".into(),
+            &["script_id"],
+        ),
+        (
+            "script_id inner space",
+            |r| r.script_id = "a b".into(),
+            &["script_id"],
+        ),
+        (
+            "script_id control",
+            |r| r.script_id = "ab\u{0}".into(),
+            &["script_id"],
+        ),
+        (
+            "script_id 129",
+            |r| r.script_id = "x".repeat(129),
+            &["script_id"],
+        ),
+        ("script_id 128", |r| r.script_id = "x".repeat(128), &[]),
+        (
+            "script_id unicode",
+            |r| r.script_id = "kịch-bản-1".into(),
+            &[],
+        ),
+        // contacts
+        ("contacts empty", |r| r.contacts.clear(), &["contacts"]),
+        (
+            "contacts at max",
+            |r| r.contacts = (0..5).map(|n| contact(&format!("091234567{n}"))).collect(),
+            &[],
+        ),
+        (
+            "contacts over max: one violation, contacts not inspected",
+            |r| r.contacts = (0..6).map(|_| contact("bad")).collect(),
+            &["contacts"],
+        ),
+        // contacts[i].phone
+        (
+            "phone empty",
+            |r| r.contacts[0].phone.clear(),
+            &["contacts[0].phone"],
+        ),
+        (
+            "phone spaces",
+            |r| r.contacts[0].phone = "0912 345 678".into(),
+            &["contacts[0].phone"],
+        ),
+        (
+            "phone 7 digits",
+            |r| r.contacts[0].phone = "0912345".into(),
+            &["contacts[0].phone"],
+        ),
+        (
+            "phone 16 digits",
+            |r| r.contacts[0].phone = "+0912345678901234".into(),
+            &["contacts[0].phone"],
+        ),
+        (
+            "phone plus",
+            |r| r.contacts[0].phone = "+84912345678".into(),
+            &[],
+        ),
+        (
+            "phone bad in second contact",
+            |r| r.contacts.push(contact("09-12")),
+            &["contacts[1].phone"],
+        ),
+        (
+            "phone duplicates: later ones reported",
+            |r| {
+                r.contacts.push(contact("0987654321"));
+                r.contacts.push(contact("0912345678"));
+                r.contacts.push(contact("0912345678"));
+                r.contacts.push(contact("0987654321"));
+            },
+            &[
+                "contacts[2].phone",
+                "contacts[3].phone",
+                "contacts[4].phone",
+            ],
+        ),
+        (
+            "phone same digits, different form: not a duplicate",
+            |r| r.contacts.push(contact("+0912345678")),
+            &[],
+        ),
+        // contacts[i].email
+        (
+            "email ok",
+            |r| r.contacts[0].email = "an.nguyen@vi.du.vn".into(),
+            &[],
+        ),
+        (
+            "email no at",
+            |r| r.contacts[0].email = "an.example.vn".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email two at",
+            |r| r.contacts[0].email = "a@b@c.vn".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email empty local",
+            |r| r.contacts[0].email = "@c.vn".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email no dot",
+            |r| r.contacts[0].email = "a@localhost".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email leading dot",
+            |r| r.contacts[0].email = "a@.vn".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email trailing dot",
+            |r| r.contacts[0].email = "a@vn.".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email space",
+            |r| r.contacts[0].email = "a b@c.vn".into(),
+            &["contacts[0].email"],
+        ),
+        (
+            "email 255",
+            |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(250)),
+            &["contacts[0].email"],
+        ),
+        (
+            "email 254",
+            |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(249)),
+            &[],
+        ),
+        // contacts[i].external_contact_code
+        (
+            "contact code 129",
+            |r| r.contacts[0].external_contact_code = "đ".repeat(129),
+            &["contacts[0].external_contact_code"],
+        ),
+        (
+            "contact code 128",
+            |r| r.contacts[0].external_contact_code = "đ".repeat(128),
+            &[],
+        ),
+        // contacts[i].variables
+        ("variable ok", |r| var(r, "ten", "Nguyễn Văn A"), &[]),
+        (
+            "variable empty key",
+            |r| var(r, "", "x"),
+            &["contacts[0].variables[]"],
+        ),
+        (
+            "variable key space",
+            |r| var(r, "ho ten", "x"),
+            &["contacts[0].variables[ho ten]"],
+        ),
+        (
+            "variable key control, escaped in path",
+            |r| var(r, "a\nb", "x"),
+            &["contacts[0].variables[a\\nb]"],
+        ),
+        ("variable key 64", |r| var(r, &"k".repeat(64), "x"), &[]),
+        (
+            "variable key 65, truncated in path",
+            |r| var(r, &"k".repeat(65), "x"),
+            &[
+                "contacts[0].variables[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]",
+            ],
+        ),
+        (
+            "variable value 2000 chars (6000 bytes)",
+            |r| var(r, "ten", &"ễ".repeat(2000)),
+            &[],
+        ),
+        (
+            "variable value 2001 chars",
+            |r| var(r, "ten", &"ễ".repeat(2001)),
+            &["contacts[0].variables[ten]"],
+        ),
+        ("variable value empty", |r| var(r, "ten", ""), &[]),
+        (
+            "variables 100",
+            |r| (0..100).for_each(|n| var(r, &format!("k{n}"), "v")),
+            &[],
+        ),
+        (
+            "variables 101: one violation, entries not inspected",
+            |r| {
+                (0..100).for_each(|n| var(r, &format!("k{n}"), "v"));
+                var(r, "", "");
+            },
+            &["contacts[0].variables"],
+        ),
+        (
+            "variables sorted by key in the error",
+            |r| {
+                var(r, "z z", "");
+                var(r, "a a", "");
+            },
+            &["contacts[0].variables[a a]", "contacts[0].variables[z z]"],
+        ),
+        // name
+        ("name 255 chars", |r| r.name = "ộ".repeat(255), &[]),
+        ("name 256 chars", |r| r.name = "ộ".repeat(256), &["name"]),
+        ("name newline", |r| r.name = "a\nb".into(), &["name"]),
+        (
+            "name spaces and emoji",
+            |r| r.name = " Thông báo 🎉 ".into(),
+            &[],
+        ),
+        // caller_id
+        ("caller_id empty", |r| r.caller_id.clear(), &[]),
+        (
+            "caller_id SIP extension",
+            |r| r.caller_id = "101".into(),
+            &[],
+        ),
+        (
+            "caller_id hotline",
+            |r| r.caller_id = "19001234".into(),
+            &[],
+        ),
+        (
+            "caller_id plus 15",
+            |r| r.caller_id = "+123456789012345".into(),
+            &[],
+        ),
+        (
+            "caller_id 2 digits",
+            |r| r.caller_id = "10".into(),
+            &["caller_id"],
+        ),
+        (
+            "caller_id plus 2 digits",
+            |r| r.caller_id = "+10".into(),
+            &["caller_id"],
+        ),
+        (
+            "caller_id 16 digits",
+            |r| r.caller_id = "1234567890123456".into(),
+            &["caller_id"],
+        ),
+        (
+            "caller_id letters",
+            |r| r.caller_id = "sip:101".into(),
+            &["caller_id"],
+        ),
+        // voice
+        ("voice 3", |r| r.voice = 3, &[]),
+        ("voice 99", |r| r.voice = 99, &["voice"]),
+        ("voice -1", |r| r.voice = -1, &["voice"]),
+        // speed, retry_count, calls_per_round
+        ("speed -3", |r| r.speed = Some(-3), &[]),
+        ("speed 3", |r| r.speed = Some(3), &[]),
+        ("speed -4", |r| r.speed = Some(-4), &["speed"]),
+        ("speed 4", |r| r.speed = Some(4), &["speed"]),
+        ("retry_count 0", |r| r.retry_count = Some(0), &[]),
+        ("retry_count 10", |r| r.retry_count = Some(10), &[]),
+        (
+            "retry_count -1",
+            |r| r.retry_count = Some(-1),
+            &["retry_count"],
+        ),
+        (
+            "retry_count 11",
+            |r| r.retry_count = Some(11),
+            &["retry_count"],
+        ),
+        ("calls_per_round 1", |r| r.calls_per_round = Some(1), &[]),
+        (
+            "calls_per_round 1000",
+            |r| r.calls_per_round = Some(1000),
+            &[],
+        ),
+        (
+            "calls_per_round 0",
+            |r| r.calls_per_round = Some(0),
+            &["calls_per_round"],
+        ),
+        (
+            "calls_per_round 1001",
+            |r| r.calls_per_round = Some(1001),
+            &["calls_per_round"],
+        ),
+        // round_interval, retry_interval
+        ("round_interval 0", |r| r.round_interval = secs(0), &[]),
+        (
+            "round_interval 86400",
+            |r| r.round_interval = secs(86_400),
+            &[],
+        ),
+        (
+            "round_interval 86401",
+            |r| r.round_interval = secs(86_401),
+            &["round_interval"],
+        ),
+        (
+            "round_interval negative",
+            |r| r.round_interval = secs(-1),
+            &["round_interval"],
+        ),
+        (
+            "round_interval fractional",
+            |r| {
+                r.round_interval = Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 500_000_000,
+                })
+            },
+            &["round_interval"],
+        ),
+        (
+            "retry_interval negative nanos",
+            |r| {
+                r.retry_interval = Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: -1,
+                })
+            },
+            &["retry_interval"],
+        ),
+        (
+            "retry_interval 86401",
+            |r| r.retry_interval = secs(86_401),
+            &["retry_interval"],
+        ),
+        ("retry_interval 60", |r| r.retry_interval = secs(60), &[]),
+        // start_time
+        ("start_time now", |r| r.start_time = at(NOW_SECS, 0), &[]),
+        (
+            "start_time now - 300 s",
+            |r| r.start_time = at(NOW_SECS - 300, 0),
+            &[],
+        ),
+        (
+            "start_time now - 301 s",
+            |r| r.start_time = at(NOW_SECS - 301, 0),
+            &["start_time"],
+        ),
+        (
+            "start_time now + 366 d",
+            |r| r.start_time = at(NOW_SECS + 366 * 86_400, 0),
+            &[],
+        ),
+        (
+            "start_time now + 366 d + 1 s",
+            |r| r.start_time = at(NOW_SECS + 366 * 86_400 + 1, 0),
+            &["start_time"],
+        ),
+        (
+            "start_time negative nanos",
+            |r| r.start_time = at(NOW_SECS, -1),
+            &["start_time"],
+        ),
+        (
+            "start_time nanos 1e9",
+            |r| r.start_time = at(NOW_SECS, 1_000_000_000),
+            &["start_time"],
+        ),
+        (
+            "start_time epoch",
+            |r| r.start_time = at(0, 0),
+            &["start_time"],
+        ),
+        // external_session_id
+        (
+            "session id uuid",
+            |r| r.external_session_id = "6f1c2d3e-0000-4000-8000-000000000000".into(),
+            &[],
+        ),
+        (
+            "session id 128",
+            |r| r.external_session_id = "~".repeat(128),
+            &[],
+        ),
+        (
+            "session id 129",
+            |r| r.external_session_id = "a".repeat(129),
+            &["external_session_id"],
+        ),
+        (
+            "session id space",
+            |r| r.external_session_id = "a b".into(),
+            &["external_session_id"],
+        ),
+        (
+            "session id non-ASCII",
+            |r| r.external_session_id = "phiên-1".into(),
+            &["external_session_id"],
+        ),
+        (
+            "session id DEL",
+            |r| r.external_session_id = "a\u{7f}".into(),
+            &["external_session_id"],
+        ),
+    ];
+
+    #[test]
+    fn one_row_per_rule() {
+        for (label, mutate, want) in ROWS {
+            let mut req = minimal();
+            mutate(&mut req);
+            let got = match NewSession::parse(req, &limits()) {
+                Ok(_) => Vec::new(),
+                Err(err) => {
+                    assert!(!err.violations.is_empty(), "{label}: empty error");
+                    fields(&err).into_iter().map(str::to_owned).collect()
+                }
+            };
+            assert_eq!(got, *want, "{label}");
+        }
+    }
+
+    #[test]
+    fn many_broken_rules_reported_at_once() {
+        let req = pb::CreateSessionRequest {
+            script_id: " ".into(),
+            contacts: vec![
+                pb::Contact {
+                    phone: "0912345678".into(),
+                    email: "not-an-email".into(),
+                    external_contact_code: "c".repeat(200),
+                    variables: HashMap::from([
+                        (String::new(), "x".into()),
+                        ("ten".into(), "x".repeat(2_001)),
+                    ]),
+                },
+                contact("0912-345-678"),
+                contact("0912345678"),
+            ],
+            name: "tab\there".into(),
+            caller_id: "hotline".into(),
+            voice: 99,
+            speed: Some(9),
+            retry_count: Some(-1),
+            calls_per_round: Some(0),
+            round_interval: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 1,
+            }),
+            retry_interval: secs(-5),
+            start_time: at(NOW_SECS - 3_600, 0),
+            external_session_id: "has space".into(),
+            auto_pause: true,
+        };
+        let err = NewSession::parse(req, &limits()).unwrap_err();
+        let mut got = fields(&err);
+        got.sort_unstable();
+        let mut want = vec![
+            "script_id",
+            "contacts[2].phone",
+            "contacts[0].email",
+            "contacts[0].external_contact_code",
+            "contacts[0].variables[]",
+            "contacts[0].variables[ten]",
+            "contacts[1].phone",
+            "name",
+            "caller_id",
+            "voice",
+            "speed",
+            "retry_count",
+            "calls_per_round",
+            "round_interval",
+            "retry_interval",
+            "start_time",
+            "external_session_id",
+        ];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        let dup = err
+            .violations
+            .iter()
+            .find(|v| v.field == "contacts[2].phone")
+            .unwrap();
+        assert_eq!(dup.description, "duplicates contacts[0].phone");
+        // Neither the message nor any description echoes a value.
+        assert_eq!(err.to_string(), "invalid request: 17 violation(s)");
+        for v in &err.violations {
+            for secret in [
+                "0912345678",
+                "0912-345-678",
+                "not-an-email",
+                "hotline",
+                "has space",
+                "tab\there",
+            ] {
+                assert!(!v.description.contains(secret), "{v:?} echoes {secret}");
+            }
+        }
+    }
+
+    #[test]
+    fn valid_request_maps_every_field() {
+        let variables = HashMap::from([
+            ("ten".to_owned(), "Nguyễn Thị Ánh".to_owned()),
+            ("ghi_chu".to_owned(), "  chúc mừng 🎉\u{301} ".to_owned()),
+            ("diem".to_owned(), "e\u{301}".to_owned()), // NFD stays NFD
+        ]);
+        let req = pb::CreateSessionRequest {
+            script_id: "script-42".into(),
+            contacts: vec![
+                pb::Contact {
+                    phone: "+84912345678".into(),
+                    email: "an@vi.du.vn".into(),
+                    external_contact_code: "KH-001".into(),
+                    variables: variables.clone(),
+                },
+                contact("0987654321"),
+            ],
+            name: " Thông báo ĐIỂM thi 🎓 ".into(),
+            caller_id: "19001234".into(),
+            voice: pb::Voice::SouthernMaleTienhuy as i32,
+            speed: Some(-2),
+            retry_count: Some(3),
+            calls_per_round: Some(20),
+            round_interval: secs(45),
+            retry_interval: secs(600),
+            start_time: at(NOW_SECS + 60, 123_999_999),
+            external_session_id: "order-7781".into(),
+            auto_pause: true,
+        };
+        let got = NewSession::parse(req, &limits()).unwrap();
+        let want = NewSession {
+            script_id: "script-42".into(),
+            contacts: vec![
+                ValidContact {
+                    phone: "+84912345678".into(),
+                    email: Some("an@vi.du.vn".into()),
+                    external_contact_code: Some("KH-001".into()),
+                    variables: variables.into_iter().collect(),
+                },
+                ValidContact {
+                    phone: "0987654321".into(),
+                    email: None,
+                    external_contact_code: None,
+                    variables: BTreeMap::new(),
+                },
+            ],
+            name: Some(" Thông báo ĐIỂM thi 🎓 ".into()),
+            caller_id: "19001234".into(),
+            voice: Some(VoiceName::SouthernMaleTienhuy),
+            speed: Some(-2),
+            retry_count: Some(3),
+            calls_per_round: Some(20),
+            round_interval_secs: Some(45),
+            retry_interval_secs: Some(600),
+            send_time_unix_ms: Some((NOW_SECS + 60) * 1_000 + 123),
+            external_session_id: Some("order-7781".into()),
+            auto_pause: true,
+        };
+        assert_eq!(got, want);
+        let vars = &got.contacts[0].variables;
+        assert_eq!(vars["diem"].as_bytes(), b"e\xcc\x81");
+        assert_eq!(vars["ghi_chu"], "  chúc mừng 🎉\u{301} ");
+        let keys: Vec<_> = vars.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["diem", "ghi_chu", "ten"]);
+    }
+
+    #[test]
+    fn minimal_request_leaves_everything_to_upstream_defaults() {
+        let got = NewSession::parse(minimal(), &limits()).unwrap();
+        assert_eq!(
+            got,
+            NewSession {
+                script_id: "script-1".into(),
+                contacts: vec![ValidContact {
+                    phone: "0912345678".into(),
+                    email: None,
+                    external_contact_code: None,
+                    variables: BTreeMap::new(),
+                }],
+                name: None,
+                caller_id: String::new(),
+                voice: None,
+                speed: None,
+                retry_count: None,
+                calls_per_round: None,
+                round_interval_secs: None,
+                retry_interval_secs: None,
+                send_time_unix_ms: None,
+                external_session_id: None,
+                auto_pause: false,
+            }
+        );
+    }
+
+    #[test]
+    fn voice_names() {
+        let rows = [
+            (0, None),
+            (1, Some("northern_female_ngocanh")),
+            (2, Some("southern_female_honganh")),
+            (3, Some("southern_male_tienhuy")),
+        ];
+        for (number, want) in rows {
+            let mut req = minimal();
+            req.voice = number;
+            let got = NewSession::parse(req, &limits()).unwrap().voice;
+            assert_eq!(got.map(|v| v.as_upstream()), want, "voice {number}");
+        }
+    }
+
+    #[test]
+    fn script_id_alone() {
+        assert_eq!(validate_script_id("abc-123"), Ok(()));
+        for bad in ["", " ", "a b", "a\u{7}", &"x".repeat(129)] {
+            let err = validate_script_id(bad).unwrap_err();
+            assert_eq!(fields(&err), ["script_id"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clock_before_epoch_does_not_panic() {
+        let limits = SessionLimits {
+            max_contacts: 1,
+            now: UNIX_EPOCH - Duration::from_secs(1_000),
+        };
+        let mut req = minimal();
+        req.start_time = at(-1_000, 0);
+        assert_eq!(
+            NewSession::parse(req, &limits).unwrap().send_time_unix_ms,
+            Some(-1_000_000)
+        );
+    }
+
+    #[test]
+    fn adversarial_inputs_never_panic() {
+        let i64s = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            86_400,
+            NOW_SECS,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let i32s = [
+            i32::MIN,
+            -1_000_000_000,
+            -1,
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            i32::MAX,
+        ];
+        let huge = "ễ".repeat(200_000);
+        let strings = [
+            "",
+            " ",
+            "\u{0}",
+            "+",
+            "++",
+            "@",
+            "@.",
+            "a@",
+            "a@.",
+            "\u{10FFFF}",
+            "\u{FEFF}0912345678",
+            "0912345678\u{200B}",
+            "🎉",
+            huge.as_str(),
+        ];
+        for &seconds in &i64s {
+            for &nanos in &i32s {
+                let mut req = minimal();
+                req.round_interval = Some(prost_types::Duration { seconds, nanos });
+                req.retry_interval = Some(prost_types::Duration { seconds, nanos });
+                req.start_time = at(seconds, nanos);
+                req.speed = Some(nanos);
+                req.retry_count = Some(nanos);
+                req.calls_per_round = Some(nanos);
+                req.voice = nanos;
+                let _ = NewSession::parse(req, &limits());
+            }
+        }
+        for s in strings {
+            let req = pb::CreateSessionRequest {
+                script_id: s.into(),
+                contacts: vec![
+                    pb::Contact {
+                        phone: s.into(),
+                        email: s.into(),
+                        external_contact_code: s.into(),
+                        variables: HashMap::from([(s.to_owned(), s.to_owned())]),
+                    };
+                    3
+                ],
+                name: s.into(),
+                caller_id: s.into(),
+                external_session_id: s.into(),
+                ..Default::default()
+            };
+            if let Err(err) = NewSession::parse(req, &limits()) {
+                // Paths stay short even for a 600 kB key.
+                assert!(err.violations.iter().all(|v| v.field.len() < 400));
+            }
+            let _ = validate_script_id(s);
+            let _ = crate::domain::mask_phone(s);
+            let _ = crate::domain::fold(s);
+        }
+        for max_contacts in [0, 1, usize::MAX] {
+            let limits = SessionLimits {
+                max_contacts,
+                now: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1_000),
+            };
+            let _ = NewSession::parse(minimal(), &limits);
+        }
+    }
+}
