@@ -6,7 +6,7 @@
 //! `contacts[2].phone`, which the status layer turns into a `BadRequest`.
 //!
 //! Layout:
-//! - [`fold`]: Vietnamese-aware search folding for `ListScriptsRequest.name_contains`.
+//! - [`mod@fold`]: Vietnamese-aware search folding for `ListScriptsRequest.name_contains`.
 //! - [`phone`]: the phone number rule, and masking for logs.
 //! - [`session`]: [`NewSession`], the validated `CreateSessionRequest`, and the `script_id` rule.
 

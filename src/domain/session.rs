@@ -262,34 +262,40 @@ fn parse_contacts(
         );
         return Vec::new();
     }
-    report_duplicate_phones(&contacts, v);
+    let duplicate_of = earlier_duplicates(&contacts);
     contacts
         .into_iter()
+        .zip(duplicate_of)
         .enumerate()
-        .map(|(i, c)| parse_contact(i, c, v))
+        .map(|(i, (c, first))| parse_contact(i, c, first, v))
         .collect()
 }
 
-/// Reports every valid phone that repeats an earlier contact's phone, on the later contact.
+/// For each contact, the index of an earlier contact with the same valid phone, if any.
 /// Compared exactly as sent: `+8491…` and `091…` are not recognized as the same person.
-fn report_duplicate_phones(contacts: &[pb::Contact], v: &mut Violations) {
+/// Invalid phones are skipped: the phone rule already reports them.
+fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
     let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(contacts.len());
-    for (j, c) in contacts.iter().enumerate() {
-        if !is_valid_phone(&c.phone) {
-            continue; // already reported by the phone rule
-        }
-        if let Some(&i) = first_seen.get(c.phone.as_str()) {
-            v.push(
-                format!("contacts[{j}].phone"),
-                format!("duplicates contacts[{i}].phone"),
-            );
-        } else {
-            first_seen.insert(&c.phone, j);
-        }
-    }
+    contacts
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            if !is_valid_phone(&c.phone) {
+                return None;
+            }
+            let first = *first_seen.entry(&c.phone).or_insert(j);
+            (first != j).then_some(first)
+        })
+        .collect()
 }
 
-fn parse_contact(i: usize, c: pb::Contact, v: &mut Violations) -> ValidContact {
+/// Validates contact `i`; `duplicate_of` is the earlier contact with the same phone, if any.
+fn parse_contact(
+    i: usize,
+    c: pb::Contact,
+    duplicate_of: Option<usize>,
+    v: &mut Violations,
+) -> ValidContact {
     let pb::Contact {
         phone,
         email,
@@ -302,6 +308,11 @@ fn parse_contact(i: usize, c: pb::Contact, v: &mut Violations) -> ValidContact {
         v.push(
             format!("contacts[{i}].phone"),
             "must be an optional leading '+' followed by 8 to 15 digits",
+        );
+    } else if let Some(first) = duplicate_of {
+        v.push(
+            format!("contacts[{i}].phone"),
+            format!("duplicates contacts[{first}].phone"),
         );
     }
     v.take(|| format!("contacts[{i}].email"), check_email(&email));
@@ -629,6 +640,15 @@ mod tests {
                 "contacts[3].phone",
                 "contacts[4].phone",
             ],
+        ),
+        (
+            "violations come in request order",
+            |r| {
+                r.contacts[0].email = "x".into();
+                r.contacts.push(contact("0912345678"));
+                r.name = "\u{7}".into();
+            },
+            &["contacts[0].email", "contacts[1].phone", "name"],
         ),
         (
             "phone same digits, different form: not a duplicate",
