@@ -107,6 +107,7 @@ mod tests {
         ];
         for (input, want) in rows {
             assert_eq!(fold(input), *want, "fold({input:?})");
+            assert_eq!(fold(want), *want, "fold is idempotent on {want:?}");
         }
     }
 
