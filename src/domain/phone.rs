@@ -1,0 +1,113 @@
+//! The phone number rule shared by validation, and masking so logs never carry a full number.
+
+/// Fewest digits of a phone number (national numbers without trunk prefix are shorter).
+const MIN_DIGITS: usize = 8;
+/// Most digits of a phone number (E.164 maximum).
+const MAX_DIGITS: usize = 15;
+/// Trailing digits [`mask_phone`] leaves readable, enough to tell numbers apart in a log.
+const KEPT_DIGITS: usize = 3;
+
+/// True when `s` is an optional leading `+` followed by 8 to 15 ASCII digits, nothing else
+/// (no spaces, dashes or brackets): the only shape the upstream accepts reliably.
+pub fn is_valid_phone(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    (MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Masks a phone number for logs: every digit except the last 3 becomes `*`, a `+` is kept,
+/// any other character becomes `*` too; strings shorter than 4 chars are fully masked.
+///
+/// Phone numbers are personal data; this lets a log line identify a contact without
+/// exposing it. Works on any UTF-8 (invalid input is logged too) and never panics.
+pub fn mask_phone(s: &str) -> String {
+    let chars = s.chars().count();
+    if chars < 4 {
+        return "*".repeat(chars);
+    }
+    let mut digits_left = s.chars().filter(char::is_ascii_digit).count();
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                digits_left -= 1;
+                if digits_left < KEPT_DIGITS { c } else { '*' }
+            } else if c == '+' {
+                '+'
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_phones() {
+        let rows: &[(&str, bool)] = &[
+            ("0912345678", true),
+            ("+84912345678", true),
+            ("12345678", true),
+            ("+12345678", true),
+            ("123456789012345", true),
+            ("+123456789012345", true),
+            ("1234567", false),
+            ("+1234567", false),
+            ("1234567890123456", false),
+            ("", false),
+            ("+", false),
+            ("++84912345678", false),
+            ("84+912345678", false),
+            ("0912 345 678", false),
+            ("0912-345-678", false),
+            (" 0912345678", false),
+            ("0912345678\n", false),
+            ("(091)2345678", false),
+            ("０９１２３４５６７８", false), // full-width digits
+            ("٠١٢٣٤٥٦٧٨٩", false),           // Arabic-Indic digits
+            ("0912345678a", false),
+        ];
+        for (s, want) in rows {
+            assert_eq!(is_valid_phone(s), *want, "is_valid_phone({s:?})");
+        }
+    }
+
+    #[test]
+    fn masks() {
+        let rows: &[(&str, &str)] = &[
+            ("", ""),
+            ("1", "*"),
+            ("+84", "***"),
+            ("ab", "**"),
+            ("1234", "*234"),
+            ("0912345678", "*******678"),
+            ("+84912345678", "+********678"),
+            ("0912-345-678", "*********678"),
+            ("số 0912", "****912"),
+            ("12", "**"),
+            ("abcd", "****"),
+            ("ab1d", "**1*"),
+            ("😀😀😀😀5", "****5"),
+        ];
+        for (s, want) in rows {
+            assert_eq!(mask_phone(s), *want, "mask_phone({s:?})");
+        }
+    }
+
+    #[test]
+    fn mask_never_panics_and_hides_all_but_three_digits() {
+        let inputs = [
+            "\u{0}\u{0}\u{0}\u{0}",
+            "++++",
+            "ễễễễễ",
+            "\u{10FFFF}1234567890",
+            &"9".repeat(100_000),
+        ];
+        for s in inputs {
+            let masked = mask_phone(s);
+            assert_eq!(masked.chars().count(), s.chars().count());
+            assert!(masked.chars().filter(char::is_ascii_digit).count() <= KEPT_DIGITS);
+        }
+    }
+}
