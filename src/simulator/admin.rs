@@ -1,0 +1,134 @@
+//! The simulator's control surface under `/_sim/`: sessions, stats, faults, scripts and reset.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::MAX_BODY_BYTES;
+use super::api::json_response;
+use super::catalogue;
+use super::faults::parse_faults;
+use super::state::Sim;
+
+/// Most scripts `{"generate": N}` may ask for.
+const MAX_GENERATED_SCRIPTS: u64 = 1_000_000;
+
+fn bad_request(message: &str) -> Response {
+    let body = serde_json::to_vec(&json!({"error": message})).unwrap_or_default();
+    json_response(StatusCode::BAD_REQUEST, body)
+}
+
+fn done() -> Response {
+    json_response(StatusCode::OK, br#"{"ok":true}"#.to_vec())
+}
+
+async fn read_body(req: Request) -> Result<Bytes, Response> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| bad_request(&format!("cannot read body: {e}")))
+}
+
+/// `GET /_sim/sessions`: recorded sessions, in arrival order.
+pub(crate) async fn sessions(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(StatusCode::OK, sim.sessions_json())
+}
+
+/// `GET /_sim/stats`: request counters.
+pub(crate) async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    let s = &sim.stats;
+    let v = json!({
+        "auth_calls": s.auth_calls.load(Ordering::Relaxed),
+        "script_list_calls": s.script_list_calls.load(Ordering::Relaxed),
+        "execute_calls": s.execute_calls.load(Ordering::Relaxed),
+        "sessions_total": s.sessions_total.load(Ordering::Relaxed),
+        "unauthorized": s.unauthorized.load(Ordering::Relaxed),
+    });
+    json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// `POST /_sim/faults`: queue one fault object or an array of them.
+pub(crate) async fn add_faults(State(sim): State<Arc<Sim>>, req: Request) -> Response {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match parse_faults(&body) {
+        Ok(faults) => {
+            let n = faults.len();
+            sim.push_faults(faults);
+            json_response(
+                StatusCode::OK,
+                serde_json::to_vec(&json!({"ok": true, "queued": n})).unwrap_or_default(),
+            )
+        }
+        Err(e) => bad_request(&e),
+    }
+}
+
+/// `GET /_sim/faults`: the pending faults with their remaining counts.
+pub(crate) async fn list_faults(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&sim.faults()).unwrap_or_default(),
+    )
+}
+
+/// `DELETE /_sim/faults`: drop every pending fault.
+pub(crate) async fn clear_faults(State(sim): State<Arc<Sim>>) -> Response {
+    sim.clear_faults();
+    done()
+}
+
+/// `PUT /_sim/scripts`: a JSON array replaces the catalogue verbatim; `{"generate": N}` generates N scripts.
+pub(crate) async fn put_scripts(State(sim): State<Arc<Sim>>, req: Request) -> Response {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(&format!("invalid JSON: {e}")),
+    };
+    match value {
+        Value::Array(scripts) => {
+            let raw = trim_ascii(body);
+            sim.set_catalogue(&scripts, Some(raw));
+            done()
+        }
+        Value::Object(obj) => match obj.get("generate").and_then(Value::as_u64) {
+            Some(n) if n <= MAX_GENERATED_SCRIPTS && obj.len() == 1 => {
+                let n = usize::try_from(n).unwrap_or(0);
+                sim.set_catalogue(&catalogue::generate(n), None);
+                done()
+            }
+            _ => bad_request(&format!(
+                "expected a JSON array or {{\"generate\": N}} with N <= {MAX_GENERATED_SCRIPTS}"
+            )),
+        },
+        _ => bad_request("expected a JSON array or {\"generate\": N}"),
+    }
+}
+
+/// The body without leading/trailing ASCII whitespace (still the same JSON text).
+fn trim_ascii(body: Bytes) -> Bytes {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    body.slice(start..end.max(start))
+}
+
+/// `POST /_sim/reset`: clear faults, sessions, counters and tokens; restore the built-in catalogue.
+pub(crate) async fn reset(State(sim): State<Arc<Sim>>) -> Response {
+    sim.reset();
+    done()
+}

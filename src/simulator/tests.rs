@@ -1,0 +1,1 @@
+//! Tests of the simulator against `run()` on an ephemeral port.
