@@ -21,6 +21,7 @@ pub struct Cli {
 
 /// What the binary does.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; size is irrelevant
 pub enum Command {
     /// Run the gRPC facade (the default).
     Serve(ServeArgs),

@@ -27,13 +27,14 @@ pub enum Idempotency {
 
 /// Whether `err` may be retried for a call of this kind.
 pub fn is_retryable(kind: Idempotency, err: &UpstreamError) -> bool {
-    match (kind, err) {
-        (_, UpstreamError::Connect { .. }) => true,
-        (_, UpstreamError::Http { status: 503, .. }) => true,
-        (Idempotency::Read, UpstreamError::ConnectionLost { .. } | UpstreamError::AttemptTimeout) => true,
-        (Idempotency::Read, UpstreamError::Http { status: 502 | 504, .. }) => true,
-        _ => false,
-    }
+    matches!(
+        (kind, err),
+        (_, UpstreamError::Connect { .. } | UpstreamError::Http { status: 503, .. })
+            | (
+                Idempotency::Read,
+                UpstreamError::ConnectionLost { .. } | UpstreamError::AttemptTimeout | UpstreamError::Http { status: 502 | 504, .. }
+            )
+    )
 }
 
 /// The wait before attempt `attempt + 1` (attempt counts from 1): uniform in
