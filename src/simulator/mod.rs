@@ -151,13 +151,18 @@ async fn truncated(resp: Response) -> Response {
         _ => Bytes::from(api::ok_envelope_raw(b"{}")),
     };
     let half = full.slice(..full.len() / 2);
-    let stream = futures::stream::iter([
-        Ok(half),
+    // Pause between the half and the error so that hyper flushes the head and the half body first.
+    let abort = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "simulated truncation",
-        )),
-    ]);
+        ))
+    };
+    let stream = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(half) }),
+        futures::stream::once(abort),
+    );
     let mut out = Response::new(Body::from_stream(stream));
     out.headers_mut().insert(
         header::CONTENT_TYPE,
