@@ -771,3 +771,83 @@ async fn unknown_path_is_404_and_shutdown_returns() {
         .await;
     assert!(res.is_err(), "listener closed after shutdown");
 }
+
+#[tokio::test]
+async fn garbage_inputs_never_break_the_server() {
+    let h = Harness::default().await;
+    let t = h.token(KEY).await;
+    for q in ["?cid=%zz%", "?cid=%F0%28%8C", "?&&=&cid", "?cid=a=b&cid=c"] {
+        let v: Value = h
+            .execute_raw(KEY, &t, q, &good_body().to_string())
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["status_code"], 9999, "{q}: {v}");
+    }
+    for body in [
+        r#"{"bot_script_id":"64915bc76a690c0edad14723","contact_info":[1,null,[],{"phone":{}},{"phone":84988888888}]}"#,
+        r#"{"bot_script_id":"64915bc76a690c0edad14723","contact_info":[{"phone":"0988888888"}],"speed":1e20}"#,
+        r#"{"bot_script_id":"64915bc76a690c0edad14723","contact_info":[{"phone":"0988888888"}],"send_time":1e400}"#,
+        r#"{"bot_script_id":"64915bc76a690c0edad14723","contact_info":[{"phone":"0988888888"}],"num_retry":18446744073709551615}"#,
+        "\u{0}\u{ff}",
+    ] {
+        let resp = h.execute_raw(KEY, &t, "?cid=", body).await;
+        assert_eq!(resp.status(), 200, "{body}");
+        let v: Value = resp.json().await.expect("json");
+        assert!(v["status_code"].is_i64(), "{body}: {v}");
+    }
+    let weird = reqwest::header::HeaderValue::from_bytes(b"k\xff\xfe").expect("header");
+    let resp = h
+        .client
+        .get(h.url("/api/call_bot/script/list"))
+        .header("x-api-key", weird)
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("send");
+    assert_fail(&resp.json().await.expect("json"), "api_key_invalid");
+    let resp = h
+        .client
+        .get(h.url("/api/call_bot/script/list"))
+        .header("x-api-key", KEY)
+        .header("authorization", "Bearer")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(h.list(KEY, &t).await.status(), 200);
+}
+
+#[test]
+fn sessions_are_capped_but_counted() {
+    use super::state::{Accept, MAX_SESSIONS, Session, Sim};
+    use std::sync::atomic::Ordering;
+    assert_eq!(MAX_SESSIONS, 100_000);
+    let cap = 1_000;
+    let sim = Sim::with_session_cap(SimConfig::default(), cap);
+    let total = cap + 5;
+    let mut first_kept = String::new();
+    for i in 0..total {
+        let session = Session {
+            autocall_id: sim.new_object_id(),
+            ext_session_id: None,
+            api_key_id: "k".into(),
+            cid: String::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+            received_at_ms: 0,
+        };
+        match sim.accept_session(session, false) {
+            Accept::Accepted(id) if i == 5 => first_kept = id,
+            Accept::Accepted(_) => {}
+            Accept::Duplicate(_) => panic!("no ext ids here"),
+        }
+    }
+    let sessions: Vec<Value> = serde_json::from_slice(&sim.sessions_json()).expect("json");
+    assert_eq!(sessions.len(), cap);
+    assert_eq!(sessions[0]["autocall_id"], first_kept.as_str());
+    assert_eq!(
+        sim.stats.sessions_total.load(Ordering::Relaxed),
+        total as u64
+    );
+}
