@@ -16,6 +16,12 @@
 //! default an envelope with `error`, or `http_<status>` when only `status` is given), with `content_type`
 //! (default `application/json`) and `Retry-After: <retry_after>` when given. A fault with none of
 //! `drop`/`truncate`/`status`/`error`/`body` lets the request be processed normally after its delay.
+//!
+//! A count is consumed when a matching request arrives. Faulted requests are counted in `/_sim/stats` but never
+//! recorded as sessions (a truncated execute is validated but not recorded), except when the fault only
+//! delays or expires tokens. Over HTTP/2, `drop` and `truncate` reset the stream instead of the connection.
+//! `GET /_sim/faults` lists pending faults with their remaining counts; `DELETE /_sim/faults` clears them;
+//! an unknown key, `count: 0` or an invalid status is refused with HTTP 400.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

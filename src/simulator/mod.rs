@@ -4,7 +4,7 @@
 //! a product bug. It serves, over HTTP/1.1 and h2c:
 //!
 //! - `GET /api/auth?apiKey=<key>`: JWT-shaped tokens with an expiry;
-//! - `GET /api/call_bot/script/list`: a Vietnamese script catalogue (see [`catalogue`]);
+//! - `GET /api/call_bot/script/list`: a Vietnamese script catalogue (`catalogue.rs`);
 //! - `POST /api/call_bot/execute_by_phone?cid=<cid>`: validated like the real API; accepted sessions are
 //!   recorded. Contacts on the simulated do-not-call list (last three digits `999`) are rejected per contact
 //!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call;
@@ -13,13 +13,12 @@
 //!
 //! Every JSON answer of the API paths uses the upstream envelope
 //! (`{"instance_id":"sim","instance_version":"1.2.164","key_enabled":false,"status_code":9999|-9999,"payload":...}`);
-//! business errors are HTTP 200 with status_code -9999. Fault injection is documented in [`faults`].
-
-pub mod catalogue;
-pub mod faults;
+//! business errors are HTTP 200 with status_code -9999. Fault injection (`POST /_sim/faults`) is documented in `faults.rs`.
 
 mod admin;
 mod api;
+mod catalogue;
+mod faults;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -151,13 +150,18 @@ async fn truncated(resp: Response) -> Response {
         _ => Bytes::from(api::ok_envelope_raw(b"{}")),
     };
     let half = full.slice(..full.len() / 2);
-    let stream = futures::stream::iter([
-        Ok(half),
+    // Pause between the half and the error so that hyper flushes the head and the half body first.
+    let abort = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "simulated truncation",
-        )),
-    ]);
+        ))
+    };
+    let stream = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(half) }),
+        futures::stream::once(abort),
+    );
     let mut out = Response::new(Body::from_stream(stream));
     out.headers_mut().insert(
         header::CONTENT_TYPE,

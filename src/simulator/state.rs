@@ -111,11 +111,19 @@ pub(crate) struct Sim {
     id_counter: AtomicU64,
     /// Middle 5 bytes of generated ObjectIds (random per simulator, like a Mongo process id).
     id_salt: u64,
+    /// Most sessions kept (normally [`MAX_SESSIONS`]).
+    max_sessions: usize,
 }
 
 impl Sim {
     pub(crate) fn new(config: SimConfig) -> Self {
+        Self::with_session_cap(config, MAX_SESSIONS)
+    }
+
+    /// A simulator keeping at most `max_sessions` recorded sessions.
+    pub(crate) fn with_session_cap(config: SimConfig, max_sessions: usize) -> Self {
         Self {
+            max_sessions: max_sessions.max(1),
             config,
             stats: Stats::default(),
             inner: Mutex::new(Inner {
@@ -216,7 +224,7 @@ impl Sim {
         let id = session.autocall_id.clone();
         if !dry_run {
             session.received_at_ms = unix_ms();
-            if inner.sessions.len() >= MAX_SESSIONS {
+            if inner.sessions.len() >= self.max_sessions {
                 inner.sessions.pop_front();
             }
             inner.sessions.push_back(session);
