@@ -72,15 +72,17 @@ impl CallerTokens {
         if digests.is_empty() {
             return Err(CallerTokensError::Empty);
         }
-        Ok(CallerTokens { digests: Arc::new(digests.into_iter().collect()) })
+        Ok(CallerTokens {
+            digests: Arc::new(digests.into_iter().collect()),
+        })
     }
 
     /// Whether `authorization` holds `Bearer <an accepted token>`.
     pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(token) = authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        else {
+        let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
@@ -109,7 +111,10 @@ impl RpcLayer {
     /// `max_concurrency` RPCs in flight at most; `caller_tokens` turns caller authentication on.
     pub fn new(max_concurrency: usize, caller_tokens: Option<CallerTokens>) -> Self {
         RpcLayer {
-            state: Arc::new(State { limiter: Arc::new(Semaphore::new(max_concurrency)), caller_tokens }),
+            state: Arc::new(State {
+                limiter: Arc::new(Semaphore::new(max_concurrency)),
+                caller_tokens,
+            }),
         }
     }
 }
@@ -117,7 +122,10 @@ impl RpcLayer {
 impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, state: self.state.clone() }
+        RpcService {
+            inner,
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -132,10 +140,15 @@ pub struct RpcService<S> {
 /// forge log lines or bloat them), else a new UUID.
 fn request_id(value: Option<&HeaderValue>) -> HeaderValue {
     value
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
+        })
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a valid header value")
         })
 }
 
@@ -146,7 +159,8 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -161,7 +175,13 @@ where
         let is_rpc = method.starts_with(SERVICE_PREFIX);
 
         let refuse = |err: FacadeError| {
-            let status = to_status(&err, &ErrorContext { request_id: &id_text, external_session_id: None });
+            let status = to_status(
+                &err,
+                &ErrorContext {
+                    request_id: &id_text,
+                    external_session_id: None,
+                },
+            );
             let code = status.code() as i32;
             let mut res = status.into_http::<Body>();
             res.headers_mut().insert(REQUEST_ID, id.clone());
@@ -199,7 +219,12 @@ where
             let (parts, body) = res.into_parts();
             let body = ObservedBody {
                 inner: body,
-                access: Some(Access { method, request_id: id_text, started, code: header_code }),
+                access: Some(Access {
+                    method,
+                    request_id: id_text,
+                    started,
+                    code: header_code,
+                }),
                 _permit: permit,
             };
             Ok(Response::from_parts(parts, Body::new(body)))
@@ -225,7 +250,9 @@ fn access_log(method: &str, request_id: &str, code: Option<i32>, started: Instan
             let name = format!("{:?}", tonic::Code::from_i32(code));
             tracing::info!(target: "access", method, request_id, grpc_code = %name, latency_us, "rpc")
         }
-        None => tracing::info!(target: "access", method, request_id, grpc_code = "Cancelled", latency_us, "rpc (caller went away)"),
+        None => {
+            tracing::info!(target: "access", method, request_id, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
+        }
     }
 }
 
@@ -254,7 +281,10 @@ impl HttpBody for ObservedBody {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         match &polled {
@@ -298,7 +328,10 @@ mod tests {
         assert!(!tokens.accepts(Some(&h("alpha"))));
         assert!(!tokens.accepts(Some(&h("Basic alpha"))));
         assert!(!tokens.accepts(None));
-        assert!(matches!(CallerTokens::from_text("# nothing\n\n"), Err(CallerTokensError::Empty)));
+        assert!(matches!(
+            CallerTokens::from_text("# nothing\n\n"),
+            Err(CallerTokensError::Empty)
+        ));
         assert!(!format!("{tokens:?}").contains("alpha"));
     }
 

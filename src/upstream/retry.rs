@@ -2,10 +2,7 @@
 //! session-creating write, the backoff (exponential, full jitter), and a retry budget that caps
 //! retries to a share of recent requests so an outage is not amplified.
 
-use std::{
-    sync::Mutex,
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
@@ -29,11 +26,18 @@ pub enum Idempotency {
 pub fn is_retryable(kind: Idempotency, err: &UpstreamError) -> bool {
     matches!(
         (kind, err),
-        (_, UpstreamError::Connect { .. } | UpstreamError::Http { status: 503, .. })
-            | (
-                Idempotency::Read,
-                UpstreamError::ConnectionLost { .. } | UpstreamError::AttemptTimeout | UpstreamError::Http { status: 502 | 504, .. }
-            )
+        (
+            _,
+            UpstreamError::Connect { .. } | UpstreamError::Http { status: 503, .. }
+        ) | (
+            Idempotency::Read,
+            UpstreamError::ConnectionLost { .. }
+                | UpstreamError::AttemptTimeout
+                | UpstreamError::Http {
+                    status: 502 | 504,
+                    ..
+                }
+        )
     )
 }
 
@@ -135,14 +139,22 @@ mod tests {
     use super::*;
 
     fn http(status: u16) -> UpstreamError {
-        UpstreamError::Http { status, retry_after: None, upstream_code: None }
+        UpstreamError::Http {
+            status,
+            retry_after: None,
+            upstream_code: None,
+        }
     }
 
     #[test]
     fn retryable_table() {
         use Idempotency::*;
-        let connect = UpstreamError::Connect { detail: String::new() };
-        let lost = UpstreamError::ConnectionLost { detail: String::new() };
+        let connect = UpstreamError::Connect {
+            detail: String::new(),
+        };
+        let lost = UpstreamError::ConnectionLost {
+            detail: String::new(),
+        };
         let rows = [
             (Read, connect.clone(), true),
             (Write, connect, true),
@@ -160,8 +172,22 @@ mod tests {
             (Read, http(429), false),
             (Read, http(401), false),
             (Read, UpstreamError::DeadlineExceeded, false),
-            (Read, UpstreamError::Rejected { code: "x".into(), http_status: 200 }, false),
-            (Read, UpstreamError::Malformed { detail: String::new(), http_status: 200 }, false),
+            (
+                Read,
+                UpstreamError::Rejected {
+                    code: "x".into(),
+                    http_status: 200,
+                },
+                false,
+            ),
+            (
+                Read,
+                UpstreamError::Malformed {
+                    detail: String::new(),
+                    http_status: 200,
+                },
+                false,
+            ),
         ];
         for (kind, err, want) in rows {
             assert_eq!(is_retryable(kind, &err), want, "{kind:?} {err:?}");
@@ -172,7 +198,12 @@ mod tests {
     fn backoff_is_bounded_and_honours_retry_after() {
         for attempt in 1..40 {
             let b = backoff(attempt, None);
-            assert!(b < BASE_BACKOFF.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF) + Duration::from_nanos(1));
+            assert!(
+                b < BASE_BACKOFF
+                    .saturating_mul(1 << attempt.min(16))
+                    .min(MAX_BACKOFF)
+                    + Duration::from_nanos(1)
+            );
         }
         assert!(backoff(1, Some(Duration::from_millis(300))) >= Duration::from_millis(300));
         assert_eq!(backoff(1, Some(Duration::from_secs(60))), MAX_BACKOFF);

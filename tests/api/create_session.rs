@@ -1,0 +1,4 @@
+//! CreateSession end to end.
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! ListScripts and GetScript end to end.
+
+#[allow(unused_imports)]
+use super::*;
