@@ -24,9 +24,7 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: Arc<Noti
             }),
         )
         .with_state(ready);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.notified().await })
-        .await;
+    let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "admin listener failed");
     }

@@ -69,9 +69,7 @@ pub struct Application {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
 }
 
 impl Application {
@@ -82,18 +80,13 @@ impl Application {
             UpstreamTarget::Remote(url) => url.clone(),
             UpstreamTarget::BuiltInSimulator => {
                 let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-                let addr = listener.local_addr().map_err(|source| AppError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+                let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: settings.listen, source })?;
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 tokio::spawn(async move {
                     let stop = async {
                         let _ = rx.await;
                     };
-                    if let Err(e) =
-                        simulator::run(listener, simulator::SimConfig::default(), stop).await
-                    {
+                    if let Err(e) = simulator::run(listener, simulator::SimConfig::default(), stop).await {
                         tracing::error!(error = %e, "built-in simulator stopped");
                     }
                 });
@@ -106,20 +99,15 @@ impl Application {
                 url
             }
         };
-        let caller_tokens = settings
-            .caller_tokens_file
-            .as_deref()
-            .map(CallerTokens::from_file)
-            .transpose()?;
+        let caller_tokens = settings.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
         let tls = match &settings.tls {
             None => None,
             Some(files) => {
                 let read = |p: &std::path::Path| {
-                    std::fs::read(p)
-                        .map_err(|e| AppError::Tls(format!("cannot read {}: {e}", p.display())))
+                    std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read {}: {e}", p.display())))
                 };
-                let mut config = ServerTlsConfig::new()
-                    .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
+                let mut config =
+                    ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
                 if let Some(ca) = &files.client_ca {
                     config = config.client_ca_root(Certificate::from_pem(read(ca)?));
                 }
@@ -130,22 +118,11 @@ impl Application {
         upstream_config.attempt_timeout = settings.upstream_attempt_timeout;
         upstream_config.retry_budget_percent = settings.retry_budget_percent;
         upstream_config.retry_budget_min = settings.retry_budget_min;
-        let upstream = Arc::new(
-            UpstreamClient::new(upstream_config)
-                .map_err(|e| AppError::Client(e.without_url().to_string()))?,
-        );
+        let upstream =
+            Arc::new(UpstreamClient::new(upstream_config).map_err(|e| AppError::Client(e.without_url().to_string()))?);
         let grpc = bind(settings.listen).await?;
         let admin = bind(settings.admin_listen).await?;
-        Ok(Application {
-            settings,
-            grpc,
-            admin,
-            upstream_url,
-            upstream,
-            caller_tokens,
-            tls,
-            simulator_stop,
-        })
+        Ok(Application { settings, grpc, admin, upstream_url, upstream, caller_tokens, tls, simulator_stop })
     }
 
     /// The bound gRPC address (the real port when 0 was asked).
@@ -155,9 +132,7 @@ impl Application {
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or(self.settings.admin_listen)
+        self.admin.local_addr().unwrap_or(self.settings.admin_listen)
     }
 
     /// Where REST calls go (the simulator's loopback URL when embedded).
@@ -172,21 +147,9 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then health flips to NOT_SERVING, new calls are refused,
     /// and in-flight calls get `--shutdown-grace` to finish.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), AppError> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
         let (grpc_addr, admin_addr) = (self.grpc_addr(), self.admin_addr());
-        let Application {
-            settings,
-            grpc,
-            admin,
-            upstream,
-            caller_tokens,
-            tls,
-            simulator_stop,
-            ..
-        } = self;
+        let Application { settings, grpc, admin, upstream, caller_tokens, tls, simulator_stop, .. } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -215,11 +178,7 @@ impl Application {
 
         let ready = Arc::new(AtomicBool::new(false));
         let admin_stop = Arc::new(tokio::sync::Notify::new());
-        let admin_task = tokio::spawn(crate::admin::serve(
-            admin,
-            ready.clone(),
-            admin_stop.clone(),
-        ));
+        let admin_task = tokio::spawn(crate::admin::serve(admin, ready.clone(), admin_stop.clone()));
 
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -239,9 +198,7 @@ impl Application {
         let mut server = std::pin::pin!(server);
 
         health.set_service_status("", ServingStatus::Serving).await;
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
+        health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
         ready.store(true, Ordering::SeqCst);
         tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "serving");
 

@@ -37,9 +37,7 @@ struct Slot<V, E> {
 
 impl<K, V, E> Default for SingleFlightCache<K, V, E> {
     fn default() -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-        }
+        Self { slots: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -62,10 +60,7 @@ where
         if slots.len() >= MAX_KEYS {
             let now = Instant::now();
             slots.retain(|_, s| {
-                s.current
-                    .read()
-                    .map(|c| c.as_ref().is_some_and(|(_, exp)| *exp > now))
-                    .unwrap_or(false)
+                s.current.read().map(|c| c.as_ref().is_some_and(|(_, exp)| *exp > now)).unwrap_or(false)
             });
             if slots.len() >= MAX_KEYS {
                 slots.clear();
@@ -120,14 +115,12 @@ where
         let flight_no = slot.flights_done.load(Ordering::Acquire) + 1;
         match result {
             Ok((v, expires_at)) => {
-                *slot.current.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some((v.clone(), expires_at));
+                *slot.current.write().unwrap_or_else(|p| p.into_inner()) = Some((v.clone(), expires_at));
                 slot.flights_done.store(flight_no, Ordering::Release);
                 Ok(v)
             }
             Err(e) => {
-                *slot.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((flight_no, e.clone()));
+                *slot.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((flight_no, e.clone()));
                 slot.flights_done.store(flight_no, Ordering::Release);
                 Err(e)
             }
@@ -183,8 +176,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_share_a_failed_fetch() {
-        let cache: Arc<SingleFlightCache<&'static str, u32, String>> =
-            Arc::new(SingleFlightCache::new());
+        let cache: Arc<SingleFlightCache<&'static str, u32, String>> = Arc::new(SingleFlightCache::new());
         let fetches = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..10 {
@@ -205,11 +197,7 @@ mod tests {
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // A later caller tries again.
-        let v = cache
-            .get_or_fetch(&"k", || async {
-                Ok((1, Instant::now() + Duration::from_secs(1)))
-            })
-            .await;
+        let v = cache.get_or_fetch(&"k", || async { Ok((1, Instant::now() + Duration::from_secs(1))) }).await;
         assert_eq!(v, Ok(1));
     }
 
@@ -217,46 +205,16 @@ mod tests {
     async fn expiry_and_invalidation_trigger_a_new_fetch() {
         let cache: SingleFlightCache<u8, u32, ()> = SingleFlightCache::new();
         let past = Instant::now();
-        assert_eq!(
-            cache
-                .get_or_fetch(&1, || async move { Ok((1, past)) })
-                .await,
-            Ok(1)
-        );
+        assert_eq!(cache.get_or_fetch(&1, || async move { Ok((1, past)) }).await, Ok(1));
         // Expired at once: fetched again.
         let later = Instant::now() + Duration::from_secs(60);
-        assert_eq!(
-            cache
-                .get_or_fetch(&1, || async move { Ok((2, later)) })
-                .await,
-            Ok(2)
-        );
-        assert_eq!(
-            cache
-                .get_or_fetch(&1, || async move { Ok((3, later)) })
-                .await,
-            Ok(2)
-        );
+        assert_eq!(cache.get_or_fetch(&1, || async move { Ok((2, later)) }).await, Ok(2));
+        assert_eq!(cache.get_or_fetch(&1, || async move { Ok((3, later)) }).await, Ok(2));
         cache.invalidate_if(&1, |v| *v == 99);
-        assert_eq!(
-            cache
-                .get_or_fetch(&1, || async move { Ok((3, later)) })
-                .await,
-            Ok(2)
-        );
+        assert_eq!(cache.get_or_fetch(&1, || async move { Ok((3, later)) }).await, Ok(2));
         cache.invalidate_if(&1, |v| *v == 2);
-        assert_eq!(
-            cache
-                .get_or_fetch(&1, || async move { Ok((4, later)) })
-                .await,
-            Ok(4)
-        );
+        assert_eq!(cache.get_or_fetch(&1, || async move { Ok((4, later)) }).await, Ok(4));
         // Keys are separate.
-        assert_eq!(
-            cache
-                .get_or_fetch(&2, || async move { Ok((5, later)) })
-                .await,
-            Ok(5)
-        );
+        assert_eq!(cache.get_or_fetch(&2, || async move { Ok((5, later)) }).await, Ok(5));
     }
 }

@@ -23,10 +23,7 @@ pub struct Catalog {
 impl Catalog {
     fn new(scripts: Vec<Script>) -> Self {
         let folded_names = scripts.iter().map(|s| domain::fold(&s.name)).collect();
-        Catalog {
-            scripts,
-            folded_names,
-        }
+        Catalog { scripts, folded_names }
     }
 }
 
@@ -39,18 +36,11 @@ pub struct ScriptCatalog {
 impl ScriptCatalog {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        ScriptCatalog {
-            ttl,
-            cache: SingleFlightCache::new(),
-        }
+        ScriptCatalog { ttl, cache: SingleFlightCache::new() }
     }
 
     /// The scripts of the call's tenant.
-    pub async fn get(
-        &self,
-        upstream: &UpstreamClient,
-        ctx: &CallContext,
-    ) -> Result<Arc<Catalog>, UpstreamError> {
+    pub async fn get(&self, upstream: &UpstreamClient, ctx: &CallContext) -> Result<Arc<Catalog>, UpstreamError> {
         if self.ttl.is_zero() {
             return Ok(Arc::new(Catalog::new(upstream.list_scripts(ctx).await?)));
         }

@@ -9,12 +9,7 @@ use crate::upstream::ApiKey;
 
 /// The `callbot-facade` command line. With no subcommand it serves (the flags of `serve` apply).
 #[derive(Debug, Parser)]
-#[command(
-    name = "callbot-facade",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "callbot-facade", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// The subcommand; `serve` when absent.
     #[command(subcommand)]
@@ -113,12 +108,7 @@ pub struct SimulateArgs {
     #[arg(long, env = "CALLBOT_SIM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Accepted API keys, comma separated; unset = any non-empty key.
-    #[arg(
-        long,
-        env = "CALLBOT_SIM_API_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CALLBOT_SIM_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Option<Vec<String>>,
     /// Lifetime of issued access tokens.
     #[arg(long, env = "CALLBOT_SIM_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
@@ -228,11 +218,7 @@ impl Settings {
             (UpstreamTarget::Remote(_), None) => return Err(ConfigError::MissingApiKey),
         };
         let tls = match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca: args.tls_client_ca,
-            }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: args.tls_client_ca }),
             _ => None,
         };
         Ok(Settings {
@@ -258,14 +244,8 @@ impl Settings {
 
     /// Settings for tests and embedding: everything default, ports 0 on loopback, simulator upstream.
     pub fn for_tests() -> Self {
-        let args = ServeArgs::try_parse_from([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .expect("static test arguments parse");
+        let args = ServeArgs::try_parse_from(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .expect("static test arguments parse");
         Settings::from_args(args).expect("static test arguments are valid")
     }
 }
@@ -329,25 +309,13 @@ mod tests {
             parse(&["--upstream-url", "https://api.example.com/"]).unwrap_err(),
             ConfigError::MissingApiKey.to_string()
         );
-        let s = parse(&[
-            "--upstream-url",
-            "https://api.example.com/",
-            "--api-key",
-            "k",
-        ])
-        .unwrap();
-        assert_eq!(
-            s.upstream,
-            UpstreamTarget::Remote("https://api.example.com".into())
-        );
+        let s = parse(&["--upstream-url", "https://api.example.com/", "--api-key", "k"]).unwrap();
+        assert_eq!(s.upstream, UpstreamTarget::Remote("https://api.example.com".into()));
         assert_eq!(
             parse(&["--upstream-url", "ftp://x", "--api-key", "k"]).unwrap_err(),
             ConfigError::BadUpstreamUrl.to_string()
         );
-        assert_eq!(
-            parse(&["--api-key", "  "]).unwrap_err(),
-            ConfigError::EmptyApiKey.to_string()
-        );
+        assert_eq!(parse(&["--api-key", "  "]).unwrap_err(), ConfigError::EmptyApiKey.to_string());
     }
 
     #[test]

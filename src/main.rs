@@ -39,15 +39,10 @@ async fn serve(args: callbot_facade::config::ServeArgs) -> Result<(), Box<dyn st
     Ok(())
 }
 
-async fn simulate(
-    args: callbot_facade::config::SimulateArgs,
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn simulate(args: callbot_facade::config::SimulateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "callBot simulator listening");
-    let config = simulator::SimConfig {
-        api_keys: args.api_keys,
-        token_ttl: args.token_ttl,
-    };
+    let config = simulator::SimConfig { api_keys: args.api_keys, token_ttl: args.token_ttl };
     simulator::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }

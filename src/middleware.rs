@@ -72,25 +72,20 @@ impl CallerTokens {
         if digests.is_empty() {
             return Err(CallerTokensError::Empty);
         }
-        Ok(CallerTokens {
-            digests: Arc::new(digests.into_iter().collect()),
-        })
+        Ok(CallerTokens { digests: Arc::new(digests.into_iter().collect()) })
     }
 
     /// Whether `authorization` holds `Bearer <an accepted token>`.
     pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        }) else {
+        let Some(token) = authorization
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         // Check every digest, so the time taken does not depend on which (if any) matched.
-        self.digests
-            .iter()
-            .fold(0u8, |found, d| found | d.ct_eq(&digest).unwrap_u8())
-            == 1
+        self.digests.iter().fold(0u8, |found, d| found | d.ct_eq(&digest).unwrap_u8()) == 1
     }
 }
 
@@ -110,22 +105,14 @@ pub struct RpcLayer {
 impl RpcLayer {
     /// `max_concurrency` RPCs in flight at most; `caller_tokens` turns caller authentication on.
     pub fn new(max_concurrency: usize, caller_tokens: Option<CallerTokens>) -> Self {
-        RpcLayer {
-            state: Arc::new(State {
-                limiter: Arc::new(Semaphore::new(max_concurrency)),
-                caller_tokens,
-            }),
-        }
+        RpcLayer { state: Arc::new(State { limiter: Arc::new(Semaphore::new(max_concurrency)), caller_tokens }) }
     }
 }
 
 impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService {
-            inner,
-            state: self.state.clone(),
-        }
+        RpcService { inner, state: self.state.clone() }
     }
 }
 
@@ -140,15 +127,10 @@ pub struct RpcService<S> {
 /// forge log lines or bloat them), else a new UUID.
 fn request_id(value: Option<&HeaderValue>) -> HeaderValue {
     value
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b))
-        })
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)))
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a valid header value")
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header value")
         })
 }
 
@@ -159,8 +141,7 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -175,13 +156,7 @@ where
         let is_rpc = method.starts_with(SERVICE_PREFIX);
 
         let refuse = |err: FacadeError| {
-            let status = to_status(
-                &err,
-                &ErrorContext {
-                    request_id: &id_text,
-                    external_session_id: None,
-                },
-            );
+            let status = to_status(&err, &ErrorContext { request_id: &id_text, external_session_id: None });
             let code = status.code() as i32;
             let mut res = status.into_http::<Body>();
             res.headers_mut().insert(REQUEST_ID, id.clone());
@@ -214,21 +189,44 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let mut res = inner.call(req).await?;
+            if is_oversized_message(res.headers()) {
+                res = too_large_status(&id_text).into_http::<Body>();
+            }
             res.headers_mut().insert(REQUEST_ID, id);
             let header_code = grpc_status(res.headers());
             let (parts, body) = res.into_parts();
             let body = ObservedBody {
                 inner: body,
-                access: Some(Access {
-                    method,
-                    request_id: id_text,
-                    started,
-                    code: header_code,
-                }),
+                access: Some(Access { method, request_id: id_text, started, code: header_code }),
                 _permit: permit,
             };
             Ok(Response::from_parts(parts, Body::new(body)))
         })
+    }
+}
+
+/// A trailers-only answer of tonic's decoder refusing a message over the size limit.
+fn is_oversized_message(headers: &http::HeaderMap) -> bool {
+    grpc_status(headers) == Some(tonic::Code::OutOfRange as i32)
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message length too large") || m.contains("message%20length%20too%20large"))
+}
+
+/// tonic answers OUT_OF_RANGE for a message over --max-message-bytes; the contract says
+/// RESOURCE_EXHAUSTED, with our details.
+fn too_large_status(request_id: &str) -> tonic::Status {
+    to_status(&FacadeError::MessageTooLarge, &ErrorContext { request_id, external_session_id: None })
+}
+
+/// Rewrites a status carried in `headers` (trailers-only answer or trailers) when it is tonic's
+/// refusal of an oversized message.
+fn rewrite_oversized(headers: &mut http::HeaderMap, request_id: &str) {
+    if is_oversized_message(headers) {
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        let _ = too_large_status(request_id).add_header(headers);
     }
 }
 
@@ -281,18 +279,14 @@ impl HttpBody for ObservedBody {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
+        let mut polled = this.inner.poll_frame(cx);
+        match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(a) = this.access.as_mut() {
-                        a.code = grpc_status(trailers).or(a.code);
-                    }
+                if let (Some(trailers), Some(a)) = (frame.trailers_mut(), this.access.as_mut()) {
+                    rewrite_oversized(trailers, &a.request_id);
+                    a.code = grpc_status(trailers).or(a.code);
                 }
             }
             Poll::Ready(None) => {
@@ -328,10 +322,7 @@ mod tests {
         assert!(!tokens.accepts(Some(&h("alpha"))));
         assert!(!tokens.accepts(Some(&h("Basic alpha"))));
         assert!(!tokens.accepts(None));
-        assert!(matches!(
-            CallerTokens::from_text("# nothing\n\n"),
-            Err(CallerTokensError::Empty)
-        ));
+        assert!(matches!(CallerTokens::from_text("# nothing\n\n"), Err(CallerTokensError::Empty)));
         assert!(!format!("{tokens:?}").contains("alpha"));
     }
 

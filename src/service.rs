@@ -49,53 +49,30 @@ pub struct CallBotApi {
 
 impl CallBotApi {
     /// Assembles the service.
-    pub fn new(
-        upstream: Arc<UpstreamClient>,
-        catalog: Arc<ScriptCatalog>,
-        settings: ServiceSettings,
-    ) -> Self {
-        CallBotApi {
-            upstream,
-            catalog,
-            settings: Arc::new(settings),
-        }
+    pub fn new(upstream: Arc<UpstreamClient>, catalog: Arc<ScriptCatalog>, settings: ServiceSettings) -> Self {
+        CallBotApi { upstream, catalog, settings: Arc::new(settings) }
     }
 
     /// The upstream context of a call: tenant key, deadline, correlation headers.
     fn context(&self, metadata: &MetadataMap) -> Result<CallContext, Status> {
         let request_id = request_id(metadata);
-        let caller_key = metadata
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim);
+        let caller_key = metadata.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
         let api_key = match caller_key {
             None | Some("") => self.settings.api_key.clone(),
             Some(key) if self.settings.allow_caller_api_key => ApiKey::new(key),
             Some(_) => {
                 return Err(to_status(
                     &FacadeError::CallerApiKeyNotAllowed,
-                    &ErrorContext {
-                        request_id: &request_id,
-                        external_session_id: None,
-                    },
+                    &ErrorContext { request_id: &request_id, external_session_id: None },
                 ));
             }
         };
         let mut budget = self.settings.upstream_timeout;
-        if let Some(caller) = metadata
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-        {
+        if let Some(caller) = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout) {
             let headroom = (caller / 10).min(DEADLINE_HEADROOM_MAX);
             budget = budget.min(caller.saturating_sub(headroom));
         }
-        let text = |k: &str| {
-            metadata
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let text = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(CallContext {
             api_key,
             deadline: Instant::now() + budget,
@@ -108,21 +85,11 @@ impl CallBotApi {
 
 /// The call's request id (the request-id layer always sets one).
 fn request_id(metadata: &MetadataMap) -> String {
-    metadata
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
+    metadata.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 fn fail(ctx: &CallContext, err: impl Into<FacadeError>) -> Status {
-    to_status(
-        &err.into(),
-        &ErrorContext {
-            request_id: &ctx.request_id,
-            external_session_id: None,
-        },
-    )
+    to_status(&err.into(), &ErrorContext { request_id: &ctx.request_id, external_session_id: None })
 }
 
 /// Parses the gRPC `grpc-timeout` header: up to 8 digits and a unit (H M S m u n).
@@ -173,11 +140,7 @@ impl CallBotService for CallBotApi {
     ) -> Result<Response<Self::ListScriptsStream>, Status> {
         let ctx = self.context(request.metadata())?;
         let needle = domain::fold(&request.get_ref().name_contains);
-        let catalog = self
-            .catalog
-            .get(&self.upstream, &ctx)
-            .await
-            .map_err(|e| fail(&ctx, e))?;
+        let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
             let mut sent = 0usize;
@@ -185,9 +148,7 @@ impl CallBotService for CallBotApi {
                 if !needle.is_empty() && !folded.contains(needle.as_str()) {
                     continue;
                 }
-                let message = pb::ListScriptsResponse {
-                    script: Some(script_to_pb(script)),
-                };
+                let message = pb::ListScriptsResponse { script: Some(script_to_pb(script)) };
                 if tx.send(Ok(message)).await.is_err() {
                     // The caller went away: stop producing.
                     tracing::debug!(sent, "ListScripts caller went away; stopping");
@@ -207,19 +168,10 @@ impl CallBotService for CallBotApi {
         let ctx = self.context(request.metadata())?;
         let id = &request.get_ref().script_id;
         domain::validate_script_id(id).map_err(|e| fail(&ctx, e))?;
-        let catalog = self
-            .catalog
-            .get(&self.upstream, &ctx)
-            .await
-            .map_err(|e| fail(&ctx, e))?;
-        let script = catalog
-            .scripts
-            .iter()
-            .find(|s| s.id == *id)
-            .ok_or_else(|| fail(&ctx, FacadeError::ScriptNotFound))?;
-        Ok(Response::new(pb::GetScriptResponse {
-            script: Some(script_to_pb(script)),
-        }))
+        let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;
+        let script =
+            catalog.scripts.iter().find(|s| s.id == *id).ok_or_else(|| fail(&ctx, FacadeError::ScriptNotFound))?;
+        Ok(Response::new(pb::GetScriptResponse { script: Some(script_to_pb(script)) }))
     }
 
     async fn create_session(
@@ -227,30 +179,16 @@ impl CallBotService for CallBotApi {
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let ctx = self.context(request.metadata())?;
-        let limits = SessionLimits {
-            max_contacts: self.settings.max_contacts,
-            now: SystemTime::now(),
-        };
-        let session =
-            NewSession::parse(request.into_inner(), &limits).map_err(|e| fail(&ctx, e))?;
-        let key = session
-            .external_session_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let limits = SessionLimits { max_contacts: self.settings.max_contacts, now: SystemTime::now() };
+        let session = NewSession::parse(request.into_inner(), &limits).map_err(|e| fail(&ctx, e))?;
+        let key = session.external_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let body = ExecuteBody::new(&session, &key);
-        let outcome = self
-            .upstream
-            .execute_by_phone(&ctx, &body)
-            .await
-            .map_err(|e| {
-                to_status(
-                    &FacadeError::Upstream(e),
-                    &ErrorContext {
-                        request_id: &ctx.request_id,
-                        external_session_id: Some(&key),
-                    },
-                )
-            })?;
+        let outcome = self.upstream.execute_by_phone(&ctx, &body).await.map_err(|e| {
+            to_status(
+                &FacadeError::Upstream(e),
+                &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
+            )
+        })?;
         tracing::info!(
             request_id = %ctx.request_id,
             session_id = %outcome.autocall_id,
@@ -261,11 +199,8 @@ impl CallBotService for CallBotApi {
         for r in &outcome.rejections {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
-        let script_id = if outcome.bot_script_id.is_empty() {
-            session.script_id.clone()
-        } else {
-            outcome.bot_script_id
-        };
+        let script_id =
+            if outcome.bot_script_id.is_empty() { session.script_id.clone() } else { outcome.bot_script_id };
         Ok(Response::new(pb::CreateSessionResponse {
             session: Some(pb::Session {
                 id: outcome.autocall_id,
@@ -274,10 +209,7 @@ impl CallBotService for CallBotApi {
                 rejected_contacts: outcome
                     .rejections
                     .into_iter()
-                    .map(|r| pb::ContactRejection {
-                        phone: r.phone,
-                        reason: r.reason,
-                    })
+                    .map(|r| pb::ContactRejection { phone: r.phone, reason: r.reason })
                     .collect(),
             }),
         }))

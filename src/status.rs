@@ -38,6 +38,9 @@ pub enum FacadeError {
     /// Too many calls in flight; shed.
     #[error("too many calls in flight")]
     Overloaded,
+    /// A request message over `--max-message-bytes`.
+    #[error("request message over the size limit")]
+    MessageTooLarge,
 }
 
 /// Call facts that go into every status.
@@ -63,12 +66,7 @@ pub struct Row {
 }
 
 const fn row(code: Code, reason: &'static str, message: &'static str) -> Row {
-    Row {
-        code,
-        reason,
-        message,
-        retry_after: None,
-    }
+    Row { code, reason, message, retry_after: None }
 }
 
 fn retry(mut r: Row, after: Option<Duration>) -> Row {
@@ -81,29 +79,23 @@ fn retry(mut r: Row, after: Option<Duration>) -> Row {
 pub fn classify(err: &FacadeError, write: bool) -> Row {
     use Code::*;
     match err {
-        FacadeError::Invalid(_) => row(
-            InvalidArgument,
-            "INVALID_REQUEST",
-            "the request is invalid; see the field violations",
-        ),
+        FacadeError::Invalid(_) => {
+            row(InvalidArgument, "INVALID_REQUEST", "the request is invalid; see the field violations")
+        }
         FacadeError::ScriptNotFound => row(NotFound, "SCRIPT_NOT_FOUND", "no script with that id"),
         FacadeError::CallerApiKeyNotAllowed => row(
             PermissionDenied,
             "CALLER_API_KEY_NOT_ALLOWED",
             "x-api-key metadata is not accepted by this facade (multi-tenant mode is off)",
         ),
-        FacadeError::CallerUnauthenticated => row(
-            Unauthenticated,
-            "CALLER_UNAUTHENTICATED",
-            "missing or invalid bearer token",
-        ),
-        FacadeError::Overloaded => retry(
-            row(
-                Unavailable,
-                "OVERLOADED",
-                "too many calls in flight; retry later",
-            ),
-            None,
+        FacadeError::CallerUnauthenticated => {
+            row(Unauthenticated, "CALLER_UNAUTHENTICATED", "missing or invalid bearer token")
+        }
+        FacadeError::Overloaded => retry(row(Unavailable, "OVERLOADED", "too many calls in flight; retry later"), None),
+        FacadeError::MessageTooLarge => row(
+            ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+            "the request message is larger than this facade accepts (--max-message-bytes)",
         ),
         FacadeError::Upstream(e) => classify_upstream(e, write),
     }
@@ -112,14 +104,9 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
 fn classify_upstream(err: &UpstreamError, write: bool) -> Row {
     use Code::*;
     match err {
-        UpstreamError::Connect { .. } => retry(
-            row(
-                Unavailable,
-                "UPSTREAM_UNAVAILABLE",
-                "the callBot API cannot be reached",
-            ),
-            None,
-        ),
+        UpstreamError::Connect { .. } => {
+            retry(row(Unavailable, "UPSTREAM_UNAVAILABLE", "the callBot API cannot be reached"), None)
+        }
         UpstreamError::ConnectionLost { .. } if write => retry(
             row(
                 Unavailable,
@@ -128,81 +115,37 @@ fn classify_upstream(err: &UpstreamError, write: bool) -> Row {
             ),
             None,
         ),
-        UpstreamError::ConnectionLost { .. } => retry(
-            row(
-                Unavailable,
-                "UPSTREAM_CONNECTION_LOST",
-                "the connection to the callBot API broke",
-            ),
-            None,
-        ),
-        UpstreamError::AttemptTimeout => row(
-            DeadlineExceeded,
-            "UPSTREAM_TIMEOUT",
-            "the callBot API did not answer in time",
-        ),
-        UpstreamError::DeadlineExceeded => row(
-            DeadlineExceeded,
-            "DEADLINE_EXCEEDED",
-            "the deadline passed before the callBot API answered",
-        ),
-        UpstreamError::Malformed { .. } => row(
-            Internal,
-            "UPSTREAM_MALFORMED",
-            "the callBot API answered with a malformed body",
-        ),
+        UpstreamError::ConnectionLost { .. } => {
+            retry(row(Unavailable, "UPSTREAM_CONNECTION_LOST", "the connection to the callBot API broke"), None)
+        }
+        UpstreamError::AttemptTimeout => {
+            row(DeadlineExceeded, "UPSTREAM_TIMEOUT", "the callBot API did not answer in time")
+        }
+        UpstreamError::DeadlineExceeded => {
+            row(DeadlineExceeded, "DEADLINE_EXCEEDED", "the deadline passed before the callBot API answered")
+        }
+        UpstreamError::Malformed { .. } => {
+            row(Internal, "UPSTREAM_MALFORMED", "the callBot API answered with a malformed body")
+        }
         UpstreamError::Rejected { code, .. } => classify_upstream_code(code),
-        UpstreamError::Http {
-            status,
-            retry_after,
-            ..
-        } => match status {
-            401 => row(
-                Unauthenticated,
-                "UPSTREAM_UNAUTHENTICATED",
-                "the callBot API refused the credentials",
-            ),
-            403 => row(
-                PermissionDenied,
-                "UPSTREAM_PERMISSION_DENIED",
-                "the callBot API denied access",
-            ),
+        UpstreamError::Http { status, retry_after, .. } => match status {
+            401 => row(Unauthenticated, "UPSTREAM_UNAUTHENTICATED", "the callBot API refused the credentials"),
+            403 => row(PermissionDenied, "UPSTREAM_PERMISSION_DENIED", "the callBot API denied access"),
             404 => row(
                 Internal,
                 "UPSTREAM_ENDPOINT_NOT_FOUND",
                 "the callBot API has no such endpoint: the upstream URL is misconfigured",
             ),
             429 => retry(
-                row(
-                    ResourceExhausted,
-                    "UPSTREAM_RATE_LIMITED",
-                    "the callBot API is rate limiting; retry later",
-                ),
+                row(ResourceExhausted, "UPSTREAM_RATE_LIMITED", "the callBot API is rate limiting; retry later"),
                 *retry_after,
             ),
-            502 | 503 => retry(
-                row(
-                    Unavailable,
-                    "UPSTREAM_UNAVAILABLE",
-                    "the callBot API is unavailable",
-                ),
-                *retry_after,
-            ),
-            504 => row(
-                DeadlineExceeded,
-                "UPSTREAM_TIMEOUT",
-                "the callBot API timed out",
-            ),
-            500..=599 => row(
-                Internal,
-                "UPSTREAM_INTERNAL_ERROR",
-                "the callBot API failed",
-            ),
-            _ => row(
-                Internal,
-                "UPSTREAM_HTTP_ERROR",
-                "the callBot API answered with an unexpected HTTP status",
-            ),
+            502 | 503 => {
+                retry(row(Unavailable, "UPSTREAM_UNAVAILABLE", "the callBot API is unavailable"), *retry_after)
+            }
+            504 => row(DeadlineExceeded, "UPSTREAM_TIMEOUT", "the callBot API timed out"),
+            500..=599 => row(Internal, "UPSTREAM_INTERNAL_ERROR", "the callBot API failed"),
+            _ => row(Internal, "UPSTREAM_HTTP_ERROR", "the callBot API answered with an unexpected HTTP status"),
         },
     }
 }
@@ -214,62 +157,23 @@ pub fn classify_upstream_code(code: &str) -> Row {
     use Code::*;
     let lower = code.to_ascii_lowercase();
     if lower.starts_with("api_key") {
-        row(
-            Unauthenticated,
-            "UPSTREAM_UNAUTHENTICATED",
-            "the callBot API refused the API key",
-        )
+        row(Unauthenticated, "UPSTREAM_UNAUTHENTICATED", "the callBot API refused the API key")
     } else if lower == "tenant_invalid" {
-        row(
-            PermissionDenied,
-            "UPSTREAM_PERMISSION_DENIED",
-            "the callBot API refused the tenant",
-        )
+        row(PermissionDenied, "UPSTREAM_PERMISSION_DENIED", "the callBot API refused the tenant")
     } else if lower.contains("duplicat") || lower.contains("already") || lower.contains("exist") {
-        row(
-            AlreadyExists,
-            "SESSION_ALREADY_EXISTS",
-            "a session with this external_session_id already exists",
-        )
+        row(AlreadyExists, "SESSION_ALREADY_EXISTS", "a session with this external_session_id already exists")
     } else if lower == "balance_is_not_enough" {
-        row(
-            FailedPrecondition,
-            "UPSTREAM_INSUFFICIENT_BALANCE",
-            "the tenant's balance is not enough",
-        )
+        row(FailedPrecondition, "UPSTREAM_INSUFFICIENT_BALANCE", "the tenant's balance is not enough")
     } else if lower == "limit_service" {
-        row(
-            FailedPrecondition,
-            "UPSTREAM_PLAN_LIMIT",
-            "the tenant's plan cannot run automatic calls",
-        )
+        row(FailedPrecondition, "UPSTREAM_PLAN_LIMIT", "the tenant's plan cannot run automatic calls")
     } else if lower.starts_with("limit_") {
-        row(
-            FailedPrecondition,
-            "UPSTREAM_QUOTA_EXCEEDED",
-            "the tenant's text-to-speech quota is used up",
-        )
+        row(FailedPrecondition, "UPSTREAM_QUOTA_EXCEEDED", "the tenant's text-to-speech quota is used up")
     } else if lower == "do_not_call" {
-        row(
-            FailedPrecondition,
-            "UPSTREAM_DO_NOT_CALL",
-            "the callBot API refused: do-not-call",
-        )
-    } else if lower.ends_with("_required")
-        || lower.ends_with("_invalid")
-        || lower.contains("invalid_")
-    {
-        row(
-            InvalidArgument,
-            "UPSTREAM_REJECTED",
-            "the callBot API rejected the request as invalid",
-        )
+        row(FailedPrecondition, "UPSTREAM_DO_NOT_CALL", "the callBot API refused: do-not-call")
+    } else if lower.ends_with("_required") || lower.ends_with("_invalid") || lower.contains("invalid_") {
+        row(InvalidArgument, "UPSTREAM_REJECTED", "the callBot API rejected the request as invalid")
     } else {
-        row(
-            Unknown,
-            "UPSTREAM_UNKNOWN_ERROR",
-            "the callBot API failed with an unknown error",
-        )
+        row(Unknown, "UPSTREAM_UNKNOWN_ERROR", "the callBot API failed with an unknown error")
     }
 }
 
@@ -296,8 +200,7 @@ pub fn to_status(err: &FacadeError, ctx: &ErrorContext<'_>) -> Status {
     }
     if let FacadeError::Invalid(v) = err {
         for violation in &v.violations {
-            details
-                .add_bad_request_violation(violation.field.clone(), violation.description.clone());
+            details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
         }
     }
     match r.code {
@@ -317,17 +220,10 @@ mod tests {
     use crate::domain::FieldViolation;
 
     fn http(status: u16) -> FacadeError {
-        FacadeError::Upstream(UpstreamError::Http {
-            status,
-            retry_after: None,
-            upstream_code: None,
-        })
+        FacadeError::Upstream(UpstreamError::Http { status, retry_after: None, upstream_code: None })
     }
     fn rejected(code: &str) -> FacadeError {
-        FacadeError::Upstream(UpstreamError::Rejected {
-            code: code.into(),
-            http_status: 200,
-        })
+        FacadeError::Upstream(UpstreamError::Rejected { code: code.into(), http_status: 200 })
     }
 
     #[test]
@@ -342,56 +238,16 @@ mod tests {
                 "INVALID_REQUEST",
                 None,
             ),
-            (
-                FacadeError::ScriptNotFound,
-                false,
-                NotFound,
-                "SCRIPT_NOT_FOUND",
-                None,
-            ),
-            (
-                FacadeError::CallerApiKeyNotAllowed,
-                false,
-                PermissionDenied,
-                "CALLER_API_KEY_NOT_ALLOWED",
-                None,
-            ),
-            (
-                FacadeError::CallerUnauthenticated,
-                false,
-                Unauthenticated,
-                "CALLER_UNAUTHENTICATED",
-                None,
-            ),
+            (FacadeError::ScriptNotFound, false, NotFound, "SCRIPT_NOT_FOUND", None),
+            (FacadeError::CallerApiKeyNotAllowed, false, PermissionDenied, "CALLER_API_KEY_NOT_ALLOWED", None),
+            (FacadeError::CallerUnauthenticated, false, Unauthenticated, "CALLER_UNAUTHENTICATED", None),
             (FacadeError::Overloaded, false, Unavailable, "OVERLOADED", d),
-            (
-                http(401),
-                false,
-                Unauthenticated,
-                "UPSTREAM_UNAUTHENTICATED",
-                None,
-            ),
-            (
-                http(403),
-                false,
-                PermissionDenied,
-                "UPSTREAM_PERMISSION_DENIED",
-                None,
-            ),
-            (
-                http(404),
-                false,
-                Internal,
-                "UPSTREAM_ENDPOINT_NOT_FOUND",
-                None,
-            ),
-            (
-                http(429),
-                false,
-                ResourceExhausted,
-                "UPSTREAM_RATE_LIMITED",
-                d,
-            ),
+            (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
+            (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
+            (http(401), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),
+            (http(403), false, PermissionDenied, "UPSTREAM_PERMISSION_DENIED", None),
+            (http(404), false, Internal, "UPSTREAM_ENDPOINT_NOT_FOUND", None),
+            (http(429), false, ResourceExhausted, "UPSTREAM_RATE_LIMITED", d),
             (
                 FacadeError::Upstream(UpstreamError::Http {
                     status: 429,
@@ -410,39 +266,27 @@ mod tests {
             (http(504), false, DeadlineExceeded, "UPSTREAM_TIMEOUT", None),
             (http(418), false, Internal, "UPSTREAM_HTTP_ERROR", None),
             (
-                FacadeError::Upstream(UpstreamError::Connect {
-                    detail: "refused".into(),
-                }),
+                FacadeError::Upstream(UpstreamError::Connect { detail: "refused".into() }),
                 true,
                 Unavailable,
                 "UPSTREAM_UNAVAILABLE",
                 d,
             ),
             (
-                FacadeError::Upstream(UpstreamError::ConnectionLost {
-                    detail: "reset".into(),
-                }),
+                FacadeError::Upstream(UpstreamError::ConnectionLost { detail: "reset".into() }),
                 false,
                 Unavailable,
                 "UPSTREAM_CONNECTION_LOST",
                 d,
             ),
             (
-                FacadeError::Upstream(UpstreamError::ConnectionLost {
-                    detail: "reset".into(),
-                }),
+                FacadeError::Upstream(UpstreamError::ConnectionLost { detail: "reset".into() }),
                 true,
                 Unavailable,
                 "UPSTREAM_OUTCOME_UNKNOWN",
                 d,
             ),
-            (
-                FacadeError::Upstream(UpstreamError::AttemptTimeout),
-                true,
-                DeadlineExceeded,
-                "UPSTREAM_TIMEOUT",
-                None,
-            ),
+            (FacadeError::Upstream(UpstreamError::AttemptTimeout), true, DeadlineExceeded, "UPSTREAM_TIMEOUT", None),
             (
                 FacadeError::Upstream(UpstreamError::DeadlineExceeded),
                 false,
@@ -451,135 +295,32 @@ mod tests {
                 None,
             ),
             (
-                FacadeError::Upstream(UpstreamError::Malformed {
-                    detail: "x".into(),
-                    http_status: 200,
-                }),
+                FacadeError::Upstream(UpstreamError::Malformed { detail: "x".into(), http_status: 200 }),
                 false,
                 Internal,
                 "UPSTREAM_MALFORMED",
                 None,
             ),
-            (
-                rejected("data_is_required"),
-                true,
-                InvalidArgument,
-                "UPSTREAM_REJECTED",
-                None,
-            ),
-            (
-                rejected("request_body_required"),
-                true,
-                InvalidArgument,
-                "UPSTREAM_REJECTED",
-                None,
-            ),
-            (
-                rejected("voice_invalid"),
-                true,
-                InvalidArgument,
-                "UPSTREAM_REJECTED",
-                None,
-            ),
-            (
-                rejected("bot_script_id_is_required"),
-                true,
-                InvalidArgument,
-                "UPSTREAM_REJECTED",
-                None,
-            ),
-            (
-                rejected("api_key_is_required"),
-                false,
-                Unauthenticated,
-                "UPSTREAM_UNAUTHENTICATED",
-                None,
-            ),
-            (
-                rejected("api_key_invalid"),
-                false,
-                Unauthenticated,
-                "UPSTREAM_UNAUTHENTICATED",
-                None,
-            ),
-            (
-                rejected("tenant_invalid"),
-                false,
-                PermissionDenied,
-                "UPSTREAM_PERMISSION_DENIED",
-                None,
-            ),
-            (
-                rejected("ext_session_id_duplicated"),
-                true,
-                AlreadyExists,
-                "SESSION_ALREADY_EXISTS",
-                None,
-            ),
-            (
-                rejected("session_already_exists"),
-                true,
-                AlreadyExists,
-                "SESSION_ALREADY_EXISTS",
-                None,
-            ),
-            (
-                rejected("limit_service"),
-                true,
-                FailedPrecondition,
-                "UPSTREAM_PLAN_LIMIT",
-                None,
-            ),
-            (
-                rejected("limit_word"),
-                true,
-                FailedPrecondition,
-                "UPSTREAM_QUOTA_EXCEEDED",
-                None,
-            ),
-            (
-                rejected("limit_word_session"),
-                true,
-                FailedPrecondition,
-                "UPSTREAM_QUOTA_EXCEEDED",
-                None,
-            ),
-            (
-                rejected("balance_is_not_enough"),
-                true,
-                FailedPrecondition,
-                "UPSTREAM_INSUFFICIENT_BALANCE",
-                None,
-            ),
-            (
-                rejected("do_not_call"),
-                true,
-                FailedPrecondition,
-                "UPSTREAM_DO_NOT_CALL",
-                None,
-            ),
-            (
-                rejected("Unknown"),
-                true,
-                Unknown,
-                "UPSTREAM_UNKNOWN_ERROR",
-                None,
-            ),
-            (
-                rejected("something_new"),
-                true,
-                Unknown,
-                "UPSTREAM_UNKNOWN_ERROR",
-                None,
-            ),
+            (rejected("data_is_required"), true, InvalidArgument, "UPSTREAM_REJECTED", None),
+            (rejected("request_body_required"), true, InvalidArgument, "UPSTREAM_REJECTED", None),
+            (rejected("voice_invalid"), true, InvalidArgument, "UPSTREAM_REJECTED", None),
+            (rejected("bot_script_id_is_required"), true, InvalidArgument, "UPSTREAM_REJECTED", None),
+            (rejected("api_key_is_required"), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),
+            (rejected("api_key_invalid"), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),
+            (rejected("tenant_invalid"), false, PermissionDenied, "UPSTREAM_PERMISSION_DENIED", None),
+            (rejected("ext_session_id_duplicated"), true, AlreadyExists, "SESSION_ALREADY_EXISTS", None),
+            (rejected("session_already_exists"), true, AlreadyExists, "SESSION_ALREADY_EXISTS", None),
+            (rejected("limit_service"), true, FailedPrecondition, "UPSTREAM_PLAN_LIMIT", None),
+            (rejected("limit_word"), true, FailedPrecondition, "UPSTREAM_QUOTA_EXCEEDED", None),
+            (rejected("limit_word_session"), true, FailedPrecondition, "UPSTREAM_QUOTA_EXCEEDED", None),
+            (rejected("balance_is_not_enough"), true, FailedPrecondition, "UPSTREAM_INSUFFICIENT_BALANCE", None),
+            (rejected("do_not_call"), true, FailedPrecondition, "UPSTREAM_DO_NOT_CALL", None),
+            (rejected("Unknown"), true, Unknown, "UPSTREAM_UNKNOWN_ERROR", None),
+            (rejected("something_new"), true, Unknown, "UPSTREAM_UNKNOWN_ERROR", None),
         ];
         for (err, write, code, reason, retry_after) in rows {
             let r = classify(&err, write);
-            assert_eq!(
-                (r.code, r.reason, r.retry_after),
-                (code, reason, retry_after),
-                "{err:?} write={write}"
-            );
+            assert_eq!((r.code, r.reason, r.retry_after), (code, reason, retry_after), "{err:?} write={write}");
             assert!(r.reason.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }
     }
@@ -591,40 +332,17 @@ mod tests {
             retry_after: Some(Duration::from_secs(3)),
             upstream_code: Some("http_503".into()),
         });
-        let status = to_status(
-            &err,
-            &ErrorContext {
-                request_id: "req-1",
-                external_session_id: Some("key-1"),
-            },
-        );
+        let status = to_status(&err, &ErrorContext { request_id: "req-1", external_session_id: Some("key-1") });
         assert_eq!(status.code(), Code::Unavailable);
         let details = status.get_error_details();
         let info = details.error_info().expect("ErrorInfo");
         assert_eq!(info.domain, DOMAIN);
         assert_eq!(info.reason, "UPSTREAM_UNAVAILABLE");
-        assert_eq!(
-            info.metadata.get("upstream_code").map(String::as_str),
-            Some("http_503")
-        );
-        assert_eq!(
-            info.metadata
-                .get("upstream_http_status")
-                .map(String::as_str),
-            Some("503")
-        );
-        assert_eq!(
-            info.metadata.get("external_session_id").map(String::as_str),
-            Some("key-1")
-        );
-        assert_eq!(
-            details.request_info().map(|r| r.request_id.as_str()),
-            Some("req-1")
-        );
-        let delay = details
-            .retry_info()
-            .and_then(|r| r.retry_delay)
-            .expect("RetryInfo");
+        assert_eq!(info.metadata.get("upstream_code").map(String::as_str), Some("http_503"));
+        assert_eq!(info.metadata.get("upstream_http_status").map(String::as_str), Some("503"));
+        assert_eq!(info.metadata.get("external_session_id").map(String::as_str), Some("key-1"));
+        assert_eq!(details.request_info().map(|r| r.request_id.as_str()), Some("req-1"));
+        let delay = details.retry_info().and_then(|r| r.retry_delay).expect("RetryInfo");
         assert_eq!(delay, Duration::from_secs(3));
     }
 
@@ -632,32 +350,14 @@ mod tests {
     fn validation_lists_every_violation() {
         let err = FacadeError::Invalid(ValidationError {
             violations: vec![
-                FieldViolation {
-                    field: "script_id".into(),
-                    description: "is required".into(),
-                },
-                FieldViolation {
-                    field: "contacts[2].phone".into(),
-                    description: "bad".into(),
-                },
+                FieldViolation { field: "script_id".into(), description: "is required".into() },
+                FieldViolation { field: "contacts[2].phone".into(), description: "bad".into() },
             ],
         });
-        let status = to_status(
-            &err,
-            &ErrorContext {
-                request_id: "r",
-                external_session_id: None,
-            },
-        );
+        let status = to_status(&err, &ErrorContext { request_id: "r", external_session_id: None });
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        let fields: Vec<_> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["script_id", "contacts[2].phone"]);
         assert!(details.retry_info().is_none());
     }
@@ -665,13 +365,7 @@ mod tests {
     #[test]
     fn messages_never_carry_upstream_text() {
         let err = rejected("secret_body_text_api_key_abc");
-        let status = to_status(
-            &err,
-            &ErrorContext {
-                request_id: "r",
-                external_session_id: None,
-            },
-        );
+        let status = to_status(&err, &ErrorContext { request_id: "r", external_session_id: None });
         assert!(!status.message().contains("secret_body_text"));
     }
 }

@@ -15,10 +15,7 @@ pub fn init(format: LogFormat) {
     let result = match format {
         LogFormat::Text => registry
             .with(
-                fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_target(false),
+                fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false),
             )
             .try_init(),
         LogFormat::Json => registry

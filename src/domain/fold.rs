@@ -47,10 +47,7 @@ pub fn matches(haystack: &str, folded_needle: &str) -> bool {
         // The fold of an ASCII string is ASCII, so a non-ASCII needle can never match it.
         let needle = folded_needle.as_bytes();
         return folded_needle.is_ascii()
-            && haystack
-                .as_bytes()
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle));
+            && haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle));
     }
     fold(haystack).contains(folded_needle)
 }
@@ -70,10 +67,7 @@ mod tests {
             ("a à á ả ã ạ", "a a a a a a"),
             ("ă ằ ắ ẳ ẵ ặ", "a a a a a a"),
             ("â ầ ấ ẩ ẫ ậ", "a a a a a a"),
-            (
-                "À Á Ả Ã Ạ Ă Ằ Ắ Ẳ Ẵ Ặ Â Ầ Ấ Ẩ Ẫ Ậ",
-                "a a a a a a a a a a a a a a a a a",
-            ),
+            ("À Á Ả Ã Ạ Ă Ằ Ắ Ẳ Ẵ Ặ Â Ầ Ấ Ẩ Ẫ Ậ", "a a a a a a a a a a a a a a a a a"),
             ("e è é ẻ ẽ ẹ", "e e e e e e"),
             ("ê ề ế ể ễ ệ", "e e e e e e"),
             ("È É Ẻ Ẽ Ẹ Ê Ề Ế Ể Ễ Ệ", "e e e e e e e e e e e"),
@@ -82,10 +76,7 @@ mod tests {
             ("o ò ó ỏ õ ọ", "o o o o o o"),
             ("ô ồ ố ổ ỗ ộ", "o o o o o o"),
             ("ơ ờ ớ ở ỡ ợ", "o o o o o o"),
-            (
-                "Ò Ó Ỏ Õ Ọ Ô Ồ Ố Ổ Ỗ Ộ Ơ Ờ Ớ Ở Ỡ Ợ",
-                "o o o o o o o o o o o o o o o o o",
-            ),
+            ("Ò Ó Ỏ Õ Ọ Ô Ồ Ố Ổ Ỗ Ộ Ơ Ờ Ớ Ở Ỡ Ợ", "o o o o o o o o o o o o o o o o o"),
             ("u ù ú ủ ũ ụ", "u u u u u u"),
             ("ư ừ ứ ử ữ ự", "u u u u u u"),
             ("Ù Ú Ủ Ũ Ụ Ư Ừ Ứ Ử Ữ Ự", "u u u u u u u u u u u"),

@@ -49,19 +49,12 @@ struct Violations(Vec<FieldViolation>);
 impl Violations {
     /// Records one bad field.
     fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.0.push(FieldViolation { field: field.into(), description: description.into() });
     }
 
     /// Records `result`'s error under `field` (built lazily: paths cost an allocation) and
     /// returns the value, or a placeholder that is discarded because the request is invalid.
-    fn take<T: Default>(
-        &mut self,
-        field: impl FnOnce() -> String,
-        result: Result<T, &'static str>,
-    ) -> T {
+    fn take<T: Default>(&mut self, field: impl FnOnce() -> String, result: Result<T, &'static str>) -> T {
         result.unwrap_or_else(|description| {
             self.push(field(), description);
             T::default()
@@ -70,11 +63,7 @@ impl Violations {
 
     /// `Ok(value)` when nothing was recorded, otherwise every violation.
     fn into_result<T>(self, value: T) -> Result<T, ValidationError> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(ValidationError { violations: self.0 })
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(ValidationError { violations: self.0 }) }
     }
 }
 
@@ -96,10 +85,7 @@ mod tests {
     #[test]
     fn display_counts_without_values() {
         let err = ValidationError {
-            violations: vec![FieldViolation {
-                field: "contacts[0].phone".into(),
-                description: "must be valid".into(),
-            }],
+            violations: vec![FieldViolation { field: "contacts[0].phone".into(), description: "must be valid".into() }],
         };
         assert_eq!(err.to_string(), "invalid request: 1 violation(s)");
     }

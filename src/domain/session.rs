@@ -153,10 +153,7 @@ impl NewSession {
     /// - `round_interval`, `retry_interval`: whole seconds, 0 to 86,400.
     /// - `start_time`: a valid timestamp between now − 5 minutes and now + 366 days.
     /// - `external_session_id`: empty, or ≤ 128 printable ASCII characters without spaces.
-    pub fn parse(
-        req: pb::CreateSessionRequest,
-        limits: &SessionLimits,
-    ) -> Result<NewSession, ValidationError> {
+    pub fn parse(req: pb::CreateSessionRequest, limits: &SessionLimits) -> Result<NewSession, ValidationError> {
         // Destructured in full: a field added to the proto fails to compile here until it has
         // a rule.
         let pb::CreateSessionRequest {
@@ -182,24 +179,12 @@ impl NewSession {
         v.take(|| "caller_id".into(), check_caller_id(&caller_id));
         let voice = v.take(|| "voice".into(), VoiceName::from_proto(voice));
         v.take(|| "speed".into(), check_range(speed, SPEED, SPEED_RULE));
-        v.take(
-            || "retry_count".into(),
-            check_range(retry_count, RETRY_COUNT, RETRY_COUNT_RULE),
-        );
-        v.take(
-            || "calls_per_round".into(),
-            check_range(calls_per_round, CALLS_PER_ROUND, CALLS_PER_ROUND_RULE),
-        );
+        v.take(|| "retry_count".into(), check_range(retry_count, RETRY_COUNT, RETRY_COUNT_RULE));
+        v.take(|| "calls_per_round".into(), check_range(calls_per_round, CALLS_PER_ROUND, CALLS_PER_ROUND_RULE));
         let round_interval_secs = v.take(|| "round_interval".into(), interval_secs(round_interval));
         let retry_interval_secs = v.take(|| "retry_interval".into(), interval_secs(retry_interval));
-        let send_time_unix_ms = v.take(
-            || "start_time".into(),
-            start_time_ms(start_time, limits.now),
-        );
-        v.take(
-            || "external_session_id".into(),
-            check_external_session_id(&external_session_id),
-        );
+        let send_time_unix_ms = v.take(|| "start_time".into(), start_time_ms(start_time, limits.now));
+        v.take(|| "external_session_id".into(), check_external_session_id(&external_session_id));
 
         v.into_result(NewSession {
             script_id,
@@ -246,29 +231,17 @@ fn check_script_id(id: &str) -> Result<(), &'static str> {
 }
 
 /// Validates the contact list; moves each contact's strings into its [`ValidContact`].
-fn parse_contacts(
-    contacts: Vec<pb::Contact>,
-    max_contacts: usize,
-    v: &mut Violations,
-) -> Vec<ValidContact> {
+fn parse_contacts(contacts: Vec<pb::Contact>, max_contacts: usize, v: &mut Violations) -> Vec<ValidContact> {
     if contacts.is_empty() {
         v.push("contacts", "at least one contact is required");
         return Vec::new();
     }
     if contacts.len() > max_contacts {
-        v.push(
-            "contacts",
-            format!("must hold at most {max_contacts} contacts"),
-        );
+        v.push("contacts", format!("must hold at most {max_contacts} contacts"));
         return Vec::new();
     }
     let duplicate_of = earlier_duplicates(&contacts);
-    contacts
-        .into_iter()
-        .zip(duplicate_of)
-        .enumerate()
-        .map(|(i, (c, first))| parse_contact(i, c, first, v))
-        .collect()
+    contacts.into_iter().zip(duplicate_of).enumerate().map(|(i, (c, first))| parse_contact(i, c, first, v)).collect()
 }
 
 /// For each contact, the index of an earlier contact with the same valid phone, if any.
@@ -290,69 +263,38 @@ fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
 }
 
 /// Validates contact `i`; `duplicate_of` is the earlier contact with the same phone, if any.
-fn parse_contact(
-    i: usize,
-    c: pb::Contact,
-    duplicate_of: Option<usize>,
-    v: &mut Violations,
-) -> ValidContact {
-    let pb::Contact {
-        phone,
-        email,
-        external_contact_code,
-        variables,
-    } = c;
+fn parse_contact(i: usize, c: pb::Contact, duplicate_of: Option<usize>, v: &mut Violations) -> ValidContact {
+    let pb::Contact { phone, email, external_contact_code, variables } = c;
     if phone.is_empty() {
         v.push(format!("contacts[{i}].phone"), "is required");
     } else if !is_valid_phone(&phone) {
-        v.push(
-            format!("contacts[{i}].phone"),
-            "must be an optional leading '+' followed by 8 to 15 digits",
-        );
+        v.push(format!("contacts[{i}].phone"), "must be an optional leading '+' followed by 8 to 15 digits");
     } else if let Some(first) = duplicate_of {
-        v.push(
-            format!("contacts[{i}].phone"),
-            format!("duplicates contacts[{first}].phone"),
-        );
+        v.push(format!("contacts[{i}].phone"), format!("duplicates contacts[{first}].phone"));
     }
     v.take(|| format!("contacts[{i}].email"), check_email(&email));
     if !at_most_chars(&external_contact_code, MAX_ID_CHARS) {
-        v.push(
-            format!("contacts[{i}].external_contact_code"),
-            "must be at most 128 characters",
-        );
+        v.push(format!("contacts[{i}].external_contact_code"), "must be at most 128 characters");
     }
     // Sorted first, so violations come out in a deterministic order too.
     let variables: BTreeMap<String, String> = variables.into_iter().collect();
     if variables.len() > MAX_VARIABLES {
-        v.push(
-            format!("contacts[{i}].variables"),
-            "must hold at most 100 variables",
-        );
+        v.push(format!("contacts[{i}].variables"), "must hold at most 100 variables");
     } else {
         for (key, value) in &variables {
             if let Err(description) = check_variable(key, value) {
-                v.push(
-                    format!("contacts[{i}].variables[{}]", path_key(key)),
-                    description,
-                );
+                v.push(format!("contacts[{i}].variables[{}]", path_key(key)), description);
             }
         }
     }
-    ValidContact {
-        phone,
-        email: non_empty(email),
-        external_contact_code: non_empty(external_contact_code),
-        variables,
-    }
+    ValidContact { phone, email: non_empty(email), external_contact_code: non_empty(external_contact_code), variables }
 }
 
 /// Empty, or plausible: ≤ 254 chars, exactly one `@`, non-empty local part, a domain with a dot
 /// that neither starts nor ends it, no whitespace or control characters. Deliverability is the
 /// upstream's business; this only catches obvious mistakes such as a phone in the email field.
 fn check_email(email: &str) -> Result<(), &'static str> {
-    const RULE: &str =
-        "must be a plausible email address (local@domain.tld, no spaces, at most 254 characters)";
+    const RULE: &str = "must be a plausible email address (local@domain.tld, no spaces, at most 254 characters)";
     if email.is_empty() {
         return Ok(());
     }
@@ -393,11 +335,7 @@ fn path_key(key: &str) -> String {
     if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(is_space_or_control) {
         return key.to_owned();
     }
-    let mut shown: String = key
-        .chars()
-        .take(MAX_VARIABLE_KEY_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
+    let mut shown: String = key.chars().take(MAX_VARIABLE_KEY_CHARS).flat_map(char::escape_debug).collect();
     if !at_most_chars(key, MAX_VARIABLE_KEY_CHARS) {
         shown.push('…');
     }
@@ -454,10 +392,7 @@ fn interval_secs(d: Option<prost_types::Duration>) -> Result<Option<u64>, &'stat
 
 /// Unset → `None` (start now); otherwise Unix milliseconds, between now − 5 minutes and
 /// now + 366 days. Sub-millisecond precision is dropped. Wide integers so no input overflows.
-fn start_time_ms(
-    ts: Option<prost_types::Timestamp>,
-    now: SystemTime,
-) -> Result<Option<i64>, &'static str> {
+fn start_time_ms(ts: Option<prost_types::Timestamp>, now: SystemTime) -> Result<Option<i64>, &'static str> {
     let Some(ts) = ts else { return Ok(None) };
     if !(0..1_000_000_000).contains(&ts.nanos) {
         return Err("must be a valid timestamp (nanos between 0 and 999999999)");
@@ -470,18 +405,14 @@ fn start_time_ms(
     if ms > now_ms + START_TIME_FUTURE_MS {
         return Err("must not be more than 366 days in the future");
     }
-    i64::try_from(ms)
-        .map(Some)
-        .map_err(|_| "must be a representable timestamp")
+    i64::try_from(ms).map(Some).map_err(|_| "must be a representable timestamp")
 }
 
 /// Milliseconds since the Unix epoch, negative before it; saturates instead of overflowing.
 fn unix_ms(t: SystemTime) -> i128 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX / 2),
-        Err(e) => i128::try_from(e.duration().as_millis())
-            .map(|ms| -ms)
-            .unwrap_or(i128::MIN / 2),
+        Err(e) => i128::try_from(e.duration().as_millis()).map(|ms| -ms).unwrap_or(i128::MIN / 2),
     }
 }
 
@@ -512,17 +443,11 @@ mod tests {
     const MAX_CONTACTS: usize = 5;
 
     fn limits() -> SessionLimits {
-        SessionLimits {
-            max_contacts: MAX_CONTACTS,
-            now: UNIX_EPOCH + Duration::from_secs(NOW_SECS as u64),
-        }
+        SessionLimits { max_contacts: MAX_CONTACTS, now: UNIX_EPOCH + Duration::from_secs(NOW_SECS as u64) }
     }
 
     fn contact(phone: &str) -> pb::Contact {
-        pb::Contact {
-            phone: phone.into(),
-            ..Default::default()
-        }
+        pb::Contact { phone: phone.into(), ..Default::default() }
     }
 
     /// The smallest valid request: a script and one contact.
@@ -558,75 +483,27 @@ mod tests {
         ("minimal", |_| {}, &[]),
         // script_id
         ("script_id empty", |r| r.script_id.clear(), &["script_id"]),
-        (
-            "script_id blank",
-            |r| r.script_id = "  \t".into(),
-            &["script_id"],
-        ),
-        (
-            "script_id inner space",
-            |r| r.script_id = "a b".into(),
-            &["script_id"],
-        ),
-        (
-            "script_id control",
-            |r| r.script_id = "ab\u{0}".into(),
-            &["script_id"],
-        ),
-        (
-            "script_id 129",
-            |r| r.script_id = "x".repeat(129),
-            &["script_id"],
-        ),
+        ("script_id blank", |r| r.script_id = "  \t".into(), &["script_id"]),
+        ("script_id inner space", |r| r.script_id = "a b".into(), &["script_id"]),
+        ("script_id control", |r| r.script_id = "ab\u{0}".into(), &["script_id"]),
+        ("script_id 129", |r| r.script_id = "x".repeat(129), &["script_id"]),
         ("script_id 128", |r| r.script_id = "x".repeat(128), &[]),
-        (
-            "script_id unicode",
-            |r| r.script_id = "kịch-bản-1".into(),
-            &[],
-        ),
+        ("script_id unicode", |r| r.script_id = "kịch-bản-1".into(), &[]),
         // contacts
         ("contacts empty", |r| r.contacts.clear(), &["contacts"]),
-        (
-            "contacts at max",
-            |r| r.contacts = (0..5).map(|n| contact(&format!("091234567{n}"))).collect(),
-            &[],
-        ),
+        ("contacts at max", |r| r.contacts = (0..5).map(|n| contact(&format!("091234567{n}"))).collect(), &[]),
         (
             "contacts over max: one violation, contacts not inspected",
             |r| r.contacts = (0..6).map(|_| contact("bad")).collect(),
             &["contacts"],
         ),
         // contacts[i].phone
-        (
-            "phone empty",
-            |r| r.contacts[0].phone.clear(),
-            &["contacts[0].phone"],
-        ),
-        (
-            "phone spaces",
-            |r| r.contacts[0].phone = "0912 345 678".into(),
-            &["contacts[0].phone"],
-        ),
-        (
-            "phone 7 digits",
-            |r| r.contacts[0].phone = "0912345".into(),
-            &["contacts[0].phone"],
-        ),
-        (
-            "phone 16 digits",
-            |r| r.contacts[0].phone = "+0912345678901234".into(),
-            &["contacts[0].phone"],
-        ),
-        (
-            "phone plus",
-            |r| r.contacts[0].phone = "+84912345678".into(),
-            &[],
-        ),
-        (
-            "phone bad in second contact",
-            |r| r.contacts.push(contact("09-12")),
-            &["contacts[1].phone"],
-        ),
+        ("phone empty", |r| r.contacts[0].phone.clear(), &["contacts[0].phone"]),
+        ("phone spaces", |r| r.contacts[0].phone = "0912 345 678".into(), &["contacts[0].phone"]),
+        ("phone 7 digits", |r| r.contacts[0].phone = "0912345".into(), &["contacts[0].phone"]),
+        ("phone 16 digits", |r| r.contacts[0].phone = "+0912345678901234".into(), &["contacts[0].phone"]),
+        ("phone plus", |r| r.contacts[0].phone = "+84912345678".into(), &[]),
+        ("phone bad in second contact", |r| r.contacts.push(contact("09-12")), &["contacts[1].phone"]),
         (
             "phone duplicates: later ones reported",
             |r| {
@@ -635,11 +512,7 @@ mod tests {
                 r.contacts.push(contact("0912345678"));
                 r.contacts.push(contact("0987654321"));
             },
-            &[
-                "contacts[2].phone",
-                "contacts[3].phone",
-                "contacts[4].phone",
-            ],
+            &["contacts[2].phone", "contacts[3].phone", "contacts[4].phone"],
         ),
         (
             "violations come in request order",
@@ -650,114 +523,40 @@ mod tests {
             },
             &["contacts[0].email", "contacts[1].phone", "name"],
         ),
-        (
-            "phone same digits, different form: not a duplicate",
-            |r| r.contacts.push(contact("+0912345678")),
-            &[],
-        ),
+        ("phone same digits, different form: not a duplicate", |r| r.contacts.push(contact("+0912345678")), &[]),
         // contacts[i].email
-        (
-            "email ok",
-            |r| r.contacts[0].email = "an.nguyen@vi.du.vn".into(),
-            &[],
-        ),
-        (
-            "email no at",
-            |r| r.contacts[0].email = "an.example.vn".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email two at",
-            |r| r.contacts[0].email = "a@b@c.vn".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email empty local",
-            |r| r.contacts[0].email = "@c.vn".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email no dot",
-            |r| r.contacts[0].email = "a@localhost".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email leading dot",
-            |r| r.contacts[0].email = "a@.vn".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email trailing dot",
-            |r| r.contacts[0].email = "a@vn.".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email space",
-            |r| r.contacts[0].email = "a b@c.vn".into(),
-            &["contacts[0].email"],
-        ),
-        (
-            "email 255",
-            |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(250)),
-            &["contacts[0].email"],
-        ),
-        (
-            "email 254",
-            |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(249)),
-            &[],
-        ),
+        ("email ok", |r| r.contacts[0].email = "an.nguyen@vi.du.vn".into(), &[]),
+        ("email no at", |r| r.contacts[0].email = "an.example.vn".into(), &["contacts[0].email"]),
+        ("email two at", |r| r.contacts[0].email = "a@b@c.vn".into(), &["contacts[0].email"]),
+        ("email empty local", |r| r.contacts[0].email = "@c.vn".into(), &["contacts[0].email"]),
+        ("email no dot", |r| r.contacts[0].email = "a@localhost".into(), &["contacts[0].email"]),
+        ("email leading dot", |r| r.contacts[0].email = "a@.vn".into(), &["contacts[0].email"]),
+        ("email trailing dot", |r| r.contacts[0].email = "a@vn.".into(), &["contacts[0].email"]),
+        ("email space", |r| r.contacts[0].email = "a b@c.vn".into(), &["contacts[0].email"]),
+        ("email 255", |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(250)), &["contacts[0].email"]),
+        ("email 254", |r| r.contacts[0].email = format!("{}@c.vn", "a".repeat(249)), &[]),
         // contacts[i].external_contact_code
         (
             "contact code 129",
             |r| r.contacts[0].external_contact_code = "đ".repeat(129),
             &["contacts[0].external_contact_code"],
         ),
-        (
-            "contact code 128",
-            |r| r.contacts[0].external_contact_code = "đ".repeat(128),
-            &[],
-        ),
+        ("contact code 128", |r| r.contacts[0].external_contact_code = "đ".repeat(128), &[]),
         // contacts[i].variables
         ("variable ok", |r| var(r, "ten", "Nguyễn Văn A"), &[]),
-        (
-            "variable empty key",
-            |r| var(r, "", "x"),
-            &["contacts[0].variables[]"],
-        ),
-        (
-            "variable key space",
-            |r| var(r, "ho ten", "x"),
-            &["contacts[0].variables[ho ten]"],
-        ),
-        (
-            "variable key control, escaped in path",
-            |r| var(r, "a\nb", "x"),
-            &["contacts[0].variables[a\\nb]"],
-        ),
+        ("variable empty key", |r| var(r, "", "x"), &["contacts[0].variables[]"]),
+        ("variable key space", |r| var(r, "ho ten", "x"), &["contacts[0].variables[ho ten]"]),
+        ("variable key control, escaped in path", |r| var(r, "a\nb", "x"), &["contacts[0].variables[a\\nb]"]),
         ("variable key 64", |r| var(r, &"k".repeat(64), "x"), &[]),
         (
             "variable key 65, truncated in path",
             |r| var(r, &"k".repeat(65), "x"),
-            &[
-                "contacts[0].variables[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]",
-            ],
+            &["contacts[0].variables[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]"],
         ),
-        (
-            "variable value 2000 chars (6000 bytes)",
-            |r| var(r, "ten", &"ễ".repeat(2000)),
-            &[],
-        ),
-        (
-            "variable value 2001 chars",
-            |r| var(r, "ten", &"ễ".repeat(2001)),
-            &["contacts[0].variables[ten]"],
-        ),
+        ("variable value 2000 chars (6000 bytes)", |r| var(r, "ten", &"ễ".repeat(2000)), &[]),
+        ("variable value 2001 chars", |r| var(r, "ten", &"ễ".repeat(2001)), &["contacts[0].variables[ten]"]),
         ("variable value empty", |r| var(r, "ten", ""), &[]),
-        (
-            "variables 100",
-            |r| (0..100).for_each(|n| var(r, &format!("k{n}"), "v")),
-            &[],
-        ),
+        ("variables 100", |r| (0..100).for_each(|n| var(r, &format!("k{n}"), "v")), &[]),
         (
             "variables 101: one violation, entries not inspected",
             |r| {
@@ -778,48 +577,16 @@ mod tests {
         ("name 255 chars", |r| r.name = "ộ".repeat(255), &[]),
         ("name 256 chars", |r| r.name = "ộ".repeat(256), &["name"]),
         ("name newline", |r| r.name = "a\nb".into(), &["name"]),
-        (
-            "name spaces and emoji",
-            |r| r.name = " Thông báo 🎉 ".into(),
-            &[],
-        ),
+        ("name spaces and emoji", |r| r.name = " Thông báo 🎉 ".into(), &[]),
         // caller_id
         ("caller_id empty", |r| r.caller_id.clear(), &[]),
-        (
-            "caller_id SIP extension",
-            |r| r.caller_id = "101".into(),
-            &[],
-        ),
-        (
-            "caller_id hotline",
-            |r| r.caller_id = "19001234".into(),
-            &[],
-        ),
-        (
-            "caller_id plus 15",
-            |r| r.caller_id = "+123456789012345".into(),
-            &[],
-        ),
-        (
-            "caller_id 2 digits",
-            |r| r.caller_id = "10".into(),
-            &["caller_id"],
-        ),
-        (
-            "caller_id plus 2 digits",
-            |r| r.caller_id = "+10".into(),
-            &["caller_id"],
-        ),
-        (
-            "caller_id 16 digits",
-            |r| r.caller_id = "1234567890123456".into(),
-            &["caller_id"],
-        ),
-        (
-            "caller_id letters",
-            |r| r.caller_id = "sip:101".into(),
-            &["caller_id"],
-        ),
+        ("caller_id SIP extension", |r| r.caller_id = "101".into(), &[]),
+        ("caller_id hotline", |r| r.caller_id = "19001234".into(), &[]),
+        ("caller_id plus 15", |r| r.caller_id = "+123456789012345".into(), &[]),
+        ("caller_id 2 digits", |r| r.caller_id = "10".into(), &["caller_id"]),
+        ("caller_id plus 2 digits", |r| r.caller_id = "+10".into(), &["caller_id"]),
+        ("caller_id 16 digits", |r| r.caller_id = "1234567890123456".into(), &["caller_id"]),
+        ("caller_id letters", |r| r.caller_id = "sip:101".into(), &["caller_id"]),
         // voice
         ("voice 3", |r| r.voice = 3, &[]),
         ("voice 99", |r| r.voice = 99, &["voice"]),
@@ -831,143 +598,45 @@ mod tests {
         ("speed 4", |r| r.speed = Some(4), &["speed"]),
         ("retry_count 0", |r| r.retry_count = Some(0), &[]),
         ("retry_count 10", |r| r.retry_count = Some(10), &[]),
-        (
-            "retry_count -1",
-            |r| r.retry_count = Some(-1),
-            &["retry_count"],
-        ),
-        (
-            "retry_count 11",
-            |r| r.retry_count = Some(11),
-            &["retry_count"],
-        ),
+        ("retry_count -1", |r| r.retry_count = Some(-1), &["retry_count"]),
+        ("retry_count 11", |r| r.retry_count = Some(11), &["retry_count"]),
         ("calls_per_round 1", |r| r.calls_per_round = Some(1), &[]),
-        (
-            "calls_per_round 1000",
-            |r| r.calls_per_round = Some(1000),
-            &[],
-        ),
-        (
-            "calls_per_round 0",
-            |r| r.calls_per_round = Some(0),
-            &["calls_per_round"],
-        ),
-        (
-            "calls_per_round 1001",
-            |r| r.calls_per_round = Some(1001),
-            &["calls_per_round"],
-        ),
+        ("calls_per_round 1000", |r| r.calls_per_round = Some(1000), &[]),
+        ("calls_per_round 0", |r| r.calls_per_round = Some(0), &["calls_per_round"]),
+        ("calls_per_round 1001", |r| r.calls_per_round = Some(1001), &["calls_per_round"]),
         // round_interval, retry_interval
         ("round_interval 0", |r| r.round_interval = secs(0), &[]),
-        (
-            "round_interval 86400",
-            |r| r.round_interval = secs(86_400),
-            &[],
-        ),
-        (
-            "round_interval 86401",
-            |r| r.round_interval = secs(86_401),
-            &["round_interval"],
-        ),
-        (
-            "round_interval negative",
-            |r| r.round_interval = secs(-1),
-            &["round_interval"],
-        ),
+        ("round_interval 86400", |r| r.round_interval = secs(86_400), &[]),
+        ("round_interval 86401", |r| r.round_interval = secs(86_401), &["round_interval"]),
+        ("round_interval negative", |r| r.round_interval = secs(-1), &["round_interval"]),
         (
             "round_interval fractional",
-            |r| {
-                r.round_interval = Some(prost_types::Duration {
-                    seconds: 30,
-                    nanos: 500_000_000,
-                })
-            },
+            |r| r.round_interval = Some(prost_types::Duration { seconds: 30, nanos: 500_000_000 }),
             &["round_interval"],
         ),
         (
             "retry_interval negative nanos",
-            |r| {
-                r.retry_interval = Some(prost_types::Duration {
-                    seconds: 0,
-                    nanos: -1,
-                })
-            },
+            |r| r.retry_interval = Some(prost_types::Duration { seconds: 0, nanos: -1 }),
             &["retry_interval"],
         ),
-        (
-            "retry_interval 86401",
-            |r| r.retry_interval = secs(86_401),
-            &["retry_interval"],
-        ),
+        ("retry_interval 86401", |r| r.retry_interval = secs(86_401), &["retry_interval"]),
         ("retry_interval 60", |r| r.retry_interval = secs(60), &[]),
         // start_time
         ("start_time now", |r| r.start_time = at(NOW_SECS, 0), &[]),
-        (
-            "start_time now - 300 s",
-            |r| r.start_time = at(NOW_SECS - 300, 0),
-            &[],
-        ),
-        (
-            "start_time now - 301 s",
-            |r| r.start_time = at(NOW_SECS - 301, 0),
-            &["start_time"],
-        ),
-        (
-            "start_time now + 366 d",
-            |r| r.start_time = at(NOW_SECS + 366 * 86_400, 0),
-            &[],
-        ),
-        (
-            "start_time now + 366 d + 1 s",
-            |r| r.start_time = at(NOW_SECS + 366 * 86_400 + 1, 0),
-            &["start_time"],
-        ),
-        (
-            "start_time negative nanos",
-            |r| r.start_time = at(NOW_SECS, -1),
-            &["start_time"],
-        ),
-        (
-            "start_time nanos 1e9",
-            |r| r.start_time = at(NOW_SECS, 1_000_000_000),
-            &["start_time"],
-        ),
-        (
-            "start_time epoch",
-            |r| r.start_time = at(0, 0),
-            &["start_time"],
-        ),
+        ("start_time now - 300 s", |r| r.start_time = at(NOW_SECS - 300, 0), &[]),
+        ("start_time now - 301 s", |r| r.start_time = at(NOW_SECS - 301, 0), &["start_time"]),
+        ("start_time now + 366 d", |r| r.start_time = at(NOW_SECS + 366 * 86_400, 0), &[]),
+        ("start_time now + 366 d + 1 s", |r| r.start_time = at(NOW_SECS + 366 * 86_400 + 1, 0), &["start_time"]),
+        ("start_time negative nanos", |r| r.start_time = at(NOW_SECS, -1), &["start_time"]),
+        ("start_time nanos 1e9", |r| r.start_time = at(NOW_SECS, 1_000_000_000), &["start_time"]),
+        ("start_time epoch", |r| r.start_time = at(0, 0), &["start_time"]),
         // external_session_id
-        (
-            "session id uuid",
-            |r| r.external_session_id = "6f1c2d3e-0000-4000-8000-000000000000".into(),
-            &[],
-        ),
-        (
-            "session id 128",
-            |r| r.external_session_id = "~".repeat(128),
-            &[],
-        ),
-        (
-            "session id 129",
-            |r| r.external_session_id = "a".repeat(129),
-            &["external_session_id"],
-        ),
-        (
-            "session id space",
-            |r| r.external_session_id = "a b".into(),
-            &["external_session_id"],
-        ),
-        (
-            "session id non-ASCII",
-            |r| r.external_session_id = "phiên-1".into(),
-            &["external_session_id"],
-        ),
-        (
-            "session id DEL",
-            |r| r.external_session_id = "a\u{7f}".into(),
-            &["external_session_id"],
-        ),
+        ("session id uuid", |r| r.external_session_id = "6f1c2d3e-0000-4000-8000-000000000000".into(), &[]),
+        ("session id 128", |r| r.external_session_id = "~".repeat(128), &[]),
+        ("session id 129", |r| r.external_session_id = "a".repeat(129), &["external_session_id"]),
+        ("session id space", |r| r.external_session_id = "a b".into(), &["external_session_id"]),
+        ("session id non-ASCII", |r| r.external_session_id = "phiên-1".into(), &["external_session_id"]),
+        ("session id DEL", |r| r.external_session_id = "a\u{7f}".into(), &["external_session_id"]),
     ];
 
     #[test]
@@ -995,10 +664,7 @@ mod tests {
                     phone: "0912345678".into(),
                     email: "not-an-email".into(),
                     external_contact_code: "c".repeat(200),
-                    variables: HashMap::from([
-                        (String::new(), "x".into()),
-                        ("ten".into(), "x".repeat(2_001)),
-                    ]),
+                    variables: HashMap::from([(String::new(), "x".into()), ("ten".into(), "x".repeat(2_001))]),
                 },
                 contact("0912-345-678"),
                 contact("0912345678"),
@@ -1009,10 +675,7 @@ mod tests {
             speed: Some(9),
             retry_count: Some(-1),
             calls_per_round: Some(0),
-            round_interval: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 1,
-            }),
+            round_interval: Some(prost_types::Duration { seconds: 1, nanos: 1 }),
             retry_interval: secs(-5),
             start_time: at(NOW_SECS - 3_600, 0),
             external_session_id: "has space".into(),
@@ -1042,23 +705,12 @@ mod tests {
         ];
         want.sort_unstable();
         assert_eq!(got, want);
-        let dup = err
-            .violations
-            .iter()
-            .find(|v| v.field == "contacts[2].phone")
-            .unwrap();
+        let dup = err.violations.iter().find(|v| v.field == "contacts[2].phone").unwrap();
         assert_eq!(dup.description, "duplicates contacts[0].phone");
         // Neither the message nor any description echoes a value.
         assert_eq!(err.to_string(), "invalid request: 17 violation(s)");
         for v in &err.violations {
-            for secret in [
-                "0912345678",
-                "0912-345-678",
-                "not-an-email",
-                "hotline",
-                "has space",
-                "tab\there",
-            ] {
+            for secret in ["0912345678", "0912-345-678", "not-an-email", "hotline", "has space", "tab\there"] {
                 assert!(!v.description.contains(secret), "{v:?} echoes {secret}");
             }
         }
@@ -1186,41 +838,16 @@ mod tests {
 
     #[test]
     fn clock_before_epoch_does_not_panic() {
-        let limits = SessionLimits {
-            max_contacts: 1,
-            now: UNIX_EPOCH - Duration::from_secs(1_000),
-        };
+        let limits = SessionLimits { max_contacts: 1, now: UNIX_EPOCH - Duration::from_secs(1_000) };
         let mut req = minimal();
         req.start_time = at(-1_000, 0);
-        assert_eq!(
-            NewSession::parse(req, &limits).unwrap().send_time_unix_ms,
-            Some(-1_000_000)
-        );
+        assert_eq!(NewSession::parse(req, &limits).unwrap().send_time_unix_ms, Some(-1_000_000));
     }
 
     #[test]
     fn adversarial_inputs_never_panic() {
-        let i64s = [
-            i64::MIN,
-            i64::MIN + 1,
-            -1,
-            0,
-            1,
-            86_400,
-            NOW_SECS,
-            i64::MAX - 1,
-            i64::MAX,
-        ];
-        let i32s = [
-            i32::MIN,
-            -1_000_000_000,
-            -1,
-            0,
-            1,
-            999_999_999,
-            1_000_000_000,
-            i32::MAX,
-        ];
+        let i64s = [i64::MIN, i64::MIN + 1, -1, 0, 1, 86_400, NOW_SECS, i64::MAX - 1, i64::MAX];
+        let i32s = [i32::MIN, -1_000_000_000, -1, 0, 1, 999_999_999, 1_000_000_000, i32::MAX];
         let huge = "ễ".repeat(200_000);
         let strings = [
             "",

@@ -61,10 +61,7 @@ pub(crate) async fn add_faults(State(sim): State<Arc<Sim>>, req: Request) -> Res
         Ok(faults) => {
             let n = faults.len();
             sim.push_faults(faults);
-            json_response(
-                StatusCode::OK,
-                serde_json::to_vec(&json!({"ok": true, "queued": n})).unwrap_or_default(),
-            )
+            json_response(StatusCode::OK, serde_json::to_vec(&json!({"ok": true, "queued": n})).unwrap_or_default())
         }
         Err(e) => bad_request(&e),
     }
@@ -72,10 +69,7 @@ pub(crate) async fn add_faults(State(sim): State<Arc<Sim>>, req: Request) -> Res
 
 /// `GET /_sim/faults`: the pending faults with their remaining counts.
 pub(crate) async fn list_faults(State(sim): State<Arc<Sim>>) -> Response {
-    json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&sim.faults()).unwrap_or_default(),
-    )
+    json_response(StatusCode::OK, serde_json::to_vec(&sim.faults()).unwrap_or_default())
 }
 
 /// `DELETE /_sim/faults`: drop every pending fault.
@@ -106,9 +100,9 @@ pub(crate) async fn put_scripts(State(sim): State<Arc<Sim>>, req: Request) -> Re
                 sim.set_catalogue(&catalogue::generate(n), None);
                 done()
             }
-            _ => bad_request(&format!(
-                "expected a JSON array or {{\"generate\": N}} with N <= {MAX_GENERATED_SCRIPTS}"
-            )),
+            _ => {
+                bad_request(&format!("expected a JSON array or {{\"generate\": N}} with N <= {MAX_GENERATED_SCRIPTS}"))
+            }
         },
         _ => bad_request("expected a JSON array or {\"generate\": N}"),
     }
@@ -116,14 +110,8 @@ pub(crate) async fn put_scripts(State(sim): State<Arc<Sim>>, req: Request) -> Re
 
 /// The body without leading/trailing ASCII whitespace (still the same JSON text).
 fn trim_ascii(body: Bytes) -> Bytes {
-    let start = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(body.len());
-    let end = body
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    let end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
     body.slice(start..end.max(start))
 }
 

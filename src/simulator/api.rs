@@ -21,11 +21,7 @@ pub(crate) const INSTANCE_ID: &str = "sim";
 pub(crate) const INSTANCE_VERSION: &str = "1.2.164";
 
 /// The voices the upstream documents.
-const VOICES: [&str; 3] = [
-    "northern_female_ngocanh",
-    "southern_female_honganh",
-    "southern_male_tienhuy",
-];
+const VOICES: [&str; 3] = ["northern_female_ngocanh", "southern_female_honganh", "southern_male_tienhuy"];
 
 /// Marker extension: the request is being answered under a fault (e.g. truncation); do not record it.
 #[derive(Clone, Copy, Debug)]
@@ -35,10 +31,7 @@ pub(crate) struct Faulted;
 pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
     resp
 }
 
@@ -85,10 +78,7 @@ fn unauthorized(sim: &Sim) -> Response {
     sim.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
     let mut resp = Response::new(Body::from("Unauthorized"));
     *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -183,13 +173,10 @@ fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
     if !sim.key_valid(&key) {
         return Err(fail("api_key_invalid", "API key is invalid"));
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
     match token {
         Some(t) if !t.is_empty() && sim.token_valid(t, &key) => Ok(key),
         _ => Err(unauthorized(sim)),
@@ -268,13 +255,9 @@ fn validate(sim: &Sim, obj: &Map<String, Value>) -> Result<(String, Vec<Value>),
         Ok(Some(s)) if (-3..=3).contains(&s) => {}
         _ => return Err(invalid("speed")),
     }
-    for (field, min) in [
-        ("num_retry", 0),
-        ("num_per_call", 1),
-        ("distance_per_call", 0),
-        ("distance_retry", 0),
-        ("send_time", 0),
-    ] {
+    for (field, min) in
+        [("num_retry", 0), ("num_per_call", 1), ("distance_per_call", 0), ("distance_retry", 0), ("send_time", 0)]
+    {
         match int_field(obj, field) {
             Ok(None) => {}
             Ok(Some(v)) if v >= min => {}
@@ -357,10 +340,7 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
     match sim.accept_session(session, dry_run) {
         Accept::Duplicate(existing) => fail(
             "ext_session_id_duplicated",
-            &format!(
-                "ext_session_id {} already used by session {existing}",
-                ext_session_id.unwrap_or_default()
-            ),
+            &format!("ext_session_id {} already used by session {existing}", ext_session_id.unwrap_or_default()),
         ),
         Accept::Accepted(autocall_id) => {
             let mut payload = json!({"bot_script_id": script_id, "autocall_id": autocall_id});

@@ -61,10 +61,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     /// Any non-empty key accepted; tokens valid 24 hours.
     fn default() -> Self {
-        Self {
-            api_keys: None,
-            token_ttl: Duration::from_secs(24 * 3600),
-        }
+        Self { api_keys: None, token_ttl: Duration::from_secs(24 * 3600) }
     }
 }
 
@@ -76,12 +73,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/call_bot/execute_by_phone", post(api::execute))
         .route("/_sim/sessions", get(admin::sessions))
         .route("/_sim/stats", get(admin::stats))
-        .route(
-            "/_sim/faults",
-            post(admin::add_faults)
-                .get(admin::list_faults)
-                .delete(admin::clear_faults),
-        )
+        .route("/_sim/faults", post(admin::add_faults).get(admin::list_faults).delete(admin::clear_faults))
         .route("/_sim/scripts", put(admin::put_scripts))
         .route("/_sim/reset", post(admin::reset))
         .fallback(not_found)
@@ -115,10 +107,7 @@ async fn call_router(router: Router, req: Request<Incoming>) -> Response {
 
 /// The canned answer of a fault with `status`, `error` and/or `body`.
 fn canned_response(sim: &Sim, fault: &Fault) -> Response {
-    let status = fault
-        .status
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::OK);
+    let status = fault.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
     if status == StatusCode::UNAUTHORIZED {
         sim.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
     }
@@ -153,38 +142,23 @@ async fn truncated(resp: Response) -> Response {
     // Pause between the half and the error so that hyper flushes the head and the half body first.
     let abort = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "simulated truncation",
-        ))
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "simulated truncation"))
     };
     let stream = futures::StreamExt::chain(
         futures::stream::once(async move { Ok::<_, std::io::Error>(half) }),
         futures::stream::once(abort),
     );
     let mut out = Response::new(Body::from_stream(stream));
-    out.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    out.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+    out.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    out.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
     out
 }
 
 /// Handle one request: count it, apply the next matching fault, else route it normally.
-async fn handle(
-    sim: Arc<Sim>,
-    router: Router,
-    mut req: Request<Incoming>,
-) -> Result<Response, std::io::Error> {
+async fn handle(sim: Arc<Sim>, router: Router, mut req: Request<Incoming>) -> Result<Response, std::io::Error> {
     let path = req.uri().path().to_owned();
     count_request(&sim, &path);
-    let fault = if is_admin_path(&path) {
-        None
-    } else {
-        sim.take_fault(&path)
-    };
+    let fault = if is_admin_path(&path) { None } else { sim.take_fault(&path) };
     let Some(fault) = fault else {
         return Ok(call_router(router, req).await);
     };
@@ -195,14 +169,9 @@ async fn handle(
     if fault.expire_tokens {
         sim.expire_tokens();
     }
-    let retry_after = fault
-        .retry_after_value()
-        .and_then(|v| HeaderValue::from_str(&v).ok());
+    let retry_after = fault.retry_after_value().and_then(|v| HeaderValue::from_str(&v).ok());
     let mut resp = if fault.drop {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "simulated connection drop",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "simulated connection drop"));
     } else if fault.truncate {
         req.extensions_mut().insert(Faulted);
         truncated(call_router(router, req).await).await
@@ -275,10 +244,7 @@ pub async fn run(
     }
     drop(listener);
     let _ = stop_tx.send(());
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::debug!("simulator: aborting connections still open after shutdown");
     }

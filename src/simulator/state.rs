@@ -47,13 +47,9 @@ pub(crate) struct Stats {
 
 impl Stats {
     fn reset(&self) {
-        for c in [
-            &self.auth_calls,
-            &self.script_list_calls,
-            &self.execute_calls,
-            &self.sessions_total,
-            &self.unauthorized,
-        ] {
+        for c in
+            [&self.auth_calls, &self.script_list_calls, &self.execute_calls, &self.sessions_total, &self.unauthorized]
+        {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -67,9 +63,7 @@ struct Catalogue {
 
 impl Catalogue {
     fn from_values(scripts: &[Value], raw: Option<Bytes>) -> Self {
-        let raw = raw.unwrap_or_else(|| {
-            Bytes::from(serde_json::to_vec(scripts).unwrap_or_else(|_| b"[]".to_vec()))
-        });
+        let raw = raw.unwrap_or_else(|| Bytes::from(serde_json::to_vec(scripts).unwrap_or_else(|_| b"[]".to_vec())));
         let ids = scripts
             .iter()
             .filter_map(|s| match s.get("id") {
@@ -144,12 +138,7 @@ impl Sim {
 
     /// Whether `key` is an acceptable API key under the configuration.
     pub(crate) fn key_valid(&self, key: &str) -> bool {
-        !key.is_empty()
-            && self
-                .config
-                .api_keys
-                .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k == key))
+        !key.is_empty() && self.config.api_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k == key))
     }
 
     /// A fresh 24-hex ObjectId-style id: 4 bytes of time, 5 of per-instance salt, 3 of counter.
@@ -170,22 +159,13 @@ impl Sim {
         if inner.tokens.len() >= TOKEN_PRUNE_THRESHOLD {
             inner.tokens.retain(|_, t| t.expires_at > now);
         }
-        inner.tokens.insert(
-            token,
-            TokenInfo {
-                api_key: api_key.to_owned(),
-                expires_at,
-            },
-        );
+        inner.tokens.insert(token, TokenInfo { api_key: api_key.to_owned(), expires_at });
     }
 
     /// Whether `token` is known, unexpired and was issued for `api_key`.
     pub(crate) fn token_valid(&self, token: &str, api_key: &str) -> bool {
         let inner = self.lock();
-        inner
-            .tokens
-            .get(token)
-            .is_some_and(|t| t.api_key == api_key && Instant::now() < t.expires_at)
+        inner.tokens.get(token).is_some_and(|t| t.api_key == api_key && Instant::now() < t.expires_at)
     }
 
     /// Invalidate every token issued so far.
@@ -302,10 +282,7 @@ impl Sim {
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A short, stable, non-reversible id for an API key (FNV-1a 64, hex).

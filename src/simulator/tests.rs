@@ -17,20 +17,13 @@ struct Harness {
 
 impl Harness {
     async fn start(config: SimConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, config, async move {
             let _ = rx.await;
         }));
-        Self {
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Self { base: format!("http://{addr}"), client: reqwest::Client::new(), stop: Some(tx), task: Some(task) }
     }
 
     async fn default() -> Self {
@@ -42,23 +35,13 @@ impl Harness {
     }
 
     async fn get_json(&self, path: &str) -> Value {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json")
+        self.client.get(self.url(path)).send().await.expect("send").json().await.expect("json")
     }
 
     async fn token(&self, key: &str) -> String {
         let v = self.get_json(&format!("/api/auth?apiKey={key}")).await;
         assert_eq!(v["status_code"], 9999, "{v}");
-        v["payload"]["access_token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
+        v["payload"]["access_token"].as_str().expect("token").to_owned()
     }
 
     async fn list(&self, key: &str, token: &str) -> reqwest::Response {
@@ -71,13 +54,7 @@ impl Harness {
             .expect("send")
     }
 
-    async fn execute_raw(
-        &self,
-        key: &str,
-        token: &str,
-        query: &str,
-        body: &str,
-    ) -> reqwest::Response {
+    async fn execute_raw(&self, key: &str, token: &str, query: &str, body: &str) -> reqwest::Response {
         self.client
             .post(self.url(&format!("/api/call_bot/execute_by_phone{query}")))
             .header("x-api-key", key)
@@ -90,21 +67,13 @@ impl Harness {
     }
 
     async fn execute(&self, key: &str, token: &str, body: &Value) -> Value {
-        let resp = self
-            .execute_raw(key, token, "?cid=19001234", &body.to_string())
-            .await;
+        let resp = self.execute_raw(key, token, "?cid=19001234", &body.to_string()).await;
         assert_eq!(resp.status(), 200);
         resp.json().await.expect("json")
     }
 
     async fn faults(&self, faults: Value) {
-        let resp = self
-            .client
-            .post(self.url("/_sim/faults"))
-            .json(&faults)
-            .send()
-            .await
-            .expect("send");
+        let resp = self.client.post(self.url("/_sim/faults")).json(&faults).send().await.expect("send");
         assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     }
 
@@ -172,11 +141,9 @@ async fn auth_issues_jwt_shaped_token() {
     let token = v["payload"]["access_token"].as_str().expect("token");
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
     assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
     let sub = claims["sub"].as_str().expect("sub");
     assert!(!sub.contains(KEY));
     let iat = claims["iat"].as_u64().expect("iat");
@@ -190,20 +157,10 @@ async fn auth_issues_jwt_shaped_token() {
 
 #[tokio::test]
 async fn auth_missing_and_invalid_key() {
-    let h = Harness::start(SimConfig {
-        api_keys: Some(vec!["k1".into(), "k2".into()]),
-        ..SimConfig::default()
-    })
-    .await;
+    let h = Harness::start(SimConfig { api_keys: Some(vec!["k1".into(), "k2".into()]), ..SimConfig::default() }).await;
     assert_fail(&h.get_json("/api/auth").await, "api_key_is_required");
-    assert_fail(
-        &h.get_json("/api/auth?apiKey=").await,
-        "api_key_is_required",
-    );
-    assert_fail(
-        &h.get_json("/api/auth?apiKey=nope").await,
-        "api_key_invalid",
-    );
+    assert_fail(&h.get_json("/api/auth?apiKey=").await, "api_key_is_required");
+    assert_fail(&h.get_json("/api/auth?apiKey=nope").await, "api_key_invalid");
     let t = h.token("k2").await;
     assert_eq!(h.list("k2", &t).await.status(), 200);
     // A callBot call with a key outside the configured list.
@@ -217,29 +174,14 @@ async fn callbot_auth_rules() {
     let t1 = h.token("key-one").await;
     let _t2 = h.token("key-two").await;
     // No x-api-key: 200 + api_key_is_required.
-    let resp = h
-        .client
-        .get(h.url("/api/call_bot/script/list"))
-        .bearer_auth(&t1)
-        .send()
-        .await
-        .expect("send");
+    let resp = h.client.get(h.url("/api/call_bot/script/list")).bearer_auth(&t1).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     assert_fail(&resp.json().await.expect("json"), "api_key_is_required");
     // No bearer token: 401 text/plain.
-    let resp = h
-        .client
-        .get(h.url("/api/call_bot/script/list"))
-        .header("x-api-key", "key-one")
-        .send()
-        .await
-        .expect("send");
+    let resp =
+        h.client.get(h.url("/api/call_bot/script/list")).header("x-api-key", "key-one").send().await.expect("send");
     assert_eq!(resp.status(), 401);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .is_ok_and(|c| c.starts_with("text/plain"))
-    );
+    assert!(resp.headers()["content-type"].to_str().is_ok_and(|c| c.starts_with("text/plain")));
     assert_eq!(resp.text().await.expect("text"), "Unauthorized");
     // Unknown token.
     assert_eq!(h.list("key-one", "not-a-token").await.status(), 401);
@@ -247,9 +189,7 @@ async fn callbot_auth_rules() {
     assert_eq!(h.list("key-two", &t1).await.status(), 401);
     // Right pairing.
     assert_eq!(h.list("key-one", &t1).await.status(), 200);
-    let resp = h
-        .execute_raw("key-two", &t1, "?cid=", &good_body().to_string())
-        .await;
+    let resp = h.execute_raw("key-two", &t1, "?cid=", &good_body().to_string()).await;
     assert_eq!(resp.status(), 401);
     let stats = h.stats().await;
     assert_eq!(stats["unauthorized"], 4, "{stats}");
@@ -259,11 +199,7 @@ async fn callbot_auth_rules() {
 
 #[tokio::test]
 async fn token_expires_after_ttl() {
-    let h = Harness::start(SimConfig {
-        api_keys: None,
-        token_ttl: Duration::from_millis(300),
-    })
-    .await;
+    let h = Harness::start(SimConfig { api_keys: None, token_ttl: Duration::from_millis(300) }).await;
     let t = h.token(KEY).await;
     assert_eq!(h.list(KEY, &t).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -301,13 +237,7 @@ async fn list_returns_builtin_catalogue() {
         let vars = s["variables"].as_array().expect("variables");
         assert!((1..=5).contains(&vars.len()), "{s}");
         for var in vars {
-            for k in [
-                "field_name",
-                "field_code",
-                "field_value",
-                "field_type",
-                "type",
-            ] {
+            for k in ["field_name", "field_code", "field_value", "field_type", "type"] {
                 assert!(var.get(k).is_some(), "{var} lacks {k}");
             }
             assert!(var["is_dynamic_attribute"].is_boolean());
@@ -327,13 +257,7 @@ async fn put_scripts_replaces_verbatim_and_reset_restores() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
     let raw = r#"[{"id":"abc","name":null,"variables":[{"field_code":"x","weird":{"n":1},"field_value":null}],"extra":"🎉 Xin chào"},{"id":"def","name":"Hai 😀"},42,null]"#;
-    let resp = h
-        .client
-        .put(h.url("/_sim/scripts"))
-        .body(raw)
-        .send()
-        .await
-        .expect("send");
+    let resp = h.client.put(h.url("/_sim/scripts")).body(raw).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     let text = h.list(KEY, &t).await.text().await.expect("text");
     assert!(text.contains(raw), "{text}");
@@ -347,34 +271,17 @@ async fn put_scripts_replaces_verbatim_and_reset_restores() {
     body["bot_script_id"] = json!(SCRIPT);
     assert_fail(&h.execute(KEY, &t, &body).await, "bot_script_id_invalid");
     // Generated catalogue.
-    let resp = h
-        .client
-        .put(h.url("/_sim/scripts"))
-        .json(&json!({"generate": 500}))
-        .send()
-        .await
-        .expect("send");
+    let resp = h.client.put(h.url("/_sim/scripts")).json(&json!({"generate": 500})).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     let v: Value = h.list(KEY, &t).await.json().await.expect("json");
     assert_eq!(v["payload"].as_array().map(Vec::len), Some(500));
     // Bad bodies.
     for bad in ["{", "{\"generate\": -1}", "\"x\""] {
-        let resp = h
-            .client
-            .put(h.url("/_sim/scripts"))
-            .body(bad)
-            .send()
-            .await
-            .expect("send");
+        let resp = h.client.put(h.url("/_sim/scripts")).body(bad).send().await.expect("send");
         assert_eq!(resp.status(), 400, "{bad}");
     }
     // Reset restores the built-in catalogue (and forgets tokens).
-    let resp = h
-        .client
-        .post(h.url("/_sim/reset"))
-        .send()
-        .await
-        .expect("send");
+    let resp = h.client.post(h.url("/_sim/reset")).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     assert_eq!(h.list(KEY, &t).await.status(), 401);
     let t = h.token(KEY).await;
@@ -388,32 +295,18 @@ async fn execute_validation_codes() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
     // cid absent.
-    let v: Value = h
-        .execute_raw(KEY, &t, "", &good_body().to_string())
-        .await
-        .json()
-        .await
-        .expect("json");
+    let v: Value = h.execute_raw(KEY, &t, "", &good_body().to_string()).await.json().await.expect("json");
     assert_fail(&v, "cid_is_required");
     // Body not JSON / not an object.
     for bad in ["", "not json", "[1,2]", "\"s\""] {
-        let v: Value = h
-            .execute_raw(KEY, &t, "?cid=", bad)
-            .await
-            .json()
-            .await
-            .expect("json");
+        let v: Value = h.execute_raw(KEY, &t, "?cid=", bad).await.json().await.expect("json");
         assert_fail(&v, "request_body_required");
     }
     let cases: Vec<(&str, Value, &str)> = vec![
         ("bot_script_id", Value::Null, "bot_script_id_is_required"),
         ("bot_script_id", json!(""), "bot_script_id_is_required"),
         ("bot_script_id", json!(12), "bot_script_id_invalid"),
-        (
-            "bot_script_id",
-            json!("000000000000000000000000"),
-            "bot_script_id_invalid",
-        ),
+        ("bot_script_id", json!("000000000000000000000000"), "bot_script_id_invalid"),
         ("contact_info", Value::Null, "data_is_required"),
         ("contact_info", json!([]), "data_is_required"),
         ("contact_info", json!("0988888888"), "contact_info_invalid"),
@@ -442,11 +335,7 @@ async fn execute_validation_codes() {
         let _ = (field, value);
     }
     // Boundaries that are fine.
-    for (field, value) in [
-        ("speed", json!(-3)),
-        ("speed", json!(3)),
-        ("num_retry", json!(0)),
-    ] {
+    for (field, value) in [("speed", json!(-3)), ("speed", json!(3)), ("num_retry", json!(0))] {
         let mut body = good_body();
         body[field] = value;
         assert_eq!(h.execute(KEY, &t, &body).await["status_code"], 9999);
@@ -508,10 +397,7 @@ async fn duplicate_ext_session_id() {
     assert!(msg.contains(first["payload"]["autocall_id"].as_str().expect("id")));
     // Another key may use the same ext id.
     let t2 = h.token("other-key").await;
-    assert_eq!(
-        h.execute("other-key", &t2, &body).await["status_code"],
-        9999
-    );
+    assert_eq!(h.execute("other-key", &t2, &body).await["status_code"], 9999);
     assert_eq!(h.sessions().await.len(), 2);
 }
 
@@ -533,15 +419,7 @@ async fn sessions_recorded_exactly_once() {
     let key_id = s["api_key_id"].as_str().expect("key id");
     assert!(!key_id.contains(KEY));
     assert_eq!(s["body"], serde_json::from_str::<Value>(raw).expect("json"));
-    let text = h
-        .client
-        .get(h.url("/_sim/sessions"))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let text = h.client.get(h.url("/_sim/sessions")).send().await.expect("send").text().await.expect("text");
     assert!(text.contains(raw), "body spliced verbatim");
     let stats = h.stats().await;
     assert_eq!(stats["sessions_total"], 1);
@@ -552,8 +430,7 @@ async fn sessions_recorded_exactly_once() {
 async fn fault_status_with_retry_after_and_count() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
-    h.faults(json!({"status": 429, "retry_after": 7, "count": 2}))
-        .await;
+    h.faults(json!({"status": 429, "retry_after": 7, "count": 2})).await;
     for _ in 0..2 {
         let resp = h.list(KEY, &t).await;
         assert_eq!(resp.status(), 429);
@@ -565,17 +442,11 @@ async fn fault_status_with_retry_after_and_count() {
     let stats = h.stats().await;
     assert_eq!(stats["script_list_calls"], 3);
     // Several faults queue FIFO.
-    h.faults(
-        json!([{"status": 503}, {"status": 502, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"}]),
-    )
-    .await;
+    h.faults(json!([{"status": 503}, {"status": 502, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"}])).await;
     assert_eq!(h.list(KEY, &t).await.status(), 503);
     let resp = h.list(KEY, &t).await;
     assert_eq!(resp.status(), 502);
-    assert_eq!(
-        resp.headers()["retry-after"],
-        "Wed, 21 Oct 2015 07:28:00 GMT"
-    );
+    assert_eq!(resp.headers()["retry-after"], "Wed, 21 Oct 2015 07:28:00 GMT");
     assert_eq!(h.list(KEY, &t).await.status(), 200);
 }
 
@@ -593,15 +464,11 @@ async fn fault_error_and_body() {
     assert_eq!(h.list(KEY, &t).await.status(), 200);
     let v = h.execute(KEY, &t, &good_body()).await;
     assert_fail(&v, "limit_service");
-    let resp = h
-        .execute_raw(KEY, &t, "?cid=", &good_body().to_string())
-        .await;
+    let resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/html");
     assert_eq!(resp.text().await.expect("text"), "<html>oops</html>");
-    let resp = h
-        .execute_raw(KEY, &t, "?cid=", &good_body().to_string())
-        .await;
+    let resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.text().await.expect("text"), "{\"status_code\":");
     // Faulted requests are not sessions; the next one is.
@@ -615,17 +482,12 @@ async fn fault_error_and_body() {
 async fn fault_delay_then_normal() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
-    h.faults(json!({"delay_ms": 150, "path": "/api/call_bot/execute_by_phone"}))
-        .await;
+    h.faults(json!({"delay_ms": 150, "path": "/api/call_bot/execute_by_phone"})).await;
     let started = Instant::now();
     let v = h.execute(KEY, &t, &good_body()).await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(v["status_code"], 9999);
-    assert_eq!(
-        h.sessions().await.len(),
-        1,
-        "delay-only faults process normally"
-    );
+    assert_eq!(h.sessions().await.len(), 1, "delay-only faults process normally");
     // Delay combined with a status.
     h.faults(json!({"delay_ms": 100, "status": 504})).await;
     let started = Instant::now();
@@ -644,11 +506,7 @@ async fn fault_truncate_breaks_body() {
     .await;
     let mut resp = h.list(KEY, &t).await;
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .is_ok_and(|c| c.starts_with("application/json"))
-    );
+    assert!(resp.headers()["content-type"].to_str().is_ok_and(|c| c.starts_with("application/json")));
     let full_len = resp.content_length().expect("content-length");
     let mut got = Vec::new();
     let failed = loop {
@@ -661,16 +519,10 @@ async fn fault_truncate_breaks_body() {
     assert!(failed, "truncated body must fail");
     assert!(!got.is_empty() && (got.len() as u64) < full_len);
     assert!(got.starts_with(b"{\"instance_id\""));
-    let resp = h
-        .execute_raw(KEY, &t, "?cid=", &good_body().to_string())
-        .await;
+    let resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err());
-    assert_eq!(
-        h.sessions().await.len(),
-        0,
-        "truncated execute not recorded"
-    );
+    assert_eq!(h.sessions().await.len(), 0, "truncated execute not recorded");
     // Back to normal.
     assert_eq!(h.list(KEY, &t).await.status(), 200);
 }
@@ -679,8 +531,7 @@ async fn fault_truncate_breaks_body() {
 async fn fault_drop_closes_connection() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
-    h.faults(json!({"drop": true, "path": "/api/call_bot/execute_by_phone"}))
-        .await;
+    h.faults(json!({"drop": true, "path": "/api/call_bot/execute_by_phone"})).await;
     let res = h
         .client
         .post(h.url("/api/call_bot/execute_by_phone?cid="))
@@ -703,53 +554,25 @@ async fn fault_admin_paths_and_clearing() {
     assert_eq!(h.get_json("/_sim/stats").await["auth_calls"], 0);
     let pending = h.get_json("/_sim/faults").await;
     assert_eq!(pending.as_array().map(Vec::len), Some(1));
-    let resp = h
-        .client
-        .delete(h.url("/_sim/faults"))
-        .send()
-        .await
-        .expect("send");
+    let resp = h.client.delete(h.url("/_sim/faults")).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     let _ = h.token(KEY).await;
     // Invalid faults are refused.
-    for bad in [
-        json!({"status": 42}),
-        json!({"count": 0}),
-        json!({"unknown": true}),
-        json!(3),
-    ] {
-        let resp = h
-            .client
-            .post(h.url("/_sim/faults"))
-            .json(&bad)
-            .send()
-            .await
-            .expect("send");
+    for bad in [json!({"status": 42}), json!({"count": 0}), json!({"unknown": true}), json!(3)] {
+        let resp = h.client.post(h.url("/_sim/faults")).json(&bad).send().await.expect("send");
         assert_eq!(resp.status(), 400, "{bad}");
     }
     // Reset clears faults.
     h.faults(json!({"status": 500})).await;
-    let _ = h
-        .client
-        .post(h.url("/_sim/reset"))
-        .send()
-        .await
-        .expect("send");
+    let _ = h.client.post(h.url("/_sim/reset")).send().await.expect("send");
     let _ = h.token(KEY).await;
 }
 
 #[tokio::test]
 async fn h2c_prior_knowledge_works() {
     let h = Harness::default().await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
-    let resp = client
-        .get(h.url(&format!("/api/auth?apiKey={KEY}")))
-        .send()
-        .await
-        .expect("send");
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
+    let resp = client.get(h.url(&format!("/api/auth?apiKey={KEY}"))).send().await.expect("send");
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let v: Value = resp.json().await.expect("json");
     assert_eq!(v["status_code"], 9999);
@@ -761,14 +584,8 @@ async fn unknown_path_is_404_and_shutdown_returns() {
     let resp = h.client.get(h.url("/api/nope")).send().await.expect("send");
     assert_eq!(resp.status(), 404);
     let base = h.base.clone();
-    tokio::time::timeout(Duration::from_secs(3), h.shutdown())
-        .await
-        .expect("shutdown in time")
-        .expect("run ok");
-    let res = reqwest::Client::new()
-        .get(format!("{base}/_sim/stats"))
-        .send()
-        .await;
+    tokio::time::timeout(Duration::from_secs(3), h.shutdown()).await.expect("shutdown in time").expect("run ok");
+    let res = reqwest::Client::new().get(format!("{base}/_sim/stats")).send().await;
     assert!(res.is_err(), "listener closed after shutdown");
 }
 
@@ -777,12 +594,7 @@ async fn garbage_inputs_never_break_the_server() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;
     for q in ["?cid=%zz%", "?cid=%F0%28%8C", "?&&=&cid", "?cid=a=b&cid=c"] {
-        let v: Value = h
-            .execute_raw(KEY, &t, q, &good_body().to_string())
-            .await
-            .json()
-            .await
-            .expect("json");
+        let v: Value = h.execute_raw(KEY, &t, q, &good_body().to_string()).await.json().await.expect("json");
         assert_eq!(v["status_code"], 9999, "{q}: {v}");
     }
     for body in [
@@ -846,8 +658,5 @@ fn sessions_are_capped_but_counted() {
     let sessions: Vec<Value> = serde_json::from_slice(&sim.sessions_json()).expect("json");
     assert_eq!(sessions.len(), cap);
     assert_eq!(sessions[0]["autocall_id"], first_kept.as_str());
-    assert_eq!(
-        sim.stats.sessions_total.load(Ordering::Relaxed),
-        total as u64
-    );
+    assert_eq!(sim.stats.sessions_total.load(Ordering::Relaxed), total as u64);
 }

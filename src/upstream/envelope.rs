@@ -45,26 +45,17 @@ struct FailurePayload {
 
 /// Parses an envelope and, on success, its payload as `T`.
 pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
-    let raw: RawEnvelope<'de> = serde_json::from_slice(body)
-        .map_err(|e| ShapeError(format!("not a JSON envelope ({})", e.classify_name())))?;
-    let status = raw
-        .status_code
-        .ok_or_else(|| ShapeError("envelope without status_code".into()))?;
+    let raw: RawEnvelope<'de> =
+        serde_json::from_slice(body).map_err(|e| ShapeError(format!("not a JSON envelope ({})", e.classify_name())))?;
+    let status = raw.status_code.ok_or_else(|| ShapeError("envelope without status_code".into()))?;
     if status == SUCCESS {
         let payload = raw.payload.map(RawValue::get).unwrap_or("null");
         let value = T::deserialize(&mut serde_json::Deserializer::from_str(payload))
             .map_err(|e| ShapeError(format!("unexpected payload shape ({})", e.classify_name())))?;
         return Ok(Envelope::Success(value));
     }
-    let failure: FailurePayload = raw
-        .payload
-        .and_then(|p| serde_json::from_str(p.get()).ok())
-        .unwrap_or_default();
-    let top_message = raw
-        .message
-        .as_ref()
-        .and_then(|m| m.as_str())
-        .map(str::to_owned);
+    let failure: FailurePayload = raw.payload.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
+    let top_message = raw.message.as_ref().and_then(|m| m.as_str()).map(str::to_owned);
     let code = failure
         .error
         .filter(|s| !s.trim().is_empty())
@@ -92,22 +83,13 @@ fn sanitize_code(s: &str) -> String {
     }
     s.chars()
         .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' { c } else { '_' })
         .collect()
 }
 
 /// A code is a short identifier like `data_is_required`; free text is not a code.
 fn is_code_like(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
 }
 
 trait ClassifyName {
@@ -200,10 +182,9 @@ fn rejections<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rejection>, D::Erro
     let items = match value {
         None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) => items,
-        Some(serde_json::Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| serde_json::json!({"phone": k, "error": v}))
-            .collect(),
+        Some(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| serde_json::json!({"phone": k, "error": v})).collect()
+        }
         Some(_) => return Err(de::Error::custom("errors is neither a list nor an object")),
     };
     Ok(items.into_iter().filter_map(rejection).collect())
@@ -243,34 +224,19 @@ fn rejection(item: serde_json::Value) -> Option<Rejection> {
             if let Some((a, b)) = s.split_once([':', '|', ',', ' ', '=']) {
                 let (a, b) = (a.trim(), b.trim());
                 if looks_like_phone(a) && !b.is_empty() {
-                    return Some(Rejection {
-                        phone: a.into(),
-                        reason: b.into(),
-                    });
+                    return Some(Rejection { phone: a.into(), reason: b.into() });
                 }
                 if looks_like_phone(b) && !a.is_empty() {
-                    return Some(Rejection {
-                        phone: b.into(),
-                        reason: a.into(),
-                    });
+                    return Some(Rejection { phone: b.into(), reason: a.into() });
                 }
             }
             if looks_like_phone(s) {
-                Some(Rejection {
-                    phone: s.into(),
-                    reason: "rejected".into(),
-                })
+                Some(Rejection { phone: s.into(), reason: "rejected".into() })
             } else {
-                Some(Rejection {
-                    phone: String::new(),
-                    reason: s.into(),
-                })
+                Some(Rejection { phone: String::new(), reason: s.into() })
             }
         }
-        serde_json::Value::Number(n) => Some(Rejection {
-            phone: n.to_string(),
-            reason: "rejected".into(),
-        }),
+        serde_json::Value::Number(n) => Some(Rejection { phone: n.to_string(), reason: "rejected".into() }),
         _ => None,
     }
 }
@@ -323,13 +289,11 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(
-        Option::<serde_json::Value>::deserialize(d)?.and_then(|v| match v {
-            serde_json::Value::String(s) => Some(s),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }),
-    )
+    Ok(Option::<serde_json::Value>::deserialize(d)?.and_then(|v| match v {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }))
 }
 
 /// bool; null/missing -> false; 0/1 and "true"/"false" accepted.
@@ -340,9 +304,7 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Some(serde_json::Value::Number(n)) if n.as_i64() == Some(0) => Ok(false),
         Some(serde_json::Value::Number(n)) if n.as_i64() == Some(1) => Ok(true),
         Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("false") || s.is_empty() => {
-            Ok(false)
-        }
+        Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("false") || s.is_empty() => Ok(false),
         Some(_) => Err(de::Error::custom("expected a boolean")),
     }
 }
@@ -381,81 +343,36 @@ mod tests {
         let ok = |v: Vec<Script>| Ok(Envelope::Success(ScriptList(v)));
         let fail = |c: &str| Ok(Envelope::Failure { code: c.to_owned() });
         let rows = [
-            Row {
-                body: r#"{"status_code":9999,"payload":[]}"#,
-                want: ok(vec![]),
-            },
-            Row {
-                body: r#"{"status_code":"9999","payload":null}"#,
-                want: ok(vec![]),
-            },
-            Row {
-                body: r#"{"status_code":9999}"#,
-                want: ok(vec![]),
-            },
+            Row { body: r#"{"status_code":9999,"payload":[]}"#, want: ok(vec![]) },
+            Row { body: r#"{"status_code":"9999","payload":null}"#, want: ok(vec![]) },
+            Row { body: r#"{"status_code":9999}"#, want: ok(vec![]) },
             Row {
                 body: r#"{"instance_id":"stg","status_code":9999,"key_enabled":false,"extra":{"a":1},"payload":[{"id":"a","name":null,"variables":null,"zzz":1}]}"#,
-                want: ok(vec![Script {
-                    id: "a".into(),
-                    ..Default::default()
-                }]),
+                want: ok(vec![Script { id: "a".into(), ..Default::default() }]),
             },
-            Row {
-                body: r#"{"status_code":9999,"payload":{"not":"a list"}}"#,
-                want: Err(()),
-            },
-            Row {
-                body: r#"{"status_code":9999,"payload":[{"id":{"x":1}}]}"#,
-                want: Err(()),
-            },
+            Row { body: r#"{"status_code":9999,"payload":{"not":"a list"}}"#, want: Err(()) },
+            Row { body: r#"{"status_code":9999,"payload":[{"id":{"x":1}}]}"#, want: Err(()) },
             Row {
                 body: r#"{"status_code":-9999,"payload":{"status":"fail","error":"data_is_required","message":"Please check your input param"}}"#,
                 want: fail("data_is_required"),
             },
-            Row {
-                body: r#"{"status_code":-9999,"message":"api_key_invalid"}"#,
-                want: fail("api_key_invalid"),
-            },
-            Row {
-                body: r#"{"status_code":-9999,"message":"Something went wrong, sorry"}"#,
-                want: fail("Unknown"),
-            },
-            Row {
-                body: r#"{"status_code":-9999,"payload":"oops"}"#,
-                want: fail("Unknown"),
-            },
+            Row { body: r#"{"status_code":-9999,"message":"api_key_invalid"}"#, want: fail("api_key_invalid") },
+            Row { body: r#"{"status_code":-9999,"message":"Something went wrong, sorry"}"#, want: fail("Unknown") },
+            Row { body: r#"{"status_code":-9999,"payload":"oops"}"#, want: fail("Unknown") },
             Row {
                 body: r#"{"status_code":-9999,"payload":{"error":null,"message":"limit_word"}}"#,
                 want: fail("limit_word"),
             },
-            Row {
-                body: r#"{"status_code":0,"payload":{"error":"tenant_invalid"}}"#,
-                want: fail("tenant_invalid"),
-            },
+            Row { body: r#"{"status_code":0,"payload":{"error":"tenant_invalid"}}"#, want: fail("tenant_invalid") },
             Row {
                 body: r#"{"status_code":-9999,"payload":{"error":"bad <b>thing</b> happened"}}"#,
                 want: fail("bad__b_thing__b__happened"),
             },
-            Row {
-                body: r#"{"payload":[]}"#,
-                want: Err(()),
-            },
-            Row {
-                body: r#"<html>502</html>"#,
-                want: Err(()),
-            },
-            Row {
-                body: r#"{"status_code":9999,"payload":[{"id":"a""#,
-                want: Err(()),
-            },
-            Row {
-                body: "",
-                want: Err(()),
-            },
-            Row {
-                body: "[]",
-                want: Err(()),
-            },
+            Row { body: r#"{"payload":[]}"#, want: Err(()) },
+            Row { body: r#"<html>502</html>"#, want: Err(()) },
+            Row { body: r#"{"status_code":9999,"payload":[{"id":"a""#, want: Err(()) },
+            Row { body: "", want: Err(()) },
+            Row { body: "[]", want: Err(()) },
         ];
         for row in rows {
             let got = scripts(row.body).map_err(|_| ());
@@ -469,9 +386,7 @@ mod tests {
             {"field_code":"uB131frQEU","field_name":"Tên","field_value":null,"field_type":"single_text","type":"CONTACT","is_dynamic_attribute":true},
             {"field_code":"x","is_dynamic_attribute":null,"type":""},
             {"field_code":7,"is_dynamic_attribute":"true"}]}]}"#;
-        let Ok(Envelope::Success(ScriptList(list))) = scripts(body) else {
-            panic!("parse")
-        };
+        let Ok(Envelope::Success(ScriptList(list))) = scripts(body) else { panic!("parse") };
         assert_eq!(list[0].name, "Thông báo điểm thi 🎓");
         let v = &list[0].variables;
         assert_eq!(v[0].field_code, "uB131frQEU");
@@ -499,15 +414,9 @@ mod tests {
             "",
             null,
             7]}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(body.as_bytes()) else {
-            panic!("parse")
-        };
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(body.as_bytes()) else { panic!("parse") };
         assert_eq!(p.autocall_id, "s1");
-        let got: Vec<(&str, &str)> = p
-            .errors
-            .iter()
-            .map(|r| (r.phone.as_str(), r.reason.as_str()))
-            .collect();
+        let got: Vec<(&str, &str)> = p.errors.iter().map(|r| (r.phone.as_str(), r.reason.as_str())).collect();
         assert_eq!(
             got,
             vec![
@@ -524,20 +433,10 @@ mod tests {
             ]
         );
         let map_form = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":{"0912000999":"number_dnc"}}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(map_form.as_bytes()) else {
-            panic!("parse")
-        };
-        assert_eq!(
-            p.errors,
-            vec![Rejection {
-                phone: "0912000999".into(),
-                reason: "number_dnc".into()
-            }]
-        );
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(map_form.as_bytes()) else { panic!("parse") };
+        assert_eq!(p.errors, vec![Rejection { phone: "0912000999".into(), reason: "number_dnc".into() }]);
         let no_errors = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":null}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else {
-            panic!("parse")
-        };
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else { panic!("parse") };
         assert!(p.errors.is_empty());
     }
 

@@ -58,8 +58,9 @@ impl UpstreamError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             UpstreamError::Http { status, .. } => Some(*status),
-            UpstreamError::Rejected { http_status, .. }
-            | UpstreamError::Malformed { http_status, .. } => Some(*http_status),
+            UpstreamError::Rejected { http_status, .. } | UpstreamError::Malformed { http_status, .. } => {
+                Some(*http_status)
+            }
             _ => None,
         }
     }

@@ -172,16 +172,11 @@ impl UpstreamClient {
     /// `GET /api/call_bot/script/list`: the tenant's scripts, in upstream order.
     pub async fn list_scripts(&self, ctx: &CallContext) -> Result<Vec<Script>, UpstreamError> {
         let answer = self
-            .call_with_token(ctx, Idempotency::Read, SCRIPT_LIST, |http, url| {
-                http.request(Method::GET, url)
-            })
+            .call_with_token(ctx, Idempotency::Read, SCRIPT_LIST, |http, url| http.request(Method::GET, url))
             .await?;
         match decode::<ScriptList>(&answer)? {
             Envelope::Success(ScriptList(list)) => Ok(list),
-            Envelope::Failure { code } => Err(UpstreamError::Rejected {
-                code,
-                http_status: answer.status.as_u16(),
-            }),
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
     }
 
@@ -193,12 +188,10 @@ impl UpstreamClient {
         ctx: &CallContext,
         body: &ExecuteBody<'_>,
     ) -> Result<ExecuteOutcome, UpstreamError> {
-        let json = Bytes::from(
-            serde_json::to_vec(body).map_err(|_| UpstreamError::Malformed {
-                detail: "request body could not be encoded".into(),
-                http_status: 0,
-            })?,
-        );
+        let json = Bytes::from(serde_json::to_vec(body).map_err(|_| UpstreamError::Malformed {
+            detail: "request body could not be encoded".into(),
+            http_status: 0,
+        })?);
         let cid = body.cid.unwrap_or("");
         let answer = self
             .call_with_token(ctx, Idempotency::Write, EXECUTE, |http, url| {
@@ -209,21 +202,14 @@ impl UpstreamClient {
             })
             .await?;
         match decode::<ExecutePayload>(&answer)? {
-            Envelope::Success(p) if p.autocall_id.trim().is_empty() => {
-                Err(UpstreamError::Malformed {
-                    detail: "success without autocall_id".into(),
-                    http_status: answer.status.as_u16(),
-                })
-            }
-            Envelope::Success(p) => Ok(ExecuteOutcome {
-                autocall_id: p.autocall_id,
-                bot_script_id: p.bot_script_id,
-                rejections: p.errors,
-            }),
-            Envelope::Failure { code } => Err(UpstreamError::Rejected {
-                code,
+            Envelope::Success(p) if p.autocall_id.trim().is_empty() => Err(UpstreamError::Malformed {
+                detail: "success without autocall_id".into(),
                 http_status: answer.status.as_u16(),
             }),
+            Envelope::Success(p) => {
+                Ok(ExecuteOutcome { autocall_id: p.autocall_id, bot_script_id: p.bot_script_id, rejections: p.errors })
+            }
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
     }
 
@@ -257,8 +243,7 @@ impl UpstreamClient {
                     // was not acted on, so this is safe for writes too.
                     tracing::debug!("upstream answered 401; refreshing the access token once");
                     let serial = token.serial;
-                    self.tokens
-                        .invalidate_if(&ctx.api_key, |t| t.serial == serial);
+                    self.tokens.invalidate_if(&ctx.api_key, |t| t.serial == serial);
                     refreshed = true;
                     continue;
                 }
@@ -286,25 +271,18 @@ impl UpstreamClient {
                 let token = match decode::<AuthPayload>(&answer)? {
                     Envelope::Success(p) => p.access_token,
                     Envelope::Failure { code } => {
-                        return Err(UpstreamError::Rejected {
-                            code,
-                            http_status: answer.status.as_u16(),
-                        });
+                        return Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() });
                     }
                 };
-                let header = token::bearer_header(&token)
-                    .filter(|_| !token.is_empty())
-                    .ok_or_else(|| UpstreamError::Malformed {
+                let header = token::bearer_header(&token).filter(|_| !token.is_empty()).ok_or_else(|| {
+                    UpstreamError::Malformed {
                         detail: "access token missing or not header-safe".into(),
                         http_status: answer.status.as_u16(),
-                    })?;
+                    }
+                })?;
                 let lifetime = token::lifetime(&token, SystemTime::now());
                 let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::debug!(
-                    serial,
-                    lifetime_s = lifetime.as_secs(),
-                    "fetched an access token"
-                );
+                tracing::debug!(serial, lifetime_s = lifetime.as_secs(), "fetched an access token");
                 Ok((AccessToken { header, serial }, Instant::now() + lifetime))
             })
             .await
@@ -331,9 +309,7 @@ impl UpstreamClient {
                 Idempotency::Read => remaining.min(self.config.attempt_timeout),
                 Idempotency::Write => remaining,
             };
-            let mut request = build()
-                .timeout(attempt_timeout)
-                .header("x-request-id", &ctx.request_id);
+            let mut request = build().timeout(attempt_timeout).header("x-request-id", &ctx.request_id);
             if let Some(tp) = &ctx.traceparent {
                 request = request.header("traceparent", tp);
             }
@@ -341,7 +317,13 @@ impl UpstreamClient {
                 request = request.header("tracestate", ts);
             }
             let started = std::time::Instant::now();
-            let result = self.send(request).await;
+            let result = match self.send(request).await {
+                // The attempt was cut by the call's own deadline, not by the per-attempt bound.
+                Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
+                    Err(UpstreamError::DeadlineExceeded)
+                }
+                other => other,
+            };
             let err = match result {
                 Ok(answer) => {
                     tracing::debug!(
@@ -394,10 +376,7 @@ impl UpstreamClient {
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, UpstreamError> {
         let mut response = request.send().await.map_err(UpstreamError::from_reqwest)?;
         let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-        {
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err(UpstreamError::Malformed {
                 detail: "body over the size cap".into(),
                 http_status: status.as_u16(),
@@ -427,11 +406,7 @@ impl UpstreamClient {
                 }
             }
         }
-        Ok(Answer {
-            status,
-            headers,
-            body: body.freeze(),
-        })
+        Ok(Answer { status, headers, body: body.freeze() })
     }
 }
 
@@ -459,28 +434,20 @@ fn http_error(answer: &Answer) -> UpstreamError {
 fn decode<'a, T: serde::Deserialize<'a>>(answer: &'a Answer) -> Result<Envelope<T>, UpstreamError> {
     if !answer.status.is_success() {
         // 4xx that carry a -9999 envelope are business errors; the rest are HTTP errors.
-        if answer.status.is_client_error()
-            && !matches!(answer.status.as_u16(), 401 | 403 | 404 | 429)
-        {
+        if answer.status.is_client_error() && !matches!(answer.status.as_u16(), 401 | 403 | 404 | 429) {
             if let Some(code) = envelope::failure_code(&answer.body) {
                 return Ok(Envelope::Failure { code });
             }
         }
         return Err(http_error(answer));
     }
-    envelope::parse::<T>(&answer.body).map_err(|e| UpstreamError::Malformed {
-        detail: e.0,
-        http_status: answer.status.as_u16(),
-    })
+    envelope::parse::<T>(&answer.body)
+        .map_err(|e| UpstreamError::Malformed { detail: e.0, http_status: answer.status.as_u16() })
 }
 
 /// `Retry-After` in seconds (an HTTP date is read as "soon": 1 s).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<u64>() {
         Ok(secs) => Some(Duration::from_secs(secs.min(3600))),
         Err(_) if !value.is_empty() => Some(Duration::from_secs(1)),

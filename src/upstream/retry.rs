@@ -26,27 +26,20 @@ pub enum Idempotency {
 pub fn is_retryable(kind: Idempotency, err: &UpstreamError) -> bool {
     matches!(
         (kind, err),
-        (
-            _,
-            UpstreamError::Connect { .. } | UpstreamError::Http { status: 503, .. }
-        ) | (
-            Idempotency::Read,
-            UpstreamError::ConnectionLost { .. }
-                | UpstreamError::AttemptTimeout
-                | UpstreamError::Http {
-                    status: 502 | 504,
-                    ..
-                }
-        )
+        (_, UpstreamError::Connect { .. } | UpstreamError::Http { status: 503, .. })
+            | (
+                Idempotency::Read,
+                UpstreamError::ConnectionLost { .. }
+                    | UpstreamError::AttemptTimeout
+                    | UpstreamError::Http { status: 502 | 504, .. }
+            )
     )
 }
 
 /// The wait before attempt `attempt + 1` (attempt counts from 1): uniform in
 /// `[0, min(cap, base * 2^attempt))` ("full jitter"), never below a `Retry-After` the upstream gave.
 pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let ceiling = BASE_BACKOFF
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(MAX_BACKOFF);
+    let ceiling = BASE_BACKOFF.saturating_mul(1u32 << attempt.min(16)).min(MAX_BACKOFF);
     let jittered = ceiling.mul_f64(rand::random::<f64>());
     match retry_after {
         Some(ra) => jittered.max(ra.min(MAX_BACKOFF)),
@@ -139,22 +132,14 @@ mod tests {
     use super::*;
 
     fn http(status: u16) -> UpstreamError {
-        UpstreamError::Http {
-            status,
-            retry_after: None,
-            upstream_code: None,
-        }
+        UpstreamError::Http { status, retry_after: None, upstream_code: None }
     }
 
     #[test]
     fn retryable_table() {
         use Idempotency::*;
-        let connect = UpstreamError::Connect {
-            detail: String::new(),
-        };
-        let lost = UpstreamError::ConnectionLost {
-            detail: String::new(),
-        };
+        let connect = UpstreamError::Connect { detail: String::new() };
+        let lost = UpstreamError::ConnectionLost { detail: String::new() };
         let rows = [
             (Read, connect.clone(), true),
             (Write, connect, true),
@@ -172,22 +157,8 @@ mod tests {
             (Read, http(429), false),
             (Read, http(401), false),
             (Read, UpstreamError::DeadlineExceeded, false),
-            (
-                Read,
-                UpstreamError::Rejected {
-                    code: "x".into(),
-                    http_status: 200,
-                },
-                false,
-            ),
-            (
-                Read,
-                UpstreamError::Malformed {
-                    detail: String::new(),
-                    http_status: 200,
-                },
-                false,
-            ),
+            (Read, UpstreamError::Rejected { code: "x".into(), http_status: 200 }, false),
+            (Read, UpstreamError::Malformed { detail: String::new(), http_status: 200 }, false),
         ];
         for (kind, err, want) in rows {
             assert_eq!(is_retryable(kind, &err), want, "{kind:?} {err:?}");
@@ -198,12 +169,7 @@ mod tests {
     fn backoff_is_bounded_and_honours_retry_after() {
         for attempt in 1..40 {
             let b = backoff(attempt, None);
-            assert!(
-                b < BASE_BACKOFF
-                    .saturating_mul(1 << attempt.min(16))
-                    .min(MAX_BACKOFF)
-                    + Duration::from_nanos(1)
-            );
+            assert!(b < BASE_BACKOFF.saturating_mul(1 << attempt.min(16)).min(MAX_BACKOFF) + Duration::from_nanos(1));
         }
         assert!(backoff(1, Some(Duration::from_millis(300))) >= Duration::from_millis(300));
         assert_eq!(backoff(1, Some(Duration::from_secs(60))), MAX_BACKOFF);

@@ -31,10 +31,7 @@ pub fn lifetime(token: &str, now: SystemTime) -> Duration {
     let Some(exp) = jwt_exp(token) else {
         return DEFAULT_LIFETIME;
     };
-    let now_s = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let left = Duration::from_secs(exp.saturating_sub(now_s));
     if left > EXPIRY_MARGIN * 2 {
         (left - EXPIRY_MARGIN).min(Duration::from_secs(7 * 24 * 3600))
@@ -49,14 +46,10 @@ fn jwt_exp(token: &str) -> Option<u64> {
     let mut parts = token.split('.');
     let (_header, claims) = (parts.next()?, parts.next()?);
     parts.next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     match value.get("exp")? {
-        serde_json::Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f > 0.0).map(|f| f as u64)),
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f > 0.0).map(|f| f as u64)),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     }
@@ -75,25 +68,15 @@ mod tests {
 
     fn jwt(claims: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!(
-            "{}.{}.sig",
-            e.encode(br#"{"alg":"HS256"}"#),
-            e.encode(claims.as_bytes())
-        )
+        format!("{}.{}.sig", e.encode(br#"{"alg":"HS256"}"#), e.encode(claims.as_bytes()))
     }
 
     #[test]
     fn lifetime_table() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let rows: [(String, Duration); 7] = [
-            (
-                jwt(r#"{"exp":1086400}"#),
-                Duration::from_secs(86_400) - EXPIRY_MARGIN,
-            ),
-            (
-                jwt(r#"{"exp":"1003600"}"#),
-                Duration::from_secs(3600) - EXPIRY_MARGIN,
-            ),
+            (jwt(r#"{"exp":1086400}"#), Duration::from_secs(86_400) - EXPIRY_MARGIN),
+            (jwt(r#"{"exp":"1003600"}"#), Duration::from_secs(3600) - EXPIRY_MARGIN),
             (jwt(r#"{"exp":1000002}"#), Duration::from_secs(1)),
             (jwt(r#"{"exp":999000}"#), Duration::ZERO),
             (jwt(r#"{"sub":"x"}"#), DEFAULT_LIFETIME),
@@ -111,15 +94,6 @@ mod tests {
         assert!(h.is_sensitive());
         assert_eq!(h.to_str().unwrap(), "Bearer abc");
         assert!(bearer_header("a\nb").is_none());
-        assert!(
-            !format!(
-                "{:?}",
-                AccessToken {
-                    header: h,
-                    serial: 1
-                }
-            )
-            .contains("abc")
-        );
+        assert!(!format!("{:?}", AccessToken { header: h, serial: 1 }).contains("abc"));
     }
 }

@@ -38,53 +38,24 @@ impl TestSim {
         tokio::spawn(simulator::run(listener, config, async move {
             let _ = rx.await;
         }));
-        TestSim {
-            url,
-            stop: Some(tx),
-            http: reqwest::Client::new(),
-        }
+        TestSim { url, stop: Some(tx), http: reqwest::Client::new() }
     }
 
     /// Sessions the simulator accepted, in arrival order.
     pub async fn sessions(&self) -> Vec<Value> {
-        let v: Value = self
-            .http
-            .get(format!("{}/_sim/sessions", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = self.http.get(format!("{}/_sim/sessions", self.url)).send().await.unwrap().json().await.unwrap();
         v.as_array().cloned().unwrap_or_default()
     }
 
     /// Request counters.
     pub async fn stats(&self) -> Value {
-        self.http
-            .get(format!("{}/_sim/stats", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(format!("{}/_sim/stats", self.url)).send().await.unwrap().json().await.unwrap()
     }
 
     /// Queues faults (one object or an array).
     pub async fn fault(&self, fault: Value) {
-        let r = self
-            .http
-            .post(format!("{}/_sim/faults", self.url))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "fault refused: {}",
-            r.text().await.unwrap_or_default()
-        );
+        let r = self.http.post(format!("{}/_sim/faults", self.url)).json(&fault).send().await.unwrap();
+        assert!(r.status().is_success(), "fault refused: {}", r.text().await.unwrap_or_default());
     }
 
     /// Replaces the script catalogue with this raw JSON text (an array) or `{"generate": N}`.
@@ -97,11 +68,7 @@ impl TestSim {
             .send()
             .await
             .unwrap();
-        assert!(
-            r.status().is_success(),
-            "scripts refused: {}",
-            r.text().await.unwrap_or_default()
-        );
+        assert!(r.status().is_success(), "scripts refused: {}", r.text().await.unwrap_or_default());
     }
 }
 
@@ -138,11 +105,7 @@ impl TestApp {
 
     /// A fresh channel to the facade.
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap()
     }
 }
 
@@ -187,37 +150,21 @@ pub async fn start(settings: Settings, sim: TestSim) -> TestApp {
     let done = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    TestApp {
-        addr,
-        admin,
-        sim,
-        client: CallBotServiceClient::new(channel),
-        stop: Some(tx),
-        done: Some(done),
-    }
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
+    TestApp { addr, admin, sim, client: CallBotServiceClient::new(channel), stop: Some(tx), done: Some(done) }
 }
 
 /// The `ErrorInfo` reason of a status (panics when absent: every error must carry one).
 pub fn reason(status: &Status) -> String {
     let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, "callbot.v1");
     info.reason.clone()
 }
 
 /// An `ErrorInfo` metadata entry.
 pub fn meta(status: &Status, key: &str) -> Option<String> {
-    status
-        .get_error_details()
-        .error_info()
-        .and_then(|i| i.metadata.get(key).cloned())
+    status.get_error_details().error_info().and_then(|i| i.metadata.get(key).cloned())
 }
 
 /// Asserts code and reason, and that every status has a request id.
@@ -225,10 +172,7 @@ pub fn assert_status(status: &Status, code: Code, want_reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(reason(status), want_reason, "{status:?}");
     let details = status.get_error_details();
-    let rid = details
-        .request_info()
-        .map(|r| r.request_id.clone())
-        .unwrap_or_default();
+    let rid = details.request_info().map(|r| r.request_id.clone()).unwrap_or_default();
     assert!(!rid.is_empty(), "no RequestInfo in {status:?}");
 }
 
@@ -238,16 +182,9 @@ pub fn has_retry_info(status: &Status) -> bool {
 }
 
 /// Collects a ListScripts stream.
-pub async fn list(
-    client: &mut CallBotServiceClient<Channel>,
-    filter: &str,
-) -> Result<Vec<pb::Script>, Status> {
-    let mut stream = client
-        .list_scripts(pb::ListScriptsRequest {
-            name_contains: filter.to_owned(),
-        })
-        .await?
-        .into_inner();
+pub async fn list(client: &mut CallBotServiceClient<Channel>, filter: &str) -> Result<Vec<pb::Script>, Status> {
+    let mut stream =
+        client.list_scripts(pb::ListScriptsRequest { name_contains: filter.to_owned() }).await?.into_inner();
     let mut out = Vec::new();
     while let Some(msg) = stream.message().await? {
         out.push(msg.script.expect("script"));

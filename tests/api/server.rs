@@ -1,4 +1,208 @@
-//! Server behaviour: health, reflection, shutdown, request ids, caller auth, limits.
+//! Server behaviour: health, reflection, shutdown and drain, request ids, caller API keys,
+//! caller authentication, load shedding, message size limits.
 
-#[allow(unused_imports)]
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tonic::{Code, Request, metadata::MetadataValue};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
 use super::*;
+
+fn session_request() -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: vec![pb::Contact { phone: "0912345678".into(), ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn health_serves_both_names() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    for service in ["", "callbot.v1.CallBotService"] {
+        let got = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(got.status(), ServingStatus::Serving, "{service:?}");
+    }
+    let err = health.check(HealthCheckRequest { service: "nope.Service".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let ready = reqwest::get(format!("http://{}/readyz", app.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let alive = reqwest::get(format!("http://{}/healthz", app.admin)).await.unwrap();
+    assert_eq!(alive.status(), 200);
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_service() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let app = spawn_app().await;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = resp.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"callbot.v1.CallBotService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "callbot.v1.CallBotService".into(),
+        )),
+    };
+    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    assert!(matches!(
+        resp.message_response,
+        Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()
+    ));
+}
+
+#[tokio::test]
+async fn shutdown_flips_health_and_drains_in_flight_calls() {
+    let mut app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut watch =
+        health.watch(HealthCheckRequest { service: "callbot.v1.CallBotService".into() }).await.unwrap().into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+
+    // A slow call in flight when the shutdown starts must still complete.
+    app.sim.fault(json!({"path": "/api/call_bot/execute_by_phone", "delay_ms": 600})).await;
+    let mut client = app.client.clone();
+    let in_flight = tokio::spawn(async move { client.create_session(session_request()).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let started = Instant::now();
+    app.shutdown();
+    let flipped = tokio::time::timeout(Duration::from_secs(2), watch.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(flipped.status(), ServingStatus::NotServing);
+    let ready = reqwest::get(format!("http://{}/readyz", app.admin)).await;
+    if let Ok(r) = ready {
+        assert_eq!(r.status(), 503);
+    }
+    drop(watch);
+
+    let session = in_flight.await.unwrap().expect("the in-flight call finishes during the drain");
+    assert!(!session.into_inner().session.unwrap().id.is_empty());
+    let done = app.done.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), done).await.unwrap().unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.sim.sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated_and_forwarded() {
+    let mut app = spawn_app().await;
+    let mut req = Request::new(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() });
+    req.metadata_mut().insert("x-request-id", MetadataValue::from_static("my-id-123"));
+    let resp = app.client.get_script(req).await.unwrap();
+    assert_eq!(resp.metadata().get("x-request-id").unwrap(), "my-id-123");
+
+    let resp =
+        app.client.get_script(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() }).await.unwrap();
+    let generated = resp.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&generated).unwrap().get_version_num(), 4);
+
+    // Errors carry it too, in metadata and in RequestInfo.
+    let mut req = Request::new(pb::GetScriptRequest { script_id: String::new() });
+    req.metadata_mut().insert("x-request-id", MetadataValue::from_static("err-id-9"));
+    let err = app.client.get_script(req).await.unwrap_err();
+    assert_eq!(err.metadata().get("x-request-id").unwrap(), "err-id-9");
+    assert_eq!(err.get_error_details().request_info().unwrap().request_id, "err-id-9");
+
+    // Forwarded upstream along with the trace context.
+    let mut req = Request::new(session_request());
+    req.metadata_mut().insert("x-request-id", MetadataValue::from_static("fwd-id-1"));
+    req.metadata_mut()
+        .insert("traceparent", MetadataValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    app.client.create_session(req).await.unwrap();
+    let sessions = app.sim.sessions().await;
+    let headers = &sessions[0]["headers"];
+    if !headers.is_null() {
+        assert_eq!(headers["x-request-id"], "fwd-id-1");
+    }
+}
+
+#[tokio::test]
+async fn caller_api_key_is_refused_unless_multi_tenant_mode_is_on() {
+    let mut app = spawn_app().await;
+    let mut req = Request::new(pb::ListScriptsRequest::default());
+    req.metadata_mut().insert("x-api-key", MetadataValue::from_static("other-tenant"));
+    let err = app.client.list_scripts(req).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "CALLER_API_KEY_NOT_ALLOWED");
+    assert_eq!(app.sim.stats().await["auth_calls"], 0);
+
+    let sim_config = SimConfig { api_keys: Some(vec![TEST_KEY.into(), "tenant-b".into()]), ..SimConfig::default() };
+    let mut app = spawn_app_with(sim_config, |s| s.allow_caller_api_key = true).await;
+    let mut req = Request::new(pb::ListScriptsRequest::default());
+    req.metadata_mut().insert("x-api-key", MetadataValue::from_static("tenant-b"));
+    let mut stream = app.client.list_scripts(req).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    let mut req = Request::new(pb::ListScriptsRequest::default());
+    req.metadata_mut().insert("x-api-key", MetadataValue::from_static("not-a-tenant"));
+    let err = app.client.list_scripts(req).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED");
+    assert_eq!(meta(&err, "upstream_code").as_deref(), Some("api_key_invalid"));
+}
+
+#[tokio::test]
+async fn caller_tokens_guard_the_service_but_not_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# callers\nsecret-one\nsecret-two\n").unwrap();
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.caller_tokens_file = Some(file)).await;
+
+    let err = app.client.get_script(pb::GetScriptRequest { script_id: "x".into() }).await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
+    let mut req = Request::new(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() });
+    req.metadata_mut().insert("authorization", MetadataValue::from_static("Bearer wrong"));
+    assert_eq!(app.client.get_script(req).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut req = Request::new(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() });
+    req.metadata_mut().insert("authorization", MetadataValue::from_static("Bearer secret-two"));
+    app.client.get_script(req).await.unwrap();
+
+    let mut health = HealthClient::new(app.channel().await);
+    let got = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(got.status(), ServingStatus::Serving);
+    // Only the authenticated call reached the upstream.
+    assert_eq!(app.sim.stats().await["script_list_calls"], 1);
+}
+
+#[tokio::test]
+async fn calls_beyond_max_concurrency_are_shed_with_retry_info() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.max_concurrency = 1).await;
+    app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 500})).await;
+    let mut slow = app.client.clone();
+    let first = tokio::spawn(async move { list(&mut slow, "").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut client = app.client.clone();
+    let err = list(&mut client, "").await.unwrap_err();
+    assert_status(&err, Code::Unavailable, "OVERLOADED");
+    assert!(has_retry_info(&err));
+    // Health is never shed.
+    let mut health = HealthClient::new(app.channel().await);
+    health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert!(first.await.unwrap().is_ok());
+    // The permit came back: calls work again.
+    assert!(list(&mut client, "").await.is_ok());
+}
+
+#[tokio::test]
+async fn oversized_messages_are_resource_exhausted() {
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_message_bytes = 2048).await;
+    let mut req = session_request();
+    req.name = "x".repeat(4096);
+    let err = app.client.create_session(req).await.unwrap_err();
+    assert_status(&err, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    assert_eq!(app.sim.stats().await["execute_calls"], 0);
+}
