@@ -334,6 +334,13 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
         ext_session_id: ext_session_id.clone(),
         api_key_id: key_id(&key),
         cid,
+        headers: ["x-request-id", "traceparent", "tracestate"]
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_owned(), Value::String(value.to_owned())))
+            })
+            .collect(),
         body: bytes,
         received_at_ms: 0,
     };

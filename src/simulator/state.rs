@@ -30,6 +30,9 @@ pub(crate) struct Session {
     pub ext_session_id: Option<String>,
     pub api_key_id: String,
     pub cid: String,
+    /// Correlation headers received (`x-request-id`, `traceparent`, `tracestate`), so tests can
+    /// check what the facade forwards.
+    pub headers: serde_json::Map<String, serde_json::Value>,
     /// The exact request body bytes (valid JSON: it was parsed before being accepted).
     pub body: Bytes,
     pub received_at_ms: u64,
@@ -227,6 +230,7 @@ impl Sim {
                 "ext_session_id": s.ext_session_id,
                 "api_key_id": s.api_key_id,
                 "cid": s.cid,
+                "headers": s.headers,
                 "received_at_ms": s.received_at_ms,
             });
             let head = serde_json::to_vec(&head).unwrap_or_else(|_| b"{}".to_vec());

@@ -646,6 +646,7 @@ fn sessions_are_capped_but_counted() {
             ext_session_id: None,
             api_key_id: "k".into(),
             cid: String::new(),
+            headers: Default::default(),
             body: bytes::Bytes::from_static(b"{}"),
             received_at_ms: 0,
         };

@@ -128,9 +128,9 @@ async fn request_id_is_echoed_or_generated_and_forwarded() {
     app.client.create_session(req).await.unwrap();
     let sessions = app.sim.sessions().await;
     let headers = &sessions[0]["headers"];
-    if !headers.is_null() {
-        assert_eq!(headers["x-request-id"], "fwd-id-1");
-    }
+    assert_eq!(headers["x-request-id"], "fwd-id-1", "{headers}");
+    assert_eq!(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "{headers}");
+    assert!(headers.get("tracestate").is_none());
 }
 
 #[tokio::test]
