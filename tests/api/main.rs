@@ -1,6 +1,7 @@
 //! The one integration test binary: the facade and its simulator on port 0, a generated tonic
 //! client, and assertions on codes, reasons, details and what reached the upstream.
 
+mod binary;
 mod create_session;
 mod reads;
 mod server;

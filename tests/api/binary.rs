@@ -1,0 +1,106 @@
+//! The binary as operators run it: first log line, bad flags, JSON logs without secrets, SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tonic::Request;
+
+use super::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callbot-facade");
+
+#[test]
+fn a_bad_flag_value_exits_non_zero_with_a_one_line_reason() {
+    for args in [
+        &["--upstream-timeout", "soon"][..],
+        &["--listen", "not-an-address"],
+        &["--max-concurrency", "0"],
+        &["--upstream-url", "https://api.example.com"],
+        &["--log-format", "xml"],
+    ] {
+        let out = Command::new(BIN).args(args).env_remove("CALLBOT_API_KEY").output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("callbot-facade: "), "{args:?}: {stderr}");
+    }
+}
+
+/// Reads the port the facade says it serves on from its log.
+fn grpc_port(line: &str) -> Option<u16> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "serving" {
+        return None;
+    }
+    v["grpc"].as_str()?.rsplit(':').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn serve_starts_the_simulator_logs_json_without_secrets_and_exits_0_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("CALLBOT_API_KEY", "SUPERSECRETKEY42")
+        .env("RUST_LOG", "trace")
+        .env_remove("CALLBOT_UPSTREAM_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let port = loop {
+        let line =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("facade exited early");
+        lines.push(line.clone());
+        if let Some(p) = grpc_port(&line) {
+            break p;
+        }
+    };
+    let first: Value = serde_json::from_str(&lines[0]).expect("JSON log line");
+    assert!(first["message"].as_str().unwrap().contains("built-in callBot simulator"), "{first}");
+    assert_eq!(first["level"], "INFO");
+
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    list(&mut client, "").await.unwrap();
+    let mut req = Request::new(pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: vec![
+            pb::Contact { phone: "0912345678".into(), ..Default::default() },
+            pb::Contact { phone: "0912000999".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    });
+    req.metadata_mut().insert("x-request-id", "bin-test-1".parse().unwrap());
+    let session = client.create_session(req).await.unwrap().into_inner().session.unwrap();
+    assert_eq!(session.rejected_contacts.len(), 1);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    let all = lines.join("\n");
+    for line in &lines {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+    assert!(all.contains("bin-test-1"), "request id not logged");
+    assert!(all.contains("session created"));
+    for secret in ["SUPERSECRETKEY42", "0912345678", "0912000999", "eyJ"] {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+}
