@@ -1173,6 +1173,53 @@ async fn create_session_with_a_success_envelope_without_autocall_id_is_malformed
     .await;
 }
 
+#[tokio::test]
+async fn create_session_maps_http_404_from_the_upstream_to_internal_misconfiguration() {
+    check_error_row(
+        "k-404",
+        ErrorRow {
+            fault: json!({"status": 404, "body": "Not Found", "content_type": "text/plain"}),
+            code: Code::Internal,
+            reason: "UPSTREAM_ENDPOINT_NOT_FOUND",
+            upstream_code: None,
+            http_status: Some("404"),
+            retry_info: false,
+            execute_calls: 1,
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn create_session_reads_a_failure_envelope_on_http_400_as_a_business_error() {
+    check_error_row(
+        "k-400",
+        ErrorRow {
+            fault: json!({"status": 400, "error": "data_is_required"}),
+            code: Code::InvalidArgument,
+            reason: "UPSTREAM_REJECTED",
+            upstream_code: Some("data_is_required"),
+            http_status: Some("400"),
+            retry_info: false,
+            execute_calls: 1,
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn create_session_error_carries_the_callers_request_id() {
+    let mut app = spawn_app().await;
+    fault_execute(&app.sim, json!({"error": "limit_service"})).await;
+    let mut req = Request::new(minimal("k-rid"));
+    req.metadata_mut()
+        .insert("x-request-id", "cs-req-0042".parse().unwrap());
+    let status = create_request(&mut app, req).await.expect_err("rejected");
+    assert_status(&status, Code::FailedPrecondition, "UPSTREAM_PLAN_LIMIT");
+    let details = status.get_error_details();
+    assert_eq!(details.request_info().unwrap().request_id, "cs-req-0042");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Deadlines
 // ---------------------------------------------------------------------------------------------
@@ -1385,12 +1432,16 @@ async fn create_session_does_not_retry_a_503_once_the_retry_budget_is_spent() {
         s.retry_budget_percent = 0;
     })
     .await;
-    fault_execute(&app.sim, json!({"status": 503})).await;
+    fault_execute(&app.sim, json!({"status": 503, "retry_after": 5})).await;
     let status = create(&mut app, minimal("k-budget"))
         .await
         .expect_err("not retried");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
-    assert!(has_retry_info(&status));
+    assert_eq!(
+        status.get_error_details().retry_info().unwrap().retry_delay,
+        Some(Duration::from_secs(5)),
+        "RetryInfo from Retry-After"
+    );
     assert_eq!(
         meta(&status, "upstream_http_status").as_deref(),
         Some("503")
