@@ -18,10 +18,7 @@ const SCRIPT: &str = "64915bc76a690c0edad14723";
 const EXECUTE_PATH: &str = "/api/call_bot/execute_by_phone";
 
 fn contact(phone: &str) -> pb::Contact {
-    pb::Contact {
-        phone: phone.to_owned(),
-        ..Default::default()
-    }
+    pb::Contact { phone: phone.to_owned(), ..Default::default() }
 }
 
 /// The smallest valid request: the script, one contact, the given key ("" = generate one).
@@ -40,24 +37,15 @@ fn secs(seconds: i64) -> Option<prost_types::Duration> {
 
 /// `now + offset_secs` as a protobuf timestamp (with sub-second nanos).
 fn timestamp_from_now(offset_secs: i64, nanos: i32) -> prost_types::Timestamp {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    prost_types::Timestamp {
-        seconds: now + offset_secs,
-        nanos,
-    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    prost_types::Timestamp { seconds: now + offset_secs, nanos }
 }
 
 async fn create(app: &mut TestApp, req: pb::CreateSessionRequest) -> Result<pb::Session, Status> {
     create_request(app, Request::new(req)).await
 }
 
-async fn create_request(
-    app: &mut TestApp,
-    req: Request<pb::CreateSessionRequest>,
-) -> Result<pb::Session, Status> {
+async fn create_request(app: &mut TestApp, req: Request<pb::CreateSessionRequest>) -> Result<pb::Session, Status> {
     let response = app.client.create_session(req).await?;
     Ok(response.into_inner().session.expect("session"))
 }
@@ -73,9 +61,7 @@ fn violation_paths(status: &Status) -> Vec<String> {
 
 /// One simulator counter.
 async fn stat(sim: &TestSim, name: &str) -> u64 {
-    sim.stats().await[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {name}"))
+    sim.stats().await[name].as_u64().unwrap_or_else(|| panic!("no counter {name}"))
 }
 
 /// Queues `fault` for the execute endpoint only (token fetches stay healthy).
@@ -86,21 +72,12 @@ async fn fault_execute(sim: &TestSim, mut fault: Value) {
 
 /// The raw text of `GET /_sim/sessions` (bodies embedded verbatim, as received).
 async fn raw_sessions(sim: &TestSim) -> String {
-    reqwest::get(format!("{}/_sim/sessions", sim.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    reqwest::get(format!("{}/_sim/sessions", sim.url)).await.unwrap().text().await.unwrap()
 }
 
 fn assert_uuid_v4(key: &str) {
     let uuid = uuid::Uuid::parse_str(key).unwrap_or_else(|e| panic!("{key:?} is no UUID: {e}"));
-    assert_eq!(
-        uuid.get_version(),
-        Some(uuid::Version::Random),
-        "{key} is not v4"
-    );
+    assert_eq!(uuid.get_version(), Some(uuid::Version::Random), "{key} is not v4");
     // The hyphenated lowercase form, as it travels upstream.
     assert_eq!(uuid.hyphenated().to_string(), key);
 }
@@ -115,58 +92,24 @@ type Mutation = fn(&mut pb::CreateSessionRequest);
 /// field paths the `BadRequest` must carry.
 const VALIDATION_ROWS: &[(&str, Mutation, &[&str])] = &[
     ("empty script_id", |r| r.script_id.clear(), &["script_id"]),
-    (
-        "script_id with a space",
-        |r| r.script_id = "64915bc7 6a690c".into(),
-        &["script_id"],
-    ),
-    (
-        "script_id over 128 chars",
-        |r| r.script_id = "x".repeat(129),
-        &["script_id"],
-    ),
+    ("script_id with a space", |r| r.script_id = "64915bc7 6a690c".into(), &["script_id"]),
+    ("script_id over 128 chars", |r| r.script_id = "x".repeat(129), &["script_id"]),
     ("no contacts", |r| r.contacts.clear(), &["contacts"]),
     (
         "more contacts than max_contacts (3)",
         |r| r.contacts = (0..4).map(|n| contact(&format!("091234567{n}"))).collect(),
         &["contacts"],
     ),
-    (
-        "empty phone",
-        |r| r.contacts[0].phone.clear(),
-        &["contacts[0].phone"],
-    ),
-    (
-        "phone with letters",
-        |r| r.contacts[0].phone = "09123abc78".into(),
-        &["contacts[0].phone"],
-    ),
-    (
-        "phone too short",
-        |r| r.contacts[0].phone = "0912345".into(),
-        &["contacts[0].phone"],
-    ),
+    ("empty phone", |r| r.contacts[0].phone.clear(), &["contacts[0].phone"]),
+    ("phone with letters", |r| r.contacts[0].phone = "09123abc78".into(), &["contacts[0].phone"]),
+    ("phone too short", |r| r.contacts[0].phone = "0912345".into(), &["contacts[0].phone"]),
     (
         "duplicate phone is reported on the later contact",
-        |r| {
-            r.contacts = vec![
-                contact("0912345678"),
-                contact("0987654321"),
-                contact("0912345678"),
-            ]
-        },
+        |r| r.contacts = vec![contact("0912345678"), contact("0987654321"), contact("0912345678")],
         &["contacts[2].phone"],
     ),
-    (
-        "bad email",
-        |r| r.contacts[0].email = "not-an-email".into(),
-        &["contacts[0].email"],
-    ),
-    (
-        "email with a space",
-        |r| r.contacts[0].email = "an @example.com".into(),
-        &["contacts[0].email"],
-    ),
+    ("bad email", |r| r.contacts[0].email = "not-an-email".into(), &["contacts[0].email"]),
+    ("email with a space", |r| r.contacts[0].email = "an @example.com".into(), &["contacts[0].email"]),
     (
         "external_contact_code over 128 chars",
         |r| r.contacts[0].external_contact_code = "c".repeat(129),
@@ -175,47 +118,35 @@ const VALIDATION_ROWS: &[(&str, Mutation, &[&str])] = &[
     (
         "empty variable key",
         |r| {
-            r.contacts[0]
-                .variables
-                .insert(String::new(), "value".into());
+            r.contacts[0].variables.insert(String::new(), "value".into());
         },
         &["contacts[0].variables[]"],
     ),
     (
         "variable key with a space",
         |r| {
-            r.contacts[0]
-                .variables
-                .insert("ho ten".into(), "value".into());
+            r.contacts[0].variables.insert("ho ten".into(), "value".into());
         },
         &["contacts[0].variables[ho ten]"],
     ),
     (
         "variable key with a newline is shown escaped",
         |r| {
-            r.contacts[0]
-                .variables
-                .insert("ho\nten".into(), "value".into());
+            r.contacts[0].variables.insert("ho\nten".into(), "value".into());
         },
         &["contacts[0].variables[ho\\nten]"],
     ),
     (
         "variable key over 64 chars is shown cut",
         |r| {
-            r.contacts[0]
-                .variables
-                .insert("k".repeat(65), "value".into());
+            r.contacts[0].variables.insert("k".repeat(65), "value".into());
         },
-        &[
-            "contacts[0].variables[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]",
-        ],
+        &["contacts[0].variables[kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk…]"],
     ),
     (
         "variable value over 2000 chars",
         |r| {
-            r.contacts[0]
-                .variables
-                .insert("diem".into(), "9".repeat(2001));
+            r.contacts[0].variables.insert("diem".into(), "9".repeat(2001));
         },
         &["contacts[0].variables[diem]"],
     ),
@@ -226,104 +157,35 @@ const VALIDATION_ROWS: &[(&str, Mutation, &[&str])] = &[
         },
         &["contacts[0].variables"],
     ),
-    (
-        "name over 255 chars",
-        |r| r.name = "đ".repeat(256),
-        &["name"],
-    ),
-    (
-        "name with a newline",
-        |r| r.name = "Đợt 1\nĐợt 2".into(),
-        &["name"],
-    ),
-    (
-        "caller_id with letters",
-        |r| r.caller_id = "1900abc".into(),
-        &["caller_id"],
-    ),
-    (
-        "caller_id too short",
-        |r| r.caller_id = "12".into(),
-        &["caller_id"],
-    ),
+    ("name over 255 chars", |r| r.name = "đ".repeat(256), &["name"]),
+    ("name with a newline", |r| r.name = "Đợt 1\nĐợt 2".into(), &["name"]),
+    ("caller_id with letters", |r| r.caller_id = "1900abc".into(), &["caller_id"]),
+    ("caller_id too short", |r| r.caller_id = "12".into(), &["caller_id"]),
     ("voice 99", |r| r.voice = 99, &["voice"]),
     ("speed 4", |r| r.speed = Some(4), &["speed"]),
     ("speed -4", |r| r.speed = Some(-4), &["speed"]),
-    (
-        "retry_count -1",
-        |r| r.retry_count = Some(-1),
-        &["retry_count"],
-    ),
-    (
-        "retry_count 11",
-        |r| r.retry_count = Some(11),
-        &["retry_count"],
-    ),
-    (
-        "calls_per_round 0",
-        |r| r.calls_per_round = Some(0),
-        &["calls_per_round"],
-    ),
-    (
-        "calls_per_round 1001",
-        |r| r.calls_per_round = Some(1001),
-        &["calls_per_round"],
-    ),
+    ("retry_count -1", |r| r.retry_count = Some(-1), &["retry_count"]),
+    ("retry_count 11", |r| r.retry_count = Some(11), &["retry_count"]),
+    ("calls_per_round 0", |r| r.calls_per_round = Some(0), &["calls_per_round"]),
+    ("calls_per_round 1001", |r| r.calls_per_round = Some(1001), &["calls_per_round"]),
     (
         "round_interval with nanos",
-        |r| {
-            r.round_interval = Some(prost_types::Duration {
-                seconds: 30,
-                nanos: 500_000_000,
-            })
-        },
+        |r| r.round_interval = Some(prost_types::Duration { seconds: 30, nanos: 500_000_000 }),
         &["round_interval"],
     ),
-    (
-        "round_interval over 24h",
-        |r| r.round_interval = secs(86_401),
-        &["round_interval"],
-    ),
-    (
-        "round_interval negative",
-        |r| r.round_interval = secs(-1),
-        &["round_interval"],
-    ),
-    (
-        "retry_interval over 24h",
-        |r| r.retry_interval = secs(86_401),
-        &["retry_interval"],
-    ),
-    (
-        "start_time 10 minutes in the past",
-        |r| r.start_time = Some(timestamp_from_now(-600, 0)),
-        &["start_time"],
-    ),
+    ("round_interval over 24h", |r| r.round_interval = secs(86_401), &["round_interval"]),
+    ("round_interval negative", |r| r.round_interval = secs(-1), &["round_interval"]),
+    ("retry_interval over 24h", |r| r.retry_interval = secs(86_401), &["retry_interval"]),
+    ("start_time 10 minutes in the past", |r| r.start_time = Some(timestamp_from_now(-600, 0)), &["start_time"]),
     (
         "start_time more than 366 days ahead",
         |r| r.start_time = Some(timestamp_from_now(367 * 86_400, 0)),
         &["start_time"],
     ),
-    (
-        "start_time with negative nanos",
-        |r| r.start_time = Some(timestamp_from_now(60, -1)),
-        &["start_time"],
-    ),
-    (
-        "external_session_id with a space",
-        |r| r.external_session_id = "order 42".into(),
-        &["external_session_id"],
-    ),
-    (
-        "external_session_id over 128 chars",
-        |r| r.external_session_id = "k".repeat(129),
-        &["external_session_id"],
-    ),
-    (
-        "external_session_id not ASCII",
-        |r| r.external_session_id = "đơn-42".into(),
-        &["external_session_id"],
-    ),
+    ("start_time with negative nanos", |r| r.start_time = Some(timestamp_from_now(60, -1)), &["start_time"]),
+    ("external_session_id with a space", |r| r.external_session_id = "order 42".into(), &["external_session_id"]),
+    ("external_session_id over 128 chars", |r| r.external_session_id = "k".repeat(129), &["external_session_id"]),
+    ("external_session_id not ASCII", |r| r.external_session_id = "đơn-42".into(), &["external_session_id"]),
 ];
 
 #[tokio::test]
@@ -332,9 +194,7 @@ async fn create_session_rejects_each_rule_violation_with_its_field_path_before_a
     for (name, mutate, want) in VALIDATION_ROWS {
         let mut req = minimal("");
         mutate(&mut req);
-        let status = create(&mut app, req)
-            .await
-            .expect_err(&format!("{name}: accepted"));
+        let status = create(&mut app, req).await.expect_err(&format!("{name}: accepted"));
         assert_status(&status, Code::InvalidArgument, "INVALID_REQUEST");
         assert_eq!(violation_paths(&status), *want, "{name}");
         // Nothing was sent upstream, so there is no key to report.
@@ -352,11 +212,7 @@ async fn create_session_accepts_the_boundary_values_of_every_rule() {
     let mut app = spawn_app_with(SimConfig::default(), |s| s.max_contacts = 3).await;
     let req = pb::CreateSessionRequest {
         script_id: SCRIPT.into(),
-        contacts: vec![
-            contact("+84912345678"),
-            contact("12345678"),
-            contact("123456789012345"),
-        ],
+        contacts: vec![contact("+84912345678"), contact("12345678"), contact("123456789012345")],
         name: "đ".repeat(255),
         caller_id: "101".into(),
         voice: pb::Voice::SouthernMaleTienhuy as i32,
@@ -386,10 +242,7 @@ async fn create_session_reports_every_violation_at_once_in_one_error() {
         speed: Some(4),
         retry_count: Some(-1),
         calls_per_round: Some(0),
-        round_interval: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 1,
-        }),
+        round_interval: Some(prost_types::Duration { seconds: 1, nanos: 1 }),
         retry_interval: secs(86_401),
         start_time: Some(timestamp_from_now(-600, 0)),
         external_session_id: "has space".into(),
@@ -540,11 +393,7 @@ async fn create_session_sends_the_upstream_body_field_for_field() {
                     phone: "0912345678".into(),
                     email: String::new(),
                     external_contact_code: String::new(),
-                    variables: [
-                        ("b".to_owned(), "2".to_owned()),
-                        ("a".to_owned(), String::new()),
-                    ]
-                    .into(),
+                    variables: [("b".to_owned(), "2".to_owned()), ("a".to_owned(), String::new())].into(),
                 }],
                 ..minimal("omit-empty")
             },
@@ -558,29 +407,21 @@ async fn create_session_sends_the_upstream_body_field_for_field() {
     ];
     let mut app = spawn_app().await;
     for (name, req, _, _) in &rows {
-        create(&mut app, req.clone())
-            .await
-            .unwrap_or_else(|s| panic!("{name}: {s:?}"));
+        create(&mut app, req.clone()).await.unwrap_or_else(|s| panic!("{name}: {s:?}"));
     }
     let sessions = app.sim.sessions().await;
     assert_eq!(sessions.len(), rows.len());
     for ((name, _, want_body, want_cid), got) in rows.iter().zip(&sessions) {
         assert_eq!(&got["body"], want_body, "{name}");
         assert_eq!(got["cid"], json!(want_cid), "{name}: cid query");
-        assert_eq!(
-            got["ext_session_id"], want_body["ext_session_id"],
-            "{name}: key"
-        );
+        assert_eq!(got["ext_session_id"], want_body["ext_session_id"], "{name}: key");
     }
 }
 
 #[tokio::test]
 async fn create_session_with_empty_caller_id_sends_empty_cid_query_and_no_cid_in_body() {
     let mut app = spawn_app().await;
-    let req = pb::CreateSessionRequest {
-        caller_id: String::new(),
-        ..minimal("no-cid")
-    };
+    let req = pb::CreateSessionRequest { caller_id: String::new(), ..minimal("no-cid") };
     create(&mut app, req).await.expect("created");
     let sessions = app.sim.sessions().await;
     assert_eq!(sessions.len(), 1);
@@ -596,10 +437,7 @@ async fn create_session_with_empty_caller_id_sends_empty_cid_query_and_no_cid_in
 #[tokio::test]
 async fn create_session_passes_caller_id_in_query_and_body() {
     let mut app = spawn_app().await;
-    let req = pb::CreateSessionRequest {
-        caller_id: "+842873001234".into(),
-        ..minimal("with-cid")
-    };
+    let req = pb::CreateSessionRequest { caller_id: "+842873001234".into(), ..minimal("with-cid") };
     create(&mut app, req).await.expect("created");
     let sessions = app.sim.sessions().await;
     assert_eq!(sessions[0]["cid"], json!("+842873001234"));
@@ -632,21 +470,11 @@ async fn create_session_sends_vietnamese_and_emoji_byte_for_byte_without_escapes
     create(&mut app, req).await.expect("created");
 
     let raw = raw_sessions(&app.sim).await;
-    for text in [
-        name,
-        ho_ten_nfc,
-        ho_ten_nfd,
-        "Thông báo điểm thi",
-        "👍🏽",
-        "👨‍👩‍👧",
-    ] {
+    for text in [name, ho_ten_nfc, ho_ten_nfd, "Thông báo điểm thi", "👍🏽", "👨‍👩‍👧"] {
         assert!(raw.contains(text), "{text:?} not byte-exact in {raw}");
     }
     // JSON string escaping of `"` and `\` is the only change allowed.
-    assert!(
-        raw.contains(r#""9,5 điểm 👍🏽 👨‍👩‍👧 \"xuất sắc\" \\ ✓""#),
-        "{raw}"
-    );
+    assert!(raw.contains(r#""9,5 điểm 👍🏽 👨‍👩‍👧 \"xuất sắc\" \\ ✓""#), "{raw}");
     assert!(!raw.contains("\\u"), "unicode escapes in {raw}");
 
     let sessions = app.sim.sessions().await;
@@ -659,10 +487,7 @@ async fn create_session_sends_vietnamese_and_emoji_byte_for_byte_without_escapes
     // Not normalized: the NFD form keeps its combining marks.
     assert_ne!(ho_ten_nfc, ho_ten_nfd);
     assert_eq!(
-        body["contact_info"][0]["mapping_variables"]["ho_ten_nfd"]
-            .as_str()
-            .unwrap()
-            .as_bytes(),
+        body["contact_info"][0]["mapping_variables"]["ho_ten_nfd"].as_str().unwrap().as_bytes(),
         ho_ten_nfd.as_bytes()
     );
 }
@@ -678,14 +503,8 @@ async fn create_session_without_key_generates_a_uuid_v4_and_sends_it_upstream() 
     assert_uuid_v4(&session.external_session_id);
     let sessions = app.sim.sessions().await;
     assert_eq!(sessions.len(), 1);
-    assert_eq!(
-        sessions[0]["ext_session_id"],
-        json!(session.external_session_id)
-    );
-    assert_eq!(
-        sessions[0]["body"]["ext_session_id"],
-        json!(session.external_session_id)
-    );
+    assert_eq!(sessions[0]["ext_session_id"], json!(session.external_session_id));
+    assert_eq!(sessions[0]["body"]["ext_session_id"], json!(session.external_session_id));
     assert_eq!(session.id, sessions[0]["autocall_id"].as_str().unwrap());
     assert_eq!(session.script_id, SCRIPT);
     assert!(session.rejected_contacts.is_empty());
@@ -715,17 +534,11 @@ async fn create_session_passes_a_given_key_through_unchanged() {
 #[tokio::test]
 async fn create_session_returns_the_script_id_of_the_session_for_another_script() {
     let mut app = spawn_app().await;
-    let req = pb::CreateSessionRequest {
-        script_id: "64a922f61900954f5419d503".into(),
-        ..minimal("other-script")
-    };
+    let req = pb::CreateSessionRequest { script_id: "64a922f61900954f5419d503".into(), ..minimal("other-script") };
     let session = create(&mut app, req).await.expect("created");
     assert_eq!(session.script_id, "64a922f61900954f5419d503");
     let sessions = app.sim.sessions().await;
-    assert_eq!(
-        sessions[0]["body"]["bot_script_id"],
-        json!("64a922f61900954f5419d503")
-    );
+    assert_eq!(sessions[0]["body"]["bot_script_id"], json!("64a922f61900954f5419d503"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -736,20 +549,13 @@ async fn create_session_returns_the_script_id_of_the_session_for_another_script(
 async fn create_session_lists_dnc_contacts_as_rejected_and_keeps_the_session() {
     let mut app = spawn_app().await;
     let req = pb::CreateSessionRequest {
-        contacts: vec![
-            contact("0912345678"),
-            contact("0912345999"),
-            contact("0987654321"),
-        ],
+        contacts: vec![contact("0912345678"), contact("0912345999"), contact("0987654321")],
         ..minimal("dnc-1")
     };
     let session = create(&mut app, req).await.expect("created");
     assert_eq!(
         session.rejected_contacts,
-        vec![pb::ContactRejection {
-            phone: "0912345999".into(),
-            reason: "number_dnc".into(),
-        }]
+        vec![pb::ContactRejection { phone: "0912345999".into(), reason: "number_dnc".into() }]
     );
     assert_eq!(app.sim.sessions().await.len(), 1);
 }
@@ -758,26 +564,15 @@ async fn create_session_lists_dnc_contacts_as_rejected_and_keeps_the_session() {
 async fn create_session_with_every_contact_rejected_is_still_ok_and_lists_them_all() {
     let mut app = spawn_app().await;
     let req = pb::CreateSessionRequest {
-        contacts: vec![
-            contact("0912345999"),
-            contact("+84987654999"),
-            contact("0281234999"),
-        ],
+        contacts: vec![contact("0912345999"), contact("+84987654999"), contact("0281234999")],
         ..minimal("dnc-all")
     };
     let session = create(&mut app, req).await.expect("created");
-    let rejected: Vec<(&str, &str)> = session
-        .rejected_contacts
-        .iter()
-        .map(|r| (r.phone.as_str(), r.reason.as_str()))
-        .collect();
+    let rejected: Vec<(&str, &str)> =
+        session.rejected_contacts.iter().map(|r| (r.phone.as_str(), r.reason.as_str())).collect();
     assert_eq!(
         rejected,
-        vec![
-            ("0912345999", "number_dnc"),
-            ("+84987654999", "number_dnc"),
-            ("0281234999", "number_dnc"),
-        ]
+        vec![("0912345999", "number_dnc"), ("+84987654999", "number_dnc"), ("0281234999", "number_dnc"),]
     );
     assert!(!session.id.is_empty());
     assert_eq!(app.sim.sessions().await.len(), 1);
@@ -806,41 +601,24 @@ struct ErrorRow {
 async fn check_error_row(key: &str, row: ErrorRow) -> (Status, TestApp) {
     let mut app = spawn_app().await;
     fault_execute(&app.sim, row.fault.clone()).await;
-    let status = create(&mut app, minimal(key))
-        .await
-        .expect_err("a failure was expected");
+    let status = create(&mut app, minimal(key)).await.expect_err("a failure was expected");
     let fault = &row.fault;
     assert_status(&status, row.code, row.reason);
-    assert_eq!(
-        meta(&status, "upstream_code").as_deref(),
-        row.upstream_code,
-        "upstream_code for {fault}: {status:?}"
-    );
+    assert_eq!(meta(&status, "upstream_code").as_deref(), row.upstream_code, "upstream_code for {fault}: {status:?}");
     assert_eq!(
         meta(&status, "upstream_http_status").as_deref(),
         row.http_status,
         "upstream_http_status for {fault}: {status:?}"
     );
-    assert_eq!(
-        has_retry_info(&status),
-        row.retry_info,
-        "RetryInfo for {fault}: {status:?}"
-    );
+    assert_eq!(has_retry_info(&status), row.retry_info, "RetryInfo for {fault}: {status:?}");
     let reported = meta(&status, "external_session_id").expect("external_session_id metadata");
     if key.is_empty() {
         assert_uuid_v4(&reported);
     } else {
         assert_eq!(reported, key);
     }
-    assert_eq!(
-        stat(&app.sim, "execute_calls").await,
-        row.execute_calls,
-        "execute calls for {fault}"
-    );
-    assert!(
-        app.sim.sessions().await.is_empty(),
-        "no session may be recorded for {fault}"
-    );
+    assert_eq!(stat(&app.sim, "execute_calls").await, row.execute_calls, "execute calls for {fault}");
+    assert!(app.sim.sessions().await.is_empty(), "no session may be recorded for {fault}");
     // Nothing of the upstream body leaks into the message.
     assert!(!status.message().contains("Simulated"), "{status:?}");
     assert!(!status.message().contains(TEST_KEY), "{status:?}");
@@ -861,65 +639,29 @@ fn rejected_row(code: &'static str, grpc: Code, reason: &'static str) -> ErrorRo
 
 #[tokio::test]
 async fn create_session_maps_upstream_data_is_required_to_invalid_argument() {
-    check_error_row(
-        "k-data",
-        rejected_row(
-            "data_is_required",
-            Code::InvalidArgument,
-            "UPSTREAM_REJECTED",
-        ),
-    )
-    .await;
+    check_error_row("k-data", rejected_row("data_is_required", Code::InvalidArgument, "UPSTREAM_REJECTED")).await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_request_body_required_to_invalid_argument() {
-    check_error_row(
-        "",
-        rejected_row(
-            "request_body_required",
-            Code::InvalidArgument,
-            "UPSTREAM_REJECTED",
-        ),
-    )
-    .await;
+    check_error_row("", rejected_row("request_body_required", Code::InvalidArgument, "UPSTREAM_REJECTED")).await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_limit_service_to_failed_precondition_plan_limit() {
-    check_error_row(
-        "k-plan",
-        rejected_row(
-            "limit_service",
-            Code::FailedPrecondition,
-            "UPSTREAM_PLAN_LIMIT",
-        ),
-    )
-    .await;
+    check_error_row("k-plan", rejected_row("limit_service", Code::FailedPrecondition, "UPSTREAM_PLAN_LIMIT")).await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_limit_word_to_quota_exceeded() {
-    check_error_row(
-        "",
-        rejected_row(
-            "limit_word",
-            Code::FailedPrecondition,
-            "UPSTREAM_QUOTA_EXCEEDED",
-        ),
-    )
-    .await;
+    check_error_row("", rejected_row("limit_word", Code::FailedPrecondition, "UPSTREAM_QUOTA_EXCEEDED")).await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_limit_word_session_to_quota_exceeded() {
     check_error_row(
         "k-word-session",
-        rejected_row(
-            "limit_word_session",
-            Code::FailedPrecondition,
-            "UPSTREAM_QUOTA_EXCEEDED",
-        ),
+        rejected_row("limit_word_session", Code::FailedPrecondition, "UPSTREAM_QUOTA_EXCEEDED"),
     )
     .await;
 }
@@ -928,48 +670,25 @@ async fn create_session_maps_upstream_limit_word_session_to_quota_exceeded() {
 async fn create_session_maps_upstream_balance_is_not_enough_to_insufficient_balance() {
     check_error_row(
         "k-balance",
-        rejected_row(
-            "balance_is_not_enough",
-            Code::FailedPrecondition,
-            "UPSTREAM_INSUFFICIENT_BALANCE",
-        ),
+        rejected_row("balance_is_not_enough", Code::FailedPrecondition, "UPSTREAM_INSUFFICIENT_BALANCE"),
     )
     .await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_api_key_invalid_to_unauthenticated() {
-    check_error_row(
-        "",
-        rejected_row(
-            "api_key_invalid",
-            Code::Unauthenticated,
-            "UPSTREAM_UNAUTHENTICATED",
-        ),
-    )
-    .await;
+    check_error_row("", rejected_row("api_key_invalid", Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED")).await;
 }
 
 #[tokio::test]
 async fn create_session_maps_upstream_tenant_invalid_to_permission_denied() {
-    check_error_row(
-        "k-tenant",
-        rejected_row(
-            "tenant_invalid",
-            Code::PermissionDenied,
-            "UPSTREAM_PERMISSION_DENIED",
-        ),
-    )
-    .await;
+    check_error_row("k-tenant", rejected_row("tenant_invalid", Code::PermissionDenied, "UPSTREAM_PERMISSION_DENIED"))
+        .await;
 }
 
 #[tokio::test]
 async fn create_session_maps_an_unknown_upstream_code_to_unknown_and_keeps_the_code() {
-    check_error_row(
-        "k-new",
-        rejected_row("something_new", Code::Unknown, "UPSTREAM_UNKNOWN_ERROR"),
-    )
-    .await;
+    check_error_row("k-new", rejected_row("something_new", Code::Unknown, "UPSTREAM_UNKNOWN_ERROR")).await;
 }
 
 #[tokio::test]
@@ -979,14 +698,8 @@ async fn create_session_with_a_key_already_used_is_already_exists_and_starts_one
     let first = create(&mut app, minimal(key)).await.expect("first");
     let status = create(&mut app, minimal(key)).await.expect_err("duplicate");
     assert_status(&status, Code::AlreadyExists, "SESSION_ALREADY_EXISTS");
-    assert_eq!(
-        meta(&status, "upstream_code").as_deref(),
-        Some("ext_session_id_duplicated")
-    );
-    assert_eq!(
-        meta(&status, "upstream_http_status").as_deref(),
-        Some("200")
-    );
+    assert_eq!(meta(&status, "upstream_code").as_deref(), Some("ext_session_id_duplicated"));
+    assert_eq!(meta(&status, "upstream_http_status").as_deref(), Some("200"));
     assert_eq!(meta(&status, "external_session_id").as_deref(), Some(key));
     assert!(!has_retry_info(&status));
     // The message names neither the key nor the existing session (no upstream text).
@@ -1048,10 +761,7 @@ async fn create_session_maps_http_429_to_resource_exhausted_with_the_retry_after
     )
     .await;
     let details = status.get_error_details();
-    assert_eq!(
-        details.retry_info().unwrap().retry_delay,
-        Some(Duration::from_secs(7))
-    );
+    assert_eq!(details.retry_info().unwrap().retry_delay, Some(Duration::from_secs(7)));
 }
 
 #[tokio::test]
@@ -1212,8 +922,7 @@ async fn create_session_error_carries_the_callers_request_id() {
     let mut app = spawn_app().await;
     fault_execute(&app.sim, json!({"error": "limit_service"})).await;
     let mut req = Request::new(minimal("k-rid"));
-    req.metadata_mut()
-        .insert("x-request-id", "cs-req-0042".parse().unwrap());
+    req.metadata_mut().insert("x-request-id", "cs-req-0042".parse().unwrap());
     let status = create_request(&mut app, req).await.expect_err("rejected");
     assert_status(&status, Code::FailedPrecondition, "UPSTREAM_PLAN_LIMIT");
     let details = status.get_error_details();
@@ -1230,12 +939,7 @@ fn assert_facade_deadline(status: &Status) {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(!reason(status).is_empty());
     let details = status.get_error_details();
-    assert!(
-        details
-            .request_info()
-            .is_some_and(|r| !r.request_id.is_empty()),
-        "{status:?}"
-    );
+    assert!(details.request_info().is_some_and(|r| !r.request_id.is_empty()), "{status:?}");
     // The exchange never completed: no HTTP status to report.
     assert_eq!(meta(status, "upstream_http_status"), None, "{status:?}");
     assert!(!has_retry_info(status), "{status:?}");
@@ -1243,11 +947,7 @@ fn assert_facade_deadline(status: &Status) {
 
 /// A CreateSession against an upstream that answers after 3 s; returns the status and how long
 /// the caller waited.
-async fn slow_upstream_call(
-    app: &mut TestApp,
-    key: &str,
-    caller_timeout: Option<Duration>,
-) -> (Status, Duration) {
+async fn slow_upstream_call(app: &mut TestApp, key: &str, caller_timeout: Option<Duration>) -> (Status, Duration) {
     fault_execute(&app.sim, json!({"delay_ms": 3000})).await;
     let mut req = Request::new(minimal(key));
     if let Some(t) = caller_timeout {
@@ -1261,21 +961,11 @@ async fn slow_upstream_call(
 #[tokio::test]
 async fn create_session_answers_deadline_exceeded_not_cancelled_within_the_caller_deadline() {
     let mut app = spawn_app().await;
-    let (status, elapsed) =
-        slow_upstream_call(&mut app, "k-deadline", Some(Duration::from_millis(300))).await;
+    let (status, elapsed) = slow_upstream_call(&mut app, "k-deadline", Some(Duration::from_millis(300))).await;
     assert_facade_deadline(&status);
-    assert_eq!(
-        meta(&status, "external_session_id").as_deref(),
-        Some("k-deadline")
-    );
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "answered after {elapsed:?}"
-    );
-    assert!(
-        elapsed >= Duration::from_millis(250),
-        "answered early: {elapsed:?}"
-    );
+    assert_eq!(meta(&status, "external_session_id").as_deref(), Some("k-deadline"));
+    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(250), "answered early: {elapsed:?}");
 }
 
 #[tokio::test]
@@ -1287,14 +977,8 @@ async fn create_session_upstream_timeout_bounds_the_call_when_the_caller_sets_no
     let (status, elapsed) = slow_upstream_call(&mut app, "", None).await;
     assert_facade_deadline(&status);
     assert_uuid_v4(&meta(&status, "external_session_id").unwrap());
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "answered after {elapsed:?}"
-    );
-    assert!(
-        elapsed >= Duration::from_millis(250),
-        "answered early: {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(250), "answered early: {elapsed:?}");
 }
 
 #[tokio::test]
@@ -1303,34 +987,20 @@ async fn create_session_upstream_timeout_shorter_than_the_caller_deadline_wins()
         s.upstream_timeout = Duration::from_millis(300);
     })
     .await;
-    let (status, elapsed) =
-        slow_upstream_call(&mut app, "k-both", Some(Duration::from_secs(10))).await;
+    let (status, elapsed) = slow_upstream_call(&mut app, "k-both", Some(Duration::from_secs(10))).await;
     assert_facade_deadline(&status);
-    assert_eq!(
-        meta(&status, "external_session_id").as_deref(),
-        Some("k-both")
-    );
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "answered after {elapsed:?}"
-    );
+    assert_eq!(meta(&status, "external_session_id").as_deref(), Some("k-both"));
+    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
 }
 
 #[tokio::test]
-#[ignore = "BUG: src/upstream/mod.rs:332 gives a write attempt a reqwest timeout equal to the \
-            remaining deadline, so reqwest's timer fires in the same tick as bounded()'s and wins: \
-            AttemptTimeout -> reason UPSTREAM_TIMEOUT instead of DEADLINE_EXCEEDED"]
 async fn create_session_past_the_caller_deadline_has_reason_deadline_exceeded() {
     let mut app = spawn_app().await;
-    let (status, _) =
-        slow_upstream_call(&mut app, "k-reason", Some(Duration::from_millis(300))).await;
+    let (status, _) = slow_upstream_call(&mut app, "k-reason", Some(Duration::from_millis(300))).await;
     assert_status(&status, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
 }
 
 #[tokio::test]
-#[ignore = "BUG: src/upstream/mod.rs:332 gives a write attempt a reqwest timeout equal to the \
-            remaining deadline, so reqwest's timer fires in the same tick as bounded()'s and wins: \
-            AttemptTimeout -> reason UPSTREAM_TIMEOUT instead of DEADLINE_EXCEEDED"]
 async fn create_session_past_the_upstream_timeout_has_reason_deadline_exceeded() {
     let mut app = spawn_app_with(SimConfig::default(), |s| {
         s.upstream_timeout = Duration::from_millis(300);
@@ -1353,10 +1023,7 @@ async fn create_session_retries_a_503_once_with_the_same_key_and_starts_one_sess
     assert_eq!(stat(&app.sim, "execute_calls").await, 2);
     let sessions = app.sim.sessions().await;
     assert_eq!(sessions.len(), 1);
-    assert_eq!(
-        sessions[0]["ext_session_id"],
-        json!(session.external_session_id)
-    );
+    assert_eq!(sessions[0]["ext_session_id"], json!(session.external_session_id));
     assert_eq!(session.id, sessions[0]["autocall_id"].as_str().unwrap());
 }
 
@@ -1370,15 +1037,10 @@ async fn create_session_with_the_upstream_unreachable_is_unavailable_with_retry_
     })
     .await;
     let started = Instant::now();
-    let status = create(&mut app, minimal("k-refused"))
-        .await
-        .expect_err("unreachable");
+    let status = create(&mut app, minimal("k-refused")).await.expect_err("unreachable");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
     assert!(has_retry_info(&status), "{status:?}");
-    assert_eq!(
-        meta(&status, "external_session_id").as_deref(),
-        Some("k-refused")
-    );
+    assert_eq!(meta(&status, "external_session_id").as_deref(), Some("k-refused"));
     assert_eq!(meta(&status, "upstream_http_status"), None);
     assert!(started.elapsed() < Duration::from_secs(2));
     // The simulator behind the default settings was never reached.
@@ -1388,11 +1050,7 @@ async fn create_session_with_the_upstream_unreachable_is_unavailable_with_retry_
 #[tokio::test]
 async fn create_session_refreshes_the_token_after_a_401_and_starts_one_session() {
     let mut app = spawn_app().await;
-    fault_execute(
-        &app.sim,
-        json!({"status": 401, "body": "Unauthorized", "content_type": "text/plain"}),
-    )
-    .await;
+    fault_execute(&app.sim, json!({"status": 401, "body": "Unauthorized", "content_type": "text/plain"})).await;
     let session = create(&mut app, minimal("k-refresh")).await.expect("OK");
     assert_eq!(session.external_session_id, "k-refresh");
     let stats = app.sim.stats().await;
@@ -1415,13 +1073,7 @@ async fn create_session_refreshes_an_expired_token_and_starts_one_session() {
     assert_eq!(stats["auth_calls"], 2, "{stats}");
     assert_eq!(stats["execute_calls"], 3, "{stats}");
     assert_eq!(stats["unauthorized"], 1, "{stats}");
-    let keys: Vec<Value> = app
-        .sim
-        .sessions()
-        .await
-        .iter()
-        .map(|s| s["ext_session_id"].clone())
-        .collect();
+    let keys: Vec<Value> = app.sim.sessions().await.iter().map(|s| s["ext_session_id"].clone()).collect();
     assert_eq!(keys, vec![json!("k-warm"), json!("k-expired")]);
 }
 
@@ -1433,23 +1085,15 @@ async fn create_session_does_not_retry_a_503_once_the_retry_budget_is_spent() {
     })
     .await;
     fault_execute(&app.sim, json!({"status": 503, "retry_after": 5})).await;
-    let status = create(&mut app, minimal("k-budget"))
-        .await
-        .expect_err("not retried");
+    let status = create(&mut app, minimal("k-budget")).await.expect_err("not retried");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
     assert_eq!(
         status.get_error_details().retry_info().unwrap().retry_delay,
         Some(Duration::from_secs(5)),
         "RetryInfo from Retry-After"
     );
-    assert_eq!(
-        meta(&status, "upstream_http_status").as_deref(),
-        Some("503")
-    );
-    assert_eq!(
-        meta(&status, "external_session_id").as_deref(),
-        Some("k-budget")
-    );
+    assert_eq!(meta(&status, "upstream_http_status").as_deref(), Some("503"));
+    assert_eq!(meta(&status, "external_session_id").as_deref(), Some("k-budget"));
     assert_eq!(stat(&app.sim, "execute_calls").await, 1);
     assert!(app.sim.sessions().await.is_empty());
 }
@@ -1458,9 +1102,7 @@ async fn create_session_does_not_retry_a_503_once_the_retry_budget_is_spent() {
 async fn create_session_gives_up_after_three_503s() {
     let mut app = spawn_app().await;
     fault_execute(&app.sim, json!({"status": 503, "count": 5})).await;
-    let status = create(&mut app, minimal("k-3x503"))
-        .await
-        .expect_err("gave up");
+    let status = create(&mut app, minimal("k-3x503")).await.expect_err("gave up");
     assert_status(&status, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
     assert!(has_retry_info(&status));
     assert_eq!(stat(&app.sim, "execute_calls").await, 3);
