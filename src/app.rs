@@ -81,6 +81,11 @@ impl Application {
             UpstreamTarget::BuiltInSimulator => {
                 let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
                 let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: settings.listen, source })?;
+                let url = format!("http://{addr}");
+                tracing::info!(
+                    simulator = %url,
+                    "no upstream URL configured (--upstream-url / CALLBOT_UPSTREAM_URL): using the built-in callBot simulator at {url}"
+                );
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 tokio::spawn(async move {
                     let stop = async {
@@ -91,11 +96,6 @@ impl Application {
                     }
                 });
                 simulator_stop = Some(tx);
-                let url = format!("http://{addr}");
-                tracing::info!(
-                    simulator = %url,
-                    "no upstream URL configured (--upstream-url / CALLBOT_UPSTREAM_URL): using the built-in callBot simulator at {url}"
-                );
                 url
             }
         };
