@@ -284,3 +284,129 @@ async fn shutdown_drains_a_stream_in_flight_with_a_slow_consumer() {
     assert!(consumed_at > Duration::from_secs(1), "the stream was not in flight during the drain");
     assert!(exited_at < Duration::from_secs(10));
 }
+
+/// Reads the gRPC and admin ports from the facade's "serving" line.
+fn serving_ports(line: &str) -> Option<(u16, u16)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "serving" {
+        return None;
+    }
+    let port = |k: &str| v[k].as_str()?.rsplit(':').next()?.parse().ok();
+    Some((port("grpc")?, port("admin")?))
+}
+
+#[tokio::test]
+async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Command, Stdio},
+    };
+    const API_KEY: &str = "OPS-APIKEY-7f3c9d";
+    const CALLER_TOKEN: &str = "ops-caller-token-4e1b8a";
+    const WRONG_TOKEN: &str = "ops-wrong-token-99aa";
+    const PHONES: [&str; 3] = ["0912345678", "0912000999", "0987654321"];
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("# callers\n{CALLER_TOKEN}\n")).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--caller-tokens-file")
+        .arg(&tokens)
+        .env("CALLBOT_API_KEY", API_KEY)
+        .env("RUST_LOG", "trace")
+        .env_remove("CALLBOT_UPSTREAM_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for pipe in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut lines = Vec::new();
+    let (port, admin) = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("exited early");
+        lines.push(line.clone());
+        if let Some(p) = serving_ports(&line) {
+            break p;
+        }
+    };
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    fn authed<T>(mut req: Request<T>) -> Request<T> {
+        req.metadata_mut().insert("authorization", format!("Bearer {CALLER_TOKEN}").parse().unwrap());
+        req
+    }
+    // Refused caller, good calls, a call with a trace, a validation failure with phones in it.
+    let mut req = Request::new(pb::GetScriptRequest { script_id: SCRIPT_ID.into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {WRONG_TOKEN}").parse().unwrap());
+    assert_eq!(client.get_script(req).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut stream = client.list_scripts(authed(Request::new(pb::ListScriptsRequest::default()))).await.unwrap();
+    while stream.get_mut().message().await.unwrap().is_some() {}
+    let contacts = PHONES.iter().map(|p| pb::Contact { phone: (*p).into(), ..Default::default() }).collect();
+    let mut req =
+        authed(Request::new(pb::CreateSessionRequest { script_id: SCRIPT_ID.into(), contacts, ..Default::default() }));
+    req.metadata_mut().insert("x-request-id", "ops-log-1".parse().unwrap());
+    req.metadata_mut()
+        .insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+    client.create_session(req).await.unwrap();
+    let bad = pb::CreateSessionRequest {
+        script_id: SCRIPT_ID.into(),
+        contacts: vec![pb::Contact { phone: format!("{}x", PHONES[2]), ..Default::default() }],
+        ..Default::default()
+    };
+    assert_eq!(client.create_session(authed(Request::new(bad))).await.unwrap_err().code(), Code::InvalidArgument);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+
+    let events: Vec<Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    for e in &events {
+        assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
+    }
+    // The access line of the traced call: ids, method, code, latency.
+    let access = events
+        .iter()
+        .find(|e| e["message"] == "rpc" && e["request_id"] == "ops-log-1")
+        .unwrap_or_else(|| panic!("no access line:\n{}", lines.join("\n")));
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(access["method"], "/callbot.v1.CallBotService/CreateSession");
+    assert_eq!(access["grpc_code"], "Ok");
+    assert!(access["latency_us"].is_u64());
+    assert!(events.iter().any(|e| e["message"] == "rpc" && e["grpc_code"] == "Unauthenticated"));
+    // Upstream lines carry endpoint and status, and the call's ids through its span.
+    let upstream = events
+        .iter()
+        .find(|e| e["message"] == "upstream answered" && e["endpoint"] == "/api/call_bot/execute_by_phone")
+        .unwrap_or_else(|| panic!("no upstream line:\n{}", lines.join("\n")));
+    assert_eq!(upstream["status"], 200);
+    let spans = upstream["spans"].as_array().unwrap();
+    assert!(
+        spans.iter().any(|s| s["request_id"] == "ops-log-1" && s["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
+    );
+
+    let all = lines.join("\n");
+    for secret in [API_KEY, CALLER_TOKEN, WRONG_TOKEN, "eyJ", "Bearer "].iter().copied().chain(PHONES) {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+}
