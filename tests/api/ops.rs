@@ -410,3 +410,96 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+/// Every document of every manifest under `deploy/kubernetes`, by kind.
+fn manifests() -> Vec<(String, Value)> {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kind = v["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display())).to_owned();
+            out.push((kind, v));
+        }
+    }
+    out
+}
+
+fn seconds(text: &str) -> u64 {
+    text.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not whole seconds: {text}"))
+}
+
+#[test]
+fn kubernetes_manifests_are_valid_and_production_shaped() {
+    let all = manifests();
+    let one = |kind: &str| -> &Value {
+        let found: Vec<_> = all.iter().filter(|(k, _)| k == kind).collect();
+        assert_eq!(found.len(), 1, "one {kind} expected");
+        &found[0].1
+    };
+
+    let deploy = one("Deployment");
+    assert_eq!(deploy["apiVersion"], "apps/v1");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["grpc"]["port"], 50051, "{probe} must be a native gRPC probe");
+        assert!(c[probe].get("httpGet").is_none() && c[probe].get("exec").is_none(), "{probe}");
+    }
+    assert_eq!(c["readinessProbe"]["grpc"]["service"], "callbot.v1.CallBotService");
+    for want in ["cpu", "memory"] {
+        assert!(c["resources"]["requests"][want].is_string(), "requests.{want}");
+    }
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let ports: Vec<(&str, u64)> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ports, [("grpc", 50051), ("admin", 9090)]);
+    let env = c["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}"));
+    let key = &var("CALLBOT_API_KEY")["valueFrom"]["secretKeyRef"];
+    assert!(key["name"].is_string() && key["key"].is_string(), "the API key comes from a Secret");
+    assert!(var("CALLBOT_API_KEY").get("value").is_none());
+    // The drain fits: preStop sleep + shutdown grace < terminationGracePeriodSeconds.
+    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("a preStop sleep");
+    let grace = seconds(var("CALLBOT_SHUTDOWN_GRACE")["value"].as_str().unwrap());
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(pre_stop > 0 && pre_stop + grace < termination, "{pre_stop} + {grace} < {termination}");
+
+    let svc = one("Service");
+    let ports = svc["spec"]["ports"].as_array().unwrap();
+    let grpc = ports.iter().find(|p| p["name"] == "grpc").expect("a port named grpc");
+    assert_eq!(grpc["appProtocol"], "grpc");
+    assert_eq!(grpc["port"], 50051);
+    assert!(ports.iter().any(|p| p["name"] == "admin" && p["port"] == 9090));
+    let selector = &svc["spec"]["selector"];
+    assert_eq!(selector, &deploy["spec"]["selector"]["matchLabels"]);
+
+    let hpa = one("HorizontalPodAutoscaler");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deploy["metadata"]["name"]);
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+
+    let pdb = one("PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
+    assert!(pdb["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 1));
+
+    let secret = one("Secret");
+    assert_eq!(secret["metadata"]["name"], key["name"]);
+    assert!(secret["stringData"].get(key["key"].as_str().unwrap()).is_some());
+}
