@@ -1,29 +1,52 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (serving and not
-//! draining; 503 otherwise), for probes and load balancers that do not speak gRPC health.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
+//! `/readyz` (serving and not draining; 503 otherwise), for scrapers, probes and load balancers
+//! that do not speak gRPC health. It stays up during the drain, so the last scrapes still see
+//! the in-flight calls finish.
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use tokio::{net::TcpListener, sync::Notify};
 
+use crate::metrics::{self, Metrics};
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+struct Admin {
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
 /// Serves the admin endpoints until `stop` is notified.
-pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: Arc<Notify>) {
+pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, metrics: Arc<Metrics>, stop: Arc<Notify>) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(|State(ready): State<Arc<AtomicBool>>| async move {
-                if ready.load(Ordering::SeqCst) {
+            get(|State(admin): State<Admin>| async move {
+                if admin.ready.load(Ordering::SeqCst) {
                     (StatusCode::OK, "ready\n")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
             }),
         )
-        .with_state(ready);
+        .route(
+            "/metrics",
+            get(|State(admin): State<Admin>| async move {
+                ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], admin.metrics.render()).into_response()
+            }),
+        )
+        .with_state(Admin { ready, metrics });
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "admin listener failed");

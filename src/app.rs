@@ -20,6 +20,7 @@ use tonic_health::ServingStatus;
 use crate::{
     catalog::ScriptCatalog,
     config::{Settings, UpstreamTarget},
+    metrics::Metrics,
     middleware::{CallerTokens, RpcLayer},
     pb::{self, call_bot_service_server::CallBotServiceServer},
     service::{CallBotApi, ServiceSettings},
@@ -62,6 +63,8 @@ pub struct Application {
     admin: TcpListener,
     upstream_url: String,
     upstream: Arc<UpstreamClient>,
+    /// This application's metrics registry (per application, so tests in one process stay apart).
+    metrics: Arc<Metrics>,
     caller_tokens: Option<CallerTokens>,
     tls: Option<ServerTlsConfig>,
     /// Stops the embedded simulator when the application ends.
@@ -81,6 +84,7 @@ impl Application {
             UpstreamTarget::BuiltInSimulator => {
                 let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
                 let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: settings.listen, source })?;
+                // Said first, before the simulator's own task can log anything (API.md §4).
                 let url = format!("http://{addr}");
                 tracing::info!(
                     simulator = %url,
@@ -118,11 +122,15 @@ impl Application {
         upstream_config.attempt_timeout = settings.upstream_attempt_timeout;
         upstream_config.retry_budget_percent = settings.retry_budget_percent;
         upstream_config.retry_budget_min = settings.retry_budget_min;
-        let upstream =
-            Arc::new(UpstreamClient::new(upstream_config).map_err(|e| AppError::Client(e.without_url().to_string()))?);
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Arc::new(
+            UpstreamClient::new(upstream_config)
+                .map_err(|e| AppError::Client(e.without_url().to_string()))?
+                .with_metrics(metrics.clone()),
+        );
         let grpc = bind(settings.listen).await?;
         let admin = bind(settings.admin_listen).await?;
-        Ok(Application { settings, grpc, admin, upstream_url, upstream, caller_tokens, tls, simulator_stop })
+        Ok(Application { settings, grpc, admin, upstream_url, upstream, metrics, caller_tokens, tls, simulator_stop })
     }
 
     /// The bound gRPC address (the real port when 0 was asked).
@@ -145,11 +153,16 @@ impl Application {
         &self.upstream
     }
 
+    /// The metrics registry `/metrics` renders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Serves until `shutdown` resolves; then health flips to NOT_SERVING, new calls are refused,
     /// and in-flight calls get `--shutdown-grace` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
         let (grpc_addr, admin_addr) = (self.grpc_addr(), self.admin_addr());
-        let Application { settings, grpc, admin, upstream, caller_tokens, tls, simulator_stop, .. } = self;
+        let Application { settings, grpc, admin, upstream, metrics, caller_tokens, tls, simulator_stop, .. } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -166,7 +179,7 @@ impl Application {
 
         let api = CallBotApi::new(
             upstream,
-            Arc::new(ScriptCatalog::new(settings.script_cache_ttl)),
+            Arc::new(ScriptCatalog::new(settings.script_cache_ttl).with_metrics(metrics.clone())),
             ServiceSettings {
                 api_key: settings.api_key.clone(),
                 allow_caller_api_key: settings.allow_caller_api_key,
@@ -180,7 +193,7 @@ impl Application {
 
         let ready = Arc::new(AtomicBool::new(false));
         let admin_stop = Arc::new(tokio::sync::Notify::new());
-        let admin_task = tokio::spawn(crate::admin::serve(admin, ready.clone(), admin_stop.clone()));
+        let admin_task = tokio::spawn(crate::admin::serve(admin, ready.clone(), metrics.clone(), admin_stop.clone()));
 
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -189,7 +202,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = builder
             .http2_max_header_list_size(Some(64 * 1024))
-            .layer(RpcLayer::new(settings.max_concurrency, caller_tokens))
+            .layer(RpcLayer::with_metrics(settings.max_concurrency, caller_tokens, metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,13 +1,20 @@
 //! The script list of each tenant, cached per upstream API key for `--script-cache-ttl` and
 //! refreshed single-flight, with each name folded once for `name_contains` filtering.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::time::Instant;
 
 use crate::{
     cache::SingleFlightCache,
     domain,
+    metrics::Metrics,
     upstream::{ApiKey, CallContext, Script, UpstreamClient, UpstreamError},
 };
 
@@ -31,25 +38,41 @@ impl Catalog {
 pub struct ScriptCatalog {
     ttl: Duration,
     cache: SingleFlightCache<ApiKey, Arc<Catalog>, UpstreamError>,
+    /// Where hits and misses are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl ScriptCatalog {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        ScriptCatalog { ttl, cache: SingleFlightCache::new() }
+        ScriptCatalog { ttl, cache: SingleFlightCache::new(), metrics: Arc::new(Metrics::new()) }
+    }
+
+    /// Counts hits and misses into `metrics` (the application's registry).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The scripts of the call's tenant.
     pub async fn get(&self, upstream: &UpstreamClient, ctx: &CallContext) -> Result<Arc<Catalog>, UpstreamError> {
         if self.ttl.is_zero() {
+            self.metrics.script_cache(false);
             return Ok(Arc::new(Catalog::new(upstream.list_scripts(ctx).await?)));
         }
         let ttl = self.ttl;
-        self.cache
-            .get_or_fetch(&ctx.api_key, || async move {
+        // A miss is a lookup that ran the fetch itself; one that waited on another caller's
+        // fetch (single flight) or found a fresh entry cost the upstream nothing: a hit.
+        let fetched = AtomicBool::new(false);
+        let result = self
+            .cache
+            .get_or_fetch(&ctx.api_key, || async {
+                fetched.store(true, Ordering::Relaxed);
                 let scripts = upstream.list_scripts(ctx).await?;
                 Ok((Arc::new(Catalog::new(scripts)), Instant::now() + ttl))
             })
-            .await
+            .await;
+        self.metrics.script_cache(!fetched.load(Ordering::Relaxed));
+        result
     }
 }

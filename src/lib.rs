@@ -14,8 +14,10 @@
 //! - [`cache`]: the single-flight keyed cache under tokens and scripts.
 //! - [`status`]: THE error table, every failure to a `tonic::Status` with details.
 //! - [`simulator`]: the built-in callBot REST API with fault injection (shares no product code).
-//! - [`admin`]: `/healthz`, `/readyz`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the Prometheus registry (one per application) and every metric.
 //! - [`telemetry`]: log setup.
+//! - [`trace_context`]: W3C `traceparent` parsing, new traces and child spans.
 //! - [`pb`]: generated code.
 #![forbid(unsafe_code)]
 
@@ -25,12 +27,14 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod middleware;
 pub mod pb;
 pub mod service;
 pub mod simulator;
 pub mod status;
 pub mod telemetry;
+pub mod trace_context;
 pub mod upstream;
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,12 +1,18 @@
 //! The tower layer every RPC passes through, in this order (outermost first), and why:
 //! 1. request id: taken from `x-request-id` or generated, so everything after (auth failures,
-//!    shedding, logs, the upstream call) can carry it; echoed in the response headers;
+//!    shedding, logs, the upstream call) can carry it; echoed in the response headers; and the
+//!    trace context: the caller's `traceparent` continued (or a new trace started), rewritten as
+//!    the facade's own server span so that the upstream request is its child; and the metrics
+//!    (started, in flight), counted here so that refused (unauthenticated, shed) calls are in
+//!    the error rate too;
 //! 2. caller authentication (when `--caller-tokens-file` is set): before any work is spent;
 //!    health and reflection stay open so probes and tooling work;
 //! 3. load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE + RetryInfo instead
 //!    of queueing; the permit lives in the response body, so a stream counts until it ends;
 //!    health is exempt so that probes do not fail a busy replica;
-//! 4. the access log: one line per RPC with method, gRPC code and latency, at the end of the body.
+//! 4. the access log: one line per RPC with method, request id, trace id, gRPC code and latency,
+//!    at the end of the body, when the final code is known; `grpc_server_handled_total`, the
+//!    latency histogram and the message counters are taken at the same moment.
 
 use std::{
     collections::HashSet,
@@ -17,6 +23,8 @@ use std::{
     time::Instant,
 };
 
+use prometheus_client::metrics::gauge::Gauge;
+
 use http::{HeaderValue, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -25,10 +33,17 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
-use crate::status::{ErrorContext, FacadeError, to_status};
+use crate::{
+    metrics::{MethodLabels, Metrics},
+    status::{ErrorContext, FacadeError, to_status},
+    trace_context::TraceParent,
+};
 
 const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 const SERVICE_PREFIX: &str = "/callbot.v1.CallBotService/";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
@@ -94,6 +109,7 @@ impl CallerTokens {
 struct State {
     limiter: Arc<Semaphore>,
     caller_tokens: Option<CallerTokens>,
+    metrics: Arc<Metrics>,
 }
 
 /// The layer (see the module doc for what it does, in order).
@@ -105,7 +121,14 @@ pub struct RpcLayer {
 impl RpcLayer {
     /// `max_concurrency` RPCs in flight at most; `caller_tokens` turns caller authentication on.
     pub fn new(max_concurrency: usize, caller_tokens: Option<CallerTokens>) -> Self {
-        RpcLayer { state: Arc::new(State { limiter: Arc::new(Semaphore::new(max_concurrency)), caller_tokens }) }
+        Self::with_metrics(max_concurrency, caller_tokens, Arc::new(Metrics::new()))
+    }
+
+    /// As [`RpcLayer::new`], counting into `metrics` (the application's registry).
+    pub fn with_metrics(max_concurrency: usize, caller_tokens: Option<CallerTokens>, metrics: Arc<Metrics>) -> Self {
+        RpcLayer {
+            state: Arc::new(State { limiter: Arc::new(Semaphore::new(max_concurrency)), caller_tokens, metrics }),
+        }
     }
 }
 
@@ -152,15 +175,22 @@ where
         let id = request_id(req.headers().get(REQUEST_ID));
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let id_text = id.to_str().unwrap_or_default().to_owned();
+        let trace = continue_trace(req.headers_mut());
+        let trace_id = trace.trace_id_hex();
         let method = req.uri().path().to_owned();
         let is_rpc = method.starts_with(SERVICE_PREFIX);
+        let metrics = self.state.metrics.clone();
+        let labels = metrics.method(&method);
+        metrics.rpc_started(&labels);
+        let in_flight = InFlight::new(metrics.in_flight());
 
         let refuse = |err: FacadeError| {
             let status = to_status(&err, &ErrorContext { request_id: &id_text, external_session_id: None });
-            let code = status.code() as i32;
+            let code = status.code();
             let mut res = status.into_http::<Body>();
             res.headers_mut().insert(REQUEST_ID, id.clone());
-            access_log(&method, &id_text, Some(code), started);
+            metrics.rpc_handled(&labels, code, started.elapsed());
+            access_log(&method, &id_text, &trace_id, Some(code as i32), started);
             res
         };
 
@@ -178,30 +208,163 @@ where
             match self.state.limiter.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
+                    metrics.shed();
                     let res = refuse(FacadeError::Overloaded);
                     return Box::pin(async move { Ok(res) });
                 }
             }
         };
 
+        // Count the caller's messages as they stream in.
+        let req = req.map(|body| {
+            Body::new(CountedBody {
+                inner: body,
+                framer: GrpcFramer::default(),
+                metrics: metrics.clone(),
+                labels: labels.clone(),
+            })
+        });
+        // Everything the handler logs (upstream attempts included) carries the call's ids.
+        let span = tracing::info_span!("rpc", request_id = %id_text, trace_id = %trace_id, method = %method);
+
         // Take the service that was driven to readiness, leave a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let mut res = inner.call(req).await?;
-            if is_oversized_message(res.headers()) {
-                res = too_large_status(&id_text).into_http::<Body>();
+        Box::pin(
+            async move {
+                let mut res = inner.call(req).await?;
+                if is_oversized_message(res.headers()) {
+                    res = too_large_status(&id_text).into_http::<Body>();
+                }
+                res.headers_mut().insert(REQUEST_ID, id);
+                let header_code = grpc_status(res.headers());
+                let (parts, body) = res.into_parts();
+                let body = ObservedBody {
+                    inner: body,
+                    framer: GrpcFramer::default(),
+                    access: Some(Access {
+                        method,
+                        request_id: id_text,
+                        trace_id,
+                        started,
+                        code: header_code,
+                        metrics,
+                        labels,
+                        _in_flight: in_flight,
+                    }),
+                    _permit: permit,
+                };
+                Ok(Response::from_parts(parts, Body::new(body)))
             }
-            res.headers_mut().insert(REQUEST_ID, id);
-            let header_code = grpc_status(res.headers());
-            let (parts, body) = res.into_parts();
-            let body = ObservedBody {
-                inner: body,
-                access: Some(Access { method, request_id: id_text, started, code: header_code }),
-                _permit: permit,
-            };
-            Ok(Response::from_parts(parts, Body::new(body)))
-        })
+            .instrument(span),
+        )
+    }
+}
+
+/// Continues the caller's trace (or starts one when `traceparent` is absent or invalid, dropping
+/// a `tracestate` that no longer belongs to anything) and rewrites `traceparent` as the facade's
+/// own server span, the parent of every upstream request of the call.
+fn continue_trace(headers: &mut http::HeaderMap) -> TraceParent {
+    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let server_span = match incoming {
+        Some(parent) => parent.child(),
+        None => {
+            headers.remove(TRACESTATE);
+            TraceParent::new_root()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&server_span.header()) {
+        headers.insert(TRACEPARENT, value);
+    }
+    server_span
+}
+
+/// Holds `callbot_grpc_in_flight` up by one while alive.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts gRPC messages in a body by following the length-prefixed framing (1 flag byte, 4
+/// length bytes, payload), whatever way the bytes are cut into frames: tonic batches several
+/// messages into one frame and a large message spans several.
+#[derive(Debug, Default)]
+struct GrpcFramer {
+    /// Prefix bytes seen of the current message.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Payload bytes still to skip.
+    remaining: u64,
+}
+
+impl GrpcFramer {
+    /// Feeds bytes; returns how many messages began in them.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut begun = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = self.remaining.min(data.len() as u64);
+                self.remaining -= take;
+                data = &data[take as usize..];
+                continue;
+            }
+            let take = (5 - self.prefix_len).min(data.len());
+            self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+            self.prefix_len += take;
+            data = &data[take..];
+            if self.prefix_len == 5 {
+                begun += 1;
+                self.prefix_len = 0;
+                self.remaining =
+                    u64::from(u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]));
+            }
+        }
+        begun
+    }
+}
+
+pin_project! {
+    /// The request body, counting the caller's messages into `grpc_server_msg_received_total`.
+    struct CountedBody {
+        #[pin]
+        inner: Body,
+        framer: GrpcFramer,
+        metrics: Arc<Metrics>,
+        labels: MethodLabels,
+    }
+}
+
+impl HttpBody for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.metrics.msg_received(this.labels, this.framer.feed(data));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -237,29 +400,44 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 struct Access {
     method: String,
     request_id: String,
+    trace_id: String,
     started: Instant,
     code: Option<i32>,
+    metrics: Arc<Metrics>,
+    labels: MethodLabels,
+    _in_flight: InFlight,
 }
 
-fn access_log(method: &str, request_id: &str, code: Option<i32>, started: Instant) {
+impl Access {
+    /// The RPC is over: count it and write its access line. `None` = the caller went away.
+    fn finish(self, code: Option<i32>) {
+        let grpc_code = code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
+        self.metrics.rpc_handled(&self.labels, grpc_code, self.started.elapsed());
+        access_log(&self.method, &self.request_id, &self.trace_id, code, self.started);
+    }
+}
+
+fn access_log(method: &str, request_id: &str, trace_id: &str, code: Option<i32>, started: Instant) {
     let latency_us = started.elapsed().as_micros() as u64;
     match code {
         Some(code) => {
             let name = format!("{:?}", tonic::Code::from_i32(code));
-            tracing::info!(target: "access", method, request_id, grpc_code = %name, latency_us, "rpc")
+            tracing::info!(target: "access", method, request_id, trace_id, grpc_code = %name, latency_us, "rpc")
         }
         None => {
-            tracing::info!(target: "access", method, request_id, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
+            tracing::info!(target: "access", method, request_id, trace_id, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
         }
     }
 }
 
 pin_project! {
-    /// The response body, holding the concurrency permit until the RPC ends and logging the
-    /// access line with the final gRPC code (from the trailers, or the headers when trailers-only).
+    /// The response body, holding the concurrency permit until the RPC ends, counting the
+    /// messages sent, and, at the end, counting the RPC and logging its access line with the
+    /// final gRPC code (from the trailers, or the headers when trailers-only).
     struct ObservedBody {
         #[pin]
         inner: Body,
+        framer: GrpcFramer,
         access: Option<Access>,
         _permit: Option<OwnedSemaphorePermit>,
     }
@@ -269,7 +447,7 @@ pin_project! {
             if let Some(a) = this.project().access.take() {
                 // Dropped before the end: the caller went away (or the call was aborted).
                 let code = a.code;
-                access_log(&a.method, &a.request_id, code, a.started);
+                a.finish(code);
             }
         }
     }
@@ -284,6 +462,9 @@ impl HttpBody for ObservedBody {
         let mut polled = this.inner.poll_frame(cx);
         match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(a)) = (frame.data_ref(), this.access.as_ref()) {
+                    a.metrics.msg_sent(&a.labels, this.framer.feed(data));
+                }
                 if let (Some(trailers), Some(a)) = (frame.trailers_mut(), this.access.as_mut()) {
                     rewrite_oversized(trailers, &a.request_id);
                     a.code = grpc_status(trailers).or(a.code);
@@ -291,7 +472,8 @@ impl HttpBody for ObservedBody {
             }
             Poll::Ready(None) => {
                 if let Some(a) = this.access.take() {
-                    access_log(&a.method, &a.request_id, a.code.or(Some(0)), a.started);
+                    let code = a.code.or(Some(0));
+                    a.finish(code);
                 }
             }
             _ => {}
@@ -324,6 +506,47 @@ mod tests {
         assert!(!tokens.accepts(None));
         assert!(matches!(CallerTokens::from_text("# nothing\n\n"), Err(CallerTokensError::Empty)));
         assert!(!format!("{tokens:?}").contains("alpha"));
+    }
+
+    #[test]
+    fn the_framer_counts_messages_however_the_bytes_are_cut() {
+        let message = |len: u32| {
+            let mut m = vec![0u8];
+            m.extend_from_slice(&len.to_be_bytes());
+            m.extend(std::iter::repeat_n(7u8, len as usize));
+            m
+        };
+        let stream: Vec<u8> = [message(3), message(0), message(300), message(1)].concat();
+        for cut in [1, 2, 4, 5, 6, 7, 64, 1000] {
+            let mut framer = GrpcFramer::default();
+            let total: u64 = stream.chunks(cut).map(|c| framer.feed(c)).sum();
+            assert_eq!(total, 4, "chunks of {cut}");
+            assert_eq!((framer.prefix_len, framer.remaining), (0, 0));
+        }
+    }
+
+    #[test]
+    fn trace_context_is_continued_or_started() {
+        let mut h = http::HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+        let span = continue_trace(&mut h);
+        assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(span.span_id_hex(), "00f067aa0ba902b7");
+        assert_eq!(span.flags, 0);
+        assert_eq!(h[TRACEPARENT], span.header().as_str());
+        assert_eq!(h[TRACESTATE], "vendor=1");
+
+        for bad in [None, Some("00-zz-00f067aa0ba902b7-01")] {
+            let mut h = http::HeaderMap::new();
+            if let Some(bad) = bad {
+                h.insert(TRACEPARENT, HeaderValue::from_static(bad));
+            }
+            h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+            let span = continue_trace(&mut h);
+            assert_eq!(h[TRACEPARENT], span.header().as_str());
+            assert!(h.get(TRACESTATE).is_none(), "a tracestate without a valid parent is dropped");
+        }
     }
 
     #[test]

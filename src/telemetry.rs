@@ -23,8 +23,10 @@ pub fn init(format: LogFormat) {
                 fmt::layer()
                     .json()
                     .with_writer(std::io::stderr)
-                    .with_current_span(true)
-                    .with_span_list(false)
+                    // Every span of the line, outermost first: `rpc` carries request_id, trace_id
+                    // and method, `upstream` the endpoint.
+                    .with_current_span(false)
+                    .with_span_list(true)
                     .flatten_event(true),
             )
             .try_init(),

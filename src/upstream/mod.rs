@@ -29,7 +29,7 @@ pub use execute::ExecuteBody;
 use retry::{Idempotency, RetryBudget};
 use token::AccessToken;
 
-use crate::cache::SingleFlightCache;
+use crate::{cache::SingleFlightCache, metrics::Metrics, trace_context::TraceParent};
 
 /// Largest upstream body read; a bigger one is refused while it streams in.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -130,6 +130,8 @@ pub struct UpstreamClient {
     budget: RetryBudget,
     serial: AtomicU64,
     stats: Arc<UpstreamStats>,
+    /// Where attempts, retries and token fetches are counted for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 /// One HTTP answer, body read in full.
@@ -161,7 +163,14 @@ impl UpstreamClient {
             tokens: SingleFlightCache::new(),
             serial: AtomicU64::new(0),
             stats: Arc::new(UpstreamStats::default()),
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// Counts into `metrics` (the application's registry) instead of a private one.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The counters.
@@ -258,6 +267,7 @@ impl UpstreamClient {
         self.tokens
             .get_or_fetch(&ctx.api_key, || async {
                 self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
+                self.metrics.token_refresh();
                 let answer = self
                     .with_retries(ctx, Idempotency::Read, AUTH, || {
                         self.http
@@ -310,11 +320,12 @@ impl UpstreamClient {
                 Idempotency::Write => remaining,
             };
             let mut request = build().timeout(attempt_timeout).header("x-request-id", &ctx.request_id);
-            if let Some(tp) = &ctx.traceparent {
-                request = request.header("traceparent", tp);
-            }
-            if let Some(ts) = &ctx.tracestate {
-                request = request.header("tracestate", ts);
+            // Each attempt is a client span: a child of the call's span (same trace, new span id).
+            if let Some(tp) = ctx.traceparent.as_deref().and_then(TraceParent::parse) {
+                request = request.header("traceparent", tp.child().header());
+                if let Some(ts) = &ctx.tracestate {
+                    request = request.header("tracestate", ts);
+                }
             }
             let started = std::time::Instant::now();
             let result = match self.send(request).await {
@@ -324,15 +335,17 @@ impl UpstreamClient {
                 }
                 other => other,
             };
+            let status = result.as_ref().ok().map(|a| a.status.as_u16());
+            self.metrics.upstream_attempt(path, status, started.elapsed());
             let err = match result {
                 Ok(answer) => {
-                    tracing::debug!(
-                        endpoint = path,
-                        status = answer.status.as_u16(),
-                        attempt,
-                        latency_us = started.elapsed().as_micros() as u64,
-                        "upstream answered"
-                    );
+                    let (status, latency_us) = (answer.status.as_u16(), started.elapsed().as_micros() as u64);
+                    // Failures are worth a line at the default level; successes only when debugging.
+                    if answer.status.is_success() {
+                        tracing::debug!(endpoint = path, status, attempt, latency_us, "upstream answered");
+                    } else {
+                        tracing::info!(endpoint = path, status, attempt, latency_us, "upstream answered");
+                    }
                     if answer.status.is_success() || answer.status == StatusCode::UNAUTHORIZED {
                         return Ok(answer);
                     }
@@ -343,7 +356,7 @@ impl UpstreamClient {
                     err
                 }
                 Err(err) => {
-                    tracing::debug!(endpoint = path, attempt, error = %err, "upstream attempt failed");
+                    tracing::info!(endpoint = path, status = "error", attempt, error = %err, "upstream attempt failed");
                     if !retry::is_retryable(kind, &err) {
                         return Err(err);
                     }
@@ -367,6 +380,7 @@ impl UpstreamClient {
                 return Err(err);
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.metrics.upstream_retry(path);
             tokio::time::sleep(wait).await;
             attempt += 1;
         }

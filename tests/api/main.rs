@@ -3,6 +3,7 @@
 
 mod binary;
 mod create_session;
+mod ops;
 mod reads;
 mod server;
 

@@ -129,7 +129,13 @@ async fn request_id_is_echoed_or_generated_and_forwarded() {
     let sessions = app.sim.sessions().await;
     let headers = &sessions[0]["headers"];
     assert_eq!(headers["x-request-id"], "fwd-id-1", "{headers}");
-    assert_eq!(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "{headers}");
+    // The trace continues: same trace id and flags, the facade's own (child) span id.
+    let forwarded = headers["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{headers}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"), "{headers}");
+    assert_eq!(parts[2].len(), 16, "{headers}");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "{headers}");
     assert!(headers.get("tracestate").is_none());
 }
 

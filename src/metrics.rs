@@ -1,0 +1,438 @@
+//! Prometheus metrics, one registry per [`Application`](crate::app::Application), served as text
+//! on the admin listener's `/metrics`.
+//!
+//! Server metrics use the names and labels of go-grpc-prometheus (`grpc_server_*`), so the usual
+//! dashboards and alerts work unchanged, including its Go spelling of codes (`OK`,
+//! `InvalidArgument`, `Canceled`, ...). Upstream, cache and shedding metrics are `callbot_*`.
+//!
+//! Why a registry per application and not a process-wide recorder: the tests start many
+//! applications in one process and assert exact values; a per-application registry passed down
+//! keeps them independent, and the production binary (one application) loses nothing.
+//!
+//! Label cardinality is bounded: `grpc_service`/`grpc_method` come from the methods the server
+//! registers (from the descriptor sets), anything else is `unknown`; upstream `endpoint` is one of
+//! three paths; `status` is an HTTP status or `error`.
+
+use std::{collections::HashMap, time::Duration};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use prost::Message;
+
+/// The content type of [`Metrics::render`] (OpenMetrics text, which Prometheus asks for first
+/// and which the classic text parser also reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bucket bounds (seconds) of both latency histograms: 5 ms to 30 s, about x2.5 apart, so an
+/// SLO of 100 ms, 250 ms or 1 s falls on a bound.
+const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// What kind of RPC a method is, as go-grpc-prometheus labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RpcType {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStream,
+    /// A stream of requests, one response.
+    ClientStream,
+    /// Streams both ways.
+    BidiStream,
+}
+
+impl RpcType {
+    fn label(self) -> &'static str {
+        match self {
+            RpcType::Unary => "unary",
+            RpcType::ServerStream => "server_stream",
+            RpcType::ClientStream => "client_stream",
+            RpcType::BidiStream => "bidi_stream",
+        }
+    }
+}
+
+/// `grpc_type`, `grpc_service`, `grpc_method`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MethodLabels {
+    grpc_type: &'static str,
+    grpc_service: String,
+    grpc_method: String,
+}
+
+/// [`MethodLabels`] plus the final `grpc_code`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HandledLabels {
+    grpc_type: &'static str,
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointStatusLabels {
+    endpoint: &'static str,
+    status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric the facade exports, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    methods: HashMap<String, MethodLabels>,
+    unknown_method: MethodLabels,
+    started: Family<MethodLabels, Counter>,
+    handled: Family<HandledLabels, Counter>,
+    handling_seconds: HistogramFamily<MethodLabels>,
+    msg_sent: Family<MethodLabels, Counter>,
+    msg_received: Family<MethodLabels, Counter>,
+    in_flight: Gauge,
+    upstream_requests: Family<EndpointStatusLabels, Counter>,
+    upstream_duration: HistogramFamily<EndpointLabels>,
+    upstream_retries: Family<EndpointLabels, Counter>,
+    token_refreshes: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    shed: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (at zero) and `callbot_build_info` set.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let started = Family::<MethodLabels, Counter>::default();
+        registry.register("grpc_server_started", "RPCs started on the server.", started.clone());
+        let handled = Family::<HandledLabels, Counter>::default();
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever the outcome (shed and refused calls included).",
+            handled.clone(),
+        );
+        let handling_seconds: HistogramFamily<MethodLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its last byte (a whole stream for streaming RPCs).",
+            handling_seconds.clone(),
+        );
+        let msg_sent = Family::<MethodLabels, Counter>::default();
+        registry.register("grpc_server_msg_sent", "gRPC messages sent by the server.", msg_sent.clone());
+        let msg_received = Family::<MethodLabels, Counter>::default();
+        registry.register("grpc_server_msg_received", "gRPC messages received by the server.", msg_received.clone());
+        let in_flight = Gauge::default();
+        registry.register(
+            "callbot_grpc_in_flight",
+            "RPCs being handled now (streams count until they end).",
+            in_flight.clone(),
+        );
+        let upstream_requests = Family::<EndpointStatusLabels, Counter>::default();
+        registry.register(
+            "callbot_upstream_requests",
+            "HTTP attempts to the callBot API, by endpoint and HTTP status (`error` when no answer came).",
+            upstream_requests.clone(),
+        );
+        let upstream_duration: HistogramFamily<EndpointLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "callbot_upstream_request_duration_seconds",
+            "Duration of one HTTP attempt to the callBot API, body included.",
+            upstream_duration.clone(),
+        );
+        let upstream_retries = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "callbot_upstream_retries",
+            "Upstream attempts retried after a retryable failure.",
+            upstream_retries.clone(),
+        );
+        let token_refreshes = Counter::default();
+        registry.register(
+            "callbot_upstream_token_refreshes",
+            "Access-token fetches (first use, expiry, or a 401).",
+            token_refreshes.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register(
+            "callbot_script_cache_hits",
+            "Script-list lookups served from the cache.",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "callbot_script_cache_misses",
+            "Script-list lookups that fetched from the upstream (all of them when the cache is off).",
+            cache_misses.clone(),
+        );
+        let shed = Counter::default();
+        registry.register("callbot_shed", "RPCs refused at --max-concurrency.", shed.clone());
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("callbot_build_info", "Always 1; the version is in the label.", build_info);
+
+        let methods = known_methods();
+        let unknown_method = MethodLabels {
+            grpc_type: RpcType::Unary.label(),
+            grpc_service: "unknown".into(),
+            grpc_method: "unknown".into(),
+        };
+        // Zero series for the facade's own methods, so rate() and absent() work from the start.
+        for labels in methods.values().filter(|l| l.grpc_service.starts_with("callbot.")) {
+            let _ = started.get_or_create(labels);
+            let _ = handling_seconds.get_or_create(labels);
+        }
+        Metrics {
+            registry,
+            methods,
+            unknown_method,
+            started,
+            handled,
+            handling_seconds,
+            msg_sent,
+            msg_received,
+            in_flight,
+            upstream_requests,
+            upstream_duration,
+            upstream_retries,
+            token_refreshes,
+            cache_hits,
+            cache_misses,
+            shed,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The labels of an HTTP/2 path `/package.Service/Method`; unregistered paths share one
+    /// `unknown` series, so callers cannot grow the label set.
+    pub fn method(&self, path: &str) -> MethodLabels {
+        self.methods.get(path).cloned().unwrap_or_else(|| self.unknown_method.clone())
+    }
+
+    /// An RPC started.
+    pub fn rpc_started(&self, method: &MethodLabels) {
+        self.started.get_or_create(method).inc();
+    }
+
+    /// An RPC ended with `code` after `elapsed`.
+    pub fn rpc_handled(&self, method: &MethodLabels, code: tonic::Code, elapsed: Duration) {
+        let labels = HandledLabels {
+            grpc_type: method.grpc_type,
+            grpc_service: method.grpc_service.clone(),
+            grpc_method: method.grpc_method.clone(),
+            grpc_code: go_code_name(code),
+        };
+        self.handled.get_or_create(&labels).inc();
+        self.handling_seconds.get_or_create(method).observe(elapsed.as_secs_f64());
+    }
+
+    /// `n` messages sent on an RPC.
+    pub fn msg_sent(&self, method: &MethodLabels, n: u64) {
+        if n > 0 {
+            self.msg_sent.get_or_create(method).inc_by(n);
+        }
+    }
+
+    /// `n` messages received on an RPC.
+    pub fn msg_received(&self, method: &MethodLabels, n: u64) {
+        if n > 0 {
+            self.msg_received.get_or_create(method).inc_by(n);
+        }
+    }
+
+    /// The in-flight gauge (the middleware holds it up for the life of each RPC).
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// One HTTP attempt ended: `status` is the HTTP status, `None` when no answer came.
+    pub fn upstream_attempt(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.upstream_requests.get_or_create(&EndpointStatusLabels { endpoint, status }).inc();
+        self.upstream_duration.get_or_create(&EndpointLabels { endpoint }).observe(elapsed.as_secs_f64());
+    }
+
+    /// An upstream attempt is about to be retried.
+    pub fn upstream_retry(&self, endpoint: &'static str) {
+        self.upstream_retries.get_or_create(&EndpointLabels { endpoint }).inc();
+    }
+
+    /// An access token is being fetched.
+    pub fn token_refresh(&self) {
+        self.token_refreshes.inc();
+    }
+
+    /// A script-list lookup was served from the cache (`true`) or fetched (`false`).
+    pub fn script_cache(&self, hit: bool) {
+        if hit {
+            self.cache_hits.inc()
+        } else {
+            self.cache_misses.inc()
+        };
+    }
+
+    /// An RPC was shed at the concurrency limit.
+    pub fn shed(&self) {
+        self.shed.inc();
+    }
+}
+
+/// grpc-go's `codes.Code.String()`, the `grpc_code` values go-grpc-prometheus dashboards expect.
+pub fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Every method the server registers, by HTTP/2 path, read from the descriptor sets it serves
+/// (so a new RPC gets its right `grpc_type` without touching this file).
+fn known_methods() -> HashMap<String, MethodLabels> {
+    let sets = [
+        crate::pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut methods = HashMap::new();
+    for set in sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+            continue;
+        };
+        for file in &set.file {
+            let package = file.package();
+            for service in &file.service {
+                let full = if package.is_empty() {
+                    service.name().to_owned()
+                } else {
+                    format!("{package}.{}", service.name())
+                };
+                for m in &service.method {
+                    let kind = match (m.client_streaming(), m.server_streaming()) {
+                        (false, false) => RpcType::Unary,
+                        (false, true) => RpcType::ServerStream,
+                        (true, false) => RpcType::ClientStream,
+                        (true, true) => RpcType::BidiStream,
+                    };
+                    methods.insert(
+                        format!("/{full}/{}", m.name()),
+                        MethodLabels {
+                            grpc_type: kind.label(),
+                            grpc_service: full.clone(),
+                            grpc_method: m.name().to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    methods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_typed_from_the_descriptors_and_unknown_paths_collapse() {
+        let m = Metrics::new();
+        let rows = [
+            ("/callbot.v1.CallBotService/ListScripts", "server_stream", "callbot.v1.CallBotService", "ListScripts"),
+            ("/callbot.v1.CallBotService/GetScript", "unary", "callbot.v1.CallBotService", "GetScript"),
+            ("/callbot.v1.CallBotService/CreateSession", "unary", "callbot.v1.CallBotService", "CreateSession"),
+            ("/grpc.health.v1.Health/Check", "unary", "grpc.health.v1.Health", "Check"),
+            ("/grpc.health.v1.Health/Watch", "server_stream", "grpc.health.v1.Health", "Watch"),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "bidi_stream",
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+            ("/evil.Service/Random123", "unary", "unknown", "unknown"),
+            ("/", "unary", "unknown", "unknown"),
+        ];
+        for (path, kind, service, method) in rows {
+            let l = m.method(path);
+            assert_eq!(
+                (l.grpc_type, l.grpc_service.as_str(), l.grpc_method.as_str()),
+                (kind, service, method),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn render_has_the_go_grpc_prometheus_names() {
+        let m = Metrics::new();
+        let get = m.method("/callbot.v1.CallBotService/GetScript");
+        m.rpc_started(&get);
+        m.rpc_handled(&get, tonic::Code::InvalidArgument, Duration::from_millis(3));
+        m.upstream_attempt("/api/auth", None, Duration::from_millis(1));
+        let text = m.render();
+        for want in [
+            r#"grpc_server_started_total{grpc_type="unary",grpc_service="callbot.v1.CallBotService",grpc_method="GetScript"} 1"#,
+            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="callbot.v1.CallBotService",grpc_method="GetScript",grpc_code="InvalidArgument"} 1"#,
+            r#"grpc_server_handling_seconds_bucket{le="0.005",grpc_type="unary""#,
+            r#"callbot_upstream_requests_total{endpoint="/api/auth",status="error"} 1"#,
+            r#"callbot_build_info{version=""#,
+            "callbot_grpc_in_flight 0",
+            "callbot_shed_total 0",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn go_code_names() {
+        assert_eq!(go_code_name(tonic::Code::Ok), "OK");
+        assert_eq!(go_code_name(tonic::Code::Cancelled), "Canceled");
+        assert_eq!(go_code_name(tonic::Code::Unauthenticated), "Unauthenticated");
+    }
+}

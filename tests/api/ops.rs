@@ -1,0 +1,505 @@
+//! Operations: `/metrics` after traffic, trace context continued to the upstream, the drain of a
+//! stream in flight, secrets kept out of trace-level logs, and the Kubernetes manifests.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tonic::{Code, Request, metadata::MetadataValue};
+
+use super::*;
+
+const SCRIPT_ID: &str = "64915bc76a690c0edad14723";
+const SVC: &str = r#"grpc_service="callbot.v1.CallBotService""#;
+
+fn session_request() -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest {
+        script_id: SCRIPT_ID.into(),
+        contacts: vec![pb::Contact { phone: "0912345678".into(), ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+/// The value of one series, `name{labels}` exactly as rendered, or of an unlabelled `name`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let resp = reqwest::get(format!("http://{}/metrics", app.admin)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    resp.text().await.unwrap()
+}
+
+/// Scrapes until `series` reads `want` (the server counts an RPC when its body ends, which can
+/// be a moment after the client saw the trailers), and returns the last scrape.
+async fn wait_for(app: &TestApp, series: &str, want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = scrape(app).await;
+        if value(&text, series) == Some(want) || Instant::now() > deadline {
+            assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn handled(method: &str, kind: &str, code: &str) -> String {
+    format!(r#"grpc_server_handled_total{{grpc_type="{kind}",{SVC},grpc_method="{method}",grpc_code="{code}"}}"#)
+}
+
+fn per_method(name: &str, method: &str, kind: &str) -> String {
+    format!(r#"{name}{{grpc_type="{kind}",{SVC},grpc_method="{method}"}}"#)
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_by_code_and_upstream_requests_by_status() {
+    let mut app = spawn_app().await;
+    let before = scrape(&app).await;
+    assert_eq!(value(&before, &per_method("grpc_server_started_total", "GetScript", "unary")), Some(0.0));
+    assert!(before.contains(r#"callbot_build_info{version=""#), "{before}");
+    assert_eq!(value(&before, "callbot_grpc_in_flight"), Some(0.0));
+
+    app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap();
+    let err = app.client.get_script(pb::GetScriptRequest { script_id: String::new() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let scripts = list(&mut app.client, "").await.unwrap();
+
+    let text = wait_for(&app, &handled("ListScripts", "server_stream", "OK"), 1.0).await;
+    let text = if value(&text, &handled("GetScript", "unary", "InvalidArgument")) == Some(1.0) {
+        text
+    } else {
+        wait_for(&app, &handled("GetScript", "unary", "InvalidArgument"), 1.0).await
+    };
+    let rows = [
+        (handled("GetScript", "unary", "OK"), 1.0),
+        (handled("GetScript", "unary", "InvalidArgument"), 1.0),
+        (per_method("grpc_server_started_total", "GetScript", "unary"), 2.0),
+        (per_method("grpc_server_handling_seconds_count", "GetScript", "unary"), 2.0),
+        (per_method("grpc_server_msg_sent_total", "ListScripts", "server_stream"), scripts.len() as f64),
+        (per_method("grpc_server_msg_received_total", "ListScripts", "server_stream"), 1.0),
+        (per_method("grpc_server_msg_sent_total", "GetScript", "unary"), 1.0),
+        // Two script-list fetches (the cache is off in tests), one token.
+        (r#"callbot_upstream_requests_total{endpoint="/api/call_bot/script/list",status="200"}"#.into(), 2.0),
+        (r#"callbot_upstream_requests_total{endpoint="/api/auth",status="200"}"#.into(), 1.0),
+        (r#"callbot_upstream_request_duration_seconds_count{endpoint="/api/call_bot/script/list"}"#.into(), 2.0),
+        ("callbot_upstream_token_refreshes_total".into(), 1.0),
+        ("callbot_script_cache_misses_total".into(), 2.0),
+        ("callbot_script_cache_hits_total".into(), 0.0),
+        ("callbot_grpc_in_flight".into(), 0.0),
+        ("callbot_shed_total".into(), 0.0),
+    ];
+    for (series, want) in rows {
+        assert_eq!(value(&text, &series), Some(want), "{series}\n{text}");
+    }
+    assert!(scripts.len() > 1);
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn a_retried_503_is_counted_by_endpoint_and_status() {
+    let mut app = spawn_app().await;
+    app.sim.fault(json!({"path": "/api/call_bot/script/list", "status": 503, "count": 1})).await;
+    app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap();
+    let text = wait_for(&app, &handled("GetScript", "unary", "OK"), 1.0).await;
+    for (series, want) in [
+        (r#"callbot_upstream_retries_total{endpoint="/api/call_bot/script/list"}"#, 1.0),
+        (r#"callbot_upstream_requests_total{endpoint="/api/call_bot/script/list",status="503"}"#, 1.0),
+        (r#"callbot_upstream_requests_total{endpoint="/api/call_bot/script/list",status="200"}"#, 1.0),
+    ] {
+        assert_eq!(value(&text, series), Some(want), "{series}\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_failure_is_counted_as_error() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    let mut settings = test_settings("http://127.0.0.1:9");
+    settings.upstream_timeout = Duration::from_secs(2);
+    let mut app = start(settings, sim).await;
+    let err = app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let text = wait_for(&app, &handled("GetScript", "unary", "Unavailable"), 1.0).await;
+    let errors = value(&text, r#"callbot_upstream_requests_total{endpoint="/api/auth",status="error"}"#);
+    assert!(errors.is_some_and(|n| n >= 1.0), "{text}");
+}
+
+#[tokio::test]
+async fn script_cache_hits_and_misses_are_counted() {
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.script_cache_ttl = Duration::from_secs(30)).await;
+    list(&mut app.client, "").await.unwrap();
+    list(&mut app.client, "diem").await.unwrap();
+    app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap();
+    let text = scrape(&app).await;
+    assert_eq!(value(&text, "callbot_script_cache_misses_total"), Some(1.0), "{text}");
+    assert_eq!(value(&text, "callbot_script_cache_hits_total"), Some(2.0), "{text}");
+    assert_eq!(
+        value(&text, r#"callbot_upstream_requests_total{endpoint="/api/call_bot/script/list",status="200"}"#),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn shed_calls_are_counted_and_in_flight_is_visible() {
+    let app = spawn_app_with(SimConfig::default(), |s| s.max_concurrency = 1).await;
+    app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 500})).await;
+    let mut slow = app.client.clone();
+    let first = tokio::spawn(async move { list(&mut slow, "").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let during = scrape(&app).await;
+    assert_eq!(value(&during, "callbot_grpc_in_flight"), Some(1.0), "{during}");
+    let mut client = app.client.clone();
+    let err = list(&mut client, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(first.await.unwrap().is_ok());
+    let text = wait_for(&app, &handled("ListScripts", "server_stream", "OK"), 1.0).await;
+    assert_eq!(value(&text, "callbot_shed_total"), Some(1.0), "{text}");
+    assert_eq!(value(&text, &handled("ListScripts", "server_stream", "Unavailable")), Some(1.0), "{text}");
+    assert_eq!(value(&text, &per_method("grpc_server_started_total", "ListScripts", "server_stream")), Some(2.0));
+    assert_eq!(value(&text, "callbot_grpc_in_flight"), Some(0.0), "{text}");
+}
+
+/// The traceparent the upstream saw on the last session.
+async fn upstream_trace(app: &TestApp) -> (Vec<String>, Option<String>) {
+    let sessions = app.sim.sessions().await;
+    let headers = &sessions.last().unwrap()["headers"];
+    let tp = headers["traceparent"].as_str().unwrap_or_else(|| panic!("no traceparent: {headers}"));
+    (tp.split('-').map(str::to_owned).collect(), headers.get("tracestate").and_then(|v| v.as_str()).map(str::to_owned))
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().any(|b| b != b'0')
+}
+
+#[tokio::test]
+async fn trace_context_is_continued_started_or_replaced() {
+    let mut app = spawn_app().await;
+    let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_span = "00f067aa0ba902b7";
+
+    // Continued: same trace id, new span id, same flags (00 = not sampled, kept as is), state kept.
+    let mut req = Request::new(session_request());
+    let tp = format!("00-{parent_trace}-{parent_span}-00");
+    req.metadata_mut().insert("traceparent", tp.parse().unwrap());
+    req.metadata_mut().insert("tracestate", MetadataValue::from_static("congo=t61rcWkgMzE"));
+    app.client.create_session(req).await.unwrap();
+    let (parts, state) = upstream_trace(&app).await;
+    assert_eq!((parts[0].as_str(), parts[1].as_str(), parts[3].as_str()), ("00", parent_trace, "00"));
+    assert!(is_hex(&parts[2], 16) && parts[2] != parent_span, "{parts:?}");
+    assert_eq!(state.as_deref(), Some("congo=t61rcWkgMzE"));
+
+    // None in: a new trace per call.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        app.client.create_session(session_request()).await.unwrap();
+        let (parts, state) = upstream_trace(&app).await;
+        assert_eq!(parts.len(), 4);
+        assert!(is_hex(&parts[1], 32) && is_hex(&parts[2], 16), "{parts:?}");
+        assert!(state.is_none());
+        seen.push(parts[1].clone());
+    }
+    assert_ne!(seen[0], seen[1]);
+
+    // Invalid in: replaced by a new trace, and its tracestate dropped with it.
+    for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", "garbage", "00-4bf92f-00f0-01"] {
+        let mut req = Request::new(session_request());
+        req.metadata_mut().insert("traceparent", bad.parse().unwrap());
+        req.metadata_mut().insert("tracestate", MetadataValue::from_static("congo=t61rcWkgMzE"));
+        app.client.create_session(req).await.unwrap();
+        let (parts, state) = upstream_trace(&app).await;
+        assert!(is_hex(&parts[1], 32) && parts[1] != parent_trace, "{bad}: {parts:?}");
+        assert!(state.is_none(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_stream_in_flight_with_a_slow_consumer() {
+    let sim = TestSim::start(SimConfig::default()).await;
+    sim.set_scripts(r#"{"generate": 400}"#).await;
+    let mut settings = test_settings(&sim.url);
+    settings.shutdown_grace = Duration::from_secs(10);
+    let mut app = start(settings, sim).await;
+
+    // A client with a tiny HTTP/2 window, so the server cannot push the whole stream into
+    // buffers: it stays truly in flight for as long as the consumer is slow.
+    let channel = Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    let mut stream = client.list_scripts(pb::ListScriptsRequest::default()).await.unwrap().into_inner();
+    let mut received = 0usize;
+    for _ in 0..5 {
+        stream.message().await.unwrap().unwrap();
+        received += 1;
+    }
+
+    let shutdown_at = Instant::now();
+    app.shutdown();
+    // Readiness flips at once, while the stream is still going.
+    let mut flipped = false;
+    for _ in 0..50 {
+        let r = reqwest::get(format!("http://{}/readyz", app.admin)).await.unwrap();
+        if r.status() == 503 {
+            flipped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(flipped, "/readyz did not flip");
+    // New calls are refused during the drain (the listener is closed; a call that somehow got
+    // a connection would not be answered, so it is bounded).
+    let addr = app.addr;
+    let answered = tokio::time::timeout(Duration::from_secs(1), async move {
+        let Ok(channel) = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await else {
+            return false;
+        };
+        let mut client = CallBotServiceClient::new(channel);
+        client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.is_ok()
+    })
+    .await;
+    assert!(!matches!(answered, Ok(true)), "a new call was served during the drain");
+
+    // The slow consumer: ~5 ms per message.
+    while let Some(msg) = stream.message().await.expect("the stream ends cleanly during the drain") {
+        assert!(msg.script.is_some());
+        received += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let consumed_at = shutdown_at.elapsed();
+    assert_eq!(received, 400);
+    let done = app.done.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), done).await.expect("exits within the grace").unwrap().unwrap();
+    let exited_at = shutdown_at.elapsed();
+    eprintln!("drain: stream consumed {consumed_at:?} after shutdown, facade exited {exited_at:?} after shutdown");
+    assert!(consumed_at > Duration::from_secs(1), "the stream was not in flight during the drain");
+    assert!(exited_at < Duration::from_secs(10));
+}
+
+/// Reads the gRPC and admin ports from the facade's "serving" line.
+fn serving_ports(line: &str) -> Option<(u16, u16)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "serving" {
+        return None;
+    }
+    let port = |k: &str| v[k].as_str()?.rsplit(':').next()?.parse().ok();
+    Some((port("grpc")?, port("admin")?))
+}
+
+#[tokio::test]
+async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Command, Stdio},
+    };
+    const API_KEY: &str = "OPS-APIKEY-7f3c9d";
+    const CALLER_TOKEN: &str = "ops-caller-token-4e1b8a";
+    const WRONG_TOKEN: &str = "ops-wrong-token-99aa";
+    const PHONES: [&str; 3] = ["0912345678", "0912000999", "0987654321"];
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("# callers\n{CALLER_TOKEN}\n")).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--caller-tokens-file")
+        .arg(&tokens)
+        .env("CALLBOT_API_KEY", API_KEY)
+        .env("RUST_LOG", "trace")
+        .env_remove("CALLBOT_UPSTREAM_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for pipe in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut lines = Vec::new();
+    let (port, admin) = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("exited early");
+        lines.push(line.clone());
+        if let Some(p) = serving_ports(&line) {
+            break p;
+        }
+    };
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    fn authed<T>(mut req: Request<T>) -> Request<T> {
+        req.metadata_mut().insert("authorization", format!("Bearer {CALLER_TOKEN}").parse().unwrap());
+        req
+    }
+    // Refused caller, good calls, a call with a trace, a validation failure with phones in it.
+    let mut req = Request::new(pb::GetScriptRequest { script_id: SCRIPT_ID.into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {WRONG_TOKEN}").parse().unwrap());
+    assert_eq!(client.get_script(req).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut stream = client.list_scripts(authed(Request::new(pb::ListScriptsRequest::default()))).await.unwrap();
+    while stream.get_mut().message().await.unwrap().is_some() {}
+    let contacts = PHONES.iter().map(|p| pb::Contact { phone: (*p).into(), ..Default::default() }).collect();
+    let mut req =
+        authed(Request::new(pb::CreateSessionRequest { script_id: SCRIPT_ID.into(), contacts, ..Default::default() }));
+    req.metadata_mut().insert("x-request-id", "ops-log-1".parse().unwrap());
+    req.metadata_mut()
+        .insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+    client.create_session(req).await.unwrap();
+    let bad = pb::CreateSessionRequest {
+        script_id: SCRIPT_ID.into(),
+        contacts: vec![pb::Contact { phone: format!("{}x", PHONES[2]), ..Default::default() }],
+        ..Default::default()
+    };
+    assert_eq!(client.create_session(authed(Request::new(bad))).await.unwrap_err().code(), Code::InvalidArgument);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("grpc_server_handled_total"), "{metrics}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+
+    let events: Vec<Value> =
+        lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    for e in &events {
+        assert!(e["timestamp"].is_string() && e["level"].is_string(), "{e}");
+    }
+    // The access line of the traced call: ids, method, code, latency.
+    let access = events
+        .iter()
+        .find(|e| e["message"] == "rpc" && e["request_id"] == "ops-log-1")
+        .unwrap_or_else(|| panic!("no access line:\n{}", lines.join("\n")));
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(access["method"], "/callbot.v1.CallBotService/CreateSession");
+    assert_eq!(access["grpc_code"], "Ok");
+    assert!(access["latency_us"].is_u64());
+    assert!(events.iter().any(|e| e["message"] == "rpc" && e["grpc_code"] == "Unauthenticated"));
+    // Upstream lines carry endpoint and status, and the call's ids through its span.
+    let upstream = events
+        .iter()
+        .find(|e| e["message"] == "upstream answered" && e["endpoint"] == "/api/call_bot/execute_by_phone")
+        .unwrap_or_else(|| panic!("no upstream line:\n{}", lines.join("\n")));
+    assert_eq!(upstream["status"], 200);
+    let spans = upstream["spans"].as_array().unwrap();
+    assert!(
+        spans.iter().any(|s| s["request_id"] == "ops-log-1" && s["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
+    );
+
+    let all = lines.join("\n");
+    for secret in [API_KEY, CALLER_TOKEN, WRONG_TOKEN, "eyJ", "Bearer "].iter().copied().chain(PHONES) {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+}
+
+/// Every document of every manifest under `deploy/kubernetes`, by kind.
+fn manifests() -> Vec<(String, Value)> {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kind = v["kind"].as_str().unwrap_or_else(|| panic!("{}: no kind", path.display())).to_owned();
+            out.push((kind, v));
+        }
+    }
+    out
+}
+
+fn seconds(text: &str) -> u64 {
+    text.strip_suffix('s').and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not whole seconds: {text}"))
+}
+
+#[test]
+fn kubernetes_manifests_are_valid_and_production_shaped() {
+    let all = manifests();
+    let one = |kind: &str| -> &Value {
+        let found: Vec<_> = all.iter().filter(|(k, _)| k == kind).collect();
+        assert_eq!(found.len(), 1, "one {kind} expected");
+        &found[0].1
+    };
+
+    let deploy = one("Deployment");
+    assert_eq!(deploy["apiVersion"], "apps/v1");
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["runAsNonRoot"], true);
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        assert_eq!(c[probe]["grpc"]["port"], 50051, "{probe} must be a native gRPC probe");
+        assert!(c[probe].get("httpGet").is_none() && c[probe].get("exec").is_none(), "{probe}");
+    }
+    assert_eq!(c["readinessProbe"]["grpc"]["service"], "callbot.v1.CallBotService");
+    for want in ["cpu", "memory"] {
+        assert!(c["resources"]["requests"][want].is_string(), "requests.{want}");
+    }
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    let ports: Vec<(&str, u64)> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ports, [("grpc", 50051), ("admin", 9090)]);
+    let env = c["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}"));
+    let key = &var("CALLBOT_API_KEY")["valueFrom"]["secretKeyRef"];
+    assert!(key["name"].is_string() && key["key"].is_string(), "the API key comes from a Secret");
+    assert!(var("CALLBOT_API_KEY").get("value").is_none());
+    // The drain fits: preStop sleep + shutdown grace < terminationGracePeriodSeconds.
+    let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("a preStop sleep");
+    let grace = seconds(var("CALLBOT_SHUTDOWN_GRACE")["value"].as_str().unwrap());
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(pre_stop > 0 && pre_stop + grace < termination, "{pre_stop} + {grace} < {termination}");
+
+    let svc = one("Service");
+    let ports = svc["spec"]["ports"].as_array().unwrap();
+    let grpc = ports.iter().find(|p| p["name"] == "grpc").expect("a port named grpc");
+    assert_eq!(grpc["appProtocol"], "grpc");
+    assert_eq!(grpc["port"], 50051);
+    assert!(ports.iter().any(|p| p["name"] == "admin" && p["port"] == 9090));
+    let selector = &svc["spec"]["selector"];
+    assert_eq!(selector, &deploy["spec"]["selector"]["matchLabels"]);
+
+    let hpa = one("HorizontalPodAutoscaler");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deploy["metadata"]["name"]);
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+
+    let pdb = one("PodDisruptionBudget");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
+    assert!(pdb["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 1));
+
+    let secret = one("Secret");
+    assert_eq!(secret["metadata"]["name"], key["name"]);
+    assert!(secret["stringData"].get(key["key"].as_str().unwrap()).is_some());
+}
