@@ -48,6 +48,9 @@ pub enum AppError {
     /// TLS files unusable.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The descriptor sets for reflection do not load (a build problem).
+    #[error("server reflection: {0}")]
+    Reflection(String),
     /// Caller tokens file unusable.
     #[error(transparent)]
     CallerTokens(#[from] crate::middleware::CallerTokensError),
@@ -164,18 +167,16 @@ impl Application {
         let (grpc_addr, admin_addr) = (self.grpc_addr(), self.admin_addr());
         let Application { settings, grpc, admin, upstream, metrics, caller_tokens, tls, simulator_stop, .. } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| AppError::Tls(format!("reflection: {e}")))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| AppError::Tls(format!("reflection: {e}")))?;
+        // Reflection serves our contract, health, and the google.rpc error details (so grpcurl
+        // decodes them); v1 for current tools, v1alpha for grpcurl 1.8.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Reflection(e.to_string()))?;
 
         let api = CallBotApi::new(
             upstream,
