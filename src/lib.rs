@@ -8,6 +8,7 @@
 //! - [`app`]: binds listeners, assembles services and layers, serves until stopped.
 //! - [`middleware`]: request id, caller auth, load shedding, access log (one tower layer).
 //! - [`service`]: the `CallBotService` handlers: validate, call upstream, convert.
+//! - [`campaign`]: `CreateCampaign`'s engine: a contact stream cut into resumable chunk sessions.
 //! - [`domain`]: validated request types and Vietnamese-aware folding; no I/O, no tonic.
 //! - [`upstream`]: the REST client (envelope, token lifecycle, retries, one method per endpoint).
 //! - [`catalog`]: the per-tenant script-list cache.
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod campaign;
 pub mod catalog;
 pub mod config;
 pub mod domain;

@@ -2,6 +2,7 @@
 //! client, and assertions on codes, reasons, details and what reached the upstream.
 
 mod binary;
+mod campaign;
 mod create_session;
 mod ops;
 mod reads;
