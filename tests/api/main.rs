@@ -3,6 +3,7 @@
 
 mod binary;
 mod campaign;
+mod cli;
 mod create_session;
 mod ops;
 mod reads;
