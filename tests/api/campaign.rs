@@ -393,3 +393,61 @@ async fn create_session_check_variables_missing_unknown_ok_and_unknown_script() 
     assert_eq!(paths(&status), ["contacts[0].phone"]);
     assert_eq!(app.sim.sessions().await.len(), 2);
 }
+
+/// The engine alone, fed by a stream that counts what it was asked for: a caller that stops
+/// reading answers stops the reading of contacts (nothing is buffered ahead).
+#[tokio::test]
+async fn campaign_engine_reads_no_contact_ahead_of_a_caller_that_stops_reading() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use callbot_facade::{
+        campaign::CampaignRun,
+        domain::CampaignPlan,
+        upstream::{CallContext, UpstreamClient, UpstreamConfig},
+    };
+    use futures::StreamExt;
+
+    let sim = TestSim::start(SimConfig::default()).await;
+    let upstream = Arc::new(UpstreamClient::new(UpstreamConfig::new(sim.url.clone())).unwrap());
+    let plan = CampaignPlan::parse(spec("bp", 2), 10, std::time::SystemTime::now()).unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = pulled.clone();
+    // 100 messages of one contact each, counted as they are pulled.
+    let incoming = futures::stream::iter(0..100).map(move |n| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(batch(vec![contact(n)]))
+    });
+    let run = CampaignRun {
+        upstream,
+        plan,
+        variables: None,
+        ctx: CallContext {
+            api_key: ApiKey::new(TEST_KEY),
+            deadline: tokio::time::Instant::now(),
+            request_id: "bp".into(),
+            traceparent: None,
+            tracestate: None,
+        },
+        stream_deadline: None,
+        upstream_timeout: Duration::from_secs(5),
+    };
+    // Room for one answer, and nobody reads it.
+    let (tx, mut rx) = mpsc::channel(1);
+    let task = tokio::spawn(run.run(Box::pin(incoming), tx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Chunk 0 answered into the channel, chunk 1 started and waiting for room: 4 contacts read.
+    assert_eq!(pulled.load(Ordering::SeqCst), 4);
+    assert_eq!(sim.sessions().await.len(), 2);
+    // Reading again lets it go on to the end.
+    let mut answers = 0;
+    while let Some(answer) = rx.recv().await {
+        answer.unwrap();
+        answers += 1;
+    }
+    task.await.unwrap();
+    assert_eq!(answers, 50);
+    assert_eq!(pulled.load(Ordering::SeqCst), 100);
+}
