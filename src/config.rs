@@ -27,6 +27,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the built-in callBot REST API simulator alone.
     Simulate(SimulateArgs),
+    /// Start a campaign from a CSV file through a running facade (CreateCampaign).
+    Campaign(CampaignArgs),
+    /// List the scripts of a running facade's tenant (ListScripts).
+    Scripts(ScriptsArgs),
 }
 
 /// Log line format.
@@ -116,6 +120,52 @@ pub struct SimulateArgs {
     /// Log format.
     #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Flags of `campaign`.
+#[derive(Debug, Clone, Args)]
+pub struct CampaignArgs {
+    /// The facade's gRPC URL.
+    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// The script every contact's call reads.
+    #[arg(long)]
+    pub script: String,
+    /// The contacts: UTF-8 (BOM or not), a header row with `phone`, optional `email` and
+    /// `ext_contact_code`, every other column a script variable by field_code.
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// The campaign's idempotency root; default: derived from the CSV content, the script and
+    /// the chunk size, so re-running the same command resumes.
+    #[arg(long)]
+    pub campaign_id: Option<String>,
+    /// Contacts per upstream session.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub chunk_size: u32,
+    /// Check every contact against the script's variables (required ones filled, no unknown
+    /// column) before sending anything, and have the facade check them too.
+    #[arg(long)]
+    pub check_variables: bool,
+    /// Session name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Caller id (hotline or SIP number); empty = the internal network.
+    #[arg(long, default_value = "")]
+    pub caller_id: String,
+}
+
+/// Flags of `scripts`.
+#[derive(Debug, Clone, Args)]
+pub struct ScriptsArgs {
+    /// The facade's gRPC URL.
+    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Only scripts whose name contains this (case and Vietnamese diacritics folded).
+    #[arg(long, default_value = "")]
+    pub name_contains: String,
+    /// Print JSON (an array of scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A configuration that parses but cannot run.

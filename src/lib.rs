@@ -8,9 +8,11 @@
 //! - [`app`]: binds listeners, assembles services and layers, serves until stopped.
 //! - [`middleware`]: request id, caller auth, load shedding, access log (one tower layer).
 //! - [`service`]: the `CallBotService` handlers: validate, call upstream, convert.
+//! - [`campaign`]: `CreateCampaign`'s engine: a contact stream cut into resumable chunk sessions.
 //! - [`domain`]: validated request types and Vietnamese-aware folding; no I/O, no tonic.
 //! - [`upstream`]: the REST client (envelope, token lifecycle, retries, one method per endpoint).
 //! - [`catalog`]: the per-tenant script-list cache.
+//! - [`cli`]: the `campaign` and `scripts` commands, clients of a running facade.
 //! - [`cache`]: the single-flight keyed cache under tokens and scripts.
 //! - [`status`]: THE error table, every failure to a `tonic::Status` with details.
 //! - [`simulator`]: the built-in callBot REST API with fault injection (shares no product code).
@@ -24,7 +26,9 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod campaign;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod metrics;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use callbot_facade::{
     app::Application,
+    cli,
     config::{Cli, Command, Settings},
     shutdown_signal, simulator, telemetry,
 };
@@ -33,6 +34,8 @@ async fn main() -> ExitCode {
             simulate(args).await
         }
         Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Campaign(args)) => cli::campaign::run(args).await.map_err(Into::into),
+        Some(Command::Scripts(args)) => cli::scripts::run(args).await.map_err(Into::into),
         None => serve(cli.serve).await,
     };
     match result {

@@ -11,16 +11,21 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
+    campaign::{self, CampaignRun},
     catalog::ScriptCatalog,
-    domain::{self, NewSession, SessionLimits},
+    domain::{self, CampaignPlan, NewSession, ScriptVariables, SessionLimits},
     pb::{self, call_bot_service_server::CallBotService},
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{ApiKey, CallContext, ExecuteBody, Script, UpstreamClient},
+    upstream::{ApiKey, CallContext, ExecuteBody, ExecuteOutcome, Script, UpstreamClient},
 };
 
 /// Stream messages buffered per ListScripts call: enough to keep the HTTP/2 window busy, small
 /// enough that a slow reader holds little memory.
 const STREAM_BUFFER: usize = 32;
+
+/// CreateCampaign answers buffered per call: one per chunk, so a few are enough; a caller that
+/// stops reading stops the campaign from reading its contacts (backpressure).
+const CAMPAIGN_BUFFER: usize = 4;
 
 /// The part of a caller's deadline kept back so that our own DEADLINE_EXCEEDED answers before
 /// tonic's deadline timer (which would answer CANCELLED) fires.
@@ -68,9 +73,8 @@ impl CallBotApi {
             }
         };
         let mut budget = self.settings.upstream_timeout;
-        if let Some(caller) = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout) {
-            let headroom = (caller / 10).min(DEADLINE_HEADROOM_MAX);
-            budget = budget.min(caller.saturating_sub(headroom));
+        if let Some(caller) = caller_budget(metadata) {
+            budget = budget.min(caller);
         }
         let text = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(CallContext {
@@ -80,6 +84,38 @@ impl CallBotApi {
             tracestate: text("tracestate"),
             request_id,
         })
+    }
+
+    /// The variables of `script_id` for `check_variables`, from the script cache;
+    /// `NOT_FOUND`/`SCRIPT_NOT_FOUND` when the tenant has no such script.
+    async fn script_variables(&self, ctx: &CallContext, script_id: &str) -> Result<ScriptVariables, Status> {
+        let catalog = self.catalog.get(&self.upstream, ctx).await.map_err(|e| fail(ctx, e))?;
+        let script =
+            catalog.scripts.iter().find(|s| s.id == script_id).ok_or_else(|| fail(ctx, FacadeError::ScriptNotFound))?;
+        Ok(ScriptVariables::new(script.variables.iter().map(|v| (v.field_code.as_str(), v.is_dynamic_attribute))))
+    }
+}
+
+/// The caller's `grpc-timeout` less a little headroom, so that our own DEADLINE_EXCEEDED
+/// answers first; `None` when the caller set no deadline.
+fn caller_budget(metadata: &MetadataMap) -> Option<Duration> {
+    let caller = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
+    let headroom = (caller / 10).min(DEADLINE_HEADROOM_MAX);
+    Some(caller.saturating_sub(headroom))
+}
+
+/// A started upstream session as the caller sees it (CreateSession, and each campaign chunk).
+pub(crate) fn session_to_pb(outcome: ExecuteOutcome, script_id: &str, key: String) -> pb::Session {
+    let script_id = if outcome.bot_script_id.is_empty() { script_id.to_owned() } else { outcome.bot_script_id };
+    pb::Session {
+        id: outcome.autocall_id,
+        script_id,
+        external_session_id: key,
+        rejected_contacts: outcome
+            .rejections
+            .into_iter()
+            .map(|r| pb::ContactRejection { phone: r.phone, reason: r.reason })
+            .collect(),
     }
 }
 
@@ -180,7 +216,14 @@ impl CallBotService for CallBotApi {
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let ctx = self.context(request.metadata())?;
         let limits = SessionLimits { max_contacts: self.settings.max_contacts, now: SystemTime::now() };
-        let session = NewSession::parse(request.into_inner(), &limits).map_err(|e| fail(&ctx, e))?;
+        let request = request.into_inner();
+        let check_variables = request.check_variables;
+        let session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
+        if check_variables {
+            // After the rules above (no I/O for a malformed request); needs the script list.
+            let variables = self.script_variables(&ctx, &session.script_id).await?;
+            variables.check(&session.contacts, 0).map_err(|e| fail(&ctx, e))?;
+        }
         let key = session.external_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let body = ExecuteBody::new(&session, &key);
         let outcome = self.upstream.execute_by_phone(&ctx, &body).await.map_err(|e| {
@@ -199,20 +242,39 @@ impl CallBotService for CallBotApi {
         for r in &outcome.rejections {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
-        let script_id =
-            if outcome.bot_script_id.is_empty() { session.script_id.clone() } else { outcome.bot_script_id };
-        Ok(Response::new(pb::CreateSessionResponse {
-            session: Some(pb::Session {
-                id: outcome.autocall_id,
-                script_id,
-                external_session_id: key,
-                rejected_contacts: outcome
-                    .rejections
-                    .into_iter()
-                    .map(|r| pb::ContactRejection { phone: r.phone, reason: r.reason })
-                    .collect(),
-            }),
-        }))
+        Ok(Response::new(pb::CreateSessionResponse { session: Some(session_to_pb(outcome, &session.script_id, key)) }))
+    }
+
+    type CreateCampaignStream = ReceiverStream<Result<pb::CreateCampaignResponse, Status>>;
+
+    async fn create_campaign(
+        &self,
+        request: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
+    ) -> Result<Response<Self::CreateCampaignStream>, Status> {
+        let mut ctx = self.context(request.metadata())?;
+        // The caller's deadline bounds the whole stream; each chunk's exchange is bounded by
+        // --upstream-timeout within it.
+        let stream_deadline = caller_budget(request.metadata()).map(|b| Instant::now() + b);
+        let mut incoming = request.into_inner();
+        let spec = campaign::read_spec(&mut incoming, stream_deadline).await.map_err(|e| campaign::fail(&ctx, e))?;
+        ctx.deadline = campaign::exchange_deadline(self.settings.upstream_timeout, stream_deadline);
+        let plan =
+            CampaignPlan::parse(spec, self.settings.max_contacts, SystemTime::now()).map_err(|e| fail(&ctx, e))?;
+        let variables = match plan.check_variables {
+            true => Some(self.script_variables(&ctx, plan.script_id()).await?),
+            false => None,
+        };
+        let (tx, rx) = mpsc::channel(CAMPAIGN_BUFFER);
+        let run = CampaignRun {
+            upstream: self.upstream.clone(),
+            plan,
+            variables,
+            ctx,
+            stream_deadline,
+            upstream_timeout: self.settings.upstream_timeout,
+        };
+        tokio::spawn(run.run(incoming, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

@@ -9,14 +9,20 @@
 //! - [`mod@fold`]: Vietnamese-aware search folding for `ListScriptsRequest.name_contains`.
 //! - [`phone`]: the phone number rule, and masking for logs.
 //! - [`session`]: [`NewSession`], the validated `CreateSessionRequest`, and the `script_id` rule.
+//! - [`campaign`]: [`CampaignPlan`], the validated `CampaignSpec`, and per-chunk validation.
+//! - [`variables`]: `check_variables`, contacts against their script's variables.
 
+pub mod campaign;
 pub mod fold;
 pub mod phone;
 pub mod session;
+pub mod variables;
 
+pub use campaign::CampaignPlan;
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone};
-pub use session::{NewSession, SessionLimits, ValidContact, VoiceName, validate_script_id};
+pub use session::{NewSession, SessionLimits, ValidContact, VoiceName, validate_contacts, validate_script_id};
+pub use variables::ScriptVariables;
 
 /// One bad field of a request: `field` is a path like `contacts[2].phone`, `contacts[0].variables[ten]`.
 ///

@@ -143,7 +143,7 @@ impl NewSession {
     /// - `contacts[i].external_contact_code`: ≤ 128 chars.
     /// - `contacts[i].variables`: at most 100 entries (over that, entries are not inspected);
     ///   `contacts[i].variables[]` for an empty key; `contacts[i].variables[KEY]` for a key over
-    ///   64 chars or with whitespace/control characters (shown escaped and truncated), or a
+    ///   64 chars or with control characters (shown escaped and truncated; spaces are allowed), or a
     ///   value over 2,000 chars. Values are kept byte-exact.
     /// - `name`: ≤ 255 chars, no control characters, byte-exact.
     /// - `caller_id`: empty, or `+`? and 3 to 15 digits (hotlines like `1900xxxx` and SIP
@@ -170,11 +170,14 @@ impl NewSession {
             start_time,
             external_session_id,
             auto_pause,
+            // Not part of the upstream body: the service checks the variables against the
+            // script (which needs the script list, so I/O) after these rules pass.
+            check_variables: _,
         } = req;
         let mut v = Violations::default();
 
         v.take(|| "script_id".into(), check_script_id(&script_id));
-        let contacts = parse_contacts(contacts, limits.max_contacts, &mut v);
+        let contacts = parse_contacts(contacts, limits.max_contacts, 0, &mut v);
         v.take(|| "name".into(), check_name(&name));
         v.take(|| "caller_id".into(), check_caller_id(&caller_id));
         let voice = v.take(|| "voice".into(), VoiceName::from_proto(voice));
@@ -230,8 +233,28 @@ fn check_script_id(id: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Validates the contact list; moves each contact's strings into its [`ValidContact`].
-fn parse_contacts(contacts: Vec<pb::Contact>, max_contacts: usize, v: &mut Violations) -> Vec<ValidContact> {
+/// Validates `contacts` on their own, with the `CreateSession` contact rules, numbering them
+/// from `first_index` in the field paths (`contacts[first_index + i].phone`): a campaign chunk
+/// reports global indices, the command line one CSV row at a time. A repeated phone is found
+/// within `contacts` only.
+pub fn validate_contacts(
+    contacts: Vec<pb::Contact>,
+    max_contacts: usize,
+    first_index: usize,
+) -> Result<Vec<ValidContact>, ValidationError> {
+    let mut v = Violations::default();
+    let contacts = parse_contacts(contacts, max_contacts, first_index, &mut v);
+    v.into_result(contacts)
+}
+
+/// Validates the contact list; moves each contact's strings into its [`ValidContact`]. Paths
+/// count from `offset`.
+fn parse_contacts(
+    contacts: Vec<pb::Contact>,
+    max_contacts: usize,
+    offset: usize,
+    v: &mut Violations,
+) -> Vec<ValidContact> {
     if contacts.is_empty() {
         v.push("contacts", "at least one contact is required");
         return Vec::new();
@@ -241,7 +264,12 @@ fn parse_contacts(contacts: Vec<pb::Contact>, max_contacts: usize, v: &mut Viola
         return Vec::new();
     }
     let duplicate_of = earlier_duplicates(&contacts);
-    contacts.into_iter().zip(duplicate_of).enumerate().map(|(i, (c, first))| parse_contact(i, c, first, v)).collect()
+    contacts
+        .into_iter()
+        .zip(duplicate_of)
+        .enumerate()
+        .map(|(i, (c, first))| parse_contact(offset.saturating_add(i), c, first.map(|f| offset.saturating_add(f)), v))
+        .collect()
 }
 
 /// For each contact, the index of an earlier contact with the same valid phone, if any.
@@ -320,8 +348,9 @@ fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
         Err("variable key must not be empty")
     } else if !at_most_chars(key, MAX_VARIABLE_KEY_CHARS) {
         Err("variable key must be at most 64 characters")
-    } else if key.chars().any(is_space_or_control) {
-        Err("variable key must not contain whitespace or control characters")
+    } else if key.chars().any(char::is_control) {
+        // Spaces are allowed: real upstream field codes have them (`tên thí sinh`).
+        Err("variable key must not contain control characters")
     } else if !at_most_chars(value, MAX_VARIABLE_VALUE_CHARS) {
         Err("variable value must be at most 2000 characters")
     } else {
@@ -331,8 +360,8 @@ fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
 
 /// A variable key as shown inside a field path: valid keys verbatim; invalid ones escaped
 /// (no raw newlines in logs) and cut to 64 chars, so a huge key cannot blow up the error.
-fn path_key(key: &str) -> String {
-    if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(is_space_or_control) {
+pub(super) fn path_key(key: &str) -> String {
+    if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(char::is_control) {
         return key.to_owned();
     }
     let mut shown: String = key.chars().take(MAX_VARIABLE_KEY_CHARS).flat_map(char::escape_debug).collect();
@@ -545,7 +574,9 @@ mod tests {
         // contacts[i].variables
         ("variable ok", |r| var(r, "ten", "Nguyễn Văn A"), &[]),
         ("variable empty key", |r| var(r, "", "x"), &["contacts[0].variables[]"]),
-        ("variable key space", |r| var(r, "ho ten", "x"), &["contacts[0].variables[ho ten]"]),
+        // Spaces are allowed since real field codes have them (`tên thí sinh`); tabs are control.
+        ("variable key space", |r| var(r, "ho ten", "x"), &[]),
+        ("variable key tab", |r| var(r, "ho\tten", "x"), &["contacts[0].variables[ho\\tten]"]),
         ("variable key control, escaped in path", |r| var(r, "a\nb", "x"), &["contacts[0].variables[a\\nb]"]),
         ("variable key 64", |r| var(r, &"k".repeat(64), "x"), &[]),
         (
@@ -568,10 +599,10 @@ mod tests {
         (
             "variables sorted by key in the error",
             |r| {
-                var(r, "z z", "");
-                var(r, "a a", "");
+                var(r, "z\tz", "");
+                var(r, "a\ta", "");
             },
-            &["contacts[0].variables[a a]", "contacts[0].variables[z z]"],
+            &["contacts[0].variables[a\\ta]", "contacts[0].variables[z\\tz]"],
         ),
         // name
         ("name 255 chars", |r| r.name = "ộ".repeat(255), &[]),
@@ -680,6 +711,7 @@ mod tests {
             start_time: at(NOW_SECS - 3_600, 0),
             external_session_id: "has space".into(),
             auto_pause: true,
+            check_variables: false,
         };
         let err = NewSession::parse(req, &limits()).unwrap_err();
         let mut got = fields(&err);
@@ -745,6 +777,7 @@ mod tests {
             start_time: at(NOW_SECS + 60, 123_999_999),
             external_session_id: "order-7781".into(),
             auto_pause: true,
+            check_variables: true,
         };
         let got = NewSession::parse(req, &limits()).unwrap();
         let want = NewSession {

@@ -2,6 +2,8 @@
 //! client, and assertions on codes, reasons, details and what reached the upstream.
 
 mod binary;
+mod campaign;
+mod cli;
 mod create_session;
 mod ops;
 mod reads;

@@ -1,0 +1,200 @@
+//! `callbot-facade campaign`: a CSV file to `CreateCampaign`. Scans the whole file first (bad
+//! rows reported by line number, nothing sent), then streams it in batches while showing
+//! progress (a bar on a terminal, plain lines otherwise), and ends with a summary. The default
+//! campaign id derives from the file, the script and the chunk size, so re-running the same
+//! command resumes: chunks already started answer `resumed` and nobody is called twice.
+
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{CliError, connect, contacts};
+use crate::{
+    config::CampaignArgs,
+    domain::ScriptVariables,
+    pb::{self, create_campaign_request::Item},
+};
+
+/// Contacts per request message: small messages keep the facade's reading fine-grained.
+const BATCH: usize = 200;
+
+/// What the answers said so far.
+#[derive(Debug, Default)]
+struct Tally {
+    started: u64,
+    resumed: u64,
+    accepted: u64,
+    rejected: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, answer: &pb::CreateCampaignResponse) {
+        if answer.resumed {
+            self.resumed += 1;
+        } else {
+            self.started += 1;
+        }
+        self.accepted = u64::try_from(answer.contacts_total).unwrap_or_default();
+        for r in answer.session.iter().flat_map(|s| &s.rejected_contacts) {
+            *self.rejected.entry(r.reason.clone()).or_default() += 1;
+        }
+    }
+
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let rejected: u64 = self.rejected.values().sum();
+        writeln!(
+            out,
+            "sessions started: {} ({} new, {} resumed)",
+            self.started + self.resumed,
+            self.started,
+            self.resumed
+        )?;
+        writeln!(out, "contacts accepted: {}", self.accepted - rejected.min(self.accepted))?;
+        writeln!(out, "contacts rejected: {rejected}")?;
+        for (reason, n) in &self.rejected {
+            writeln!(out, "  {reason}: {n}")?;
+        }
+        if self.resumed > 0 {
+            writeln!(
+                out,
+                "(contacts of resumed sessions count as accepted: their rejections were reported by the first run)"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
+    let mut client = None;
+    let variables = if args.check_variables {
+        let c = client.insert(connect(&args.server).await?);
+        let script = c
+            .get_script(pb::GetScriptRequest { script_id: args.script.clone() })
+            .await
+            .map_err(CliError::Rpc)?
+            .into_inner()
+            .script
+            .unwrap_or_default();
+        Some(ScriptVariables::new(script.variables.iter().map(|v| (v.field_code.as_str(), v.is_dynamic_attribute))))
+    } else {
+        None
+    };
+    let path = args.csv.clone();
+    let scan = tokio::task::spawn_blocking(move || contacts::scan(&path, variables.as_ref()))
+        .await
+        .map_err(|e| CliError::Input(e.to_string()))?
+        .map_err(CliError::Input)?;
+    let derived = args.campaign_id.is_none();
+    let campaign_id = args
+        .campaign_id
+        .clone()
+        .unwrap_or_else(|| contacts::derived_campaign_id(&scan.digest, &args.script, args.chunk_size));
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "campaign {campaign_id}: {} contacts from {}, script {}, chunks of {}",
+        scan.rows,
+        args.csv.display(),
+        args.script,
+        args.chunk_size
+    )?;
+    if derived {
+        writeln!(out, "(id derived from the file, the script and the chunk size: re-run the same command to resume)")?;
+    }
+    drop(out);
+    let mut client = match client {
+        Some(c) => c,
+        None => connect(&args.server).await?,
+    };
+
+    let (tx, rx) = mpsc::channel(4);
+    let spec = pb::CampaignSpec {
+        campaign_id: campaign_id.clone(),
+        script_id: args.script.clone(),
+        name: args.name.clone(),
+        caller_id: args.caller_id.clone(),
+        chunk_size: i32::try_from(args.chunk_size).unwrap_or(i32::MAX),
+        check_variables: args.check_variables,
+        ..Default::default()
+    };
+    let _ = tx.send(pb::CreateCampaignRequest { item: Some(Item::Spec(spec)) }).await;
+    let reader = spawn_reader(args.csv.clone(), tx);
+
+    let progress = Progress::new(scan.rows);
+    let mut tally = Tally::default();
+    let result = async {
+        let mut answers = client.create_campaign(ReceiverStream::new(rx)).await?.into_inner();
+        while let Some(answer) = answers.message().await? {
+            tally.add(&answer);
+            progress.chunk(&answer, scan.rows);
+        }
+        Ok::<(), tonic::Status>(())
+    }
+    .await;
+    progress.finish();
+    let mut out = std::io::stdout().lock();
+    tally.write(&mut out)?;
+    result.map_err(CliError::Rpc)?;
+    // The facade ends the stream only after our side closed, so the reader is done.
+    reader.join().unwrap_or_else(|_| Err("the CSV reader failed".into())).map_err(CliError::Input)
+}
+
+/// Streams the file's contacts into `tx` from a thread of its own (file reads block). Not a
+/// runtime blocking task: after a failed call it may still wait on a full channel, and the
+/// process must be able to exit without it.
+fn spawn_reader(
+    path: PathBuf,
+    tx: mpsc::Sender<pb::CreateCampaignRequest>,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        contacts::read(&path, BATCH, |contacts| {
+            let message = pb::CreateCampaignRequest { item: Some(Item::Batch(pb::ContactBatch { contacts })) };
+            tx.blocking_send(message).is_ok()
+        })
+    })
+}
+
+/// A bar on a terminal; one line per chunk on stderr otherwise (logs, CI).
+enum Progress {
+    Bar(ProgressBar),
+    Lines,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines;
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} contacts {msg} ({elapsed}, eta {eta})") {
+            bar.set_style(style);
+        }
+        Progress::Bar(bar)
+    }
+
+    fn chunk(&self, answer: &pb::CreateCampaignResponse, total: u64) {
+        let key = answer.session.as_ref().map(|s| s.external_session_id.as_str()).unwrap_or_default();
+        let done = u64::try_from(answer.contacts_total).unwrap_or_default();
+        let what = if answer.resumed { "resumed" } else { "started" };
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_position(done);
+                bar.set_message(format!("{key} {what}"));
+            }
+            Progress::Lines => eprintln!("chunk {}: {key} {what}, {done}/{total} contacts", answer.chunk_index),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
