@@ -47,6 +47,10 @@ const TRACESTATE: &str = "tracestate";
 const SERVICE_PREFIX: &str = "/callbot.v1.CallBotService/";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
+/// When a call reached the facade; handlers anchor the caller's deadline on it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallArrival(pub tokio::time::Instant);
+
 /// Accepted caller tokens, kept only as SHA-256 digests and compared in constant time.
 #[derive(Clone)]
 pub struct CallerTokens {
@@ -172,6 +176,9 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
+        // tonic started its own grpc-timeout timer an instant ago, in the same synchronous call
+        // chain: handlers measure the caller's deadline from here, so theirs ends first.
+        req.extensions_mut().insert(CallArrival(tokio::time::Instant::now()));
         let id = request_id(req.headers().get(REQUEST_ID));
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let id_text = id.to_str().unwrap_or_default().to_owned();

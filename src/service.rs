@@ -14,6 +14,7 @@ use crate::{
     campaign::{self, CampaignRun},
     catalog::ScriptCatalog,
     domain::{self, CampaignPlan, NewSession, ScriptVariables, SessionLimits},
+    middleware::CallArrival,
     pb::{self, call_bot_service_server::CallBotService},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{ApiKey, CallContext, ExecuteBody, ExecuteOutcome, Script, UpstreamClient},
@@ -59,7 +60,9 @@ impl CallBotApi {
     }
 
     /// The upstream context of a call: tenant key, deadline, correlation headers.
-    fn context(&self, metadata: &MetadataMap) -> Result<CallContext, Status> {
+    fn context<T>(&self, request: &Request<T>) -> Result<CallContext, Status> {
+        let metadata = request.metadata();
+        let arrival = arrival(request);
         let request_id = request_id(metadata);
         let caller_key = metadata.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
         let api_key = match caller_key {
@@ -72,14 +75,14 @@ impl CallBotApi {
                 ));
             }
         };
-        let mut budget = self.settings.upstream_timeout;
-        if let Some(caller) = caller_budget(metadata) {
-            budget = budget.min(caller);
+        let mut deadline = arrival + self.settings.upstream_timeout;
+        if let Some(caller) = caller_deadline(request) {
+            deadline = deadline.min(caller);
         }
         let text = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(CallContext {
             api_key,
-            deadline: Instant::now() + budget,
+            deadline,
             traceparent: text("traceparent"),
             tracestate: text("tracestate"),
             request_id,
@@ -96,12 +99,19 @@ impl CallBotApi {
     }
 }
 
-/// The caller's `grpc-timeout` less a little headroom, so that our own DEADLINE_EXCEEDED
-/// answers first; `None` when the caller set no deadline.
-fn caller_budget(metadata: &MetadataMap) -> Option<Duration> {
+/// When the call arrived: set by the middleware at the moment tonic starts its own deadline
+/// timer (now, for a call that did not come through it).
+fn arrival<T>(request: &Request<T>) -> Instant {
+    request.extensions().get::<CallArrival>().map_or_else(Instant::now, |a| a.0)
+}
+
+/// The caller's deadline (`grpc-timeout` from arrival) less a little headroom, so that our own
+/// DEADLINE_EXCEEDED answers before tonic's timer would answer CANCELLED; `None` without one.
+fn caller_deadline<T>(request: &Request<T>) -> Option<Instant> {
+    let metadata = request.metadata();
     let caller = metadata.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
     let headroom = (caller / 10).min(DEADLINE_HEADROOM_MAX);
-    Some(caller.saturating_sub(headroom))
+    Some(arrival(request) + caller.saturating_sub(headroom))
 }
 
 /// A started upstream session as the caller sees it (CreateSession, and each campaign chunk).
@@ -174,7 +184,7 @@ impl CallBotService for CallBotApi {
         &self,
         request: Request<pb::ListScriptsRequest>,
     ) -> Result<Response<Self::ListScriptsStream>, Status> {
-        let ctx = self.context(request.metadata())?;
+        let ctx = self.context(&request)?;
         let needle = domain::fold(&request.get_ref().name_contains);
         let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -201,7 +211,7 @@ impl CallBotService for CallBotApi {
         &self,
         request: Request<pb::GetScriptRequest>,
     ) -> Result<Response<pb::GetScriptResponse>, Status> {
-        let ctx = self.context(request.metadata())?;
+        let ctx = self.context(&request)?;
         let id = &request.get_ref().script_id;
         domain::validate_script_id(id).map_err(|e| fail(&ctx, e))?;
         let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;
@@ -214,7 +224,7 @@ impl CallBotService for CallBotApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let ctx = self.context(request.metadata())?;
+        let ctx = self.context(&request)?;
         let limits = SessionLimits { max_contacts: self.settings.max_contacts, now: SystemTime::now() };
         let request = request.into_inner();
         let check_variables = request.check_variables;
@@ -251,10 +261,10 @@ impl CallBotService for CallBotApi {
         &self,
         request: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
     ) -> Result<Response<Self::CreateCampaignStream>, Status> {
-        let mut ctx = self.context(request.metadata())?;
+        let mut ctx = self.context(&request)?;
         // The caller's deadline bounds the whole stream; each chunk's exchange is bounded by
         // --upstream-timeout within it.
-        let stream_deadline = caller_budget(request.metadata()).map(|b| Instant::now() + b);
+        let stream_deadline = caller_deadline(&request);
         let mut incoming = request.into_inner();
         let spec = campaign::read_spec(&mut incoming, stream_deadline).await.map_err(|e| campaign::fail(&ctx, e))?;
         ctx.deadline = campaign::exchange_deadline(self.settings.upstream_timeout, stream_deadline);
