@@ -30,7 +30,7 @@ const CAMPAIGN_BUFFER: usize = 4;
 
 /// The part of a caller's deadline kept back so that our own DEADLINE_EXCEEDED answers before
 /// tonic's deadline timer (which would answer CANCELLED) fires.
-const DEADLINE_HEADROOM_MAX: Duration = Duration::from_millis(20);
+const DEADLINE_HEADROOM_MAX: Duration = Duration::from_millis(100);
 
 /// What handlers need from configuration.
 #[derive(Debug, Clone)]

@@ -310,7 +310,7 @@ async fn campaign_deadline_bounds_the_whole_stream() {
     tx.send(spec_msg(spec("late", 2))).await.unwrap();
     tx.send(batch(contacts(0..2))).await.unwrap();
     let mut request = Request::new(ReceiverStream::new(rx));
-    request.set_timeout(Duration::from_millis(600));
+    request.set_timeout(Duration::from_millis(1000));
     let started = std::time::Instant::now();
     let mut answers = app.client.create_campaign(request).await.unwrap().into_inner();
     assert_eq!(answers.message().await.unwrap().unwrap().chunk_index, 0);

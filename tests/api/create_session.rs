@@ -966,11 +966,11 @@ async fn slow_upstream_call(app: &mut TestApp, key: &str, caller_timeout: Option
 #[tokio::test]
 async fn create_session_answers_deadline_exceeded_not_cancelled_within_the_caller_deadline() {
     let mut app = spawn_app().await;
-    let (status, elapsed) = slow_upstream_call(&mut app, "k-deadline", Some(Duration::from_millis(300))).await;
+    let (status, elapsed) = slow_upstream_call(&mut app, "k-deadline", Some(Duration::from_millis(1000))).await;
     assert_facade_deadline(&status);
     assert_eq!(meta(&status, "external_session_id").as_deref(), Some("k-deadline"));
-    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
-    assert!(elapsed >= Duration::from_millis(250), "answered early: {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "answered after {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(800), "answered early: {elapsed:?}");
 }
 
 #[tokio::test]
@@ -982,7 +982,7 @@ async fn create_session_upstream_timeout_bounds_the_call_when_the_caller_sets_no
     let (status, elapsed) = slow_upstream_call(&mut app, "", None).await;
     assert_facade_deadline(&status);
     assert_uuid_v4(&meta(&status, "external_session_id").unwrap());
-    assert!(elapsed < Duration::from_secs(2), "answered after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "answered after {elapsed:?}");
     assert!(elapsed >= Duration::from_millis(250), "answered early: {elapsed:?}");
 }
 
@@ -1001,7 +1001,7 @@ async fn create_session_upstream_timeout_shorter_than_the_caller_deadline_wins()
 #[tokio::test]
 async fn create_session_past_the_caller_deadline_has_reason_deadline_exceeded() {
     let mut app = spawn_app().await;
-    let (status, _) = slow_upstream_call(&mut app, "k-reason", Some(Duration::from_millis(300))).await;
+    let (status, _) = slow_upstream_call(&mut app, "k-reason", Some(Duration::from_millis(1000))).await;
     assert_status(&status, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
 }
 

@@ -393,11 +393,11 @@ async fn caller_deadline_bounds_the_exchange_and_answers_deadline_exceeded() {
     let mut app = spawn_app().await;
     app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 3000})).await;
     let mut req = Request::new(pb::ListScriptsRequest::default());
-    req.set_timeout(Duration::from_millis(300));
+    req.set_timeout(Duration::from_millis(1000));
     let started = Instant::now();
     let err = app.client.list_scripts(req).await.unwrap_err();
     assert_status(&err, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
