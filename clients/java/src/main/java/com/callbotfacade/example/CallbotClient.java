@@ -85,7 +85,9 @@ public final class CallbotClient {
   }
 
   private static void run(ManagedChannel channel) throws InvalidProtocolBufferException {
-    CallBotServiceGrpc.CallBotServiceBlockingStub stub = CallBotServiceGrpc.newBlockingStub(channel);
+    // waitForReady: a call waits for the connection (within its deadline) instead of failing fast.
+    CallBotServiceGrpc.CallBotServiceBlockingStub stub =
+        CallBotServiceGrpc.newBlockingStub(channel).withWaitForReady();
 
     // ListScripts: a server stream, one script per message.
     Iterator<ListScriptsResponse> stream =
