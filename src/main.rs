@@ -30,8 +30,10 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Simulate(args)) => {
-            telemetry::init(args.log_format);
-            simulate(args).await
+            let telemetry = telemetry::init(args.log_format);
+            let result = simulate(args).await;
+            telemetry.shutdown().await;
+            result
         }
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Campaign(args)) => cli::campaign::run(args).await.map_err(Into::into),
@@ -50,7 +52,14 @@ async fn main() -> ExitCode {
 async fn serve(args: callbot_facade::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let format = args.log_format;
     let settings = Settings::from_args(args)?;
-    telemetry::init(format);
+    let telemetry = telemetry::init(format);
+    let result = run(settings).await;
+    // Export the spans still buffered (the drain's last calls included) before exiting.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
