@@ -182,7 +182,7 @@ where
         let id = request_id(req.headers().get(REQUEST_ID));
         req.headers_mut().insert(REQUEST_ID, id.clone());
         let id_text = id.to_str().unwrap_or_default().to_owned();
-        let trace = continue_trace(req.headers_mut());
+        let (caller, trace) = continue_trace(req.headers_mut());
         let trace_id = trace.trace_id_hex();
         let method = req.uri().path().to_owned();
         let is_rpc = method.starts_with(SERVICE_PREFIX);
@@ -233,6 +233,13 @@ where
         });
         // Everything the handler logs (upstream attempts included) carries the call's ids.
         let span = tracing::info_span!("rpc", request_id = %id_text, trace_id = %trace_id, method = %method);
+        // The exported span (feature `otlp`) continues the caller's trace, as a child of its span.
+        #[cfg(feature = "otlp")]
+        if let Some(caller) = &caller {
+            crate::telemetry::otlp::set_remote_parent(&span, caller);
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = caller;
 
         // Take the service that was driven to readiness, leave a fresh clone in its place.
         let clone = self.inner.clone();
@@ -271,7 +278,7 @@ where
 /// Continues the caller's trace (or starts one when `traceparent` is absent or invalid, dropping
 /// a `tracestate` that no longer belongs to anything) and rewrites `traceparent` as the facade's
 /// own server span, the parent of every upstream request of the call.
-fn continue_trace(headers: &mut http::HeaderMap) -> TraceParent {
+fn continue_trace(headers: &mut http::HeaderMap) -> (Option<TraceParent>, TraceParent) {
     let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
     let server_span = match incoming {
         Some(parent) => parent.child(),
@@ -283,7 +290,7 @@ fn continue_trace(headers: &mut http::HeaderMap) -> TraceParent {
     if let Ok(value) = HeaderValue::from_str(&server_span.header()) {
         headers.insert(TRACEPARENT, value);
     }
-    server_span
+    (incoming, server_span)
 }
 
 /// Holds `callbot_grpc_in_flight` up by one while alive.
@@ -537,7 +544,7 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
         h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
-        let span = continue_trace(&mut h);
+        let span = continue_trace(&mut h).1;
         assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(span.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(span.flags, 0);
@@ -550,7 +557,7 @@ mod tests {
                 h.insert(TRACEPARENT, HeaderValue::from_static(bad));
             }
             h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
-            let span = continue_trace(&mut h);
+            let span = continue_trace(&mut h).1;
             assert_eq!(h[TRACEPARENT], span.header().as_str());
             assert!(h.get(TRACESTATE).is_none(), "a tracestate without a valid parent is dropped");
         }

@@ -100,4 +100,7 @@ async fn the_binary_exports_rpc_spans_and_flushes_them_on_sigterm() {
     assert!(contains(&body, b"otlp-export-test"), "the rpc span has no request_id");
     // The caller's trace id is an attribute of the exported rpc span.
     assert!(contains(&body, b"4bf92f3577b34da6a3ce929d0e0e4736"), "trace_id attribute missing");
+    // EXPERIMENT: the span is a child of the caller's (trace id and parent span id as bytes).
+    assert!(contains(&body, &[0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]));
+    assert!(contains(&body, &[0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
 }
