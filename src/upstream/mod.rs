@@ -171,7 +171,10 @@ impl UpstreamClient {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
+            // As many idle connections as calls in flight (the default --max-concurrency): with
+            // fewer, every burst of answers closes the surplus and the next burst reconnects
+            // (CPU, and TIME_WAIT sockets piling up at a steady 1,000 in flight).
+            .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")))
