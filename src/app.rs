@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -208,7 +208,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(callbot)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async {
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), async {
                 let _ = stop_rx.await;
             });
         let mut server = std::pin::pin!(server);

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -23,14 +23,20 @@ use crate::{
 pub struct Catalog {
     /// Scripts as listed.
     pub scripts: Vec<Script>,
-    /// `domain::fold(name)` of each script.
-    pub folded_names: Vec<String>,
+    /// `domain::fold(name)` of each script, computed on the first filtered listing: most
+    /// listings are unfiltered and GetScript never filters, so folding 10,000 names per fetch
+    /// (with the cache off) would be spent for nothing.
+    folded_names: OnceLock<Vec<String>>,
 }
 
 impl Catalog {
     fn new(scripts: Vec<Script>) -> Self {
-        let folded_names = scripts.iter().map(|s| domain::fold(&s.name)).collect();
-        Catalog { scripts, folded_names }
+        Catalog { scripts, folded_names: OnceLock::new() }
+    }
+
+    /// `domain::fold(name)` of each script, in the same order as `scripts`.
+    pub fn folded_names(&self) -> &[String] {
+        self.folded_names.get_or_init(|| self.scripts.iter().map(|s| domain::fold(&s.name)).collect())
     }
 }
 

@@ -176,6 +176,26 @@ pub fn script_to_pb(s: &Script) -> pb::Script {
     }
 }
 
+/// Upstream script -> proto script, by move (no copy of the strings).
+fn script_into_pb(s: Script) -> pb::Script {
+    pb::Script {
+        id: s.id,
+        name: s.name,
+        variables: s
+            .variables
+            .into_iter()
+            .map(|v| pb::ScriptVariable {
+                field_code: v.field_code,
+                field_name: v.field_name,
+                field_value: v.field_value,
+                field_type: v.field_type,
+                r#type: v.kind,
+                is_dynamic_attribute: v.is_dynamic_attribute,
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl CallBotService for CallBotApi {
     type ListScriptsStream = ReceiverStream<Result<pb::ListScriptsResponse, Status>>;
@@ -190,11 +210,24 @@ impl CallBotService for CallBotApi {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
             let mut sent = 0usize;
-            for (script, folded) in catalog.scripts.iter().zip(catalog.folded_names.iter()) {
-                if !needle.is_empty() && !folded.contains(needle.as_str()) {
-                    continue;
-                }
-                let message = pb::ListScriptsResponse { script: Some(script_to_pb(script)) };
+            // Which scripts pass the filter (all when there is none).
+            let keep: Vec<bool> = if needle.is_empty() {
+                Vec::new()
+            } else {
+                catalog.folded_names().iter().map(|f| f.contains(needle.as_str())).collect()
+            };
+            let wanted = |i: usize| keep.get(i).copied().unwrap_or(needle.is_empty());
+            // A catalog nobody else holds (cache off) is taken apart instead of copied.
+            let scripts: Box<dyn Iterator<Item = pb::Script> + Send> = match Arc::try_unwrap(catalog) {
+                Ok(owned) => Box::new(
+                    owned.scripts.into_iter().enumerate().filter(|(i, _)| wanted(*i)).map(|(_, s)| script_into_pb(s)),
+                ),
+                Err(shared) => Box::new(
+                    (0..shared.scripts.len()).filter(|i| wanted(*i)).map(move |i| script_to_pb(&shared.scripts[i])),
+                ),
+            };
+            for script in scripts {
+                let message = pb::ListScriptsResponse { script: Some(script) };
                 if tx.send(Ok(message)).await.is_err() {
                     // The caller went away: stop producing.
                     tracing::debug!(sent, "ListScripts caller went away; stopping");
@@ -234,7 +267,11 @@ impl CallBotService for CallBotApi {
             let variables = self.script_variables(&ctx, &session.script_id).await?;
             variables.check(&session.contacts, 0).map_err(|e| fail(&ctx, e))?;
         }
-        let key = session.external_session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // The generated key comes from the thread's CSPRNG, not a getrandom syscall per call.
+        let key = session
+            .external_session_id
+            .clone()
+            .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
         let body = ExecuteBody::new(&session, &key);
         let outcome = self.upstream.execute_by_phone(&ctx, &body).await.map_err(|e| {
             to_status(

@@ -12,7 +12,8 @@ use super::SimConfig;
 use super::catalogue;
 use super::faults::Fault;
 
-/// Most sessions kept for `GET /_sim/sessions`; older ones are dropped (counters keep counting).
+/// Most sessions kept for `GET /_sim/sessions`; older ones are dropped (counters keep counting),
+/// and with them their `ext_session_id`, so duplicates are refused among the sessions kept.
 pub(crate) const MAX_SESSIONS: usize = 100_000;
 
 /// Tokens kept before expired ones are pruned.
@@ -208,7 +209,16 @@ impl Sim {
         if !dry_run {
             session.received_at_ms = unix_ms();
             if inner.sessions.len() >= self.max_sessions {
-                inner.sessions.pop_front();
+                // Forget the dropped session's key too, so that the duplicate check (and the
+                // simulator's memory) covers the sessions kept and does not grow without bound.
+                if let Some(old) = inner.sessions.pop_front() {
+                    if let Some(ext) = old.ext_session_id {
+                        let k = (old.api_key_id, ext);
+                        if inner.ext_ids.get(&k) == Some(&old.autocall_id) {
+                            inner.ext_ids.remove(&k);
+                        }
+                    }
+                }
             }
             inner.sessions.push_back(session);
             self.stats.sessions_total.fetch_add(1, Ordering::Relaxed);

@@ -661,3 +661,25 @@ fn sessions_are_capped_but_counted() {
     assert_eq!(sessions[0]["autocall_id"], first_kept.as_str());
     assert_eq!(sim.stats.sessions_total.load(Ordering::Relaxed), total as u64);
 }
+
+#[test]
+fn session_keys_are_forgotten_with_their_sessions() {
+    use super::state::{Accept, Session, Sim};
+    let sim = Sim::with_session_cap(SimConfig::default(), 2);
+    let session = |ext: &str| Session {
+        autocall_id: sim.new_object_id(),
+        ext_session_id: Some(ext.into()),
+        api_key_id: "k".into(),
+        cid: String::new(),
+        headers: Default::default(),
+        body: bytes::Bytes::from_static(b"{}"),
+        received_at_ms: 0,
+    };
+    assert!(matches!(sim.accept_session(session("a"), false), Accept::Accepted(_)));
+    assert!(matches!(sim.accept_session(session("a"), false), Accept::Duplicate(_)));
+    assert!(matches!(sim.accept_session(session("b"), false), Accept::Accepted(_)));
+    assert!(matches!(sim.accept_session(session("c"), false), Accept::Accepted(_)));
+    // "a" left with its session: the key map is bounded by the session cap.
+    assert!(matches!(sim.accept_session(session("a"), false), Accept::Accepted(_)));
+    assert!(matches!(sim.accept_session(session("c"), false), Accept::Duplicate(_)));
+}

