@@ -40,15 +40,17 @@ fn grpc_port(line: &str) -> Option<u16> {
 
 #[tokio::test]
 async fn serve_starts_the_simulator_logs_json_without_secrets_and_exits_0_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("CALLBOT_API_KEY", "SUPERSECRETKEY42")
-        .env("RUST_LOG", "trace")
-        .env_remove("CALLBOT_UPSTREAM_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("CALLBOT_API_KEY", "SUPERSECRETKEY42")
+            .env("RUST_LOG", "trace")
+            .env_remove("CALLBOT_UPSTREAM_URL")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stderr = child.stderr.take().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {

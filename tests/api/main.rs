@@ -22,6 +22,39 @@ use serde_json::Value;
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
+/// A child process (the binary under test) killed and reaped when dropped, so a failing test
+/// leaves no facade running behind it.
+pub struct Reaped(std::process::Child);
+
+impl Reaped {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Self {
+        Reaped(child)
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The API key the test facade is configured with.
 pub const TEST_KEY: &str = "test-key";
 

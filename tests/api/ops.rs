@@ -309,17 +309,19 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("# callers\n{CALLER_TOKEN}\n")).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--caller-tokens-file")
-        .arg(&tokens)
-        .env("CALLBOT_API_KEY", API_KEY)
-        .env("RUST_LOG", "trace")
-        .env_remove("CALLBOT_UPSTREAM_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--caller-tokens-file")
+            .arg(&tokens)
+            .env("CALLBOT_API_KEY", API_KEY)
+            .env("RUST_LOG", "trace")
+            .env_remove("CALLBOT_UPSTREAM_URL")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for pipe in [
         Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
