@@ -11,7 +11,7 @@
 //! `cargo bench --bench hot_paths`; CI only compiles them (`cargo bench --no-run`). Results and
 //! budgets: BENCHMARKS.md. These are measurements, never assertions.
 
-use std::{collections::HashMap, hint::black_box, time::SystemTime};
+use std::{collections::BTreeMap, hint::black_box, time::SystemTime};
 
 use callbot_facade::{
     domain::{self, FieldViolation, NewSession, SessionLimits, ValidationError},
@@ -32,7 +32,7 @@ fn create_request(contacts: usize) -> pb::CreateSessionRequest {
                 phone: format!("09123{i:05}"),
                 email: format!("hoc.sinh{i}@truong.edu.vn"),
                 external_contact_code: format!("HS-{i:06}"),
-                variables: HashMap::from([
+                variables: BTreeMap::from([
                     ("uB131frQEU".to_owned(), format!("{}.5", i % 10)),
                     ("ho_ten".to_owned(), format!("Nguyễn Văn Đức {i}")),
                     ("lop".to_owned(), "12A1".to_owned()),

@@ -417,7 +417,12 @@ async fn scenario(args: &Args, bin: &Path, clk_tck: f64) -> Result<(Vec<Report>,
         r.facade_cpu = None;
         reports.push(r);
     }
-    let _ = facade.kill().await;
+    // SIGTERM first: the facade drains and exits 0 (and a profiler wrapping it, `--bin`, writes
+    // its output); killed if it is not gone within 30 s.
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(facade_pid.to_string()).status();
+    if tokio::time::timeout(Duration::from_secs(30), facade.wait()).await.is_err() {
+        let _ = facade.kill().await;
+    }
     let _ = sim.kill().await;
     Ok((reports, startup))
 }

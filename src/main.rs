@@ -11,6 +11,11 @@ use callbot_facade::{
 };
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: a quarter of the facade's CPU per CreateSession went to
+/// malloc/free, and glibc's per-thread arenas kept freed memory (BENCHMARKS.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -1,4 +1,8 @@
 //! Log setup: `RUST_LOG` filter (default `info`), text or one JSON object per line, on stderr.
+//! Lines are formatted on the calling task and handed to one writer thread that writes them to a
+//! buffered stderr and flushes whenever it has nothing more queued: an RPC never waits on a `write`
+//! syscall, and a burst of lines costs one syscall. When the queue (65,536 lines) is full callers
+//! wait rather than drop lines; [`Telemetry::shutdown`] flushes what is queued.
 //! Nothing logs secrets: keys and tokens are wrapped types whose `Debug` hides them, and phone
 //! numbers are masked where they are logged.
 //!
@@ -15,8 +19,10 @@ use crate::config::LogFormat;
 
 /// What [`init`] started that must be stopped at exit: the span exporter, when there is one.
 #[derive(Debug, Default)]
-#[must_use = "call `shutdown` at exit, or the last spans are not exported"]
+#[must_use = "call `shutdown` at exit, or the last lines and spans are lost"]
 pub struct Telemetry {
+    /// Flushes the queued log lines when dropped.
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
     #[cfg(feature = "otlp")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
@@ -37,6 +43,8 @@ impl Telemetry {
         if let Some(provider) = self.provider {
             otlp::shutdown(provider).await;
         }
+        // Last: the exporter may still log. Dropping the guard writes every queued line.
+        drop(self.log_writer);
     }
 }
 
@@ -44,19 +52,22 @@ impl Telemetry {
 /// within the Tokio runtime: the OTLP exporter sends on it.
 pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (export, telemetry) = export_layer();
+    let (export, mut telemetry) = export_layer();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("callbot-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let registry = tracing_subscriber::registry().with(filter).with(export);
     let result = match format {
         LogFormat::Text => registry
-            .with(
-                fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false),
-            )
+            .with(fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal()).with_target(false))
             .try_init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     // Every span of the line, outermost first: `rpc` carries request_id, trace_id
                     // and method, `upstream` the endpoint.
                     .with_current_span(false)
@@ -73,6 +84,7 @@ pub fn init(format: LogFormat) -> Telemetry {
         }
         return Telemetry::default();
     }
+    telemetry.log_writer = Some(guard);
     // Not at info: the first line at info says which upstream the facade serves (API.md §4).
     #[cfg(feature = "otlp")]
     if telemetry.exporting() {
@@ -80,6 +92,9 @@ pub fn init(format: LogFormat) -> Telemetry {
     }
     telemetry
 }
+
+/// Log lines queued for the writer thread before callers wait.
+const LOG_QUEUE_LINES: usize = 65_536;
 
 type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
 
@@ -101,7 +116,9 @@ where
         return (None, Telemetry::default());
     }
     match otlp::provider(None) {
-        Ok(provider) => (Some(Box::new(otlp::layer(&provider))), Telemetry { provider: Some(provider) }),
+        Ok(provider) => {
+            (Some(Box::new(otlp::layer(&provider))), Telemetry { provider: Some(provider), ..Telemetry::default() })
+        }
         Err(e) => {
             // Logs are not set up yet; the facade still serves without the export.
             eprintln!("callbot-facade: OTLP span export disabled: {e}");

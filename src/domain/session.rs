@@ -305,7 +305,6 @@ fn parse_contact(i: usize, c: pb::Contact, duplicate_of: Option<usize>, v: &mut 
         v.push(format!("contacts[{i}].external_contact_code"), "must be at most 128 characters");
     }
     // Sorted first, so violations come out in a deterministic order too.
-    let variables: BTreeMap<String, String> = variables.into_iter().collect();
     if variables.len() > MAX_VARIABLES {
         v.push(format!("contacts[{i}].variables"), "must hold at most 100 variables");
     } else {
@@ -695,7 +694,7 @@ mod tests {
                     phone: "0912345678".into(),
                     email: "not-an-email".into(),
                     external_contact_code: "c".repeat(200),
-                    variables: HashMap::from([(String::new(), "x".into()), ("ten".into(), "x".repeat(2_001))]),
+                    variables: BTreeMap::from([(String::new(), "x".into()), ("ten".into(), "x".repeat(2_001))]),
                 },
                 contact("0912-345-678"),
                 contact("0912345678"),
@@ -750,7 +749,7 @@ mod tests {
 
     #[test]
     fn valid_request_maps_every_field() {
-        let variables = HashMap::from([
+        let variables = BTreeMap::from([
             ("ten".to_owned(), "Nguyễn Thị Ánh".to_owned()),
             ("ghi_chu".to_owned(), "  chúc mừng 🎉\u{301} ".to_owned()),
             ("diem".to_owned(), "e\u{301}".to_owned()), // NFD stays NFD
@@ -919,7 +918,7 @@ mod tests {
                         phone: s.into(),
                         email: s.into(),
                         external_contact_code: s.into(),
-                        variables: HashMap::from([(s.to_owned(), s.to_owned())]),
+                        variables: BTreeMap::from([(s.to_owned(), s.to_owned())]),
                     };
                     3
                 ],
