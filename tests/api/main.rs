@@ -8,6 +8,7 @@ mod create_session;
 mod ops;
 mod reads;
 mod server;
+mod tls;
 
 use std::{net::SocketAddr, time::Duration};
 
