@@ -486,3 +486,52 @@ async fn an_endless_upstream_body_is_cut_at_the_16_mib_cap_while_streaming() {
     assert!(total >= 16 * 1024 * 1024, "the cap is 16 MiB: {total}");
     assert!(total < 32 * 1024 * 1024, "read on far past the cap: {total} bytes");
 }
+
+/// A raw HTTP/1.1 upstream whose every answer is `200 {}` with `fields` extra header fields.
+async fn upstream_with_header_fields(fields: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+                for i in 0..fields {
+                    answer.push_str(&format!("x-filler-{i}: {i}\r\n"));
+                }
+                answer.push_str("content-length: 2\r\n\r\n{}");
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn upstream_response_headers_are_bounded_by_the_http_client() {
+    for (fields, code, reason) in [
+        // Within hyper's 100-field limit: the answer is read (and `{}` is no auth envelope).
+        (50, Code::Internal, "UPSTREAM_MALFORMED"),
+        // Over it: refused by the HTTP client, reported as a broken exchange, nothing hangs.
+        (150, Code::Unavailable, "UPSTREAM_CONNECTION_LOST"),
+    ] {
+        let sim = TestSim::start(SimConfig::default()).await;
+        let mut settings = test_settings(&sim.url);
+        settings.upstream = callbot_facade::config::UpstreamTarget::Remote(upstream_with_header_fields(fields).await);
+        let mut app = start(settings, sim).await;
+        let err = app.client.get_script(pb::GetScriptRequest { script_id: SCORES.into() }).await.unwrap_err();
+        assert_status(&err, code, reason);
+        // The facade is still serving.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    }
+}
