@@ -31,6 +31,13 @@ use crate::{
 /// The gRPC service name health reports on.
 pub const SERVICE_NAME: &str = "callbot.v1.CallBotService";
 
+/// Largest request header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: metadata, path and
+/// pseudo-headers, uncompressed) a caller may send. Above hyper's 16 KiB default because callers
+/// carry trace context and bearer tokens; a larger block is refused by HTTP/2 (the stream gets
+/// 431 and never reaches the layers or a handler). The upstream's answers are bounded by the
+/// HTTP client's defaults instead: see `upstream::UpstreamClient::new`.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 /// Why the application could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -78,9 +85,32 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
 }
 
+/// Reads the TLS files and checks that they make a usable server configuration now, at start-up,
+/// so that a missing, unreadable or garbage file stops the process with one line saying which
+/// (rather than surfacing later as an opaque transport error).
+fn server_tls(files: &crate::config::TlsFiles) -> Result<ServerTlsConfig, AppError> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read the {what} {}: {e}", p.display())))
+    };
+    let (cert, key) = (read("certificate", &files.cert)?, read("private key", &files.key)?);
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+    }
+    // tonic parses the PEM files only when the server is built: do it once here, for the error.
+    Server::builder().tls_config(config.clone()).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.to_string());
+        AppError::Tls(format!("unusable certificate, key or client CA ({cause})"))
+    })?;
+    Ok(config)
+}
+
 impl Application {
     /// Binds everything and starts the built-in simulator when no upstream URL is set.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        // Files first: a bad one stops the start before anything is bound or logged.
+        let caller_tokens = settings.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
+        let tls = settings.tls.as_ref().map(server_tls).transpose()?;
         let mut simulator_stop = None;
         let upstream_url = match &settings.upstream {
             UpstreamTarget::Remote(url) => url.clone(),
@@ -104,21 +134,6 @@ impl Application {
                 });
                 simulator_stop = Some(tx);
                 url
-            }
-        };
-        let caller_tokens = settings.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
-        let tls = match &settings.tls {
-            None => None,
-            Some(files) => {
-                let read = |p: &std::path::Path| {
-                    std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read {}: {e}", p.display())))
-                };
-                let mut config =
-                    ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
-                if let Some(ca) = &files.client_ca {
-                    config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-                }
-                Some(config)
             }
         };
         let mut upstream_config = UpstreamConfig::new(upstream_url.clone());
@@ -202,7 +217,7 @@ impl Application {
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = builder
-            .http2_max_header_list_size(Some(64 * 1024))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
             .layer(RpcLayer::with_metrics(settings.max_concurrency, caller_tokens, metrics))
             .add_service(health_service)
             .add_service(reflection_v1)

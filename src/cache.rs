@@ -1,9 +1,10 @@
 //! A keyed cache whose refresh is single-flight: however many callers find an entry missing or
 //! stale at once, one fetch runs and the others wait for its result (value or error). Used for
-//! access tokens (one per API key) and the script list (one per API key).
+//! access tokens (one per API key) and the script list (one per API key). Bounded: the least
+//! recently used key goes first (see [`SingleFlightCache`]).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     hash::Hash,
     sync::{
@@ -14,14 +15,31 @@ use std::{
 
 use tokio::time::Instant;
 
-/// Most keys kept; beyond it expired entries are dropped first, then the whole map is cleared
-/// (a crude bound: more tenants than this in one replica is far outside the design).
-const MAX_KEYS: usize = 4096;
+/// Keys kept by default: one per tenant (API key). More tenants than this in one replica is far
+/// outside the design; beyond it the least recently used tenant's entry goes first.
+pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// The cache. `K` is the API key, `V` a cheap-to-clone value (an `Arc` or small struct), `E` the
 /// fetch error, cloned to every caller that waited on the failed fetch.
+///
+/// Bounded by a least-recently-used rule: when a new key would exceed the capacity, the key used
+/// longest ago is dropped, skipping keys that a caller is using right now (a fetch in flight, a
+/// caller queued on it, a value being read): dropping those would let the next caller start a
+/// second fetch beside the running one. So the map may exceed the capacity by the keys in use at
+/// that instant (bounded by the calls in flight), and shrinks back on the next insertions.
 pub struct SingleFlightCache<K, V, E> {
-    slots: Mutex<HashMap<K, Arc<Slot<V, E>>>>,
+    slots: Mutex<Lru<K, Arc<Slot<V, E>>>>,
+}
+
+/// A map with a recency order: each use stamps the entry with the next tick, and `order` maps
+/// ticks back to keys, so the least recently used key is the first of `order` (O(log n) per use).
+/// Hand-written rather than the `lru` crate because eviction must skip entries in use, which the
+/// crate's `pop_lru` cannot do, and it keeps the crate free of another dependency with `unsafe`.
+struct Lru<K, S> {
+    map: HashMap<K, (S, u64)>,
+    order: BTreeMap<u64, K>,
+    tick: u64,
+    capacity: usize,
 }
 
 struct Slot<V, E> {
@@ -37,7 +55,16 @@ struct Slot<V, E> {
 
 impl<K, V, E> Default for SingleFlightCache<K, V, E> {
     fn default() -> Self {
-        Self { slots: Mutex::new(HashMap::new()) }
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl<K, V, E> SingleFlightCache<K, V, E> {
+    /// An empty cache keeping about `capacity` keys (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            slots: Mutex::new(Lru { map: HashMap::new(), order: BTreeMap::new(), tick: 0, capacity: capacity.max(1) }),
+        }
     }
 }
 
@@ -47,23 +74,44 @@ where
     V: Clone,
     E: Clone,
 {
-    /// Creates an empty cache.
+    /// Creates an empty cache of [`DEFAULT_CAPACITY`] keys.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).map.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slot of `key`, created when absent, marked most recently used.
     fn slot(&self, key: &K) -> Arc<Slot<V, E>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = slots.get(key) {
+        let mut lru = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let lru = &mut *lru;
+        lru.tick += 1;
+        let tick = lru.tick;
+        if let Some((slot, used)) = lru.map.get_mut(key) {
+            if let Some(k) = lru.order.remove(&*used) {
+                lru.order.insert(tick, k);
+            }
+            *used = tick;
             return slot.clone();
         }
-        if slots.len() >= MAX_KEYS {
-            let now = Instant::now();
-            slots.retain(|_, s| {
-                s.current.read().map(|c| c.as_ref().is_some_and(|(_, exp)| *exp > now)).unwrap_or(false)
-            });
-            if slots.len() >= MAX_KEYS {
-                slots.clear();
+        while lru.map.len() >= lru.capacity {
+            // The map's own reference is the only one of an idle slot; any other is a caller's.
+            let idle = lru
+                .order
+                .iter()
+                .find(|(_, k)| lru.map.get(*k).is_some_and(|(s, _)| Arc::strong_count(s) == 1))
+                .map(|(t, _)| *t);
+            let Some(oldest) = idle else { break };
+            if let Some(k) = lru.order.remove(&oldest) {
+                lru.map.remove(&k);
             }
         }
         let slot = Arc::new(Slot {
@@ -72,7 +120,8 @@ where
             flights_done: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
-        slots.insert(key.clone(), slot.clone());
+        lru.map.insert(key.clone(), (slot.clone(), tick));
+        lru.order.insert(tick, key.clone());
         slot
     }
 
@@ -131,9 +180,9 @@ where
     /// the next caller fetches a new one; a value already replaced by another caller is kept.
     pub fn invalidate_if(&self, key: &K, is_stale: impl FnOnce(&V) -> bool) {
         let slot = {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            match slots.get(key) {
-                Some(s) => s.clone(),
+            let lru = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match lru.map.get(key) {
+                Some((s, _)) => s.clone(),
                 None => return,
             }
         };
@@ -216,5 +265,96 @@ mod tests {
         assert_eq!(cache.get_or_fetch(&1, || async move { Ok((4, later)) }).await, Ok(4));
         // Keys are separate.
         assert_eq!(cache.get_or_fetch(&2, || async move { Ok((5, later)) }).await, Ok(5));
+    }
+
+    /// Gets `key` from `cache`, counting a fetch in `fetches` when one runs.
+    async fn get(cache: &SingleFlightCache<u8, u32, ()>, key: u8, fetches: &AtomicUsize) -> u32 {
+        let later = Instant::now() + Duration::from_secs(60);
+        cache
+            .get_or_fetch(&key, || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                Ok((u32::from(key) * 10, later))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_key_goes_first() {
+        let cache: SingleFlightCache<u8, u32, ()> = SingleFlightCache::with_capacity(2);
+        let fetches = AtomicUsize::new(0);
+        assert_eq!(get(&cache, 1, &fetches).await, 10);
+        assert_eq!(get(&cache, 2, &fetches).await, 20);
+        // 1 used again: now 2 is the least recently used.
+        assert_eq!(get(&cache, 1, &fetches).await, 10);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // A third key evicts 2, not 1.
+        assert_eq!(get(&cache, 3, &fetches).await, 30);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(get(&cache, 1, &fetches).await, 10);
+        assert_eq!(fetches.load(Ordering::SeqCst), 3, "1 was used recently: still cached");
+        assert_eq!(get(&cache, 2, &fetches).await, 20);
+        assert_eq!(fetches.load(Ordering::SeqCst), 4, "2 was the least recently used: evicted, fetched again");
+        // ...and fetching 2 again evicted 3 (1 was used after 3).
+        assert_eq!(get(&cache, 1, &fetches).await, 10);
+        assert_eq!(get(&cache, 3, &fetches).await, 30);
+        assert_eq!(fetches.load(Ordering::SeqCst), 5);
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn eviction_never_breaks_a_fetch_in_flight() {
+        let cache: Arc<SingleFlightCache<u8, u32, ()>> = Arc::new(SingleFlightCache::with_capacity(1));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let released = Arc::new(tokio::sync::Mutex::new(Some(released)));
+        let later = Instant::now() + Duration::from_secs(60);
+        // Key 1: a slow fetch and a second caller queued on it.
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let (cache, fetches, released) = (cache.clone(), fetches.clone(), released.clone());
+            waiters.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(&1, || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        if let Some(rx) = released.lock().await.take() {
+                            let _ = rx.await;
+                        }
+                        Ok((100, later))
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // Keys 2 and 3 arrive while 1 is in flight: the cache is full, but 1 is in use, so it
+        // stays (the map grows past the capacity for as long as it is in use).
+        let other = AtomicUsize::new(0);
+        assert_eq!(get(&cache, 2, &other).await, 20);
+        assert_eq!(get(&cache, 3, &other).await, 30);
+        assert_eq!(cache.len(), 2, "1 (in flight) and 3; 2 was idle and evicted by 3");
+        // A third caller of 1 joins the same flight instead of starting a second fetch.
+        let late = {
+            let (cache, fetches) = (cache.clone(), fetches.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch(&1, || async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        Ok((999, later))
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), Ok(100));
+        }
+        assert_eq!(late.await.unwrap(), Ok(100));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch for key 1, whatever was evicted meanwhile");
+        // Once idle, the bound applies again: the next new key brings the map back to capacity.
+        assert_eq!(get(&cache, 4, &other).await, 40);
+        assert_eq!(cache.len(), 1);
     }
 }

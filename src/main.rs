@@ -1,6 +1,8 @@
 //! `callbot-facade`: parse the command line, set up logs, run the chosen subcommand until a
 //! signal. Everything else lives in the library.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use callbot_facade::{

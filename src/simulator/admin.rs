@@ -10,7 +10,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::MAX_BODY_BYTES;
-use super::api::json_response;
+use super::api::{json_response, query_param};
 use super::catalogue;
 use super::faults::parse_faults;
 use super::state::Sim;
@@ -79,7 +79,11 @@ pub(crate) async fn clear_faults(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 /// `PUT /_sim/scripts`: a JSON array replaces the catalogue verbatim; `{"generate": N}` generates N scripts.
+/// With `?api_key=K` only the catalogue that key sees is replaced (other keys keep the shared one), so
+/// tests can tell tenants apart.
 pub(crate) async fn put_scripts(State(sim): State<Arc<Sim>>, req: Request) -> Response {
+    let tenant = query_param(req.uri().query(), "api_key").filter(|k| !k.is_empty());
+    let tenant = tenant.as_deref();
     let body = match read_body(req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -91,13 +95,13 @@ pub(crate) async fn put_scripts(State(sim): State<Arc<Sim>>, req: Request) -> Re
     match value {
         Value::Array(scripts) => {
             let raw = trim_ascii(body);
-            sim.set_catalogue(&scripts, Some(raw));
+            sim.set_catalogue(tenant, &scripts, Some(raw));
             done()
         }
         Value::Object(obj) => match obj.get("generate").and_then(Value::as_u64) {
             Some(n) if n <= MAX_GENERATED_SCRIPTS && obj.len() == 1 => {
                 let n = usize::try_from(n).unwrap_or(0);
-                sim.set_catalogue(&catalogue::generate(n), None);
+                sim.set_catalogue(tenant, &catalogue::generate(n), None);
                 done()
             }
             _ => {

@@ -185,10 +185,11 @@ fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
 
 /// `GET /api/call_bot/script/list`.
 pub(crate) async fn script_list(State(sim): State<Arc<Sim>>, req: Request) -> Response {
-    if let Err(resp) = check_auth(&sim, req.headers()) {
-        return resp;
-    }
-    json_response(StatusCode::OK, ok_envelope_raw(&sim.catalogue_raw()))
+    let key = match check_auth(&sim, req.headers()) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    json_response(StatusCode::OK, ok_envelope_raw(&sim.catalogue_raw(&key)))
 }
 
 /// An optional integer field: absent/null → `Ok(None)`; an integral number → `Ok(Some)`; else `Err`.
@@ -227,7 +228,7 @@ fn invalid(field: &str) -> Response {
 
 /// Validate the request body; on success returns the per-contact rejections.
 #[allow(clippy::result_large_err)]
-fn validate(sim: &Sim, obj: &Map<String, Value>) -> Result<(String, Vec<Value>), Response> {
+fn validate(sim: &Sim, api_key: &str, obj: &Map<String, Value>) -> Result<(String, Vec<Value>), Response> {
     let script_id = match obj.get("bot_script_id") {
         None | Some(Value::Null) => {
             return Err(fail("bot_script_id_is_required", CHECK_INPUT));
@@ -274,7 +275,7 @@ fn validate(sim: &Sim, obj: &Map<String, Value>) -> Result<(String, Vec<Value>),
         None | Some(Value::Null) | Some(Value::Bool(_)) => {}
         Some(_) => return Err(invalid("auto_pause")),
     }
-    if !sim.script_exists(&script_id) {
+    if !sim.script_exists(api_key, &script_id) {
         return Err(fail("bot_script_id_invalid", "Bot script not found"));
     }
     let mut errors = Vec::new();
@@ -321,7 +322,7 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
     let Some(obj) = value.as_object() else {
         return fail("request_body_required", "Request body is required");
     };
-    let (script_id, errors) = match validate(&sim, obj) {
+    let (script_id, errors) = match validate(&sim, &key, obj) {
         Ok(x) => x,
         Err(resp) => return resp,
     };

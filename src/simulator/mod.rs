@@ -9,7 +9,7 @@
 //!   recorded. Contacts on the simulated do-not-call list (last three digits `999`) are rejected per contact
 //!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call;
 //! - `/_sim/*` control endpoints: `GET /_sim/sessions`, `GET /_sim/stats`, `POST|GET|DELETE /_sim/faults`,
-//!   `PUT /_sim/scripts`, `POST /_sim/reset`.
+//!   `PUT /_sim/scripts` (`?api_key=K`: a catalogue seen by that API key only), `POST /_sim/reset`.
 //!
 //! Every JSON answer of the API paths uses the upstream envelope
 //! (`{"instance_id":"sim","instance_version":"1.2.164","key_enabled":false,"status_code":9999|-9999,"payload":...}`);

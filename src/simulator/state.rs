@@ -86,6 +86,9 @@ impl Catalogue {
 
 struct Inner {
     catalogue: Catalogue,
+    /// Catalogues of single tenants (`PUT /_sim/scripts?api_key=K`), by API key; a key without
+    /// one sees `catalogue`. Lets tests tell tenants apart.
+    tenant_catalogues: HashMap<String, Catalogue>,
     tokens: HashMap<String, TokenInfo>,
     sessions: VecDeque<Session>,
     /// (api key id, ext_session_id) → autocall_id of the session that used it.
@@ -126,6 +129,7 @@ impl Sim {
             stats: Stats::default(),
             inner: Mutex::new(Inner {
                 catalogue: Catalogue::builtin(),
+                tenant_catalogues: HashMap::new(),
                 tokens: HashMap::new(),
                 sessions: VecDeque::new(),
                 ext_ids: HashMap::new(),
@@ -177,20 +181,29 @@ impl Sim {
         self.lock().tokens.clear();
     }
 
-    /// The catalogue's exact JSON array bytes.
-    pub(crate) fn catalogue_raw(&self) -> Bytes {
-        self.lock().catalogue.raw.clone()
+    /// The exact JSON array bytes of the catalogue `api_key` sees.
+    pub(crate) fn catalogue_raw(&self, api_key: &str) -> Bytes {
+        let inner = self.lock();
+        inner.tenant_catalogues.get(api_key).unwrap_or(&inner.catalogue).raw.clone()
     }
 
-    /// Whether a script with this id is in the catalogue.
-    pub(crate) fn script_exists(&self, id: &str) -> bool {
-        self.lock().catalogue.ids.contains(id)
+    /// Whether a script with this id is in the catalogue `api_key` sees.
+    pub(crate) fn script_exists(&self, api_key: &str, id: &str) -> bool {
+        let inner = self.lock();
+        inner.tenant_catalogues.get(api_key).unwrap_or(&inner.catalogue).ids.contains(id)
     }
 
-    /// Replace the catalogue; `raw` (when given) is served verbatim.
-    pub(crate) fn set_catalogue(&self, scripts: &[Value], raw: Option<Bytes>) {
+    /// Replace the catalogue of every tenant (`api_key` = `None`) or of one; `raw` (when given)
+    /// is served verbatim.
+    pub(crate) fn set_catalogue(&self, api_key: Option<&str>, scripts: &[Value], raw: Option<Bytes>) {
         let cat = Catalogue::from_values(scripts, raw);
-        self.lock().catalogue = cat;
+        let mut inner = self.lock();
+        match api_key {
+            None => inner.catalogue = cat,
+            Some(key) => {
+                inner.tenant_catalogues.insert(key.to_owned(), cat);
+            }
+        }
     }
 
     /// Check the ext_session_id and, unless `dry_run`, record the session.
@@ -286,6 +299,7 @@ impl Sim {
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
         inner.catalogue = Catalogue::builtin();
+        inner.tenant_catalogues.clear();
         inner.tokens.clear();
         inner.sessions.clear();
         inner.ext_ids.clear();

@@ -291,6 +291,37 @@ async fn put_scripts_replaces_verbatim_and_reset_restores() {
 }
 
 #[tokio::test]
+async fn put_scripts_for_one_api_key_leaves_the_others_on_the_shared_catalogue() {
+    let h = Harness::default().await;
+    let resp = h
+        .client
+        .put(h.url("/_sim/scripts?api_key=tenant-a"))
+        .body(r#"[{"id":"a-1","name":"A"}]"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let (ta, tb) = (h.token("tenant-a").await, h.token("tenant-b").await);
+    let a: Value = h.list("tenant-a", &ta).await.json().await.expect("json");
+    assert_eq!(a["payload"], json!([{"id": "a-1", "name": "A"}]));
+    let b: Value = h.list("tenant-b", &tb).await.json().await.expect("json");
+    assert!(b["payload"].as_array().is_some_and(|s| s.len() >= 12 && s.iter().all(|x| x["id"] != "a-1")), "{b}");
+    // Execution follows the same catalogue: A's script exists for A only.
+    let mut body = good_body();
+    body["bot_script_id"] = json!("a-1");
+    assert_eq!(h.execute("tenant-a", &ta, &body).await["status_code"], 9999);
+    assert_fail(&h.execute("tenant-b", &tb, &body).await, "bot_script_id_invalid");
+    body["bot_script_id"] = json!(SCRIPT);
+    assert_fail(&h.execute("tenant-a", &ta, &body).await, "bot_script_id_invalid");
+    assert_eq!(h.execute("tenant-b", &tb, &body).await["status_code"], 9999);
+    // Reset forgets per-key catalogues.
+    assert_eq!(h.client.post(h.url("/_sim/reset")).send().await.expect("send").status(), 200);
+    let ta = h.token("tenant-a").await;
+    let a: Value = h.list("tenant-a", &ta).await.json().await.expect("json");
+    assert!(a["payload"].as_array().is_some_and(|s| s.len() >= 12), "{a}");
+}
+
+#[tokio::test]
 async fn execute_validation_codes() {
     let h = Harness::default().await;
     let t = h.token(KEY).await;

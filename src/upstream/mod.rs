@@ -177,6 +177,10 @@ impl UpstreamClient {
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
+            // Upstream response headers are bounded by hyper's client defaults: over HTTP/1.1 at
+            // most 100 header fields within a ~400 KiB read buffer, over HTTP/2 a 16 KiB header
+            // list; an answer beyond them fails as a broken connection. The body has its own cap
+            // (MAX_BODY_BYTES), enforced as it streams in (`send`).
             .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let endpoints = [SCRIPT_LIST, EXECUTE, AUTH].map(|path| (path, Endpoint::new(&config.base_url, path)));

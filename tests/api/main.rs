@@ -8,6 +8,7 @@ mod create_session;
 mod ops;
 mod reads;
 mod server;
+mod tls;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -97,9 +98,18 @@ impl TestSim {
 
     /// Replaces the script catalogue with this raw JSON text (an array) or `{"generate": N}`.
     pub async fn set_scripts(&self, raw_json: &str) {
+        self.put_scripts(&format!("{}/_sim/scripts", self.url), raw_json).await;
+    }
+
+    /// Replaces the catalogue that `api_key` alone sees (other keys keep the shared one).
+    pub async fn set_scripts_for(&self, api_key: &str, raw_json: &str) {
+        self.put_scripts(&format!("{}/_sim/scripts?api_key={api_key}", self.url), raw_json).await;
+    }
+
+    async fn put_scripts(&self, url: &str, raw_json: &str) {
         let r = self
             .http
-            .put(format!("{}/_sim/scripts", self.url))
+            .put(url)
             .header("content-type", "application/json")
             .body(raw_json.to_owned())
             .send()

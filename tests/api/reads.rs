@@ -426,3 +426,112 @@ async fn the_stream_producer_stops_when_the_caller_goes_away() {
     let all = list(&mut app.client, "").await.unwrap();
     assert_eq!(all.len(), 5000);
 }
+
+#[tokio::test]
+async fn an_endless_upstream_body_is_cut_at_the_16_mib_cap_while_streaming() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A raw HTTP/1.1 upstream: every answer is a 200 whose chunked body never ends (no
+    // Content-Length to refuse up front), so only a cap applied while reading can stop it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut chunk = b"10000\r\n".to_vec();
+                chunk.extend(std::iter::repeat_n(b' ', 0x10000));
+                chunk.extend_from_slice(b"\r\n");
+                while socket.write_all(&chunk).await.is_ok() {
+                    counter.fetch_add(0x10000, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let sim = TestSim::start(SimConfig::default()).await;
+    let mut settings = test_settings(&sim.url);
+    settings.upstream = callbot_facade::config::UpstreamTarget::Remote(url);
+    settings.upstream_timeout = Duration::from_secs(30);
+    settings.upstream_attempt_timeout = Duration::from_secs(30);
+    let mut app = start(settings, sim).await;
+
+    let started = Instant::now();
+    let err = app.client.get_script(pb::GetScriptRequest { script_id: SCORES.into() }).await.unwrap_err();
+    assert_status(&err, Code::Internal, "UPSTREAM_MALFORMED");
+    assert_eq!(meta(&err, "upstream_http_status").as_deref(), Some("200"));
+    assert!(!err.message().contains("    "), "no body in the message: {}", err.message());
+    // Cut at the cap, not at a timeout: well before the 30 s deadline, and the facade stopped
+    // reading near 16 MiB (the socket buffers hold a few MiB more).
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let total = sent.load(Ordering::Relaxed);
+    assert!(total >= 16 * 1024 * 1024, "the cap is 16 MiB: {total}");
+    assert!(total < 32 * 1024 * 1024, "read on far past the cap: {total} bytes");
+}
+
+/// A raw HTTP/1.1 upstream whose every answer is `200 {}` with `fields` extra header fields.
+async fn upstream_with_header_fields(fields: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut answer = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+                for i in 0..fields {
+                    answer.push_str(&format!("x-filler-{i}: {i}\r\n"));
+                }
+                answer.push_str("content-length: 2\r\n\r\n{}");
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn upstream_response_headers_are_bounded_by_the_http_client() {
+    for (fields, code, reason) in [
+        // Within hyper's 100-field limit: the answer is read (and `{}` is no auth envelope).
+        (50, Code::Internal, "UPSTREAM_MALFORMED"),
+        // Over it: refused by the HTTP client, reported as a broken exchange, nothing hangs.
+        (150, Code::Unavailable, "UPSTREAM_CONNECTION_LOST"),
+    ] {
+        let sim = TestSim::start(SimConfig::default()).await;
+        let mut settings = test_settings(&sim.url);
+        settings.upstream = callbot_facade::config::UpstreamTarget::Remote(upstream_with_header_fields(fields).await);
+        let mut app = start(settings, sim).await;
+        let err = app.client.get_script(pb::GetScriptRequest { script_id: SCORES.into() }).await.unwrap_err();
+        assert_status(&err, code, reason);
+        // The facade is still serving.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    }
+}
