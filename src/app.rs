@@ -138,6 +138,7 @@ impl Application {
         };
         let mut upstream_config = UpstreamConfig::new(upstream_url.clone());
         upstream_config.attempt_timeout = settings.upstream_attempt_timeout;
+        upstream_config.http2_prior_knowledge = settings.upstream_http2_prior_knowledge;
         upstream_config.retry_budget_percent = settings.retry_budget_percent;
         upstream_config.retry_budget_min = settings.retry_budget_min;
         let metrics = Arc::new(Metrics::new());

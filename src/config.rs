@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Upper bound of one HTTP attempt of a read (so a retry still fits in the deadline).
     #[arg(long, env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub upstream_attempt_timeout: Duration,
+    /// Speak HTTP/2 without TLS negotiation (h2c) to a plaintext upstream known to support it,
+    /// such as an egress sidecar or the simulator: one multiplexed connection instead of one
+    /// per call in flight. An https upstream negotiates HTTP/2 by ALPN without this flag.
+    #[arg(long, env = "CALLBOT_UPSTREAM_HTTP2_PRIOR_KNOWLEDGE")]
+    pub upstream_http2_prior_knowledge: bool,
     /// Log format.
     #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -206,6 +211,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Bound of one HTTP attempt of a read.
     pub upstream_attempt_timeout: Duration,
+    /// HTTP/2 with prior knowledge to a plaintext upstream.
+    pub upstream_http2_prior_knowledge: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Script-list cache lifetime (zero = off).
@@ -278,6 +285,7 @@ impl Settings {
             api_key,
             upstream_timeout: args.upstream_timeout,
             upstream_attempt_timeout: args.upstream_attempt_timeout,
+            upstream_http2_prior_knowledge: args.upstream_http2_prior_knowledge,
             log_format: args.log_format,
             script_cache_ttl: args.script_cache_ttl,
             max_contacts: args.max_contacts as usize,

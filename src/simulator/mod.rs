@@ -23,6 +23,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+/// Streams one HTTP/2 connection may have open at once.
+const SIM_MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -224,7 +227,10 @@ pub async fn run(
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         handle(Arc::clone(&sim), router.clone(), req)
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // Over HTTP/2 a client may keep thousands of calls in flight on one connection
+                    // (hyper's default would queue all but 200 of them at the client).
+                    builder.http2().max_concurrent_streams(SIM_MAX_CONCURRENT_STREAMS);
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {

@@ -81,6 +81,8 @@ pub struct UpstreamConfig {
     pub attempt_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// HTTP/2 without negotiation (h2c) to a plaintext upstream.
+    pub http2_prior_knowledge: bool,
     /// Retry budget: percent of requests.
     pub retry_budget_percent: u32,
     /// Retry budget: floor per window.
@@ -94,6 +96,7 @@ impl UpstreamConfig {
             base_url: base_url.into(),
             attempt_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            http2_prior_knowledge: false,
             retry_budget_percent: 20,
             retry_budget_min: 10,
         }
@@ -168,7 +171,7 @@ const AUTH: &str = "/api/auth";
 impl UpstreamClient {
     /// Builds the client and its connection pool.
     pub fn new(config: UpstreamConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             // As many idle connections as calls in flight (the default --max-concurrency): with
@@ -181,8 +184,11 @@ impl UpstreamClient {
             // most 100 header fields within a ~400 KiB read buffer, over HTTP/2 a 16 KiB header
             // list; an answer beyond them fails as a broken connection. The body has its own cap
             // (MAX_BODY_BYTES), enforced as it streams in (`send`).
-            .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")));
+        if config.http2_prior_knowledge {
+            http = http.http2_prior_knowledge();
+        }
+        let http = http.build()?;
         let endpoints = [SCRIPT_LIST, EXECUTE, AUTH].map(|path| (path, Endpoint::new(&config.base_url, path)));
         Ok(UpstreamClient {
             endpoints,
