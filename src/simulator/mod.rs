@@ -172,7 +172,7 @@ const PAD_CHUNK: usize = 64 * 1024;
 
 /// Reshapes `resp`'s body as the fault says: dribbled in `body_chunks` pieces `body_chunk_delay_ms` apart,
 /// then padded with spaces up to `body_size` bytes, streamed (the padding is one shared 64 KiB buffer).
-async fn reshaped(resp: Response, fault: &Fault) -> Response {
+async fn reshaped(sim: &Arc<Sim>, resp: Response, fault: &Fault) -> Response {
     use futures::StreamExt as _;
     let (mut parts, body) = resp.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
@@ -194,13 +194,15 @@ async fn reshaped(resp: Response, fault: &Fault) -> Response {
     });
     let padding = fault.body_size.map_or(0, |size| size.saturating_sub(body.len() as u64));
     let pad = Bytes::from(vec![b' '; PAD_CHUNK]);
+    let sim = Arc::clone(sim);
     let tail = futures::stream::unfold(padding, move |left| {
-        let pad = pad.clone();
+        let (pad, sim) = (pad.clone(), Arc::clone(&sim));
         async move {
             if left == 0 {
                 return None;
             }
             let n = left.min(PAD_CHUNK as u64) as usize;
+            sim.stats.padding_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
             Some((Ok::<_, std::io::Error>(pad.slice(..n)), left - n as u64))
         }
     });
@@ -241,7 +243,7 @@ async fn handle(sim: Arc<Sim>, router: Router, mut req: Request<Incoming>) -> Re
         resp
     };
     if fault.reshapes_body() && !fault.truncate && !fault.abort_after_headers {
-        resp = reshaped(resp, &fault).await;
+        resp = reshaped(&sim, resp, &fault).await;
     }
     if let Some(ra) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, ra);

@@ -600,6 +600,7 @@ async fn fault_body_size_streams_a_padded_valid_body() {
     }
     assert_eq!(total, SIZE);
     assert_eq!(head, normal);
+    assert_eq!(h.stats().await["padding_bytes_sent"], SIZE - normal.len() as u64);
     // A canned body is padded the same way, and stays valid JSON.
     h.faults(json!({"body": "{\"status_code\":9999,\"payload\":[]}", "body_size": 1000})).await;
     let text = h.list(KEY, &t).await.text().await.expect("text");

@@ -124,6 +124,9 @@ struct Row {
     auth_calls: Option<u64>,
     /// `--upstream-attempt-timeout` of the row's facade (ms).
     attempt_ms: u64,
+    /// Most `body_size` padding the simulator may have handed out: a reader that stops at the
+    /// cap stops it well before a reader that takes everything would (None: not checked).
+    max_padding_sent: Option<u64>,
 }
 
 const fn fail(code: Code, reason: &'static str, http_status: Option<&'static str>, retry_secs: Option<u64>) -> Want {
@@ -182,6 +185,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", None, Some(1)), 0, None),
         auth_calls: None,
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "reset before headers",
@@ -191,6 +195,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Unavailable, "UPSTREAM_OUTCOME_UNKNOWN", None, Some(1)), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "reset after headers",
@@ -200,6 +205,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "truncated body",
@@ -209,6 +215,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "slow headers (2.5 s)",
@@ -218,6 +225,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", None, None), 1, None),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "slow body (4 pieces, 0.8 s apart)",
@@ -227,6 +235,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::DeadlineExceeded, "DEADLINE_EXCEEDED", None, None), 1, Some(1)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "401 with an HTML body (twice)",
@@ -239,6 +248,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED", Some("401"), None), 2, Some(0)),
         auth_calls: Some(2),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "429 with Retry-After: 7",
@@ -248,6 +258,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED", Some("429"), Some(7)), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "429 without Retry-After",
@@ -257,6 +268,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED", Some("429"), Some(1)), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "500",
@@ -266,6 +278,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Internal, "UPSTREAM_INTERNAL_ERROR", Some("500"), None), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "502 (three times)",
@@ -275,6 +288,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", Some("502"), Some(1)), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "503 (three times)",
@@ -284,6 +298,17 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", Some("503"), Some(1)), 3, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
+    Row {
+        fault: "503 once, then healthy",
+        how: r#"`{"status": 503}`"#,
+        inject: Inject::Sim(|_| json!({"status": 503})),
+        read: read(Want::Ok, 2),
+        write: write(Want::Ok, 2, Some(1)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "504 (three times)",
@@ -293,6 +318,7 @@ static ROWS: &[Row] = &[
         write: write(fail(Code::DeadlineExceeded, "UPSTREAM_TIMEOUT", Some("504"), None), 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "non-UTF-8 bytes in a string",
@@ -302,6 +328,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "64 MiB body (valid JSON, chunked)",
@@ -311,6 +338,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(1)),
         auth_calls: Some(1),
         attempt_ms: HUGE_ATTEMPT_MS,
+        max_padding_sent: Some(HUGE / 2),
     },
     Row {
         fault: "wrong content type, valid JSON",
@@ -320,6 +348,7 @@ static ROWS: &[Row] = &[
         write: write(Want::Ok, 1, Some(1)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "HTML page with 200",
@@ -332,6 +361,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "empty body with 200",
@@ -341,6 +371,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "deeply nested JSON as the payload (100,000 levels)",
@@ -350,6 +381,7 @@ static ROWS: &[Row] = &[
         write: write(MALFORMED_200, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
     Row {
         fault: "deeply nested JSON in an ignored key (100,000 levels)",
@@ -359,6 +391,7 @@ static ROWS: &[Row] = &[
         write: write(Want::Ok, 1, Some(0)),
         auth_calls: Some(1),
         attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
     },
 ];
 
@@ -497,6 +530,12 @@ async fn run_row(rpc: Rpc, index: usize) {
         assert_eq!(stats[rpc.counter()], expect.calls, "{what}: upstream calls {stats}");
         if let Some(auth) = row.auth_calls {
             assert_eq!(stats["auth_calls"], auth, "{what}: auth calls {stats}");
+        }
+        if let Some(max) = row.max_padding_sent {
+            // The cap held while the body streamed: the facade stopped reading at 16 MiB (plus
+            // what the socket buffers took), not after all of it.
+            let sent = stats["padding_bytes_sent"].as_u64().expect("padding_bytes_sent");
+            assert!(sent > 0 && sent <= max, "{what}: {sent} bytes of padding sent");
         }
     }
     if rpc.writes() && !refused {
