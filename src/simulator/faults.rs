@@ -22,8 +22,9 @@
 //!
 //! Whatever the answer (canned or real), its body can then be reshaped: `body_size: N` pads it with spaces up to
 //! N bytes (JSON stays valid; the padding is streamed in 64 KiB pieces, never held whole, so a 64 MiB body
-//! costs the simulator nothing), and `body_chunk_delay_ms: D` dribbles it out: headers at once, then the body in
-//! `body_chunks` pieces (default 4), each sent after a pause of D ms (the padding follows the last piece).
+//! costs the simulator nothing), and `body_chunk_delay_ms: D` dribbles it out in `body_chunks` pieces (default
+//! 4): the headers and the first piece at once, each next piece after a pause of D ms (the padding follows the
+//! last piece).
 //! A reshaped body has no `Content-Length` (chunked over HTTP/1.1). `/_sim/stats` counts the padding handed to
 //! connections in `padding_bytes_sent`: a client that stops reading early stops it.
 //!

@@ -170,7 +170,8 @@ fn aborted_after_headers(resp: Response) -> Response {
 /// Size of each piece of `body_size` padding.
 const PAD_CHUNK: usize = 64 * 1024;
 
-/// Reshapes `resp`'s body as the fault says: dribbled in `body_chunks` pieces `body_chunk_delay_ms` apart,
+/// Reshapes `resp`'s body as the fault says: dribbled in `body_chunks` pieces `body_chunk_delay_ms` apart (the
+/// first with the head),
 /// then padded with spaces up to `body_size` bytes, streamed (the padding is one shared 64 KiB buffer).
 async fn reshaped(sim: &Arc<Sim>, resp: Response, fault: &Fault) -> Response {
     use futures::StreamExt as _;
@@ -185,9 +186,10 @@ async fn reshaped(sim: &Arc<Sim>, resp: Response, fault: &Fault) -> Response {
             (0..body.len()).step_by(step).map(|at| body.slice(at..(at + step).min(body.len()))).collect()
         }
     };
+    // The first piece goes out with the head at once; each next one after the pause.
     let delay = fault.body_chunk_delay_ms.map(Duration::from_millis);
-    let head = futures::stream::iter(pieces).then(move |piece| async move {
-        if let Some(d) = delay {
+    let head = futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| async move {
+        if let Some(d) = delay.filter(|_| i > 0) {
             tokio::time::sleep(d).await;
         }
         Ok::<_, std::io::Error>(piece)

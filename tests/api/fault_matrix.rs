@@ -22,6 +22,7 @@ use super::*;
 const SCRIPT: &str = "64915bc76a690c0edad14723";
 const LIST_PATH: &str = "/api/call_bot/script/list";
 const EXECUTE_PATH: &str = "/api/call_bot/execute_by_phone";
+const AUTH_PATH: &str = "/api/auth";
 /// The deadline every matrix call carries.
 const DEADLINE: Duration = Duration::from_secs(2);
 /// Scheduling slack on top of the deadline (two shared cores): "answered within the deadline".
@@ -96,7 +97,8 @@ enum Want {
 #[derive(Clone, Copy, Debug)]
 struct Expect {
     want: Want,
-    /// Requests the upstream endpoint saw (the retries); 0 = not checked (nothing reachable).
+    /// Requests the RPC's upstream endpoint saw (the retries); not checked when the upstream is
+    /// unreachable.
     calls: u64,
     /// Writes: sessions the upstream recorded under the call's key (None: at most one, timing
     /// decides).
@@ -110,6 +112,8 @@ enum Inject {
     Refused,
     /// A `POST /_sim/faults` object for the RPC's endpoint (the path is added).
     Sim(fn(Rpc) -> Value),
+    /// A `POST /_sim/faults` object for the token endpoint, `GET /api/auth` (the path is added).
+    Auth(fn(Rpc) -> Value),
 }
 
 struct Row {
@@ -228,7 +232,7 @@ static ROWS: &[Row] = &[
         max_padding_sent: None,
     },
     Row {
-        fault: "slow body (4 pieces, 0.8 s apart)",
+        fault: "slow body (headers and a first piece, then 3 more 0.8 s apart)",
         how: r#"`{"body_chunk_delay_ms": 800, "body_chunks": 4, "count": 3}`"#,
         inject: Inject::Sim(|_| json!({"body_chunk_delay_ms": 800, "body_chunks": 4, "count": 3})),
         read: read(fail(Code::DeadlineExceeded, "UPSTREAM_TIMEOUT", None, None), 3),
@@ -393,6 +397,52 @@ static ROWS: &[Row] = &[
         attempt_ms: ATTEMPT_MS,
         max_padding_sent: None,
     },
+    Row {
+        fault: "token endpoint: 503 (three times)",
+        how: r#"`{"path": "/api/auth", "status": 503, "count": 3}`"#,
+        inject: Inject::Auth(|_| json!({"status": 503, "count": 3})),
+        read: read(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", Some("503"), Some(1)), 0),
+        write: write(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", Some("503"), Some(1)), 0, Some(0)),
+        auth_calls: Some(3),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
+    Row {
+        fault: "token endpoint: reset before headers (three times)",
+        how: r#"`{"path": "/api/auth", "drop": true, "count": 3}`"#,
+        inject: Inject::Auth(|_| json!({"drop": true, "count": 3})),
+        read: read(fail(Code::Unavailable, "UPSTREAM_CONNECTION_LOST", None, Some(1)), 0),
+        // Nothing was sent to execute_by_phone: not "outcome unknown".
+        write: write(fail(Code::Unavailable, "UPSTREAM_UNAVAILABLE", None, Some(1)), 0, Some(0)),
+        auth_calls: Some(3),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
+    Row {
+        fault: "token endpoint: 401 with an HTML body",
+        how: r#"`{"path": "/api/auth", "status": 401, "body": "<html>…", "content_type": "text/html"}`"#,
+        inject: Inject::Auth(
+            |_| json!({"status": 401, "body": "<html><body>401 Unauthorized</body></html>", "content_type": "text/html"}),
+        ),
+        read: read(fail(Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED", Some("401"), None), 0),
+        write: write(fail(Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED", Some("401"), None), 0, Some(0)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
+    Row {
+        fault: "token endpoint: HTML page with 200",
+        how: r#"`{"path": "/api/auth", "status": 200, "body": "<!DOCTYPE html>…", "content_type": "text/html"}`"#,
+        inject: Inject::Auth(|_| {
+            json!({"status": 200, "body": "<!DOCTYPE html><html><body>Maintenance</body></html>",
+                   "content_type": "text/html"})
+        }),
+        read: read(MALFORMED_200, 0),
+        write: write(MALFORMED_200, 0, Some(0)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
 ];
 
 /// One call of `rpc` with the matrix deadline; `key` names the session (writes). Checks the shape
@@ -493,10 +543,18 @@ async fn run_row(rpc: Rpc, index: usize) {
         }
     })
     .await;
-    if let Inject::Sim(make) = row.inject {
-        let mut fault = make(rpc);
-        fault["path"] = json!(rpc.path());
-        app.sim.fault(fault).await;
+    match row.inject {
+        Inject::Refused => {}
+        Inject::Sim(make) => {
+            let mut fault = make(rpc);
+            fault["path"] = json!(rpc.path());
+            app.sim.fault(fault).await;
+        }
+        Inject::Auth(make) => {
+            let mut fault = make(rpc);
+            fault["path"] = json!(AUTH_PATH);
+            app.sim.fault(fault).await;
+        }
     }
     let key = format!("fm-{index}");
     let expect = if rpc.writes() { row.write } else { row.read };
