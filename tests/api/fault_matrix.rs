@@ -834,6 +834,12 @@ fn frame(declared: u32, payload: &[u8]) -> Bytes {
 /// Sends `body` as the raw request body of `method` and returns the call's final status
 /// (trailers-only answer or trailers).
 async fn raw_call(app: &TestApp, method: &str, body: Bytes) -> Status {
+    raw_call_where(app, method, body).await.0
+}
+
+/// `raw_call`, and whether the status came in the trailers (after response headers) rather than
+/// in a trailers-only answer.
+async fn raw_call_where(app: &TestApp, method: &str, body: Bytes) -> (Status, bool) {
     let channel = app.channel().await;
     let req = http::Request::builder()
         .method("POST")
@@ -847,16 +853,16 @@ async fn raw_call(app: &TestApp, method: &str, body: Bytes) -> Status {
     let resp = tower::ServiceExt::oneshot(channel, req).await.expect("HTTP answer");
     assert_eq!(resp.status(), http::StatusCode::OK);
     let (parts, body) = resp.into_parts();
-    let status = match Status::from_header_map(&parts.headers) {
-        Some(status) => status,
+    let (status, in_trailers) = match Status::from_header_map(&parts.headers) {
+        Some(status) => (status, false),
         None => {
             let collected = body.collect().await.expect("body");
             let trailers = collected.trailers().cloned().expect("trailers");
-            Status::from_header_map(&trailers).expect("grpc-status in trailers")
+            (Status::from_header_map(&trailers).expect("grpc-status in trailers"), true)
         }
     };
     assert!(started.elapsed() < DEADLINE + SLACK, "{method}: answered after {:?}", started.elapsed());
-    status
+    (status, in_trailers)
 }
 
 const METHODS: [&str; 4] = ["ListScripts", "GetScript", "CreateSession", "CreateCampaign"];
@@ -907,4 +913,27 @@ async fn a_frame_declaring_more_than_max_message_bytes_is_resource_exhausted() {
         let mut client = app.client.clone();
         call(&mut client, rpc, &format!("after-large-{}", rpc.name())).await.expect("a good call after");
     }
+}
+
+#[tokio::test]
+async fn junk_after_a_good_campaign_spec_ends_the_stream_with_details() {
+    use prost::Message as _;
+    let app = spawn_app().await;
+    let spec = pb::CreateCampaignRequest {
+        item: Some(pb::create_campaign_request::Item::Spec(pb::CampaignSpec {
+            campaign_id: "junk-after-spec".into(),
+            script_id: SCRIPT.into(),
+            ..Default::default()
+        })),
+    }
+    .encode_to_vec();
+    let mut body = BytesMut::from(&frame(spec.len() as u32, &spec)[..]);
+    body.extend_from_slice(&frame(4, b"\xff\xff\xff\xff"));
+    // The answer's headers went out when the spec was read: the status comes in the trailers.
+    let (status, in_trailers) = raw_call_where(&app, "CreateCampaign", body.freeze()).await;
+    assert!(in_trailers, "the status was expected in the trailers: {status:?}");
+    assert_status(&status, Code::Internal, "MALFORMED_REQUEST_MESSAGE");
+    assert_eq!(app.sim.stats().await["execute_calls"], 0);
+    let mut client = app.client.clone();
+    call(&mut client, Rpc::CreateCampaign, "after-junk-spec").await.expect("a good campaign after junk");
 }
