@@ -697,7 +697,7 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn cell(e: &Expect) -> String {
+fn cell(row: &Row, e: &Expect) -> String {
     let mut out = match e.want {
         Want::Ok => "OK".to_owned(),
         Want::Fail { code, reason, retry_secs, .. } => {
@@ -710,6 +710,10 @@ fn cell(e: &Expect) -> String {
     };
     if e.calls > 1 {
         out.push_str(&format!(" ({} attempts)", e.calls));
+    }
+    match (row.inject, row.auth_calls) {
+        (Inject::Auth(_), Some(n)) if n > 1 => out.push_str(&format!(" ({n} token fetch attempts)")),
+        _ => {}
     }
     out
 }
@@ -727,7 +731,7 @@ fn render_table() -> String {
         out.push_str(&format!("| {} | {how} |", row.fault));
         for rpc in RPCS {
             let e = if rpc.writes() { &row.write } else { &row.read };
-            out.push_str(&format!(" {} |", cell(e)));
+            out.push_str(&format!(" {} |", cell(row, e)));
         }
         out.push('\n');
     }
