@@ -248,8 +248,8 @@ where
         Box::pin(
             async move {
                 let mut res = inner.call(req).await?;
-                if is_oversized_message(res.headers()) {
-                    res = too_large_status(&id_text).into_http::<Body>();
+                if let Some(err) = tonic_refusal(res.headers()) {
+                    res = refusal_status(&err, &id_text).into_http::<Body>();
                 }
                 res.headers_mut().insert(REQUEST_ID, id);
                 let header_code = grpc_status(res.headers());
@@ -383,28 +383,42 @@ impl HttpBody for CountedBody {
     }
 }
 
-/// A trailers-only answer of tonic's decoder refusing a message over the size limit.
-fn is_oversized_message(headers: &http::HeaderMap) -> bool {
-    grpc_status(headers) == Some(tonic::Code::OutOfRange as i32)
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("message length too large") || m.contains("message%20length%20too%20large"))
+/// How tonic's decoder words its refusals of bytes that are not a message of the method (the
+/// protobuf decode, a frame cut short, a bad compression flag): INTERNAL, as gRPC documents it.
+const UNDECODABLE_PREFIXES: [&str; 3] =
+    ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "protocol error: received message with"];
+
+/// Which of tonic's own refusals of the caller's bytes a status in `headers` (trailers-only
+/// answer or trailers) is, if any: a message over the size limit, or bytes that do not decode.
+/// tonic answers those without our details; the contract wants every failure to carry them.
+fn tonic_refusal(headers: &http::HeaderMap) -> Option<FacadeError> {
+    let code = grpc_status(headers)?;
+    let message = headers.get("grpc-message")?.to_str().ok()?.replace("%20", " ");
+    if code == tonic::Code::OutOfRange as i32 && message.contains("message length too large") {
+        Some(FacadeError::MessageTooLarge)
+    } else if code == tonic::Code::Internal as i32
+        && !headers.contains_key("grpc-status-details-bin")
+        && UNDECODABLE_PREFIXES.iter().any(|p| message.starts_with(p))
+    {
+        Some(FacadeError::MalformedMessage)
+    } else {
+        None
+    }
 }
 
-/// tonic answers OUT_OF_RANGE for a message over --max-message-bytes; the contract says
-/// RESOURCE_EXHAUSTED, with our details.
-fn too_large_status(request_id: &str) -> tonic::Status {
-    to_status(&FacadeError::MessageTooLarge, &ErrorContext { request_id, external_session_id: None })
+/// Our status for one of tonic's refusals: RESOURCE_EXHAUSTED for an oversized message (the
+/// contract's code, where tonic says OUT_OF_RANGE), INTERNAL for undecodable bytes, with details.
+fn refusal_status(err: &FacadeError, request_id: &str) -> tonic::Status {
+    to_status(err, &ErrorContext { request_id, external_session_id: None })
 }
 
-/// Rewrites a status carried in `headers` (trailers-only answer or trailers) when it is tonic's
-/// refusal of an oversized message.
-fn rewrite_oversized(headers: &mut http::HeaderMap, request_id: &str) {
-    if is_oversized_message(headers) {
+/// Rewrites a status carried in `headers` (trailers-only answer or trailers) when it is one of
+/// tonic's refusals of the caller's bytes.
+fn rewrite_refusal(headers: &mut http::HeaderMap, request_id: &str) {
+    if let Some(err) = tonic_refusal(headers) {
         headers.remove("grpc-message");
         headers.remove("grpc-status-details-bin");
-        let _ = too_large_status(request_id).add_header(headers);
+        let _ = refusal_status(&err, request_id).add_header(headers);
     }
 }
 
@@ -481,7 +495,7 @@ impl HttpBody for ObservedBody {
                     a.metrics.msg_sent(&a.labels, this.framer.feed(data));
                 }
                 if let (Some(trailers), Some(a)) = (frame.trailers_mut(), this.access.as_mut()) {
-                    rewrite_oversized(trailers, &a.request_id);
+                    rewrite_refusal(trailers, &a.request_id);
                     a.code = grpc_status(trailers).or(a.code);
                 }
             }

@@ -41,6 +41,9 @@ pub enum FacadeError {
     /// A request message over `--max-message-bytes`.
     #[error("request message over the size limit")]
     MessageTooLarge,
+    /// The caller's bytes are not a message of the method (tonic's decoder refused them).
+    #[error("request message could not be decoded")]
+    MalformedMessage,
 }
 
 /// Call facts that go into every status.
@@ -96,6 +99,12 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
             ResourceExhausted,
             "MESSAGE_TOO_LARGE",
             "the request message is larger than this facade accepts (--max-message-bytes)",
+        ),
+        // INTERNAL, as gRPC documents for a request that does not parse (and tonic answers).
+        FacadeError::MalformedMessage => row(
+            Internal,
+            "MALFORMED_REQUEST_MESSAGE",
+            "the request message could not be decoded as the method's protobuf message",
         ),
         FacadeError::Upstream(e) => classify_upstream(e, write),
     }
@@ -243,7 +252,7 @@ mod tests {
             (FacadeError::CallerUnauthenticated, false, Unauthenticated, "CALLER_UNAUTHENTICATED", None),
             (FacadeError::Overloaded, false, Unavailable, "OVERLOADED", d),
             (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
-            (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
+            (FacadeError::MalformedMessage, false, Internal, "MALFORMED_REQUEST_MESSAGE", None),
             (http(401), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),
             (http(403), false, PermissionDenied, "UPSTREAM_PERMISSION_DENIED", None),
             (http(404), false, Internal, "UPSTREAM_ENDPOINT_NOT_FOUND", None),

@@ -47,6 +47,7 @@ pub(crate) async fn stats(State(sim): State<Arc<Sim>>) -> Response {
         "execute_calls": s.execute_calls.load(Ordering::Relaxed),
         "sessions_total": s.sessions_total.load(Ordering::Relaxed),
         "unauthorized": s.unauthorized.load(Ordering::Relaxed),
+        "padding_bytes_sent": s.padding_bytes_sent.load(Ordering::Relaxed),
     });
     json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
 }

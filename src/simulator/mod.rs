@@ -114,8 +114,8 @@ fn canned_response(sim: &Sim, fault: &Fault) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         sim.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
     }
-    let body = match (&fault.body, &fault.error) {
-        (Some(body), _) => body.clone().into_bytes(),
+    let body = match (fault.body_bytes(), &fault.error) {
+        (Some(body), _) => body,
         (None, Some(code)) => api::fail_body(code, "Simulated error"),
         (None, None) => api::fail_body(
             &format!("http_{}", status.as_u16()),
@@ -157,6 +157,63 @@ async fn truncated(resp: Response) -> Response {
     out
 }
 
+/// The normal answer's status and headers, then an abort before the first body byte (after a pause, so
+/// that hyper flushes the head first).
+fn aborted_after_headers(resp: Response) -> Response {
+    let (mut parts, _body) = resp.into_parts();
+    let abort = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Err::<Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "simulated reset after headers"))
+    };
+    // A declared length makes the break unmistakable over HTTP/1.1 too.
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("64"));
+    Response::from_parts(parts, Body::from_stream(futures::stream::once(abort)))
+}
+
+/// Size of each piece of `body_size` padding.
+const PAD_CHUNK: usize = 64 * 1024;
+
+/// Reshapes `resp`'s body as the fault says: dribbled in `body_chunks` pieces `body_chunk_delay_ms` apart (the
+/// first with the head),
+/// then padded with spaces up to `body_size` bytes, streamed (the padding is one shared 64 KiB buffer).
+async fn reshaped(sim: &Arc<Sim>, resp: Response, fault: &Fault) -> Response {
+    use futures::StreamExt as _;
+    let (mut parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES).await.unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let pieces: Vec<Bytes> = match fault.body_chunk_delay_ms {
+        None => vec![body.clone()],
+        Some(_) => {
+            let n = fault.body_chunks.unwrap_or(4).max(1) as usize;
+            let step = body.len().div_ceil(n).max(1);
+            (0..body.len()).step_by(step).map(|at| body.slice(at..(at + step).min(body.len()))).collect()
+        }
+    };
+    // The first piece goes out with the head at once; each next one after the pause.
+    let delay = fault.body_chunk_delay_ms.map(Duration::from_millis);
+    let head = futures::stream::iter(pieces.into_iter().enumerate()).then(move |(i, piece)| async move {
+        if let Some(d) = delay.filter(|_| i > 0) {
+            tokio::time::sleep(d).await;
+        }
+        Ok::<_, std::io::Error>(piece)
+    });
+    let padding = fault.body_size.map_or(0, |size| size.saturating_sub(body.len() as u64));
+    let pad = Bytes::from(vec![b' '; PAD_CHUNK]);
+    let sim = Arc::clone(sim);
+    let tail = futures::stream::unfold(padding, move |left| {
+        let (pad, sim) = (pad.clone(), Arc::clone(&sim));
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(PAD_CHUNK as u64) as usize;
+            sim.stats.padding_bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+            Some((Ok::<_, std::io::Error>(pad.slice(..n)), left - n as u64))
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(head.chain(tail)))
+}
+
 /// Handle one request: count it, apply the next matching fault, else route it normally.
 async fn handle(sim: Arc<Sim>, router: Router, mut req: Request<Incoming>) -> Result<Response, std::io::Error> {
     let path = req.uri().path().to_owned();
@@ -178,11 +235,21 @@ async fn handle(sim: Arc<Sim>, router: Router, mut req: Request<Incoming>) -> Re
     } else if fault.truncate {
         req.extensions_mut().insert(Faulted);
         truncated(call_router(router, req).await).await
+    } else if fault.abort_after_headers {
+        req.extensions_mut().insert(Faulted);
+        aborted_after_headers(call_router(router, req).await)
     } else if fault.canned() {
         canned_response(&sim, &fault)
     } else {
-        call_router(router, req).await
+        let mut resp = call_router(router, req).await;
+        if let Some(ct) = fault.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        resp
     };
+    if fault.reshapes_body() && !fault.truncate && !fault.abort_after_headers {
+        resp = reshaped(&sim, resp, &fault).await;
+    }
     if let Some(ra) = retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, ra);
     }

@@ -47,13 +47,20 @@ pub(crate) struct Stats {
     pub execute_calls: AtomicU64,
     pub sessions_total: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// Bytes of `body_size` padding handed to connections (a reader that stops early stops it).
+    pub padding_bytes_sent: AtomicU64,
 }
 
 impl Stats {
     fn reset(&self) {
-        for c in
-            [&self.auth_calls, &self.script_list_calls, &self.execute_calls, &self.sessions_total, &self.unauthorized]
-        {
+        for c in [
+            &self.auth_calls,
+            &self.script_list_calls,
+            &self.execute_calls,
+            &self.sessions_total,
+            &self.unauthorized,
+            &self.padding_bytes_sent,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
     }

@@ -577,6 +577,120 @@ async fn fault_drop_closes_connection() {
     assert_eq!(h.execute(KEY, &t, &good_body()).await["status_code"], 9999);
 }
 
+/// Reads a body chunk by chunk: (bytes received, whether it ended in an error).
+async fn drain(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (got, false),
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+#[tokio::test]
+async fn fault_abort_after_headers_sends_the_head_then_breaks() {
+    let h = Harness::default().await;
+    let t = h.token(KEY).await;
+    h.faults(json!([
+        {"path": "/api/call_bot/script/list", "abort_after_headers": true},
+        {"path": "/api/call_bot/execute_by_phone", "abort_after_headers": true},
+    ]))
+    .await;
+    let resp = h.list(KEY, &t).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().is_ok_and(|c| c.starts_with("application/json")));
+    let (got, failed) = drain(resp).await;
+    assert!(failed, "the body must break");
+    assert!(got.is_empty(), "no body byte before the break: {got:?}");
+    let resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
+    assert_eq!(resp.status(), 200);
+    assert!(drain(resp).await.1);
+    assert_eq!(h.sessions().await.len(), 0, "an aborted execute is not recorded");
+    assert_eq!(h.list(KEY, &t).await.status(), 200);
+}
+
+#[tokio::test]
+async fn fault_body_size_streams_a_padded_valid_body() {
+    const SIZE: u64 = 64 * 1024 * 1024;
+    let h = Harness::default().await;
+    let t = h.token(KEY).await;
+    let normal = h.list(KEY, &t).await.bytes().await.expect("body");
+    h.faults(json!({"path": "/api/call_bot/script/list", "body_size": SIZE})).await;
+    let mut resp = h.list(KEY, &t).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.content_length(), None, "a padded body is streamed without a length");
+    // Counted as it streams: the head is the normal answer, the rest spaces.
+    let (mut total, mut head) = (0u64, Vec::new());
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        let keep = normal.len().saturating_sub(head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..keep]);
+        assert!(chunk[keep..].iter().all(|b| *b == b' '), "padding is spaces");
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, SIZE);
+    assert_eq!(head, normal);
+    assert_eq!(h.stats().await["padding_bytes_sent"], SIZE - normal.len() as u64);
+    // A canned body is padded the same way, and stays valid JSON.
+    h.faults(json!({"body": "{\"status_code\":9999,\"payload\":[]}", "body_size": 1000})).await;
+    let text = h.list(KEY, &t).await.text().await.expect("text");
+    assert_eq!(text.len(), 1000);
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("json")["status_code"], 9999);
+}
+
+#[tokio::test]
+async fn fault_body_chunk_delay_dribbles_the_body_after_the_head() {
+    let h = Harness::default().await;
+    let t = h.token(KEY).await;
+    h.faults(json!({"path": "/api/call_bot/execute_by_phone", "body_chunk_delay_ms": 100, "body_chunks": 3})).await;
+    let started = Instant::now();
+    let mut resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
+    let head_at = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    let mut body = Vec::new();
+    let mut pieces = 0;
+    while let Some(chunk) = resp.chunk().await.expect("chunk") {
+        body.extend_from_slice(&chunk);
+        pieces += 1;
+    }
+    // The head comes with the first piece; two pauses of 100 ms follow it.
+    assert!(started.elapsed() >= head_at + Duration::from_millis(200), "{head_at:?} {:?}", started.elapsed());
+    assert!(pieces >= 3, "{pieces} pieces");
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["status_code"], 9999);
+    assert_eq!(h.sessions().await.len(), 1, "a slow but complete answer is a session");
+}
+
+#[tokio::test]
+async fn fault_body_base64_and_content_type_over_a_real_answer() {
+    let h = Harness::default().await;
+    let t = h.token(KEY).await;
+    let raw: &[u8] = b"{\"status_code\":9999,\"payload\":\"\xff\xfe\"}";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    h.faults(json!([
+        {"path": "/api/call_bot/script/list", "body_base64": b64},
+        {"path": "/api/call_bot/execute_by_phone", "content_type": "text/html"},
+    ]))
+    .await;
+    let resp = h.list(KEY, &t).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), raw);
+    let resp = h.execute_raw(KEY, &t, "?cid=", &good_body().to_string()).await;
+    assert_eq!(resp.headers()["content-type"], "text/html");
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["status_code"], 9999);
+    assert_eq!(h.sessions().await.len(), 1, "only the content type changed: a session");
+    for bad in [
+        json!({"body_base64": "%%%"}),
+        json!({"body": "x", "body_base64": "eA=="}),
+        json!({"body_chunk_delay_ms": 1, "body_chunks": 0}),
+    ] {
+        let resp = h.client.post(h.url("/_sim/faults")).json(&bad).send().await.expect("send");
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn fault_admin_paths_and_clearing() {
     let h = Harness::default().await;

@@ -272,7 +272,16 @@ impl UpstreamClient {
         let exchange = async {
             let mut refreshed = false;
             loop {
-                let token = self.token(ctx).await?;
+                let token = match self.token(ctx).await {
+                    Ok(token) => token,
+                    // The call's own request has not been sent yet: for a write, a connection
+                    // lost while fetching the token leaves no outcome unknown (nothing started),
+                    // so it is reported as the upstream being unreachable.
+                    Err(UpstreamError::ConnectionLost { detail }) if kind == Idempotency::Write => {
+                        return Err(UpstreamError::Connect { detail });
+                    }
+                    Err(e) => return Err(e),
+                };
                 let answer = self
                     .with_retries(ctx, kind, path, || {
                         build(self.request(method.clone(), path))

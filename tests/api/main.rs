@@ -5,6 +5,7 @@ mod binary;
 mod campaign;
 mod cli;
 mod create_session;
+mod fault_matrix;
 mod ops;
 mod reads;
 mod server;
