@@ -359,6 +359,8 @@ mod tests {
         assert!(!s.allow_caller_api_key);
         assert!(s.tls.is_none());
         assert_eq!(s.log_format, LogFormat::Text);
+        assert!(!s.upstream_http2_prior_knowledge);
+        assert!(parse(&["--upstream-http2-prior-knowledge"]).unwrap().upstream_http2_prior_knowledge);
     }
 
     #[test]

@@ -344,6 +344,11 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
             .collect(),
         body: bytes,
         received_at_ms: 0,
+        http_version: match parts.version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
     };
     match sim.accept_session(session, dry_run) {
         Accept::Duplicate(existing) => fail(

@@ -37,6 +37,8 @@ pub(crate) struct Session {
     /// The exact request body bytes (valid JSON: it was parsed before being accepted).
     pub body: Bytes,
     pub received_at_ms: u64,
+    /// The HTTP version the request came over (`HTTP/1.1`, `HTTP/2.0`).
+    pub http_version: &'static str,
 }
 
 /// Request counters, reported by `GET /_sim/stats`.
@@ -262,6 +264,7 @@ impl Sim {
                 "cid": s.cid,
                 "headers": s.headers,
                 "received_at_ms": s.received_at_ms,
+                "http_version": s.http_version,
             });
             let head = serde_json::to_vec(&head).unwrap_or_else(|_| b"{}".to_vec());
             // Drop the closing brace and append the raw body.

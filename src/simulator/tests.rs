@@ -794,6 +794,7 @@ fn sessions_are_capped_but_counted() {
             headers: Default::default(),
             body: bytes::Bytes::from_static(b"{}"),
             received_at_ms: 0,
+            http_version: "HTTP/1.1",
         };
         match sim.accept_session(session, false) {
             Accept::Accepted(id) if i == 5 => first_kept = id,
@@ -819,6 +820,7 @@ fn session_keys_are_forgotten_with_their_sessions() {
         headers: Default::default(),
         body: bytes::Bytes::from_static(b"{}"),
         received_at_ms: 0,
+        http_version: "HTTP/1.1",
     };
     assert!(matches!(sim.accept_session(session("a"), false), Accept::Accepted(_)));
     assert!(matches!(sim.accept_session(session("a"), false), Accept::Duplicate(_)));

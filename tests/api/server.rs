@@ -326,3 +326,28 @@ async fn metadata_over_the_header_list_limit_is_refused_and_the_server_stays_up(
     assert_eq!(got.status(), ServingStatus::Serving);
     get_script_with_metadata(&mut app.client, 0).await.unwrap();
 }
+
+#[tokio::test]
+async fn upstream_http2_prior_knowledge_multiplexes_every_call_over_h2c() {
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.upstream_http2_prior_knowledge = true).await;
+    // A burst of concurrent calls (reads and writes), all over HTTP/2 to the plaintext simulator.
+    let calls = (0..8).map(|_| {
+        let mut client = app.client.clone();
+        async move { client.create_session(session_request()).await }
+    });
+    for result in futures::future::join_all(calls).await {
+        result.expect("CreateSession over h2c");
+    }
+    let scripts = list(&mut app.client, "").await.expect("ListScripts over h2c");
+    assert_eq!(scripts.len(), 14);
+    let sessions = app.sim.sessions().await;
+    assert_eq!(sessions.len(), 8);
+    for s in &sessions {
+        assert_eq!(s["http_version"], "HTTP/2.0", "{s}");
+    }
+
+    // Without the flag the same simulator is spoken to over HTTP/1.1.
+    let mut app = spawn_app().await;
+    app.client.create_session(session_request()).await.expect("CreateSession over HTTP/1.1");
+    assert_eq!(app.sim.sessions().await[0]["http_version"], "HTTP/1.1");
+}
