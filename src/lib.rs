@@ -41,6 +41,17 @@ pub mod telemetry;
 pub mod trace_context;
 pub mod upstream;
 
+/// Internal entry points for the fuzz targets (`fuzz/`) and the property tests
+/// (`tests/properties.rs`): the upstream envelope parser and the field-path form of a variable key.
+///
+/// Not part of the API and not stable; everything else those harnesses use is public anyway
+/// (`domain`, `upstream::ExecuteBody`, `upstream::parse_script_list`, `status`, `pb`).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::domain::session::path_key;
+    pub use crate::upstream::fuzzing::*;
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -359,7 +359,11 @@ fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
 
 /// A variable key as shown inside a field path: valid keys verbatim; invalid ones escaped
 /// (no raw newlines in logs) and cut to 64 chars, so a huge key cannot blow up the error.
-pub(super) fn path_key(key: &str) -> String {
+///
+/// Public only for [`crate::fuzzing`], whose targets check that every `variables[KEY]` path names a
+/// real key.
+#[doc(hidden)]
+pub fn path_key(key: &str) -> String {
     if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(char::is_control) {
         return key.to_owned();
     }

@@ -2,7 +2,7 @@
 //! tolerantly: unknown keys are ignored, `null` and missing fields become defaults, numbers
 //! where strings were expected are taken as their text, and any other shape is a typed error.
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, de, de::IgnoredAny};
 use serde_json::value::RawValue;
 
 /// `status_code` of a successful envelope.
@@ -31,8 +31,11 @@ struct RawEnvelope<'a> {
     status_code: Option<i64>,
     #[serde(default, borrow)]
     payload: Option<&'a RawValue>,
-    #[serde(default)]
-    message: Option<serde_json::Value>,
+    /// Borrowed raw, like `payload`: read as a `serde_json::Value` it would refuse what the
+    /// one-pass path skips (a number out of `f64` range such as `1e999`), and a body's outcome
+    /// must not depend on its size.
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -53,11 +56,15 @@ struct SuccessEnvelope<T> {
     status_code: Option<i64>,
     #[serde(default)]
     payload: Option<T>,
+    /// Skipped, but named: a repeated `message` is then a duplicate field here as in
+    /// `RawEnvelope`, so both paths refuse it (an unknown key may repeat in both).
+    #[serde(default, rename = "message")]
+    _message: Option<IgnoredAny>,
 }
 
 /// Bodies from this size up are first read in one pass (measured: the two-pass path is ~20 %
 /// faster on a one-script list, the one-pass ~38 % faster on 1,000 scripts).
-const ONE_PASS_MIN_BYTES: usize = 4096;
+pub const ONE_PASS_MIN_BYTES: usize = 4096;
 
 /// Parses an envelope and, on success, its payload as `T`.
 ///
@@ -72,7 +79,7 @@ pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, S
         return parse_general(body);
     }
     if let Ok(text) = std::str::from_utf8(body) {
-        if let Ok(SuccessEnvelope { status_code: Some(SUCCESS), payload: Some(value) }) =
+        if let Ok(SuccessEnvelope { status_code: Some(SUCCESS), payload: Some(value), .. }) =
             serde_json::from_str::<SuccessEnvelope<T>>(text)
         {
             return Ok(Envelope::Success(value));
@@ -92,7 +99,7 @@ fn parse_general<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T
         return Ok(Envelope::Success(value));
     }
     let failure: FailurePayload = raw.payload.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default();
-    let top_message = raw.message.as_ref().and_then(|m| m.as_str()).map(str::to_owned);
+    let top_message = raw.message.and_then(|m| serde_json::from_str::<String>(m.get()).ok());
     let code = failure
         .error
         .filter(|s| !s.trim().is_empty())
@@ -481,6 +488,30 @@ mod tests {
         let no_errors = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":null}}"#;
         let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else { panic!("parse") };
         assert!(p.errors.is_empty());
+    }
+
+    /// Found by the `envelope` fuzz target (fuzz/README.md): a body's outcome depended on its
+    /// size, because the one-pass path (bodies of 4 KiB and more) skipped `message` while the
+    /// general path read it as a `serde_json::Value`: `1e999` (out of `f64` range) and a repeated
+    /// `message` were malformed envelopes when small and successes when large.
+    #[test]
+    fn message_is_read_alike_whatever_the_body_size() {
+        let rows: &[(&str, Result<Envelope<ScriptList>, ()>)] = &[
+            (r#"{"status_code":9999,"payload":[],"message":1e999}"#, Ok(Envelope::Success(ScriptList(vec![])))),
+            (
+                r#"{"status_code":9999,"payload":[],"message":[1e999,{"a":-1e400}]}"#,
+                Ok(Envelope::Success(ScriptList(vec![]))),
+            ),
+            (r#"{"status_code":-9999,"message":1e999}"#, Ok(Envelope::Failure { code: "Unknown".into() })),
+            (r#"{"status_code":-9999,"message":"limit_word"}"#, Ok(Envelope::Failure { code: "limit_word".into() })),
+            (r#"{"status_code":9999,"payload":[],"message":"a","message":"b"}"#, Err(())),
+            (r#"{"status_code":9999,"payload":[],"zz":1,"zz":2}"#, Ok(Envelope::Success(ScriptList(vec![])))),
+        ];
+        for (body, want) in rows {
+            let padded = format!("{{\"zz_pad\":\"{}\",{}", "x".repeat(ONE_PASS_MIN_BYTES), &body[1..]);
+            assert_eq!(&scripts(body).map_err(|_| ()), want, "{body}");
+            assert_eq!(scripts(&padded).map_err(|e| e.0), scripts(body).map_err(|e| e.0), "padded {body}");
+        }
     }
 
     #[test]

@@ -501,6 +501,13 @@ async fn bounded<T>(
     }
 }
 
+/// The envelope parser's entry points, re-exported by [`crate::fuzzing`] for the fuzz targets and
+/// the property tests; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::envelope::{AuthPayload, Envelope, ONE_PASS_MIN_BYTES, ScriptList, ShapeError, failure_code, parse};
+}
+
 /// Parses the body of a successful `script/list` answer (envelope, then payload) exactly as
 /// [`UpstreamClient::list_scripts`] does once the HTTP exchange is over.
 ///
