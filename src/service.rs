@@ -17,7 +17,9 @@ use crate::{
     middleware::CallArrival,
     pb::{self, call_bot_service_server::CallBotService},
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{ApiKey, CallContext, ExecuteBody, ExecuteOutcome, Script, UpstreamClient},
+    upstream::{
+        ApiKey, CallContext, EncodedExecute, ExecuteBody, ExecuteOutcome, Script, UpstreamClient, UpstreamError,
+    },
 };
 
 /// Stream messages buffered per ListScripts call: enough to keep the HTTP/2 window busy, small
@@ -272,24 +274,31 @@ impl CallBotService for CallBotApi {
             .external_session_id
             .clone()
             .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
-        let body = ExecuteBody::new(&session, &key);
-        let outcome = self.upstream.execute_by_phone(&ctx, &body).await.map_err(|e| {
+        let to_error = |e: UpstreamError| {
             to_status(
                 &FacadeError::Upstream(e),
                 &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
             )
-        })?;
+        };
+        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key)).map_err(to_error)?;
+        // Only the JSON is needed from here on: the validated contacts (several times the size of
+        // the body) are freed before the exchange, which may wait on the upstream for seconds.
+        let NewSession { script_id, contacts, .. } = session;
+        let contact_count = contacts.len();
+        drop(contacts);
+        let outcome = self.upstream.execute_encoded(&ctx, &encoded).await.map_err(to_error)?;
+        drop(encoded);
         tracing::info!(
             request_id = %ctx.request_id,
             session_id = %outcome.autocall_id,
-            contacts = session.contacts.len(),
+            contacts = contact_count,
             rejected = outcome.rejections.len(),
             "session created"
         );
         for r in &outcome.rejections {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
-        Ok(Response::new(pb::CreateSessionResponse { session: Some(session_to_pb(outcome, &session.script_id, key)) }))
+        Ok(Response::new(pb::CreateSessionResponse { session: Some(session_to_pb(outcome, &script_id, key)) }))
     }
 
     type CreateCampaignStream = ReceiverStream<Result<pb::CreateCampaignResponse, Status>>;

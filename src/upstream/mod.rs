@@ -164,6 +164,30 @@ struct Answer {
     body: Bytes,
 }
 
+/// An `execute_by_phone` request ready to send: the JSON body (built once; a retry sends the
+/// same bytes) and the `cid` query value.
+#[derive(Debug, Clone)]
+pub struct EncodedExecute {
+    json: Bytes,
+    cid: String,
+}
+
+impl EncodedExecute {
+    /// Encodes `body`.
+    pub fn new(body: &ExecuteBody<'_>) -> Result<Self, UpstreamError> {
+        let json = serde_json::to_vec(body).map_err(|_| UpstreamError::Malformed {
+            detail: "request body could not be encoded".into(),
+            http_status: 0,
+        })?;
+        Ok(EncodedExecute { json: Bytes::from(json), cid: body.cid.unwrap_or("").to_owned() })
+    }
+
+    /// The JSON body.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
 const SCRIPT_LIST: &str = "/api/call_bot/script/list";
 const EXECUTE: &str = "/api/call_bot/execute_by_phone";
 const AUTH: &str = "/api/auth";
@@ -230,11 +254,17 @@ impl UpstreamClient {
         ctx: &CallContext,
         body: &ExecuteBody<'_>,
     ) -> Result<ExecuteOutcome, UpstreamError> {
-        let json = Bytes::from(serde_json::to_vec(body).map_err(|_| UpstreamError::Malformed {
-            detail: "request body could not be encoded".into(),
-            http_status: 0,
-        })?);
-        let cid = body.cid.unwrap_or("");
+        self.execute_encoded(ctx, &EncodedExecute::new(body)?).await
+    }
+
+    /// `execute_by_phone` with a body encoded beforehand, so the caller can let go of the
+    /// validated request while the exchange is in flight (its JSON is all that is sent).
+    pub async fn execute_encoded(
+        &self,
+        ctx: &CallContext,
+        encoded: &EncodedExecute,
+    ) -> Result<ExecuteOutcome, UpstreamError> {
+        let (json, cid) = (&encoded.json, encoded.cid.as_str());
         let answer = self
             .call_with_token(ctx, Idempotency::Write, Method::POST, EXECUTE, |request| {
                 request
