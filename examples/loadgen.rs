@@ -9,6 +9,7 @@
 //! cargo build --release --bin callbot-facade
 //! cargo run --release --example loadgen -- --rpc create-session --concurrency 64 --duration 10s
 //! cargo run --release --example loadgen -- --suite          # every row of BENCHMARKS.md
+//! cargo run --release --example loadgen -- --soak --duration 10m   # soak (exit 1 on FAIL)
 //! ```
 //!
 //! Scenario flags: `--rpc create-session|get-script|list-scripts`, `--concurrency`, `--duration`,
@@ -17,6 +18,11 @@
 //! `--path facade|direct|both`, `--facade-arg=--flag=value` (repeatable, passed to the facade).
 //! Measurements are only meaningful on an otherwise idle machine: the 1-minute load average is
 //! printed before and after each run.
+//!
+//! `--soak` (see the `soak` module below) drives a mix of RPCs through the facade for `--duration`
+//! with `--soak-concurrency` in flight while ~1 % injected upstream faults keep coming, classifies
+//! every answer, checks that no session was created twice and that the facade's RSS stays flat,
+//! and ends with one line `soak: PASS …` or `soak: FAIL …` (exit status 1).
 
 use std::{
     collections::BTreeMap,
@@ -100,6 +106,16 @@ struct Args {
     /// Run every scenario of BENCHMARKS.md and print its table (other scenario flags ignored).
     #[arg(long)]
     suite: bool,
+    /// Soak: mixed RPCs through the facade for `--duration` with injected faults (see `soak`);
+    /// exits 1 unless every answer is expected, no session is created twice and RSS grows < 5 %.
+    #[arg(long)]
+    soak: bool,
+    /// Soak: requests in flight.
+    #[arg(long, default_value_t = 32)]
+    soak_concurrency: usize,
+    /// Soak: fault injections per completed request (0.01 = 1 %).
+    #[arg(long, default_value_t = 0.01)]
+    soak_fault_rate: f64,
 }
 
 /// What one measured run of one path produced.
@@ -164,6 +180,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clk_tck = clock_ticks();
     if args.suite {
         return suite(&args, &bin, clk_tck).await;
+    }
+    if args.soak {
+        let pass = soak::run(&args, &bin).await?;
+        // The children are already stopped; exit 1 on a FAIL verdict.
+        std::process::exit(if pass { 0 } else { 1 });
     }
     let (reports, startup) = scenario(&args, &bin, clk_tck).await?;
     print_header();
@@ -781,4 +802,765 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// `--soak`: a long run of mixed RPCs through the facade with injected upstream faults.
+///
+/// * **Mix** (per request, drawn at random): 15 % ListScripts, 20 % GetScript of a listed script,
+///   5 % GetScript of a script that does not exist (`NOT_FOUND`/`SCRIPT_NOT_FOUND`), 50 %
+///   CreateSession with a caller-given `external_session_id` (`soak-<n>`), 10 % CreateSession
+///   without one (the facade generates it). Three contacts per session; caller deadline 2 s.
+///   The facade runs with `--upstream-attempt-timeout 300ms --script-cache-ttl 0s` (before any
+///   `--facade-arg`), so every read reaches the upstream (and its faults) and slow headers cost a
+///   read one attempt, as in docs/fault-matrix.md.
+/// * **Faults**: a background task posts one-shot faults to `/_sim/faults` (no `path`: whichever
+///   upstream request comes next takes it, token fetches included), `--soak-fault-rate` (1 %) of the
+///   requests completed so far, drawn in turn from [`FAULTS`].
+/// * **Classification**: every answer is OK or a (code, reason) that one of those faults can give
+///   that RPC (docs/fault-matrix.md, README "Errors"; [`expected`]), counted per (rpc, code, reason);
+///   anything else is unexpected and printed.
+/// * **Sessions**: a keyed CreateSession whose answer leaves the outcome open (or that is worth
+///   retrying) is retried with the same key, as a caller would: `ALREADY_EXISTS` after an answer that
+///   may have created it is a success; on a first attempt it is a duplicate. At the end the
+///   simulator's `sessions_total` must lie between the sessions known created and that plus the
+///   open outcomes, and no `ext_session_id` may appear twice in `GET /_sim/sessions` (the last
+///   100,000 sessions; when nothing was dropped, every key known created must be there exactly once).
+/// * **RSS**: the facade's VmRSS every 2 s; growth from the warm-up sample (10 % of the run or 30 s,
+///   whichever is later) to the end must stay under 5 %.
+mod soak {
+    use std::{
+        collections::{BTreeMap, HashMap, HashSet},
+        path::Path,
+        process::Stdio,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        },
+        time::{Duration, Instant},
+    };
+
+    use callbot_facade::pb::{self, call_bot_service_client::CallBotServiceClient};
+    use hdrhistogram::Histogram;
+    use tokio::process::Command;
+    use tonic::{Code, transport::Channel};
+    use tonic_types::StatusExt;
+
+    use super::{API_KEY, Args, create_request, free_addr, load1, proc_status, wait_serving, wait_tcp};
+
+    type BoxError = Box<dyn std::error::Error>;
+
+    /// Caller deadline of every RPC.
+    const DEADLINE: Duration = Duration::from_secs(2);
+    /// Most attempts of one keyed CreateSession (the first and its retries with the same key).
+    const MAX_ATTEMPTS: u32 = 6;
+    /// Contacts per CreateSession (keeps `GET /_sim/sessions` of 100,000 sessions small).
+    const CONTACTS: usize = 3;
+    /// A script id the simulator does not have.
+    const MISSING_SCRIPT: &str = "ffffffffffffffffffffffff";
+    /// Largest RSS growth that passes, in percent.
+    const MAX_RSS_GROWTH_PCT: f64 = 5.0;
+
+    /// The injected faults (name, `POST /_sim/faults` body), posted in turn.
+    pub(super) const FAULTS: &[(&str, &str)] = &[
+        ("503 once", r#"{"status": 503}"#),
+        ("503 x3", r#"{"status": 503, "count": 3}"#),
+        ("502", r#"{"status": 502}"#),
+        ("429 Retry-After 7", r#"{"status": 429, "retry_after": 7}"#),
+        ("429", r#"{"status": 429}"#),
+        ("500", r#"{"status": 500}"#),
+        ("504", r#"{"status": 504}"#),
+        ("reset before headers", r#"{"drop": true}"#),
+        ("reset after headers", r#"{"abort_after_headers": true}"#),
+        ("truncated body", r#"{"truncate": true}"#),
+        ("slow headers 2.5 s", r#"{"delay_ms": 2500}"#),
+        ("slow body 3 x 0.8 s", r#"{"body_chunk_delay_ms": 800, "body_chunks": 4}"#),
+        (
+            "HTML page with 200",
+            r#"{"status": 200, "body": "<!DOCTYPE html><html><body>maintenance</body></html>", "content_type": "text/html"}"#,
+        ),
+        ("empty body with 200", r#"{"status": 200, "body": ""}"#),
+        ("401 once", r#"{"status": 401, "body": "<html>401</html>", "content_type": "text/html"}"#),
+        ("expired token", r#"{"expire_tokens": true}"#),
+        (
+            "expired token, then token endpoint 503",
+            r#"[{"expire_tokens": true}, {"path": "/api/auth", "status": 503}]"#,
+        ),
+        ("wrong content type", r#"{"content_type": "text/html"}"#),
+    ];
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Op {
+        ListScripts,
+        GetScriptHit,
+        GetScriptMiss,
+        CreateSessionKeyed,
+        CreateSessionKeyless,
+    }
+
+    impl Op {
+        fn name(self) -> &'static str {
+            match self {
+                Op::ListScripts => "ListScripts",
+                Op::GetScriptHit => "GetScript(hit)",
+                Op::GetScriptMiss => "GetScript(miss)",
+                Op::CreateSessionKeyed => "CreateSession(key)",
+                Op::CreateSessionKeyless => "CreateSession(no key)",
+            }
+        }
+        fn is_write(self) -> bool {
+            matches!(self, Op::CreateSessionKeyed | Op::CreateSessionKeyless)
+        }
+        /// Draw one by the mix (`r` uniform in 0..100).
+        fn draw(r: u64) -> Op {
+            match r {
+                0..15 => Op::ListScripts,
+                15..35 => Op::GetScriptHit,
+                35..40 => Op::GetScriptMiss,
+                40..90 => Op::CreateSessionKeyed,
+                _ => Op::CreateSessionKeyless,
+            }
+        }
+    }
+
+    /// Whether `(code, reason)` is an answer a soak fault (or the request itself) can give `op`.
+    /// `retry`: a keyed CreateSession retried after an answer that may have created the session.
+    fn expected(op: Op, code: Code, reason: &str, retry: bool) -> bool {
+        match (code, reason) {
+            (Code::Unavailable, "UPSTREAM_UNAVAILABLE")
+            | (Code::ResourceExhausted, "UPSTREAM_RATE_LIMITED")
+            | (Code::Internal, "UPSTREAM_MALFORMED" | "UPSTREAM_INTERNAL_ERROR")
+            | (Code::DeadlineExceeded, "UPSTREAM_TIMEOUT") => true,
+            // A read loses its connection; a write cannot know whether the upstream acted.
+            (Code::Unavailable, "UPSTREAM_CONNECTION_LOST") => !op.is_write(),
+            (Code::Unavailable, "UPSTREAM_OUTCOME_UNKNOWN") => op.is_write(),
+            // A write is one attempt over the whole deadline: slow headers or body run it out.
+            (Code::DeadlineExceeded, "DEADLINE_EXCEEDED") => op.is_write(),
+            // Two 401s for one call: the token it refreshed to was invalidated again before its
+            // one retry (a second expiry, or the 401 fault meeting the retry), or the token
+            // endpoint itself answered 401 (the matrix rows "401 twice" and "token endpoint: 401").
+            (Code::Unauthenticated, "UPSTREAM_UNAUTHENTICATED") => true,
+            (Code::NotFound, "SCRIPT_NOT_FOUND") => op == Op::GetScriptMiss,
+            (Code::AlreadyExists, "SESSION_ALREADY_EXISTS") => op == Op::CreateSessionKeyed && retry,
+            _ => false,
+        }
+    }
+
+    /// Whether a CreateSession answered this may still have started the session upstream.
+    fn may_have_created(code: Code, reason: &str) -> bool {
+        matches!(
+            (code, reason),
+            (Code::Unavailable, "UPSTREAM_OUTCOME_UNKNOWN")
+                | (Code::DeadlineExceeded, _)
+                | (Code::Internal, "UPSTREAM_MALFORMED")
+                | (Code::Cancelled, _)
+                | (Code::Unknown, _)
+        )
+    }
+
+    /// Whether a caller retries a keyed CreateSession answered this (with the same key).
+    fn worth_retrying(code: Code) -> bool {
+        matches!(
+            code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Internal | Code::Cancelled
+        )
+    }
+
+    /// One answer, as the soak counts it.
+    struct Answer {
+        code: Code,
+        reason: String,
+        message: String,
+    }
+
+    impl Answer {
+        fn ok() -> Self {
+            Answer { code: Code::Ok, reason: String::new(), message: String::new() }
+        }
+        fn from_status(s: &tonic::Status) -> Self {
+            let reason = s.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_else(|| "-".into());
+            Answer { code: s.code(), reason, message: s.message().chars().take(200).collect() }
+        }
+        /// An OK answer whose content is wrong.
+        fn bad(what: &str) -> Self {
+            Answer { code: Code::Ok, reason: format!("BAD_ANSWER:{what}"), message: what.into() }
+        }
+    }
+
+    /// What each worker accumulates.
+    #[derive(Default)]
+    struct Tally {
+        /// (rpc, code, reason) → count.
+        answers: BTreeMap<(String, String, String), u64>,
+        unexpected: u64,
+        /// The first unexpected answers, in words.
+        unexpected_samples: Vec<String>,
+        /// Keys whose session is known created (OK, or ALREADY_EXISTS after an open outcome).
+        keys_created: Vec<u64>,
+        /// Keys given up on while the outcome was open.
+        keys_open: u64,
+        /// Keys that failed for sure (no attempt may have created them).
+        keys_failed: u64,
+        /// Keys answered ALREADY_EXISTS on a first attempt, or after answers that created nothing.
+        keys_duplicate: Vec<u64>,
+        keyed_retries: u64,
+        keyless_ok: u64,
+        keyless_open: u64,
+        /// Latency of OK answers, µs.
+        hist: Option<Histogram<u64>>,
+    }
+
+    impl Tally {
+        fn record(&mut self, op: Op, a: &Answer, retry: bool, us: u64) {
+            let code =
+                if a.code == Code::Ok && a.reason.is_empty() { "OK".to_owned() } else { format!("{:?}", a.code) };
+            *self.answers.entry((op.name().to_owned(), code.clone(), a.reason.clone())).or_insert(0) += 1;
+            let fine = if a.code == Code::Ok { a.reason.is_empty() } else { expected(op, a.code, &a.reason, retry) };
+            if !fine {
+                self.unexpected += 1;
+                if self.unexpected_samples.len() < 20 {
+                    self.unexpected_samples.push(format!("{} {code} {} ({})", op.name(), a.reason, a.message));
+                }
+            } else if a.code == Code::Ok {
+                if let Some(h) = &mut self.hist {
+                    h.saturating_record(us.max(1));
+                }
+            }
+        }
+
+        fn merge(&mut self, o: Tally) {
+            for (k, v) in o.answers {
+                *self.answers.entry(k).or_insert(0) += v;
+            }
+            self.unexpected += o.unexpected;
+            for s in o.unexpected_samples {
+                if self.unexpected_samples.len() < 20 {
+                    self.unexpected_samples.push(s);
+                }
+            }
+            self.keys_created.extend(o.keys_created);
+            self.keys_open += o.keys_open;
+            self.keys_failed += o.keys_failed;
+            self.keys_duplicate.extend(o.keys_duplicate);
+            self.keyed_retries += o.keyed_retries;
+            self.keyless_ok += o.keyless_ok;
+            self.keyless_open += o.keyless_open;
+            if let (Some(h), Some(oh)) = (&mut self.hist, &o.hist) {
+                let _ = h.add(oh);
+            }
+        }
+    }
+
+    /// What the workers share.
+    struct Shared {
+        create: pb::CreateSessionRequest,
+        script_ids: Vec<String>,
+        next_key: AtomicU64,
+        completed: AtomicU64,
+        stop: AtomicBool,
+    }
+
+    fn key_name(n: u64) -> String {
+        format!("soak-{n}")
+    }
+
+    fn new_hist() -> Option<Histogram<u64>> {
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).ok()
+    }
+
+    /// xorshift64*: enough randomness for a mix, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    fn with_deadline<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(DEADLINE);
+        r
+    }
+
+    /// One RPC; the answer as counted.
+    async fn call(
+        client: &mut CallBotServiceClient<Channel>,
+        shared: &Shared,
+        op: Op,
+        key: Option<&str>,
+        pick: u64,
+    ) -> Answer {
+        match op {
+            Op::ListScripts => {
+                let mut stream = match client.list_scripts(with_deadline(pb::ListScriptsRequest::default())).await {
+                    Ok(r) => r.into_inner(),
+                    Err(s) => return Answer::from_status(&s),
+                };
+                let mut n = 0;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => n += 1,
+                        Ok(None) => break,
+                        Err(s) => return Answer::from_status(&s),
+                    }
+                }
+                if n == shared.script_ids.len() { Answer::ok() } else { Answer::bad("short_stream") }
+            }
+            Op::GetScriptHit | Op::GetScriptMiss => {
+                let id = if op == Op::GetScriptMiss {
+                    MISSING_SCRIPT.to_owned()
+                } else {
+                    shared.script_ids[(pick as usize) % shared.script_ids.len()].clone()
+                };
+                match client.get_script(with_deadline(pb::GetScriptRequest { script_id: id.clone() })).await {
+                    Ok(r) => match r.into_inner().script {
+                        Some(s) if s.id == id && op == Op::GetScriptHit => Answer::ok(),
+                        Some(_) if op == Op::GetScriptMiss => Answer::bad("missing_script_found"),
+                        _ => Answer::bad("wrong_script"),
+                    },
+                    Err(s) => Answer::from_status(&s),
+                }
+            }
+            Op::CreateSessionKeyed | Op::CreateSessionKeyless => {
+                let mut req = shared.create.clone();
+                req.external_session_id = key.unwrap_or_default().to_owned();
+                match client.create_session(with_deadline(req)).await {
+                    Ok(r) => match r.into_inner().session {
+                        Some(s) if s.id.is_empty() => Answer::bad("no_session_id"),
+                        Some(s) if key.is_some_and(|k| k != s.external_session_id) => Answer::bad("other_key"),
+                        Some(s) if s.external_session_id.is_empty() => Answer::bad("no_key"),
+                        Some(_) => Answer::ok(),
+                        None => Answer::bad("no_session"),
+                    },
+                    Err(s) => Answer::from_status(&s),
+                }
+            }
+        }
+    }
+
+    async fn worker(channel: Channel, shared: Arc<Shared>, seed: u64) -> Tally {
+        let mut client = CallBotServiceClient::new(channel);
+        let mut rng = Rng(seed | 1);
+        let mut t = Tally { hist: new_hist(), ..Default::default() };
+        while !shared.stop.load(Ordering::Relaxed) {
+            let op = Op::draw(rng.next() % 100);
+            let pick = rng.next();
+            if op != Op::CreateSessionKeyed {
+                let started = Instant::now();
+                let a = call(&mut client, &shared, op, None, pick).await;
+                t.record(op, &a, false, started.elapsed().as_micros() as u64);
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+                if op == Op::CreateSessionKeyless {
+                    if a.code == Code::Ok && a.reason.is_empty() {
+                        t.keyless_ok += 1;
+                    } else if may_have_created(a.code, &a.reason) {
+                        t.keyless_open += 1;
+                    }
+                }
+                continue;
+            }
+            // A keyed CreateSession: retried with the same key while the answer says so.
+            let n = shared.next_key.fetch_add(1, Ordering::Relaxed);
+            let key = key_name(n);
+            let mut open = false;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let started = Instant::now();
+                let a = call(&mut client, &shared, op, Some(&key), pick).await;
+                t.record(op, &a, open, started.elapsed().as_micros() as u64);
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+                if a.code == Code::Ok {
+                    if a.reason.is_empty() {
+                        t.keys_created.push(n);
+                    } else {
+                        t.keys_failed += 1;
+                    }
+                    break;
+                }
+                if a.code == Code::AlreadyExists {
+                    if open {
+                        t.keys_created.push(n);
+                    } else {
+                        t.keys_duplicate.push(n);
+                    }
+                    break;
+                }
+                open |= may_have_created(a.code, &a.reason);
+                if worth_retrying(a.code) && attempt < MAX_ATTEMPTS && !shared.stop.load(Ordering::Relaxed) {
+                    t.keyed_retries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    continue;
+                }
+                if open {
+                    t.keys_open += 1;
+                } else {
+                    t.keys_failed += 1;
+                }
+                break;
+            }
+        }
+        t
+    }
+
+    /// Posts faults at `rate` × completed requests; returns how many of each kind were queued.
+    async fn injector(http: reqwest::Client, sim_url: String, shared: Arc<Shared>, rate: f64) -> (u64, Vec<u64>) {
+        let mut posted = 0u64;
+        let mut by_kind = vec![0u64; FAULTS.len()];
+        let mut refused = 0u64;
+        let mut next = 0usize;
+        while !shared.stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let due = (shared.completed.load(Ordering::Relaxed) as f64 * rate) as u64;
+            while posted < due && !shared.stop.load(Ordering::Relaxed) {
+                let (name, body) = FAULTS[next % FAULTS.len()];
+                next += 1;
+                posted += 1;
+                let ok = http
+                    .post(format!("{sim_url}/_sim/faults"))
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    by_kind[(next - 1) % FAULTS.len()] += 1;
+                } else {
+                    refused += 1;
+                    if refused <= 3 {
+                        eprintln!("soak: the simulator refused the fault {name:?}");
+                    }
+                }
+            }
+        }
+        (refused, by_kind)
+    }
+
+    /// `GET` a simulator JSON document.
+    async fn sim_get(http: &reqwest::Client, url: &str) -> Result<bytes::Bytes, BoxError> {
+        let r = http.get(url).send().await?;
+        if !r.status().is_success() {
+            return Err(format!("GET {url}: {}", r.status()).into());
+        }
+        Ok(r.bytes().await?)
+    }
+
+    #[derive(serde::Deserialize)]
+    struct SimSession {
+        ext_session_id: Option<String>,
+    }
+
+    /// The run; `Ok(true)` on PASS. Both children are stopped before it returns.
+    pub(super) async fn run(args: &Args, bin: &Path) -> Result<bool, BoxError> {
+        let load_before = load1();
+        let sim_addr = free_addr()?;
+        let mut sim = Command::new(bin)
+            .args(["simulate", "--listen", &sim_addr.to_string()])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_tcp(sim_addr, &mut sim).await?;
+        let sim_url = format!("http://{sim_addr}");
+        let http = reqwest::Client::builder().build()?;
+        let scripts = {
+            let token = super::direct_token(&http, &sim_url).await?;
+            let body = super::direct_get(&http, &sim_url, &token).await?;
+            callbot_facade::upstream::parse_script_list(&body).map_err(|e| format!("script list: {e}"))?
+        };
+        if scripts.is_empty() {
+            return Err("the simulator lists no script".into());
+        }
+        let script_ids: Vec<String> = scripts.iter().map(|s| s.id.clone()).collect();
+        let create = create_request(&script_ids[0], CONTACTS);
+
+        let grpc_addr = free_addr()?;
+        let admin_addr = free_addr()?;
+        let log = match &args.facade_log {
+            Some(p) => Stdio::from(std::fs::File::create(p)?),
+            None => Stdio::null(),
+        };
+        let mut facade = Command::new(bin)
+            .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
+            .args(["--upstream-url", &sim_url, "--api-key", API_KEY])
+            .args(["--upstream-attempt-timeout", "300ms", "--script-cache-ttl", "0s"])
+            .args(&args.facade_args)
+            .env("RUST_LOG", &args.facade_log_level)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let facade_pid = facade.id().ok_or("facade exited")?;
+        wait_serving(grpc_addr, &mut facade).await?;
+        let idle_rss = proc_status(facade_pid, "VmRSS:");
+
+        let concurrency = args.soak_concurrency.max(1);
+        let shared = Arc::new(Shared {
+            create,
+            script_ids,
+            next_key: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let mut channels = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            channels.push(Channel::from_shared(format!("http://{grpc_addr}"))?.connect().await?);
+        }
+        eprintln!(
+            "soak: {} s, {concurrency} in flight, fault rate {:.2} %, facade pid {facade_pid}, idle RSS {:.1} MiB, load {load_before}",
+            args.duration.as_secs(),
+            args.soak_fault_rate * 100.0,
+            idle_rss as f64 / 1024.0
+        );
+
+        // RSS samples (seconds since start, KiB) and progress lines.
+        let started = Instant::now();
+        let samples: Arc<Mutex<Vec<(f64, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+        let sampler = {
+            let samples = samples.clone();
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut last_progress = 0u64;
+                while !shared.stop.load(Ordering::Relaxed) {
+                    let t = started.elapsed().as_secs_f64();
+                    let rss = proc_status(facade_pid, "VmRSS:");
+                    if let Ok(mut s) = samples.lock() {
+                        s.push((t, rss));
+                    }
+                    if t as u64 / 60 > last_progress {
+                        last_progress = t as u64 / 60;
+                        eprintln!(
+                            "soak: {:>4.0} s  {} requests  RSS {:.1} MiB  load {}",
+                            t,
+                            shared.completed.load(Ordering::Relaxed),
+                            rss as f64 / 1024.0,
+                            load1()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            })
+        };
+        let injector = tokio::spawn(injector(http.clone(), sim_url.clone(), shared.clone(), args.soak_fault_rate));
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9);
+        let mut workers = tokio::task::JoinSet::new();
+        for i in 0..concurrency {
+            let ch = channels[i % channels.len()].clone();
+            workers.spawn(worker(
+                ch,
+                shared.clone(),
+                seed.wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            ));
+        }
+        tokio::time::sleep(args.duration).await;
+        shared.stop.store(true, Ordering::Relaxed);
+        let measured = started.elapsed();
+        let mut tally = Tally { hist: new_hist(), ..Default::default() };
+        let mut worker_panics = 0;
+        while let Some(done) = workers.join_next().await {
+            match done {
+                Ok(t) => tally.merge(t),
+                Err(_) => worker_panics += 1,
+            }
+        }
+        let elapsed = started.elapsed();
+        let (faults_refused, faults_by_kind) = injector.await.unwrap_or((0, Vec::new()));
+        let _ = sampler.await;
+        let end_rss = proc_status(facade_pid, "VmRSS:");
+        let facade_alive = matches!(facade.try_wait(), Ok(None));
+        let load_after = load1();
+
+        // Drop what is still queued, then read the simulator's view.
+        let _ = http.delete(format!("{sim_url}/_sim/faults")).send().await;
+        let stats: serde_json::Value =
+            serde_json::from_slice(&sim_get(&http, &format!("{sim_url}/_sim/stats")).await?)?;
+        let sessions: Vec<SimSession> =
+            serde_json::from_slice(&sim_get(&http, &format!("{sim_url}/_sim/sessions")).await?)?;
+
+        // SIGTERM: the facade drains and exits 0.
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(facade_pid.to_string()).status();
+        let facade_exit = match tokio::time::timeout(Duration::from_secs(30), facade.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = facade.kill().await;
+                None
+            }
+        };
+        let _ = sim.kill().await;
+
+        // ---- figures ---------------------------------------------------------------------------
+        let requests: u64 = tally.answers.values().sum();
+        let rps = requests as f64 / elapsed.as_secs_f64();
+        println!("\n## Soak\n");
+        println!(
+            "{} s ({:.1} s with the drain), {concurrency} in flight over {} connection(s), load 1m {load_before}→{load_after}",
+            measured.as_secs(),
+            elapsed.as_secs_f64(),
+            channels.len()
+        );
+        println!("requests {requests} ({rps:.0} req/s)");
+        if let Some(h) = &tally.hist {
+            println!(
+                "OK latency µs: p50 {} p90 {} p99 {} max {}",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.9),
+                h.value_at_quantile(0.99),
+                h.max()
+            );
+        }
+        println!("\n| rpc | code | reason | answers |\n|---|---|---|---|");
+        for ((rpc, code, reason), n) in &tally.answers {
+            println!("| {rpc} | {code} | {} | {n} |", if reason.is_empty() { "–" } else { reason });
+        }
+        let mut by_reason: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for ((_, code, reason), n) in &tally.answers {
+            if code != "OK" {
+                *by_reason.entry((code.clone(), reason.clone())).or_insert(0) += n;
+            }
+        }
+        println!(
+            "\nerrors by (code, reason): {}",
+            if by_reason.is_empty() {
+                "none".to_owned()
+            } else {
+                by_reason.iter().map(|((c, r), n)| format!("{c}/{r} {n}")).collect::<Vec<_>>().join(", ")
+            }
+        );
+        let faults_total: u64 = faults_by_kind.iter().sum();
+        println!(
+            "faults injected: {faults_total} ({:.2} % of requests){}",
+            faults_total as f64 * 100.0 / requests.max(1) as f64,
+            if faults_refused > 0 { format!(", {faults_refused} refused by the simulator") } else { String::new() }
+        );
+        println!(
+            "  {}",
+            FAULTS
+                .iter()
+                .zip(&faults_by_kind)
+                .map(|((name, _), n)| format!("{name}: {n}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        println!("unexpected answers: {}", tally.unexpected);
+        for s in &tally.unexpected_samples {
+            println!("  unexpected: {s}");
+        }
+
+        // ---- sessions ----------------------------------------------------------------------------
+        let num = |k: &str| stats[k].as_u64().unwrap_or(0);
+        let sessions_total = num("sessions_total");
+        let known = tally.keys_created.len() as u64 + tally.keyless_ok;
+        let open = tally.keys_open + tally.keyless_open;
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for s in &sessions {
+            if let Some(ext) = s.ext_session_id.as_deref() {
+                *seen.entry(ext).or_insert(0) += 1;
+            }
+        }
+        let twice: Vec<&str> = seen.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect();
+        let created: HashSet<u64> = tally.keys_created.iter().copied().collect();
+        let issued = shared.next_key.load(Ordering::Relaxed);
+        let unknown_keys = seen
+            .keys()
+            .filter(|k| k.strip_prefix("soak-").is_some_and(|n| n.parse::<u64>().map_or(true, |n| n >= issued)))
+            .count();
+        // With nothing dropped from the simulator's record, every key known created is there once.
+        let complete = sessions.len() as u64 == sessions_total;
+        let missing =
+            if complete { created.iter().filter(|n| seen.get(key_name(**n).as_str()) != Some(&1)).count() } else { 0 };
+        let count_ok = known <= sessions_total && sessions_total <= known + open;
+        println!(
+            "sessions: simulator {sessions_total} (recorded {}{}); known created {known} (keyed {}, keyless {}), outcome open {open} (keyed {}, keyless {}); keyed failed for sure {}; keyed retries {}",
+            sessions.len(),
+            if complete { ", all" } else { ", the last ones" },
+            tally.keys_created.len(),
+            tally.keyless_ok,
+            tally.keys_open,
+            tally.keyless_open,
+            tally.keys_failed,
+            tally.keyed_retries,
+        );
+        println!(
+            "duplicates: {} ALREADY_EXISTS without an open outcome, {} ext_session_id recorded twice, {} unknown keys, {} keys created but not recorded once{}",
+            tally.keys_duplicate.len(),
+            twice.len(),
+            unknown_keys,
+            missing,
+            if count_ok {
+                String::new()
+            } else {
+                format!("; sessions_total {sessions_total} outside {known}..={}", known + open)
+            }
+        );
+        let refreshes = num("auth_calls").saturating_sub(1);
+        println!(
+            "upstream: {} execute, {} script list, {} token fetches ({refreshes} after the first), {} unauthorized",
+            num("execute_calls"),
+            num("script_list_calls"),
+            num("auth_calls"),
+            num("unauthorized")
+        );
+
+        // ---- RSS ---------------------------------------------------------------------------------
+        let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let warm_at = (args.duration.as_secs_f64() * 0.1).max(30.0_f64.min(args.duration.as_secs_f64() / 2.0));
+        let warm = samples.iter().find(|(t, _)| *t >= warm_at).copied().unwrap_or((0.0, idle_rss));
+        let max_rss = samples.iter().map(|(_, r)| *r).max().unwrap_or(end_rss).max(end_rss);
+        let growth = (end_rss as f64 - warm.1 as f64) * 100.0 / (warm.1.max(1) as f64);
+        println!(
+            "facade RSS: idle {:.1} MiB, after warm-up ({:.0} s) {:.1} MiB, end {:.1} MiB, growth {growth:+.2} %, max {:.1} MiB ({} samples)",
+            idle_rss as f64 / 1024.0,
+            warm.0,
+            warm.1 as f64 / 1024.0,
+            end_rss as f64 / 1024.0,
+            max_rss as f64 / 1024.0,
+            samples.len()
+        );
+        println!(
+            "facade: {} at the end; exit status after SIGTERM {}",
+            if facade_alive { "running" } else { "NOT RUNNING" },
+            facade_exit.map_or_else(|| "none (killed)".to_owned(), |c| c.to_string())
+        );
+
+        // ---- verdict -----------------------------------------------------------------------------
+        let mut failures = Vec::new();
+        if tally.unexpected > 0 {
+            failures.push(format!("{} unexpected answers", tally.unexpected));
+        }
+        let dups = tally.keys_duplicate.len() + twice.len() + unknown_keys + missing + usize::from(!count_ok);
+        if dups > 0 {
+            failures.push(format!("{dups} session accounting failures"));
+        }
+        if growth >= MAX_RSS_GROWTH_PCT {
+            failures.push(format!("RSS growth {growth:.2} % ≥ {MAX_RSS_GROWTH_PCT} %"));
+        }
+        if !facade_alive || facade_exit != Some(0) {
+            failures.push("the facade did not stay up and exit 0".into());
+        }
+        if worker_panics > 0 {
+            failures.push(format!("{worker_panics} workers panicked"));
+        }
+        if requests == 0 {
+            failures.push("no requests".into());
+        }
+        let summary = format!(
+            "{requests} requests ({rps:.0}/s), {} unexpected, {faults_total} faults, {sessions_total} sessions, {} duplicates, RSS {:.1}→{:.1} MiB ({growth:+.2} %), {refreshes} token refreshes",
+            tally.unexpected,
+            tally.keys_duplicate.len() + twice.len(),
+            warm.1 as f64 / 1024.0,
+            end_rss as f64 / 1024.0,
+        );
+        if failures.is_empty() {
+            println!("soak: PASS {summary}");
+            Ok(true)
+        } else {
+            println!("soak: FAIL {} — {summary}", failures.join(", "));
+            Ok(false)
+        }
+    }
 }
