@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod logwriter;
 pub mod metrics;
 pub mod middleware;
 pub mod pb;

@@ -1,8 +1,8 @@
 //! Log setup: `RUST_LOG` filter (default `info`), text or one JSON object per line, on stderr.
-//! Lines are formatted on the calling task and handed to one writer thread that writes them to a
-//! buffered stderr and flushes whenever it has nothing more queued: an RPC never waits on a `write`
-//! syscall, and a burst of lines costs one syscall. When the queue (65,536 lines) is full callers
-//! wait rather than drop lines; [`Telemetry::shutdown`] flushes what is queued.
+//! Lines are formatted on the calling task and appended to a buffer that one writer thread writes
+//! to stderr in batches ([`crate::logwriter`]): an RPC never waits on a `write` syscall nor wakes
+//! a thread, and a burst of lines costs one syscall. When the buffer is full (8 MiB) callers wait
+//! rather than drop lines; [`Telemetry::shutdown`] writes what is left.
 //! Nothing logs secrets: keys and tokens are wrapped types whose `Debug` hides them, and phone
 //! numbers are masked where they are logged.
 //!
@@ -21,8 +21,8 @@ use crate::config::LogFormat;
 #[derive(Debug, Default)]
 #[must_use = "call `shutdown` at exit, or the last lines and spans are lost"]
 pub struct Telemetry {
-    /// Flushes the queued log lines when dropped.
-    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    /// Writes the buffered log lines when dropped.
+    log_writer: Option<crate::logwriter::LogGuard>,
     #[cfg(feature = "otlp")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
@@ -53,11 +53,14 @@ impl Telemetry {
 pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (export, mut telemetry) = export_layer();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("callbot-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let (writer, guard) = match crate::logwriter::spawn(std::io::stderr(), "callbot-log") {
+        Ok(started) => started,
+        Err(e) => {
+            // No thread to spare: the facade cannot log, and should not serve blind.
+            eprintln!("callbot-facade: cannot start the log writer thread: {e}");
+            std::process::exit(1);
+        }
+    };
     let registry = tracing_subscriber::registry().with(filter).with(export);
     let result = match format {
         LogFormat::Text => registry
@@ -92,9 +95,6 @@ pub fn init(format: LogFormat) -> Telemetry {
     }
     telemetry
 }
-
-/// Log lines queued for the writer thread before callers wait.
-const LOG_QUEUE_LINES: usize = 65_536;
 
 type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
 
