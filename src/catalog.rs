@@ -64,7 +64,7 @@ impl ScriptCatalog {
     pub async fn get(&self, upstream: &UpstreamClient, ctx: &CallContext) -> Result<Arc<Catalog>, UpstreamError> {
         if self.ttl.is_zero() {
             self.metrics.script_cache(false);
-            return Ok(Arc::new(Catalog::new(upstream.list_scripts(ctx).await?)));
+            return Ok(Arc::new(Catalog::new(Box::pin(upstream.list_scripts(ctx)).await?)));
         }
         let ttl = self.ttl;
         // A miss is a lookup that ran the fetch itself; one that waited on another caller's
@@ -72,10 +72,13 @@ impl ScriptCatalog {
         let fetched = AtomicBool::new(false);
         let result = self
             .cache
-            .get_or_fetch(&ctx.api_key, || async {
-                fetched.store(true, Ordering::Relaxed);
-                let scripts = upstream.list_scripts(ctx).await?;
-                Ok((Arc::new(Catalog::new(scripts)), Instant::now() + ttl))
+            // Boxed: a miss is rare, and its state would otherwise be part of every lookup.
+            .get_or_fetch(&ctx.api_key, || {
+                Box::pin(async {
+                    fetched.store(true, Ordering::Relaxed);
+                    let scripts = upstream.list_scripts(ctx).await?;
+                    Ok((Arc::new(Catalog::new(scripts)), Instant::now() + ttl))
+                })
             })
             .await;
         self.metrics.script_cache(!fetched.load(Ordering::Relaxed));

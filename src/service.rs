@@ -266,7 +266,9 @@ impl CallBotService for CallBotApi {
         let session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
         if check_variables {
             // After the rules above (no I/O for a malformed request); needs the script list.
-            let variables = self.script_variables(&ctx, &session.script_id).await?;
+            // Boxed: otherwise the script fetch's state is part of every CreateSession's future,
+            // the ones that never check too (memory per call in flight).
+            let variables = Box::pin(self.script_variables(&ctx, &session.script_id)).await?;
             variables.check(&session.contacts, 0).map_err(|e| fail(&ctx, e))?;
         }
         // The generated key comes from the thread's CSPRNG, not a getrandom syscall per call.
