@@ -1,7 +1,8 @@
 //! Criterion micro benches of the facade's per-call CPU work, each isolated from the network:
 //!
 //! - `create_session/*`: a 15-contact `CreateSessionRequest` validated (`NewSession::parse`) and
-//!   turned into the upstream JSON (`ExecuteBody` + `serde_json`), i.e. everything CreateSession
+//!   turned into the upstream JSON (`EncodedExecute`, the hand-written writer; `serde_json` beside
+//!   it for comparison), i.e. everything CreateSession
 //!   does before and after its one HTTP exchange;
 //! - `script_list/*`: a `script/list` answer (envelope + payload) parsed by the facade's own parser
 //!   for 1, 1,000 and 10,000 scripts, and the proto conversion of 1,000;
@@ -18,7 +19,7 @@ use callbot_facade::{
     pb,
     service::script_to_pb,
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{ExecuteBody, UpstreamError, parse_script_list},
+    upstream::{EncodedExecute, ExecuteBody, UpstreamError, parse_script_list},
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -68,6 +69,9 @@ fn create_session(c: &mut Criterion) {
     });
     let session = NewSession::parse(request.clone(), &limits).unwrap();
     g.bench_function("serialize_15_contacts", |b| {
+        b.iter(|| black_box(EncodedExecute::new(&ExecuteBody::new(black_box(&session), key))))
+    });
+    g.bench_function("serialize_15_contacts_serde_json", |b| {
         b.iter(|| black_box(serde_json::to_vec(&ExecuteBody::new(black_box(&session), key)).unwrap()))
     });
     g.bench_function("parse_and_serialize_15_contacts", |b| {
@@ -75,7 +79,7 @@ fn create_session(c: &mut Criterion) {
             || request.clone(),
             |req| {
                 let session = NewSession::parse(req, &limits).unwrap();
-                black_box(serde_json::to_vec(&ExecuteBody::new(&session, key)).unwrap())
+                black_box(EncodedExecute::new(&ExecuteBody::new(&session, key)))
             },
             BatchSize::SmallInput,
         )

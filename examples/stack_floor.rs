@@ -73,8 +73,7 @@ impl Floor {
             .map_err(|_| Status::internal("bad upstream URL"))?;
         let limits = SessionLimits { max_contacts: 10_000, now: SystemTime::now() };
         let session = NewSession::parse(request, &limits).map_err(|_| Status::invalid_argument("invalid request"))?;
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, KEY_MARK))
-            .map_err(|_| Status::internal("the body could not be encoded"))?;
+        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, KEY_MARK));
         let json = encoded.json();
         let at = json
             .windows(KEY_MARK.len())

@@ -29,6 +29,7 @@ pub mod cache;
 pub mod campaign;
 pub mod catalog;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod logwriter;

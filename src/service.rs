@@ -282,7 +282,7 @@ impl CallBotService for CallBotApi {
                 &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
             )
         };
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key)).map_err(to_error)?;
+        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
         let NewSession { script_id, contacts, .. } = session;

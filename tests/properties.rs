@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use callbot_facade::domain::{NewSession, SessionLimits, fold, is_valid_phone, mask_phone, matches};
 use callbot_facade::fuzzing::{AuthPayload, Envelope, ScriptList, failure_code, parse};
 use callbot_facade::pb;
-use callbot_facade::upstream::{ExecuteBody, ExecutePayload, Script, ScriptVariable};
+use callbot_facade::upstream::{EncodedExecute, ExecuteBody, ExecutePayload, Script, ScriptVariable};
 use proptest::prelude::*;
 use prost::Message;
 use serde::Deserialize;
@@ -158,11 +158,46 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
+    fn any_text_is_written_as_serde_json_writes_it(
+        texts in proptest::collection::vec(any::<String>(), 6),
+        keys in proptest::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+        numbers in (any::<i32>(), any::<u64>(), any::<i64>()),
+    ) {
+        let body = ExecuteBody {
+            bot_script_id: &texts[0],
+            contact_info: vec![callbot_facade::upstream::ContactInfo {
+                phone: &texts[1],
+                email: Some(&texts[2]),
+                ext_contact_code: Some(&texts[3]),
+                mapping_variables: &keys,
+            }],
+            name: Some(&texts[4]),
+            cid: None,
+            voice: Some("northern_female_ngocanh"),
+            speed: Some(numbers.0),
+            num_retry: None,
+            num_per_call: Some(numbers.0),
+            distance_per_call: Some(numbers.1),
+            distance_retry: None,
+            send_time: Some(numbers.2),
+            ext_session_id: &texts[5],
+            auto_pause: numbers.0 % 2 == 0,
+        };
+        let mut by_hand = Vec::new();
+        body.write_json(&mut by_hand);
+        prop_assert_eq!(by_hand, serde_json::to_vec(&body).unwrap());
+    }
+
+    #[test]
     fn valid_request_maps_to_the_upstream_body_and_back(req in valid_request()) {
         let session = NewSession::parse(req.clone(), &limits()).expect("a generated valid request passes");
         let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
-        let json = serde_json::to_string(&ExecuteBody::new(&session, &key)).unwrap();
-        let body: UpstreamBody = serde_json::from_str(&json).expect("the body reads back");
+        // The bytes the facade sends (the hand-written writer), equal to serde_json's.
+        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key));
+        let reference = serde_json::to_vec(&ExecuteBody::new(&session, &key)).unwrap();
+        prop_assert_eq!(encoded.json(), reference.as_slice());
+        let json = std::str::from_utf8(encoded.json()).expect("UTF-8");
+        let body: UpstreamBody = serde_json::from_str(json).expect("the body reads back");
 
         prop_assert_eq!(&body.bot_script_id, &req.script_id);
         prop_assert_eq!(body.contact_info.len(), req.contacts.len());

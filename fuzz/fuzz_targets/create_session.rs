@@ -19,7 +19,7 @@ use callbot_facade::domain::{NewSession, SessionLimits, is_valid_phone, validate
 use callbot_facade::fuzzing::path_key;
 use callbot_facade::pb;
 use callbot_facade::status::{ErrorContext, FacadeError, to_status};
-use callbot_facade::upstream::ExecuteBody;
+use callbot_facade::upstream::{EncodedExecute, ExecuteBody};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use serde_json::Value;
@@ -79,7 +79,10 @@ fn bad_phones(contacts: &[pb::Contact]) -> Vec<usize> {
 
 fn check_valid(session: &NewSession, req: &pb::CreateSessionRequest) {
     let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
-    let bytes = serde_json::to_vec(&ExecuteBody::new(session, &key)).expect("serialise");
+    // The bytes the facade sends (its hand-written writer), identical to serde_json's.
+    let encoded = EncodedExecute::new(&ExecuteBody::new(session, &key));
+    let bytes = encoded.json().to_vec();
+    assert_eq!(bytes, serde_json::to_vec(&ExecuteBody::new(session, &key)).expect("serialise"));
     let body: Value = serde_json::from_slice(&bytes).expect("the body is JSON");
     let obj = body.as_object().expect("an object");
     assert_eq!(obj["bot_script_id"], req.script_id.as_str());

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use envelope::{AuthPayload, Envelope, ScriptList};
 pub use envelope::{ExecutePayload, Rejection, Script, ScriptVariable};
 pub use error::UpstreamError;
-pub use execute::ExecuteBody;
+pub use execute::{ContactInfo, ExecuteBody};
 use retry::{Idempotency, RetryBudget};
 use token::AccessToken;
 
@@ -173,34 +173,29 @@ pub struct EncodedExecute {
 }
 
 impl EncodedExecute {
-    /// Encodes `body`.
-    ///
-    /// The JSON is written into a per-thread scratch buffer and copied into a body of exactly its
-    /// size: the body lives until the upstream answers (a second or more), and `to_vec`'s
-    /// doubling left up to half of it unused, 1.5 KiB of a 15-contact body, 1.5 MiB at 1,000
-    /// calls in flight (massif, BENCHMARKS.md "Third round").
-    pub fn new(body: &ExecuteBody<'_>) -> Result<Self, UpstreamError> {
+    /// Encodes `body` (by hand: [`ExecuteBody::write_json`]) into a per-thread scratch buffer
+    /// and copies it into a body of exactly its size: the body lives until the upstream answers
+    /// (a second or more), and a growing buffer left up to half of it unused, 1.5 KiB of a
+    /// 15-contact body, 1.5 MiB at 1,000 calls in flight (massif, BENCHMARKS.md "Third round").
+    pub fn new(body: &ExecuteBody<'_>) -> Self {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let encoded = SCRATCH.with(|scratch| {
-            // A re-entrant call (impossible: serializing calls nothing of ours) gets its own buffer.
+        let json = SCRATCH.with(|scratch| {
+            // A re-entrant call (impossible: writing calls nothing of ours) gets its own buffer.
             let mut owned = Vec::new();
             let mut borrowed = scratch.try_borrow_mut().ok();
             let buf = borrowed.as_deref_mut().unwrap_or(&mut owned);
             buf.clear();
-            let result = serde_json::to_writer(&mut *buf, body).map(|()| Bytes::copy_from_slice(buf));
+            body.write_json(buf);
+            let json = Bytes::copy_from_slice(buf);
             // A huge body (thousands of contacts) does not stay pinned to the thread.
             if buf.capacity() > SCRATCH_KEEP_BYTES {
                 *buf = Vec::new();
             }
-            result
+            json
         });
-        let json = encoded.map_err(|_| UpstreamError::Malformed {
-            detail: "request body could not be encoded".into(),
-            http_status: 0,
-        })?;
-        Ok(EncodedExecute { json, cid: body.cid.unwrap_or("").to_owned() })
+        EncodedExecute { json, cid: body.cid.unwrap_or("").to_owned() }
     }
 
     /// The JSON body.
@@ -278,7 +273,7 @@ impl UpstreamClient {
         ctx: &CallContext,
         body: &ExecuteBody<'_>,
     ) -> Result<ExecuteOutcome, UpstreamError> {
-        self.execute_encoded(ctx, &EncodedExecute::new(body)?).await
+        self.execute_encoded(ctx, &EncodedExecute::new(body)).await
     }
 
     /// `execute_by_phone` with a body encoded beforehand, so the caller can let go of the
