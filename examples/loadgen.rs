@@ -103,7 +103,13 @@ struct Args {
     /// The callbot-facade binary (default: target/release/callbot-facade beside this example).
     #[arg(long)]
     bin: Option<PathBuf>,
-    /// Run every scenario of BENCHMARKS.md and print its table (other scenario flags ignored).
+    /// Run this binary in the facade's place, with the facade's flags (e.g.
+    /// `target/release/examples/stack_floor`, the stack doing nothing of ours); the simulator
+    /// still runs from `--bin`.
+    #[arg(long)]
+    facade_bin: Option<PathBuf>,
+    /// Run every scenario of BENCHMARKS.md and print its table (other scenario flags ignored);
+    /// with `target/release/examples/stack_floor` built, the floor of the stack too.
     #[arg(long)]
     suite: bool,
     /// Soak: mixed RPCs through the facade for `--duration` with injected faults (see `soak`);
@@ -206,12 +212,13 @@ async fn suite(base: &Args, bin: &Path, clk_tck: f64) -> Result<(), Box<dyn std:
         a.suite = false;
         a.path = Which::Both;
         a.facade_args.clear();
+        a.facade_bin = None;
         a.scripts = None;
         a.upstream_delay_ms = None;
         f(&mut a);
         a
     };
-    let scenarios: Vec<(&str, Args)> = vec![
+    let mut scenarios: Vec<(&str, Args)> = vec![
         ("CreateSession, 64 in flight", with(&|a| a.concurrency = 64)),
         ("CreateSession, 1 in flight", with(&|a| a.concurrency = 1)),
         (
@@ -274,12 +281,32 @@ async fn suite(base: &Args, bin: &Path, clk_tck: f64) -> Result<(), Box<dyn std:
             }),
         ),
     ];
+    // The floor of the stack (examples/stack_floor.rs) in the facade's place, when it is built:
+    // what tonic + prost + reqwest cost doing nothing of ours, the reference for the CPU and
+    // latency budgets (BENCHMARKS.md "The floor of the stack").
+    let floor_bin = bin.parent().map(|d| d.join("examples").join("stack_floor")).filter(|p| p.exists());
+    if let Some(floor) = &floor_bin {
+        for (name, concurrency) in [
+            ("stack floor (examples/stack_floor, nothing of ours), CreateSession, 64 in flight", 64),
+            ("stack floor (examples/stack_floor, nothing of ours), CreateSession, 1 in flight", 1),
+        ] {
+            scenarios.push((
+                name,
+                with(&|a| {
+                    a.concurrency = concurrency;
+                    a.facade_bin = Some(floor.clone());
+                }),
+            ));
+        }
+    }
     let mut all = Vec::new();
     let mut startups = Vec::new();
     for (name, args) in &scenarios {
         eprintln!("== {name}");
         let (reports, startup) = scenario(args, bin, clk_tck).await?;
-        startups.push(startup);
+        if args.facade_bin.is_none() {
+            startups.push(startup);
+        }
         all.push((*name, args.clone(), reports));
     }
     println!("\n## Runs\n");
@@ -347,6 +374,20 @@ async fn suite(base: &Args, bin: &Path, clk_tck: f64) -> Result<(), Box<dyn std:
         ok(to_serving[to_serving.len() - 1] <= 100.0)
     );
     println!("| 0 errors in every run | {errors} | {} |", ok(errors == 0));
+    if floor_bin.is_some() {
+        let floor_cpu64 = facade(9).per_req_us(facade(9).facade_cpu.unwrap_or(0.0));
+        let floor_added = mean_us(&facade(10).hist) - mean_us(&direct(10).hist);
+        println!(
+            "| (reference) the stack floor's CPU per CreateSession at 64 in flight | {floor_cpu64:.1} µs (the facade: {cpu64:.1}) | – |"
+        );
+        println!(
+            "| (reference) the stack floor's added mean latency at 1 in flight | {floor_added:.0} µs ({:.0} vs {:.0} µs; the facade: {added:.0}) | – |",
+            mean_us(&facade(10).hist),
+            mean_us(&direct(10).hist),
+        );
+    } else {
+        println!("\n(`cargo build --release --example stack_floor` adds the floor of the stack to the suite.)");
+    }
     Ok(())
 }
 
@@ -433,7 +474,7 @@ async fn scenario(args: &Args, bin: &Path, clk_tck: f64) -> Result<(Vec<Report>,
         None => Stdio::null(),
     };
     let started = Instant::now();
-    let mut facade = Command::new(bin)
+    let mut facade = Command::new(args.facade_bin.as_deref().unwrap_or(bin))
         .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
         .args(["--upstream-url", &sim_url, "--api-key", API_KEY])
         .args(&args.facade_args)
