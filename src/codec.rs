@@ -21,7 +21,16 @@ use tonic::{
 };
 use tonic_prost::ProstEncoder;
 
-/// Encodes `T` like `tonic_prost::ProstCodec`; decodes `U` from a slice.
+/// The first allocation of a response body's buffer (tonic's default is 8 KiB). A response body
+/// keeps its buffer until the last byte is on the wire, so with 1,000 calls in flight whose
+/// upstream answers come together, 8 KiB each was 8 MiB of buffers holding 100-byte
+/// CreateSession answers; a larger message (a streamed script batch) grows the buffer as needed.
+pub const ENCODE_BUFFER_BYTES: usize = 1024;
+/// A streamed response is flushed once this much is encoded (tonic's default).
+const ENCODE_YIELD_BYTES: usize = 32 * 1024;
+
+/// Encodes `T` like `tonic_prost::ProstCodec` (with a smaller first buffer); decodes `U` from a
+/// slice.
 #[derive(Debug, Clone)]
 pub struct SliceCodec<T, U>(PhantomData<(T, U)>);
 
@@ -42,7 +51,7 @@ where
     type Decoder = SliceDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        ProstEncoder::new(BufferSettings::new(ENCODE_BUFFER_BYTES, ENCODE_YIELD_BYTES))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
