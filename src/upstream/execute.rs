@@ -112,14 +112,8 @@ impl ExecuteBody<'_> {
             }
             out.extend_from_slice(b"{\"phone\":");
             write_str(out, c.phone);
-            if let Some(email) = c.email {
-                out.extend_from_slice(b",\"email\":");
-                write_str(out, email);
-            }
-            if let Some(code) = c.ext_contact_code {
-                out.extend_from_slice(b",\"ext_contact_code\":");
-                write_str(out, code);
-            }
+            write_optional_str(out, b",\"email\":", c.email);
+            write_optional_str(out, b",\"ext_contact_code\":", c.ext_contact_code);
             out.extend_from_slice(b",\"mapping_variables\":{");
             for (j, (key, value)) in c.mapping_variables.iter().enumerate() {
                 if j > 0 {
@@ -132,23 +126,16 @@ impl ExecuteBody<'_> {
             out.extend_from_slice(b"}}");
         }
         out.push(b']');
-        if let Some(name) = self.name {
-            out.extend_from_slice(b",\"name\":");
-            write_str(out, name);
-        }
-        if let Some(cid) = self.cid {
-            out.extend_from_slice(b",\"cid\":");
-            write_str(out, cid);
-        }
-        if let Some(voice) = self.voice {
-            out.extend_from_slice(b",\"voice\":");
-            write_str(out, voice);
-        }
+        write_optional_str(out, b",\"name\":", self.name);
+        write_optional_str(out, b",\"cid\":", self.cid);
+        write_optional_str(out, b",\"voice\":", self.voice);
         let numbers = [
             (&b",\"speed\":"[..], self.speed.map(i128::from)),
             (b",\"num_retry\":", self.num_retry.map(i128::from)),
             (b",\"num_per_call\":", self.num_per_call.map(i128::from)),
             (b",\"distance_per_call\":", self.distance_per_call.map(i128::from)),
+            (b",\"distance_retry\":", self.distance_retry.map(i128::from)),
+            (b",\"send_time\":", self.send_time.map(i128::from)),
         ];
         for (field, value) in numbers {
             if let Some(n) = value {
@@ -156,20 +143,20 @@ impl ExecuteBody<'_> {
                 write_int(out, n);
             }
         }
-        if let Some(n) = self.distance_retry {
-            out.extend_from_slice(b",\"distance_retry\":");
-            write_int(out, i128::from(n));
-        }
-        if let Some(n) = self.send_time {
-            out.extend_from_slice(b",\"send_time\":");
-            write_int(out, i128::from(n));
-        }
         out.extend_from_slice(b",\"ext_session_id\":");
         write_str(out, self.ext_session_id);
         if self.auto_pause {
             out.extend_from_slice(b",\"auto_pause\":true");
         }
         out.push(b'}');
+    }
+}
+
+/// `field` and the string, when there is one (serde's `skip_serializing_if = "Option::is_none"`).
+fn write_optional_str(out: &mut Vec<u8>, field: &[u8], value: Option<&str>) {
+    if let Some(value) = value {
+        out.extend_from_slice(field);
+        write_str(out, value);
     }
 }
 
