@@ -432,16 +432,8 @@ fn print_row(r: &Report, args: &Args) {
 
 /// One scenario: a fresh simulator and facade, then the facade path and the direct path.
 async fn scenario(args: &Args, bin: &Path, clk_tck: f64) -> Result<(Vec<Report>, Startup), Box<dyn std::error::Error>> {
-    let sim_addr = free_addr()?;
-    let mut sim = Command::new(bin)
-        .args(["simulate", "--listen", &sim_addr.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut sim, sim_addr) = start_simulator(bin, "warn").await?;
     let sim_pid = sim.id().ok_or("simulator exited")?;
-    wait_tcp(sim_addr, &mut sim).await?;
     let sim_url = format!("http://{sim_addr}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     if let Some(n) = args.scripts {
@@ -763,6 +755,21 @@ async fn direct_get(http: &reqwest::Client, url: &str, token: &str) -> Result<By
 }
 
 /// A loopback address with a port that was free a moment ago.
+/// Starts `bin simulate` on a free port (its logs at `log_level`, discarded) and waits until it
+/// accepts connections; killed when the handle is dropped.
+async fn start_simulator(bin: &Path, log_level: &str) -> Result<(Child, SocketAddr), Box<dyn std::error::Error>> {
+    let addr = free_addr()?;
+    let mut sim = Command::new(bin)
+        .args(["simulate", "--listen", &addr.to_string()])
+        .env("RUST_LOG", log_level)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_tcp(addr, &mut sim).await?;
+    Ok((sim, addr))
+}
+
 fn free_addr() -> std::io::Result<SocketAddr> {
     StdListener::bind("127.0.0.1:0")?.local_addr()
 }
@@ -886,7 +893,7 @@ mod soak {
     use tonic::{Code, transport::Channel};
     use tonic_types::StatusExt;
 
-    use super::{API_KEY, Args, create_request, free_addr, load1, proc_status, wait_serving, wait_tcp};
+    use super::{API_KEY, Args, create_request, free_addr, load1, proc_status, wait_serving};
 
     type BoxError = Box<dyn std::error::Error>;
 
@@ -1305,15 +1312,7 @@ mod soak {
     /// The run; `Ok(true)` on PASS. Both children are stopped before it returns.
     pub(super) async fn run(args: &Args, bin: &Path) -> Result<bool, BoxError> {
         let load_before = load1();
-        let sim_addr = free_addr()?;
-        let mut sim = Command::new(bin)
-            .args(["simulate", "--listen", &sim_addr.to_string()])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        wait_tcp(sim_addr, &mut sim).await?;
+        let (mut sim, sim_addr) = super::start_simulator(bin, "error").await?;
         let sim_url = format!("http://{sim_addr}");
         let http = reqwest::Client::builder().build()?;
         let scripts = {
