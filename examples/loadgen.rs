@@ -459,25 +459,10 @@ async fn scenario(args: &Args, bin: &Path, clk_tck: f64) -> Result<(Vec<Report>,
     let work = Arc::new(Work::new(args, script_id, scripts.len())?);
 
     // The facade.
-    let grpc_addr = free_addr()?;
-    let admin_addr = free_addr()?;
-    let log = match &args.facade_log {
-        Some(p) => Stdio::from(std::fs::File::create(p)?),
-        None => Stdio::null(),
-    };
-    let started = Instant::now();
-    let mut facade = Command::new(args.facade_bin.as_deref().unwrap_or(bin))
-        .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
-        .args(["--upstream-url", &sim_url, "--api-key", API_KEY])
-        .args(&args.facade_args)
-        .env("RUST_LOG", &args.facade_log_level)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let (mut facade, grpc_addr, to_serving) =
+        start_facade(args.facade_bin.as_deref().unwrap_or(bin), args, &sim_url, &[]).await?;
     let facade_pid = facade.id().ok_or("facade exited")?;
-    wait_serving(grpc_addr, &mut facade).await?;
-    let startup = Startup { to_serving: started.elapsed(), idle_rss_kib: proc_status(facade_pid, "VmRSS:") };
+    let startup = Startup { to_serving, idle_rss_kib: proc_status(facade_pid, "VmRSS:") };
 
     let mut reports = Vec::new();
     if args.path != Which::Direct {
@@ -770,6 +755,36 @@ async fn start_simulator(bin: &Path, log_level: &str) -> Result<(Child, SocketAd
     Ok((sim, addr))
 }
 
+/// Starts `program` as the facade in front of `sim_url` (free ports, `extra` flags then
+/// `--facade-arg`s, logs per `--facade-log-level`/`--facade-log`) and waits for SERVING; returns
+/// it, its gRPC address and the time from spawn to SERVING. Killed when the handle is dropped.
+async fn start_facade(
+    program: &Path,
+    args: &Args,
+    sim_url: &str,
+    extra: &[&str],
+) -> Result<(Child, SocketAddr, Duration), Box<dyn std::error::Error>> {
+    let grpc_addr = free_addr()?;
+    let admin_addr = free_addr()?;
+    let log = match &args.facade_log {
+        Some(p) => Stdio::from(std::fs::File::create(p)?),
+        None => Stdio::null(),
+    };
+    let started = Instant::now();
+    let mut facade = Command::new(program)
+        .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
+        .args(["--upstream-url", sim_url, "--api-key", API_KEY])
+        .args(extra)
+        .args(&args.facade_args)
+        .env("RUST_LOG", &args.facade_log_level)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_serving(grpc_addr, &mut facade).await?;
+    Ok((facade, grpc_addr, started.elapsed()))
+}
+
 fn free_addr() -> std::io::Result<SocketAddr> {
     StdListener::bind("127.0.0.1:0")?.local_addr()
 }
@@ -879,7 +894,6 @@ mod soak {
     use std::{
         collections::{BTreeMap, HashMap, HashSet},
         path::Path,
-        process::Stdio,
         sync::{
             Arc, Mutex,
             atomic::{AtomicBool, AtomicU64, Ordering},
@@ -889,11 +903,10 @@ mod soak {
 
     use callbot_facade::pb::{self, call_bot_service_client::CallBotServiceClient};
     use hdrhistogram::Histogram;
-    use tokio::process::Command;
     use tonic::{Code, transport::Channel};
     use tonic_types::StatusExt;
 
-    use super::{API_KEY, Args, create_request, free_addr, load1, proc_status, wait_serving};
+    use super::{Args, create_request, load1, proc_status};
 
     type BoxError = Box<dyn std::error::Error>;
 
@@ -1326,24 +1339,9 @@ mod soak {
         let script_ids: Vec<String> = scripts.iter().map(|s| s.id.clone()).collect();
         let create = create_request(&script_ids[0], CONTACTS);
 
-        let grpc_addr = free_addr()?;
-        let admin_addr = free_addr()?;
-        let log = match &args.facade_log {
-            Some(p) => Stdio::from(std::fs::File::create(p)?),
-            None => Stdio::null(),
-        };
-        let mut facade = Command::new(bin)
-            .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
-            .args(["--upstream-url", &sim_url, "--api-key", API_KEY])
-            .args(["--upstream-attempt-timeout", "300ms", "--script-cache-ttl", "0s"])
-            .args(&args.facade_args)
-            .env("RUST_LOG", &args.facade_log_level)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
+        let extra = ["--upstream-attempt-timeout", "300ms", "--script-cache-ttl", "0s"];
+        let (mut facade, grpc_addr, _) = super::start_facade(bin, args, &sim_url, &extra).await?;
         let facade_pid = facade.id().ok_or("facade exited")?;
-        wait_serving(grpc_addr, &mut facade).await?;
         let idle_rss = proc_status(facade_pid, "VmRSS:");
 
         let concurrency = args.soak_concurrency.max(1);
