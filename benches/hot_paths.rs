@@ -15,9 +15,9 @@
 use std::{collections::BTreeMap, hint::black_box, time::SystemTime};
 
 use callbot_facade::{
+    convert::script_to_pb,
     domain::{self, FieldViolation, NewSession, SessionLimits, ValidationError},
     pb,
-    service::script_to_pb,
     status::{ErrorContext, FacadeError, to_status},
     upstream::{EncodedExecute, ExecuteBody, UpstreamError, parse_script_list},
 };

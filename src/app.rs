@@ -19,13 +19,13 @@ use tonic_health::ServingStatus;
 
 use crate::{
     catalog::ScriptCatalog,
-    config::{Settings, UpstreamTarget},
+    config::Settings,
     metrics::Metrics,
     middleware::{CallerTokens, RpcLayer},
     pb::{self, call_bot_service_server::CallBotServiceServer},
-    service::{CallBotApi, ServiceSettings},
+    service::CallBotApi,
     simulator,
-    upstream::{UpstreamClient, UpstreamConfig},
+    upstream::UpstreamClient,
 };
 
 /// The gRPC service name health reports on.
@@ -88,11 +88,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 /// Reads the TLS files and checks that they make a usable server configuration now, at start-up,
 /// so that a missing, unreadable or garbage file stops the process with one line saying which
 /// (rather than surfacing later as an opaque transport error).
-fn server_tls(files: &crate::config::TlsFiles) -> Result<ServerTlsConfig, AppError> {
+fn server_tls(files: &crate::config::TlsFiles) -> Result<Option<ServerTlsConfig>, AppError> {
+    let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
+        return Ok(None);
+    };
     let read = |what: &str, p: &std::path::Path| {
         std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read the {what} {}: {e}", p.display())))
     };
-    let (cert, key) = (read("certificate", &files.cert)?, read("private key", &files.key)?);
+    let (cert, key) = (read("certificate", cert)?, read("private key", key)?);
     let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
     if let Some(ca) = &files.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
@@ -102,21 +105,22 @@ fn server_tls(files: &crate::config::TlsFiles) -> Result<ServerTlsConfig, AppErr
         let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.to_string());
         AppError::Tls(format!("unusable certificate, key or client CA ({cause})"))
     })?;
-    Ok(config)
+    Ok(Some(config))
 }
 
 impl Application {
     /// Binds everything and starts the built-in simulator when no upstream URL is set.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         // Files first: a bad one stops the start before anything is bound or logged.
-        let caller_tokens = settings.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
-        let tls = settings.tls.as_ref().map(server_tls).transpose()?;
+        let caller_tokens = settings.security.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
+        let tls = server_tls(&settings.security.tls)?;
         let mut simulator_stop = None;
-        let upstream_url = match &settings.upstream {
-            UpstreamTarget::Remote(url) => url.clone(),
-            UpstreamTarget::BuiltInSimulator => {
+        let upstream_url = match &settings.upstream.url {
+            Some(url) => url.clone(),
+            None => {
                 let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-                let addr = listener.local_addr().map_err(|source| AppError::Bind { addr: settings.listen, source })?;
+                let addr =
+                    listener.local_addr().map_err(|source| AppError::Bind { addr: settings.server.listen, source })?;
                 // Said first, before the simulator's own task can log anything (API.md §4).
                 let url = format!("http://{addr}");
                 tracing::info!(
@@ -136,30 +140,24 @@ impl Application {
                 url
             }
         };
-        let mut upstream_config = UpstreamConfig::new(upstream_url.clone());
-        upstream_config.attempt_timeout = settings.upstream_attempt_timeout;
-        upstream_config.http2_prior_knowledge = settings.upstream_http2_prior_knowledge;
-        upstream_config.retry_budget_percent = settings.retry_budget_percent;
-        upstream_config.retry_budget_min = settings.retry_budget_min;
         let metrics = Arc::new(Metrics::new());
         let upstream = Arc::new(
-            UpstreamClient::new(upstream_config)
-                .map_err(|e| AppError::Client(e.without_url().to_string()))?
-                .with_metrics(metrics.clone()),
+            UpstreamClient::new(&upstream_url, &settings.upstream, metrics.clone())
+                .map_err(|e| AppError::Client(e.without_url().to_string()))?,
         );
-        let grpc = bind(settings.listen).await?;
-        let admin = bind(settings.admin_listen).await?;
+        let grpc = bind(settings.server.listen).await?;
+        let admin = bind(settings.server.admin_listen).await?;
         Ok(Application { settings, grpc, admin, upstream_url, upstream, metrics, caller_tokens, tls, simulator_stop })
     }
 
     /// The bound gRPC address (the real port when 0 was asked).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().unwrap_or(self.settings.listen)
+        self.grpc.local_addr().unwrap_or(self.settings.server.listen)
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or(self.settings.admin_listen)
+        self.admin.local_addr().unwrap_or(self.settings.server.admin_listen)
     }
 
     /// Where REST calls go (the simulator's loopback URL when embedded).
@@ -194,18 +192,10 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Reflection(e.to_string()))?;
 
-        let api = CallBotApi::new(
-            upstream,
-            Arc::new(ScriptCatalog::new(settings.script_cache_ttl).with_metrics(metrics.clone())),
-            ServiceSettings {
-                api_key: settings.api_key.clone(),
-                allow_caller_api_key: settings.allow_caller_api_key,
-                upstream_timeout: settings.upstream_timeout,
-                max_contacts: settings.max_contacts,
-            },
-        );
+        let catalog = Arc::new(ScriptCatalog::new(settings.service.script_cache_ttl, metrics.clone()));
+        let api = CallBotApi::new(upstream, catalog, &settings);
         let callbot = CallBotServiceServer::new(api)
-            .max_decoding_message_size(settings.max_message_bytes)
+            .max_decoding_message_size(settings.server.max_message_bytes as usize)
             .max_encoding_message_size(16 * 1024 * 1024);
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -219,7 +209,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = builder
             .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-            .layer(RpcLayer::with_metrics(settings.max_concurrency, caller_tokens, metrics))
+            .layer(RpcLayer::with_metrics(settings.server.max_concurrency as usize, caller_tokens, metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -237,12 +227,13 @@ impl Application {
         let result = tokio::select! {
             result = &mut server => result.map_err(AppError::Serve),
             () = shutdown => {
-                tracing::info!(grace_s = settings.shutdown_grace.as_secs_f64(), "shutdown requested: draining");
+                let grace = settings.server.shutdown_grace;
+                tracing::info!(grace_s = grace.as_secs_f64(), "shutdown requested: draining");
                 ready.store(false, Ordering::SeqCst);
                 health.set_service_status("", ServingStatus::NotServing).await;
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
                 let _ = stop_tx.send(());
-                match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+                match tokio::time::timeout(grace, &mut server).await {
                     Ok(result) => result.map_err(AppError::Serve),
                     Err(_) => {
                         tracing::warn!("grace period over: abandoning the calls still in flight");

@@ -12,13 +12,13 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::{
+    convert, deadline,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
     pb::{self, create_campaign_request::Item},
-    service::session_to_pb,
-    status::{ErrorContext, FacadeError, classify, to_status},
+    status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, ExecuteBody, UpstreamClient, UpstreamError},
 };
 
@@ -39,14 +39,16 @@ impl From<ValidationError> for Stop {
     }
 }
 
-/// The status of a stop before the campaign task starts (spec errors).
-pub fn fail(ctx: &CallContext, stop: Stop) -> Status {
-    match stop {
-        Stop::Failed(err, key) => {
-            to_status(&err, &ErrorContext { request_id: &ctx.request_id, external_session_id: key.as_deref() })
+impl Stop {
+    /// The status that tells the caller why the campaign stopped.
+    pub fn into_status(self, ctx: &CallContext) -> Status {
+        match self {
+            Stop::Failed(err, key) => {
+                to_status(&err, &ErrorContext { request_id: &ctx.request_id, external_session_id: key.as_deref() })
+            }
+            Stop::Stream(status) => status,
+            Stop::CallerGone => Status::cancelled("the caller went away"),
         }
-        Stop::Stream(status) => status,
-        Stop::CallerGone => Status::cancelled("the caller went away"),
     }
 }
 
@@ -79,13 +81,6 @@ where
         Some(Item::Spec(spec)) => Ok(spec),
         Some(Item::Batch(_)) | None => Err(rules::spec_missing().into()),
     }
-}
-
-/// The bound of one chunk's upstream exchange: `--upstream-timeout` from now, cut by the
-/// stream's deadline.
-pub fn exchange_deadline(upstream_timeout: Duration, stream_deadline: Option<Instant>) -> Instant {
-    let own = Instant::now() + upstream_timeout;
-    stream_deadline.map_or(own, |d| d.min(own))
 }
 
 /// One campaign, after its spec was read and validated.
@@ -137,7 +132,7 @@ impl CampaignRun {
             ),
             Err(stop) => {
                 tracing::info!(%request_id, %campaign_id, chunks = tally.chunks, "campaign stopped early");
-                let _ = tx.send(Err(fail(&self.ctx, stop))).await;
+                let _ = tx.send(Err(stop.into_status(&self.ctx))).await;
             }
         }
     }
@@ -208,7 +203,7 @@ impl CampaignRun {
     async fn start(&self, session: &NewSession) -> Result<(pb::Session, bool), Stop> {
         let key = session.external_session_id.clone().unwrap_or_default();
         let mut ctx = self.ctx.clone();
-        ctx.deadline = exchange_deadline(self.upstream_timeout, self.stream_deadline);
+        ctx.deadline = deadline::for_exchange(self.upstream_timeout, self.stream_deadline);
         let body = ExecuteBody::new(session, &key);
         match self.upstream.execute_by_phone(&ctx, &body).await {
             Ok(outcome) => {
@@ -220,22 +215,13 @@ impl CampaignRun {
                     rejected = outcome.rejections.len(),
                     "campaign chunk started"
                 );
-                Ok((session_to_pb(outcome, &session.script_id, key), false))
+                Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
-            Err(e) => {
-                let err = FacadeError::Upstream(e);
-                if classify(&err, true).code == Code::AlreadyExists {
-                    tracing::info!(request_id = %ctx.request_id, key = %key, "campaign chunk already started: resumed");
-                    let pb_session = pb::Session {
-                        id: String::new(),
-                        script_id: session.script_id.clone(),
-                        external_session_id: key,
-                        rejected_contacts: Vec::new(),
-                    };
-                    return Ok((pb_session, true));
-                }
-                Err(Stop::Failed(err, Some(key)))
+            Err(e) if e.is_duplicate_session() => {
+                tracing::info!(request_id = %ctx.request_id, key = %key, "campaign chunk already started: resumed");
+                Ok((convert::resumed_session_to_pb(&session.script_id, key), true))
             }
+            Err(e) => Err(Stop::Failed(FacadeError::Upstream(e), Some(key))),
         }
     }
 }

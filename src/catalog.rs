@@ -49,15 +49,9 @@ pub struct ScriptCatalog {
 }
 
 impl ScriptCatalog {
-    /// A cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        ScriptCatalog { ttl, cache: SingleFlightCache::new(), metrics: Arc::new(Metrics::new()) }
-    }
-
-    /// Counts hits and misses into `metrics` (the application's registry).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
+    /// A cache whose entries live `ttl`, counting hits and misses into `metrics`.
+    pub fn new(ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        ScriptCatalog { ttl, cache: SingleFlightCache::new(), metrics }
     }
 
     /// The scripts of the call's tenant.

@@ -16,7 +16,7 @@ pub struct Cli {
     pub command: Option<Command>,
     /// The flags of `serve`, accepted without the subcommand name too.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: Settings,
 }
 
 /// What the binary does.
@@ -24,7 +24,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once at start-up; size is irrelevant
 pub enum Command {
     /// Run the gRPC facade (the default).
-    Serve(ServeArgs),
+    Serve(Settings),
     /// Run the built-in callBot REST API simulator alone.
     Simulate(SimulateArgs),
     /// Start a campaign from a CSV file through a running facade (CreateCampaign).
@@ -42,42 +42,37 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `serve`; every flag has its environment variable (names fixed by API.md §4).
+/// The settings of `serve`: one tree, each group a struct of its own, parsed from flags and their
+/// environment variables (names fixed by API.md §4) with each default written once, here.
+/// [`Settings::check`] turns a parse into settings that can run, before any port is bound.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct Settings {
+    /// Listeners, limits, shutdown, logs.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Where REST calls go and how they are bounded and retried.
+    #[command(flatten)]
+    pub upstream: UpstreamSettings,
+    /// What the handlers need.
+    #[command(flatten)]
+    pub service: ServiceSettings,
+    /// Caller authentication and TLS.
+    #[command(flatten)]
+    pub security: SecuritySettings,
+}
+
+/// Listeners, limits, shutdown and logs.
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
     /// gRPC listen address.
     #[arg(long, env = "CALLBOT_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
     /// Admin listen address (/metrics, /healthz, /readyz).
     #[arg(long, env = "CALLBOT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
-    /// Base URL of the callBot REST API; unset = start the built-in simulator on loopback.
-    #[arg(long, env = "CALLBOT_UPSTREAM_URL")]
-    pub upstream_url: Option<String>,
-    /// Upstream API key (required with a real upstream). Never logged.
-    #[arg(long, env = "CALLBOT_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Upper bound of one upstream exchange, retries and token refresh included; a caller's
-    /// shorter deadline wins.
-    #[arg(long, env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub upstream_timeout: Duration,
-    /// Upper bound of one HTTP attempt of a read (so a retry still fits in the deadline).
-    #[arg(long, env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub upstream_attempt_timeout: Duration,
-    /// Speak HTTP/2 without TLS negotiation (h2c) to a plaintext upstream known to support it,
-    /// such as an egress sidecar or the simulator: one multiplexed connection instead of one
-    /// per call in flight. An https upstream negotiates HTTP/2 by ALPN without this flag.
-    #[arg(long, env = "CALLBOT_UPSTREAM_HTTP2_PRIOR_KNOWLEDGE")]
-    pub upstream_http2_prior_knowledge: bool,
     /// Log format.
     #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Script-list cache lifetime; 0s turns the cache off.
-    #[arg(long, env = "CALLBOT_SCRIPT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
-    pub script_cache_ttl: Duration,
-    /// Most contacts accepted in one CreateSession.
-    #[arg(long, env = "CALLBOT_MAX_CONTACTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_contacts: u32,
     /// Largest request message accepted, in bytes.
     #[arg(long, env = "CALLBOT_MAX_MESSAGE_BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_message_bytes: u32,
@@ -87,27 +82,83 @@ pub struct ServeArgs {
     /// Time given to in-flight calls after SIGTERM/SIGINT.
     #[arg(long, env = "CALLBOT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// File of accepted caller bearer tokens, one per line; unset = no caller authentication.
-    #[arg(long, env = "CALLBOT_CALLER_TOKENS_FILE")]
-    pub caller_tokens_file: Option<PathBuf>,
-    /// Let a caller's `x-api-key` metadata choose the upstream tenant.
-    #[arg(long, env = "CALLBOT_ALLOW_CALLER_API_KEY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub allow_caller_api_key: bool,
-    /// Server certificate (PEM); with --tls-key turns TLS on.
-    #[arg(long, env = "CALLBOT_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "CALLBOT_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// CA (PEM) that client certificates must chain to (mTLS).
-    #[arg(long, env = "CALLBOT_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// The upstream REST API: target, key, bounds and retry budget.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamSettings {
+    /// Base URL of the callBot REST API; unset = start the built-in simulator on loopback.
+    /// After [`Settings::check`]: trimmed, no trailing slash, `None` for the simulator.
+    #[arg(long = "upstream-url", env = "CALLBOT_UPSTREAM_URL")]
+    pub url: Option<String>,
+    /// Upstream API key (required with a real upstream). Never logged. After
+    /// [`Settings::check`] always set (the simulator's fixed key when none is given).
+    #[arg(long = "api-key", env = "CALLBOT_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
+    pub api_key: Option<ApiKey>,
+    /// Upper bound of one upstream exchange, retries and token refresh included; a caller's
+    /// shorter deadline wins.
+    #[arg(long = "upstream-timeout", env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Upper bound of one HTTP attempt of a read (so a retry still fits in the deadline).
+    #[arg(long = "upstream-attempt-timeout", env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub attempt_timeout: Duration,
+    /// Speak HTTP/2 without TLS negotiation (h2c) to a plaintext upstream known to support it,
+    /// such as an egress sidecar or the simulator: one multiplexed connection instead of one
+    /// per call in flight. An https upstream negotiates HTTP/2 by ALPN without this flag.
+    #[arg(long = "upstream-http2-prior-knowledge", env = "CALLBOT_UPSTREAM_HTTP2_PRIOR_KNOWLEDGE")]
+    pub http2_prior_knowledge: bool,
     /// Retries allowed as a share of requests over the last 10 s (retry budget), in percent.
     #[arg(long, env = "CALLBOT_RETRY_BUDGET_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub retry_budget_percent: u32,
     /// Retries always allowed per 10 s window, whatever the traffic (so a quiet facade can retry).
     #[arg(long, env = "CALLBOT_RETRY_BUDGET_MIN", default_value_t = 10)]
     pub retry_budget_min: u32,
+}
+
+impl UpstreamSettings {
+    /// The configured tenant key: the one given, else the built-in simulator's.
+    pub fn key(&self) -> ApiKey {
+        self.api_key.clone().unwrap_or_else(|| ApiKey::new(SIMULATOR_API_KEY))
+    }
+}
+
+/// What the handlers need.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceSettings {
+    /// Script-list cache lifetime; 0s turns the cache off.
+    #[arg(long, env = "CALLBOT_SCRIPT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub script_cache_ttl: Duration,
+    /// Most contacts accepted in one CreateSession.
+    #[arg(long, env = "CALLBOT_MAX_CONTACTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_contacts: u32,
+    /// Let a caller's `x-api-key` metadata choose the upstream tenant.
+    #[arg(long, env = "CALLBOT_ALLOW_CALLER_API_KEY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_caller_api_key: bool,
+}
+
+/// Caller authentication and TLS.
+#[derive(Debug, Clone, Args)]
+pub struct SecuritySettings {
+    /// File of accepted caller bearer tokens, one per line; unset = no caller authentication.
+    #[arg(long, env = "CALLBOT_CALLER_TOKENS_FILE")]
+    pub caller_tokens_file: Option<PathBuf>,
+    /// TLS on the gRPC listener.
+    #[command(flatten)]
+    pub tls: TlsFiles,
+}
+
+/// PEM files for TLS: on when `--tls-cert` and `--tls-key` are given (clap refuses one alone).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsFiles {
+    /// Server certificate (PEM); with --tls-key turns TLS on.
+    #[arg(id = "tls_cert", long = "tls-cert", env = "CALLBOT_TLS_CERT", requires = "tls_key")]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(id = "tls_key", long = "tls-key", env = "CALLBOT_TLS_KEY", requires = "tls_cert")]
+    pub key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to (mTLS).
+    #[arg(long = "tls-client-ca", env = "CALLBOT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Flags of `simulate`.
@@ -187,75 +238,17 @@ pub enum ConfigError {
     EmptyApiKey,
 }
 
-/// Where the facade sends its REST calls.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamTarget {
-    /// The provider's API at this base URL (no trailing slash).
-    Remote(String),
-    /// The built-in simulator, started on a loopback port.
-    BuiltInSimulator,
-}
-
-/// Validated settings for `serve`, built from [`ServeArgs`] before anything is bound.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// gRPC listen address.
-    pub listen: SocketAddr,
-    /// Admin listen address.
-    pub admin_listen: SocketAddr,
-    /// Where REST calls go.
-    pub upstream: UpstreamTarget,
-    /// The configured tenant key (a fixed one for the simulator when none is given).
-    pub api_key: ApiKey,
-    /// Bound of one whole upstream exchange.
-    pub upstream_timeout: Duration,
-    /// Bound of one HTTP attempt of a read.
-    pub upstream_attempt_timeout: Duration,
-    /// HTTP/2 with prior knowledge to a plaintext upstream.
-    pub upstream_http2_prior_knowledge: bool,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Script-list cache lifetime (zero = off).
-    pub script_cache_ttl: Duration,
-    /// Most contacts per CreateSession.
-    pub max_contacts: usize,
-    /// Largest request message.
-    pub max_message_bytes: usize,
-    /// Most RPCs in flight.
-    pub max_concurrency: usize,
-    /// Drain time after a signal.
-    pub shutdown_grace: Duration,
-    /// Caller bearer tokens file, when caller authentication is on.
-    pub caller_tokens_file: Option<PathBuf>,
-    /// Whether a caller's `x-api-key` may choose the tenant.
-    pub allow_caller_api_key: bool,
-    /// TLS certificate and key files.
-    pub tls: Option<TlsFiles>,
-    /// Retry budget: percent of requests.
-    pub retry_budget_percent: u32,
-    /// Retry budget: floor per window.
-    pub retry_budget_min: u32,
-}
-
-/// PEM files for TLS.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// Server certificate chain.
-    pub cert: PathBuf,
-    /// Server private key.
-    pub key: PathBuf,
-    /// CA for client certificates (mTLS) when set.
-    pub client_ca: Option<PathBuf>,
-}
-
 /// The key the facade uses against its own built-in simulator (which accepts any non-empty key).
 pub const SIMULATOR_API_KEY: &str = "simulator-key";
 
 impl Settings {
-    /// Checks the combination of flags and builds the settings.
-    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
-        let upstream = match args.upstream_url.as_deref().map(str::trim) {
-            None | Some("") => UpstreamTarget::BuiltInSimulator,
+    /// Checks the combination of flags and normalizes what the rest of the program relies on:
+    /// the upstream URL (trimmed, no trailing slash, `None` for the simulator) and the key
+    /// (always set).
+    pub fn check(mut self) -> Result<Self, ConfigError> {
+        let upstream = &mut self.upstream;
+        upstream.url = match upstream.url.as_deref().map(str::trim) {
+            None | Some("") => None,
             Some(url) => {
                 let lower = url.to_ascii_lowercase();
                 let rest = lower
@@ -265,51 +258,19 @@ impl Settings {
                 if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
                     return Err(ConfigError::BadUpstreamUrl);
                 }
-                UpstreamTarget::Remote(url.trim_end_matches('/').to_owned())
+                Some(url.trim_end_matches('/').to_owned())
             }
         };
-        let api_key = match (&upstream, args.api_key) {
-            (_, Some(k)) if k.trim().is_empty() => return Err(ConfigError::EmptyApiKey),
-            (_, Some(k)) => ApiKey::new(k.trim()),
-            (UpstreamTarget::BuiltInSimulator, None) => ApiKey::new(SIMULATOR_API_KEY),
-            (UpstreamTarget::Remote(_), None) => return Err(ConfigError::MissingApiKey),
+        upstream.api_key = match (&upstream.url, upstream.api_key.take()) {
+            (_, Some(k)) if k.expose().is_empty() => return Err(ConfigError::EmptyApiKey),
+            (_, Some(k)) => Some(k),
+            (None, None) => Some(ApiKey::new(SIMULATOR_API_KEY)),
+            (Some(_), None) => return Err(ConfigError::MissingApiKey),
         };
-        let tls = match (args.tls_cert, args.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: args.tls_client_ca }),
-            _ => None,
-        };
-        Ok(Settings {
-            listen: args.listen,
-            admin_listen: args.admin_listen,
-            upstream,
-            api_key,
-            upstream_timeout: args.upstream_timeout,
-            upstream_attempt_timeout: args.upstream_attempt_timeout,
-            upstream_http2_prior_knowledge: args.upstream_http2_prior_knowledge,
-            log_format: args.log_format,
-            script_cache_ttl: args.script_cache_ttl,
-            max_contacts: args.max_contacts as usize,
-            max_message_bytes: args.max_message_bytes as usize,
-            max_concurrency: args.max_concurrency as usize,
-            shutdown_grace: args.shutdown_grace,
-            caller_tokens_file: args.caller_tokens_file,
-            allow_caller_api_key: args.allow_caller_api_key,
-            tls,
-            retry_budget_percent: args.retry_budget_percent,
-            retry_budget_min: args.retry_budget_min,
-        })
+        Ok(self)
     }
 
-    /// Settings for tests and embedding: everything default, ports 0 on loopback, simulator upstream.
-    pub fn for_tests() -> Self {
-        let args = ServeArgs::try_parse_from(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .expect("static test arguments parse");
-        Settings::from_args(args).expect("static test arguments are valid")
-    }
-}
-
-impl ServeArgs {
-    /// Parses `serve` flags from an argument list (the environment still applies), for tests.
+    /// Parses `serve` flags from an argument list (the environment still applies), unchecked.
     pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -318,10 +279,23 @@ impl ServeArgs {
         #[derive(Parser)]
         struct Wrapper {
             #[command(flatten)]
-            serve: ServeArgs,
+            serve: Settings,
         }
         Wrapper::try_parse_from(args).map(|w| w.serve)
     }
+
+    /// Settings for tests and embedding: everything default, ports 0 on loopback, simulator upstream.
+    pub fn for_tests() -> Self {
+        Settings::try_parse_from(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .expect("static test arguments parse")
+            .check()
+            .expect("static test arguments are valid")
+    }
+}
+
+/// An API key from the command line, trimmed (emptiness is [`Settings::check`]'s to refuse).
+fn parse_api_key(s: &str) -> Result<ApiKey, String> {
+    Ok(ApiKey::new(s.trim()))
 }
 
 /// Parses `10s`, `500ms`, `24h`, `1m30s`; a bare number is seconds.
@@ -340,27 +314,30 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let mut full = vec!["serve"];
         full.extend_from_slice(args);
-        let args = ServeArgs::try_parse_from(full).map_err(|e| e.kind().to_string())?;
-        Settings::from_args(args).map_err(|e| e.to_string())
+        let args = Settings::try_parse_from(full).map_err(|e| e.kind().to_string())?;
+        args.check().map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_match_the_contract() {
         let s = parse(&[]).unwrap();
-        assert_eq!(s.listen.to_string(), "0.0.0.0:50051");
-        assert_eq!(s.admin_listen.to_string(), "0.0.0.0:9090");
-        assert_eq!(s.upstream, UpstreamTarget::BuiltInSimulator);
-        assert_eq!(s.upstream_timeout, Duration::from_secs(10));
-        assert_eq!(s.script_cache_ttl, Duration::from_secs(30));
-        assert_eq!(s.max_contacts, 10_000);
-        assert_eq!(s.max_message_bytes, 4_194_304);
-        assert_eq!(s.max_concurrency, 1024);
-        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
-        assert!(!s.allow_caller_api_key);
-        assert!(s.tls.is_none());
-        assert_eq!(s.log_format, LogFormat::Text);
-        assert!(!s.upstream_http2_prior_knowledge);
-        assert!(parse(&["--upstream-http2-prior-knowledge"]).unwrap().upstream_http2_prior_knowledge);
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(s.server.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(s.upstream.url, None);
+        assert_eq!(s.upstream.key().expose(), SIMULATOR_API_KEY);
+        assert_eq!(s.upstream.timeout, Duration::from_secs(10));
+        assert_eq!(s.upstream.attempt_timeout, Duration::from_secs(5));
+        assert_eq!((s.upstream.retry_budget_percent, s.upstream.retry_budget_min), (20, 10));
+        assert_eq!(s.service.script_cache_ttl, Duration::from_secs(30));
+        assert_eq!(s.service.max_contacts, 10_000);
+        assert_eq!(s.server.max_message_bytes, 4_194_304);
+        assert_eq!(s.server.max_concurrency, 1024);
+        assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
+        assert!(!s.service.allow_caller_api_key);
+        assert!(s.security.tls.cert.is_none());
+        assert_eq!(s.server.log_format, LogFormat::Text);
+        assert!(!s.upstream.http2_prior_knowledge);
+        assert!(parse(&["--upstream-http2-prior-knowledge"]).unwrap().upstream.http2_prior_knowledge);
     }
 
     #[test]
@@ -370,7 +347,8 @@ mod tests {
             ConfigError::MissingApiKey.to_string()
         );
         let s = parse(&["--upstream-url", "https://api.example.com/", "--api-key", "k"]).unwrap();
-        assert_eq!(s.upstream, UpstreamTarget::Remote("https://api.example.com".into()));
+        assert_eq!(s.upstream.url.as_deref(), Some("https://api.example.com"));
+        assert_eq!(s.upstream.key().expose(), "k");
         assert_eq!(
             parse(&["--upstream-url", "ftp://x", "--api-key", "k"]).unwrap_err(),
             ConfigError::BadUpstreamUrl.to_string()
@@ -387,10 +365,25 @@ mod tests {
             &["--max-contacts", "-1"],
             &["--log-format", "xml"],
             &["--tls-cert", "a.pem"],
+            &["--tls-key", "a.key"],
+            &["--tls-client-ca", "ca.pem"],
+            &["--tls-client-ca", "ca.pem", "--tls-key", "a.key"],
             &["--allow-caller-api-key", "maybe"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    #[test]
+    fn tls_is_one_group() {
+        let s = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        let tls = s.security.tls;
+        assert_eq!(
+            (tls.cert.unwrap().to_str(), tls.key.unwrap().to_str(), tls.client_ca),
+            (Some("c.pem"), Some("k.pem"), None)
+        );
+        let s = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"]).unwrap();
+        assert_eq!(s.security.tls.client_ca.unwrap().to_str(), Some("ca.pem"));
     }
 
     #[test]

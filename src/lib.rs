@@ -31,6 +31,8 @@ pub mod catalog;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod convert;
+pub mod deadline;
 pub mod domain;
 pub mod logwriter;
 pub mod metrics;

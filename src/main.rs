@@ -56,9 +56,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: callbot_facade::config::ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let format = args.log_format;
-    let settings = Settings::from_args(args)?;
+async fn serve(args: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    let format = args.server.log_format;
+    let settings = args.check()?;
     let telemetry = telemetry::init(format);
     let result = run(settings).await;
     // Export the spans still buffered (the drain's last calls included) before exiting.

@@ -107,6 +107,7 @@ pub struct Metrics {
     upstream_requests: Family<EndpointStatusLabels, Counter>,
     upstream_duration: HistogramFamily<EndpointLabels>,
     upstream_retries: Family<EndpointLabels, Counter>,
+    upstream_retries_refused: Family<EndpointLabels, Counter>,
     token_refreshes: Counter,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -171,6 +172,12 @@ impl Metrics {
             "Upstream attempts retried after a retryable failure.",
             upstream_retries.clone(),
         );
+        let upstream_retries_refused = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "callbot_upstream_retries_refused",
+            "Retryable upstream failures not retried because the retry budget was spent.",
+            upstream_retries_refused.clone(),
+        );
         let token_refreshes = Counter::default();
         registry.register(
             "callbot_upstream_token_refreshes",
@@ -219,6 +226,7 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_retries,
+            upstream_retries_refused,
             token_refreshes,
             cache_hits,
             cache_misses,
@@ -286,6 +294,11 @@ impl Metrics {
     /// An upstream attempt is about to be retried.
     pub fn upstream_retry(&self, endpoint: &'static str) {
         self.upstream_retries.get_or_create(&EndpointLabels { endpoint }).inc();
+    }
+
+    /// A retryable failure is not retried: the retry budget is spent.
+    pub fn upstream_retry_refused(&self, endpoint: &'static str) {
+        self.upstream_retries_refused.get_or_create(&EndpointLabels { endpoint }).inc();
     }
 
     /// An access token is being fetched.

@@ -9,7 +9,10 @@ use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{domain::ValidationError, upstream::UpstreamError};
+use crate::{
+    domain::ValidationError,
+    upstream::{UpstreamError, is_duplicate_session_code},
+};
 
 /// `ErrorInfo.domain` of every error.
 pub const DOMAIN: &str = "callbot.v1";
@@ -169,7 +172,7 @@ pub fn classify_upstream_code(code: &str) -> Row {
         row(Unauthenticated, "UPSTREAM_UNAUTHENTICATED", "the callBot API refused the API key")
     } else if lower == "tenant_invalid" {
         row(PermissionDenied, "UPSTREAM_PERMISSION_DENIED", "the callBot API refused the tenant")
-    } else if lower.contains("duplicat") || lower.contains("already") || lower.contains("exist") {
+    } else if is_duplicate_session_code(code) {
         row(AlreadyExists, "SESSION_ALREADY_EXISTS", "a session with this external_session_id already exists")
     } else if lower == "balance_is_not_enough" {
         row(FailedPrecondition, "UPSTREAM_INSUFFICIENT_BALANCE", "the tenant's balance is not enough")

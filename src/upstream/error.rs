@@ -74,6 +74,12 @@ impl UpstreamError {
         }
     }
 
+    /// Whether the upstream refused to start a session because it already has one with this
+    /// key: a re-run of a campaign chunk, which is then resumed rather than failed.
+    pub fn is_duplicate_session(&self) -> bool {
+        matches!(self, UpstreamError::Rejected { code, .. } if is_duplicate_session_code(code))
+    }
+
     /// Turns a reqwest error into ours, dropping the URL (the auth URL carries the API key).
     pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
         let timeout = err.is_timeout();
@@ -87,6 +93,16 @@ impl UpstreamError {
             UpstreamError::ConnectionLost { detail }
         }
     }
+}
+
+/// Whether an envelope error code says "a session with this key already exists" (the
+/// upstream words it several ways; credential and tenant codes, which can contain "invalid" or
+/// "exist", are never it).
+pub fn is_duplicate_session_code(code: &str) -> bool {
+    let lower = code.to_ascii_lowercase();
+    !lower.starts_with("api_key")
+        && lower != "tenant_invalid"
+        && (lower.contains("duplicat") || lower.contains("already") || lower.contains("exist"))
 }
 
 /// The error and its causes on one line, e.g. "error sending request: connection closed".

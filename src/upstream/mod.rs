@@ -24,12 +24,15 @@ use tracing::Instrument;
 
 use envelope::{AuthPayload, Envelope, ScriptList};
 pub use envelope::{ExecutePayload, Rejection, Script, ScriptVariable};
-pub use error::UpstreamError;
+pub use error::{UpstreamError, is_duplicate_session_code};
 pub use execute::{ContactInfo, ExecuteBody};
 use retry::{Idempotency, RetryBudget};
 use token::AccessToken;
 
-use crate::{cache::SingleFlightCache, metrics::Metrics, trace_context::TraceParent};
+use crate::{cache::SingleFlightCache, config::UpstreamSettings, metrics::Metrics, trace_context::TraceParent};
+
+/// TCP connect timeout of one upstream connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Largest upstream body read; a bigger one is refused while it streams in.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -72,37 +75,6 @@ pub struct CallContext {
     pub tracestate: Option<String>,
 }
 
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Base URL without trailing slash.
-    pub base_url: String,
-    /// Bound of one HTTP attempt of a read (writes get the whole remaining deadline).
-    pub attempt_timeout: Duration,
-    /// TCP connect timeout.
-    pub connect_timeout: Duration,
-    /// HTTP/2 without negotiation (h2c) to a plaintext upstream.
-    pub http2_prior_knowledge: bool,
-    /// Retry budget: percent of requests.
-    pub retry_budget_percent: u32,
-    /// Retry budget: floor per window.
-    pub retry_budget_min: u32,
-}
-
-impl UpstreamConfig {
-    /// Defaults for `base_url`.
-    pub fn new(base_url: impl Into<String>) -> Self {
-        UpstreamConfig {
-            base_url: base_url.into(),
-            attempt_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
-            http2_prior_knowledge: false,
-            retry_budget_percent: 20,
-            retry_budget_min: 10,
-        }
-    }
-}
-
 /// What `execute_by_phone` returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecuteOutcome {
@@ -114,28 +86,19 @@ pub struct ExecuteOutcome {
     pub rejections: Vec<Rejection>,
 }
 
-/// Counters an operator (and the tests) can read.
-#[derive(Debug, Default)]
-pub struct UpstreamStats {
-    /// Token fetches started.
-    pub token_fetches: AtomicU64,
-    /// Retries made (any endpoint).
-    pub retries: AtomicU64,
-    /// Retries refused by the budget.
-    pub retries_refused: AtomicU64,
-}
-
 /// The REST client. Cheap to share (`Arc`); one per process.
 pub struct UpstreamClient {
     http: reqwest::Client,
-    config: UpstreamConfig,
+    /// Base URL without trailing slash.
+    base_url: String,
+    /// Bound of one HTTP attempt of a read (writes get the whole remaining deadline).
+    attempt_timeout: Duration,
     /// The endpoint URLs, parsed once: a URL parse per attempt is measurable at thousands of
     /// calls a second.
     endpoints: [(&'static str, Endpoint); 3],
     tokens: SingleFlightCache<ApiKey, AccessToken, UpstreamError>,
     budget: RetryBudget,
     serial: AtomicU64,
-    stats: Arc<UpstreamStats>,
     /// Where attempts, retries and token fetches are counted for `/metrics`.
     metrics: Arc<Metrics>,
 }
@@ -212,10 +175,11 @@ const EXECUTE: &str = "/api/call_bot/execute_by_phone";
 const AUTH: &str = "/api/auth";
 
 impl UpstreamClient {
-    /// Builds the client and its connection pool.
-    pub fn new(config: UpstreamConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the client and its connection pool for the API at `base_url` (no trailing slash),
+    /// counting attempts, retries and token fetches into `metrics`.
+    pub fn new(base_url: &str, settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
         let mut http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
+            .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             // As many idle connections as calls in flight (the default --max-concurrency): with
             // fewer, every burst of answers closes the surplus and the next burst reconnects
@@ -228,32 +192,21 @@ impl UpstreamClient {
             // list; an answer beyond them fails as a broken connection. The body has its own cap
             // (MAX_BODY_BYTES), enforced as it streams in (`send`).
             .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")));
-        if config.http2_prior_knowledge {
+        if settings.http2_prior_knowledge {
             http = http.http2_prior_knowledge();
         }
         let http = http.build()?;
-        let endpoints = [SCRIPT_LIST, EXECUTE, AUTH].map(|path| (path, Endpoint::new(&config.base_url, path)));
+        let endpoints = [SCRIPT_LIST, EXECUTE, AUTH].map(|path| (path, Endpoint::new(base_url, path)));
         Ok(UpstreamClient {
             endpoints,
-            budget: RetryBudget::new(config.retry_budget_percent, config.retry_budget_min),
+            budget: RetryBudget::new(settings.retry_budget_percent, settings.retry_budget_min),
             http,
-            config,
+            base_url: base_url.to_owned(),
+            attempt_timeout: settings.attempt_timeout,
             tokens: SingleFlightCache::new(),
             serial: AtomicU64::new(0),
-            stats: Arc::new(UpstreamStats::default()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })
-    }
-
-    /// Counts into `metrics` (the application's registry) instead of a private one.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &Arc<UpstreamStats> {
-        &self.stats
     }
 
     /// `GET /api/call_bot/script/list`: the tenant's scripts, in upstream order.
@@ -364,7 +317,7 @@ impl UpstreamClient {
         match self.endpoints.iter().find(|(p, _)| *p == path).map(|(_, e)| e) {
             Some(Endpoint::Parsed(url)) => self.http.request(method, url.clone()),
             Some(Endpoint::Text(text)) => self.http.request(method, text.as_str()),
-            None => self.http.request(method, format!("{}{}", self.config.base_url, path)),
+            None => self.http.request(method, format!("{}{}", self.base_url, path)),
         }
     }
 
@@ -375,7 +328,6 @@ impl UpstreamClient {
         self.tokens
             .get_or_fetch(&ctx.api_key, || {
                 Box::pin(async {
-                    self.stats.token_fetches.fetch_add(1, Ordering::Relaxed);
                     self.metrics.token_refresh();
                     let answer = self
                         .with_retries(ctx, Idempotency::Read, AUTH, || {
@@ -424,7 +376,7 @@ impl UpstreamClient {
                 return Err(UpstreamError::DeadlineExceeded);
             }
             let attempt_timeout = match kind {
-                Idempotency::Read => remaining.min(self.config.attempt_timeout),
+                Idempotency::Read => remaining.min(self.attempt_timeout),
                 Idempotency::Write => remaining,
             };
             let mut request = build().timeout(attempt_timeout).header("x-request-id", &ctx.request_id);
@@ -485,11 +437,10 @@ impl UpstreamClient {
                 return Err(err);
             }
             if !self.budget.try_retry() {
-                self.stats.retries_refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.upstream_retry_refused(path);
                 tracing::debug!(endpoint = path, "retry budget spent; not retrying");
                 return Err(err);
             }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.metrics.upstream_retry(path);
             tokio::time::sleep(wait).await;
             attempt += 1;

@@ -147,7 +147,7 @@ async fn campaign_cuts_the_stream_into_chunks_keyed_campaign_id_and_index_in_arr
 
 #[tokio::test]
 async fn campaign_one_message_larger_than_a_chunk_and_default_chunk_size() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_contacts = 4).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.max_contacts = 4).await;
     // chunk_size 0 = 500, capped at --max-contacts (4 here).
     let (answers, error) = run(&mut app, vec![spec_msg(spec("big", 0)), batch(contacts(0..10))]).await;
     assert!(error.is_none(), "{error:?}");
@@ -238,7 +238,7 @@ async fn campaign_duplicate_phones_are_refused_within_a_chunk_and_allowed_across
 
 #[tokio::test]
 async fn campaign_stream_shape_and_spec_errors_are_invalid_argument_before_any_upstream_call() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_contacts = 3).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.max_contacts = 3).await;
     let mut bad_spec = spec("", 4);
     bad_spec.script_id = "has space".into();
     bad_spec.voice = 99;
@@ -405,13 +405,16 @@ async fn campaign_engine_reads_no_contact_ahead_of_a_caller_that_stops_reading()
 
     use callbot_facade::{
         campaign::CampaignRun,
+        config::Settings,
         domain::CampaignPlan,
-        upstream::{CallContext, UpstreamClient, UpstreamConfig},
+        metrics::Metrics,
+        upstream::{CallContext, UpstreamClient},
     };
     use futures::StreamExt;
 
     let sim = TestSim::start(SimConfig::default()).await;
-    let upstream = Arc::new(UpstreamClient::new(UpstreamConfig::new(sim.url.clone())).unwrap());
+    let settings = Settings::for_tests();
+    let upstream = Arc::new(UpstreamClient::new(&sim.url, &settings.upstream, Arc::new(Metrics::new())).unwrap());
     let plan = CampaignPlan::parse(spec("bp", 2), 10, std::time::SystemTime::now()).unwrap();
     let pulled = Arc::new(AtomicUsize::new(0));
     let counter = pulled.clone();

@@ -192,7 +192,7 @@ const VALIDATION_ROWS: &[(&str, Mutation, &[&str])] = &[
 
 #[tokio::test]
 async fn create_session_rejects_each_rule_violation_with_its_field_path_before_any_upstream_call() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_contacts = 3).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.max_contacts = 3).await;
     for (name, mutate, want) in VALIDATION_ROWS {
         let mut req = minimal("");
         mutate(&mut req);
@@ -211,7 +211,7 @@ async fn create_session_rejects_each_rule_violation_with_its_field_path_before_a
 
 #[tokio::test]
 async fn create_session_accepts_the_boundary_values_of_every_rule() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_contacts = 3).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.max_contacts = 3).await;
     let req = pb::CreateSessionRequest {
         script_id: SCRIPT.into(),
         contacts: vec![contact("+84912345678"), contact("12345678"), contact("123456789012345")],
@@ -976,7 +976,7 @@ async fn create_session_answers_deadline_exceeded_not_cancelled_within_the_calle
 #[tokio::test]
 async fn create_session_upstream_timeout_bounds_the_call_when_the_caller_sets_no_deadline() {
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream_timeout = Duration::from_millis(300);
+        s.upstream.timeout = Duration::from_millis(300);
     })
     .await;
     let (status, elapsed) = slow_upstream_call(&mut app, "", None).await;
@@ -989,7 +989,7 @@ async fn create_session_upstream_timeout_bounds_the_call_when_the_caller_sets_no
 #[tokio::test]
 async fn create_session_upstream_timeout_shorter_than_the_caller_deadline_wins() {
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream_timeout = Duration::from_millis(300);
+        s.upstream.timeout = Duration::from_millis(300);
     })
     .await;
     let (status, elapsed) = slow_upstream_call(&mut app, "k-both", Some(Duration::from_secs(10))).await;
@@ -1008,7 +1008,7 @@ async fn create_session_past_the_caller_deadline_has_reason_deadline_exceeded() 
 #[tokio::test]
 async fn create_session_past_the_upstream_timeout_has_reason_deadline_exceeded() {
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream_timeout = Duration::from_millis(300);
+        s.upstream.timeout = Duration::from_millis(300);
     })
     .await;
     let (status, _) = slow_upstream_call(&mut app, "k-reason-2", None).await;
@@ -1038,7 +1038,7 @@ async fn create_session_with_the_upstream_unreachable_is_unavailable_with_retry_
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream = UpstreamTarget::Remote(format!("http://127.0.0.1:{port}"));
+        s.upstream.url = Some(format!("http://127.0.0.1:{port}"));
     })
     .await;
     let started = Instant::now();
@@ -1085,8 +1085,8 @@ async fn create_session_refreshes_an_expired_token_and_starts_one_session() {
 #[tokio::test]
 async fn create_session_does_not_retry_a_503_once_the_retry_budget_is_spent() {
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.retry_budget_min = 0;
-        s.retry_budget_percent = 0;
+        s.upstream.retry_budget_min = 0;
+        s.upstream.retry_budget_percent = 0;
     })
     .await;
     fault_execute(&app.sim, json!({"status": 503, "retry_after": 5})).await;

@@ -537,9 +537,9 @@ async fn run_row(rpc: Rpc, index: usize) {
     });
     let closed_addr = closed.as_ref().map(|s| s.local_addr().unwrap());
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream_attempt_timeout = Duration::from_millis(row.attempt_ms);
+        s.upstream.attempt_timeout = Duration::from_millis(row.attempt_ms);
         if let Some(addr) = closed_addr {
-            s.upstream = UpstreamTarget::Remote(format!("http://{addr}"));
+            s.upstream.url = Some(format!("http://{addr}"));
         }
     })
     .await;
@@ -906,7 +906,7 @@ async fn junk_protobuf_bytes_are_refused_with_details_and_the_process_stays_up()
 
 #[tokio::test]
 async fn a_frame_declaring_more_than_max_message_bytes_is_resource_exhausted() {
-    let app = spawn_app_with(SimConfig::default(), |s| s.max_message_bytes = 2048).await;
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.max_message_bytes = 2048).await;
     for method in METHODS {
         // The prefix claims 1 MiB; only a few bytes follow.
         let status = raw_call(&app, method, frame(1024 * 1024, b"\x0a\x01x")).await;

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use callbot_facade::{
     app::Application,
-    config::{Settings, UpstreamTarget},
+    config::Settings,
     pb::{self, call_bot_service_client::CallBotServiceClient},
     simulator::{self, SimConfig},
     upstream::ApiKey,
@@ -167,12 +167,12 @@ impl Drop for TestApp {
 /// upstream), pointed at `sim`.
 pub fn test_settings(sim_url: &str) -> Settings {
     let mut s = Settings::for_tests();
-    s.upstream = UpstreamTarget::Remote(sim_url.to_owned());
-    s.api_key = ApiKey::new(TEST_KEY);
-    s.script_cache_ttl = Duration::ZERO;
-    s.upstream_timeout = Duration::from_secs(5);
-    s.upstream_attempt_timeout = Duration::from_secs(2);
-    s.shutdown_grace = Duration::from_secs(5);
+    s.upstream.url = Some(sim_url.to_owned());
+    s.upstream.api_key = Some(ApiKey::new(TEST_KEY));
+    s.service.script_cache_ttl = Duration::ZERO;
+    s.upstream.timeout = Duration::from_secs(5);
+    s.upstream.attempt_timeout = Duration::from_secs(2);
+    s.server.shutdown_grace = Duration::from_secs(5);
     s
 }
 

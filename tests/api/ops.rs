@@ -119,7 +119,7 @@ async fn a_retried_503_is_counted_by_endpoint_and_status() {
 async fn a_connection_failure_is_counted_as_error() {
     let sim = TestSim::start(SimConfig::default()).await;
     let mut settings = test_settings("http://127.0.0.1:9");
-    settings.upstream_timeout = Duration::from_secs(2);
+    settings.upstream.timeout = Duration::from_secs(2);
     let mut app = start(settings, sim).await;
     let err = app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -130,7 +130,7 @@ async fn a_connection_failure_is_counted_as_error() {
 
 #[tokio::test]
 async fn script_cache_hits_and_misses_are_counted() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.script_cache_ttl = Duration::from_secs(30)).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.script_cache_ttl = Duration::from_secs(30)).await;
     list(&mut app.client, "").await.unwrap();
     list(&mut app.client, "diem").await.unwrap();
     app.client.get_script(pb::GetScriptRequest { script_id: SCRIPT_ID.into() }).await.unwrap();
@@ -145,7 +145,7 @@ async fn script_cache_hits_and_misses_are_counted() {
 
 #[tokio::test]
 async fn shed_calls_are_counted_and_in_flight_is_visible() {
-    let app = spawn_app_with(SimConfig::default(), |s| s.max_concurrency = 1).await;
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.max_concurrency = 1).await;
     app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 500})).await;
     let mut slow = app.client.clone();
     let first = tokio::spawn(async move { list(&mut slow, "").await });
@@ -223,7 +223,7 @@ async fn shutdown_drains_a_stream_in_flight_with_a_slow_consumer() {
     let sim = TestSim::start(SimConfig::default()).await;
     sim.set_scripts(r#"{"generate": 400}"#).await;
     let mut settings = test_settings(&sim.url);
-    settings.shutdown_grace = Duration::from_secs(10);
+    settings.server.shutdown_grace = Duration::from_secs(10);
     let mut app = start(settings, sim).await;
 
     // A client with a tiny HTTP/2 window, so the server cannot push the whole stream into

@@ -178,7 +178,7 @@ async fn token_refetched_when_it_expires() {
 
 #[tokio::test]
 async fn script_cache_serves_within_ttl_single_flight_and_off_at_zero() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.script_cache_ttl = Duration::from_secs(30)).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.service.script_cache_ttl = Duration::from_secs(30)).await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let mut client = app.client.clone();
@@ -379,7 +379,7 @@ async fn connection_refused_is_unavailable_with_retry_info() {
         l.local_addr().unwrap()
     };
     let mut app = spawn_app_with(SimConfig::default(), |s| {
-        s.upstream = UpstreamTarget::Remote(format!("http://{closed}"));
+        s.upstream.url = Some(format!("http://{closed}"));
     })
     .await;
     let err = list(&mut app.client, "").await.unwrap_err();
@@ -403,7 +403,7 @@ async fn caller_deadline_bounds_the_exchange_and_answers_deadline_exceeded() {
 #[tokio::test]
 async fn a_slow_attempt_times_out_and_is_retried_within_the_deadline() {
     let mut app =
-        spawn_app_with(SimConfig::default(), |s| s.upstream_attempt_timeout = Duration::from_millis(200)).await;
+        spawn_app_with(SimConfig::default(), |s| s.upstream.attempt_timeout = Duration::from_millis(200)).await;
     app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 1000, "count": 1})).await;
     let got = list(&mut app.client, "").await.unwrap();
     assert!(got.len() >= 10);
@@ -468,9 +468,9 @@ async fn an_endless_upstream_body_is_cut_at_the_16_mib_cap_while_streaming() {
     });
     let sim = TestSim::start(SimConfig::default()).await;
     let mut settings = test_settings(&sim.url);
-    settings.upstream = callbot_facade::config::UpstreamTarget::Remote(url);
-    settings.upstream_timeout = Duration::from_secs(30);
-    settings.upstream_attempt_timeout = Duration::from_secs(30);
+    settings.upstream.url = Some(url);
+    settings.upstream.timeout = Duration::from_secs(30);
+    settings.upstream.attempt_timeout = Duration::from_secs(30);
     let mut app = start(settings, sim).await;
 
     let started = Instant::now();
@@ -526,7 +526,7 @@ async fn upstream_response_headers_are_bounded_by_the_http_client() {
     ] {
         let sim = TestSim::start(SimConfig::default()).await;
         let mut settings = test_settings(&sim.url);
-        settings.upstream = callbot_facade::config::UpstreamTarget::Remote(upstream_with_header_fields(fields).await);
+        settings.upstream.url = Some(upstream_with_header_fields(fields).await);
         let mut app = start(settings, sim).await;
         let err = app.client.get_script(pb::GetScriptRequest { script_id: SCORES.into() }).await.unwrap_err();
         assert_status(&err, code, reason);

@@ -149,7 +149,7 @@ async fn caller_api_key_is_refused_unless_multi_tenant_mode_is_on() {
     assert_eq!(app.sim.stats().await["auth_calls"], 0);
 
     let sim_config = SimConfig { api_keys: Some(vec![TEST_KEY.into(), "tenant-b".into()]), ..SimConfig::default() };
-    let mut app = spawn_app_with(sim_config, |s| s.allow_caller_api_key = true).await;
+    let mut app = spawn_app_with(sim_config, |s| s.service.allow_caller_api_key = true).await;
     let mut req = Request::new(pb::ListScriptsRequest::default());
     req.metadata_mut().insert("x-api-key", MetadataValue::from_static("tenant-b"));
     let mut stream = app.client.list_scripts(req).await.unwrap().into_inner();
@@ -166,7 +166,7 @@ async fn caller_tokens_guard_the_service_but_not_health() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens");
     std::fs::write(&file, "# callers\nsecret-one\nsecret-two\n").unwrap();
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.caller_tokens_file = Some(file)).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.security.caller_tokens_file = Some(file)).await;
 
     let err = app.client.get_script(pb::GetScriptRequest { script_id: "x".into() }).await.unwrap_err();
     assert_status(&err, Code::Unauthenticated, "CALLER_UNAUTHENTICATED");
@@ -186,7 +186,7 @@ async fn caller_tokens_guard_the_service_but_not_health() {
 
 #[tokio::test]
 async fn calls_beyond_max_concurrency_are_shed_with_retry_info() {
-    let app = spawn_app_with(SimConfig::default(), |s| s.max_concurrency = 1).await;
+    let app = spawn_app_with(SimConfig::default(), |s| s.server.max_concurrency = 1).await;
     app.sim.fault(json!({"path": "/api/call_bot/script/list", "delay_ms": 500})).await;
     let mut slow = app.client.clone();
     let first = tokio::spawn(async move { list(&mut slow, "").await });
@@ -205,7 +205,7 @@ async fn calls_beyond_max_concurrency_are_shed_with_retry_info() {
 
 #[tokio::test]
 async fn oversized_messages_are_resource_exhausted() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.max_message_bytes = 2048).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.server.max_message_bytes = 2048).await;
     let mut req = session_request();
     req.name = "x".repeat(4096);
     let err = app.client.create_session(req).await.unwrap_err();
@@ -232,8 +232,8 @@ async fn tenants_never_see_each_others_scripts_or_tokens_with_caching_on() {
         ..SimConfig::default()
     };
     let app = spawn_app_with(sim_config, |s| {
-        s.allow_caller_api_key = true;
-        s.script_cache_ttl = Duration::from_secs(300);
+        s.service.allow_caller_api_key = true;
+        s.service.script_cache_ttl = Duration::from_secs(300);
     })
     .await;
     app.sim.set_scripts_for("tenant-a", r#"[{"id":"a-1","name":"Kịch bản của A","variables":[]}]"#).await;
@@ -329,7 +329,7 @@ async fn metadata_over_the_header_list_limit_is_refused_and_the_server_stays_up(
 
 #[tokio::test]
 async fn upstream_http2_prior_knowledge_multiplexes_every_call_over_h2c() {
-    let mut app = spawn_app_with(SimConfig::default(), |s| s.upstream_http2_prior_knowledge = true).await;
+    let mut app = spawn_app_with(SimConfig::default(), |s| s.upstream.http2_prior_knowledge = true).await;
     // A burst of concurrent calls (reads and writes), all over HTTP/2 to the plaintext simulator.
     let calls = (0..8).map(|_| {
         let mut client = app.client.clone();

@@ -66,8 +66,8 @@ impl Pki {
 
     fn tls_files(&self, mtls: bool) -> callbot_facade::config::TlsFiles {
         callbot_facade::config::TlsFiles {
-            cert: self.path("server.pem"),
-            key: self.path("server.key"),
+            cert: Some(self.path("server.pem")),
+            key: Some(self.path("server.key")),
             client_ca: mtls.then(|| self.path("ca.pem")),
         }
     }
@@ -91,7 +91,7 @@ impl Drop for TlsApp {
 async fn spawn_tls_app(pki: &Pki, mtls: bool) -> TlsApp {
     let sim = TestSim::start(SimConfig::default()).await;
     let mut settings = test_settings(&sim.url);
-    settings.tls = Some(pki.tls_files(mtls));
+    settings.security.tls = pki.tls_files(mtls);
     let app = Application::build(settings).await.expect("build with TLS");
     let addr = app.grpc_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
