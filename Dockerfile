@@ -16,7 +16,8 @@ RUN cargo build --release --locked && cp target/release/callbot-facade /callbot-
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /callbot-facade /usr/local/bin/callbot-facade
-USER nonroot:nonroot
+# nonroot:nonroot of the distroless image, numeric so that runAsNonRoot can verify it without /etc/passwd
+USER 65532:65532
 EXPOSE 50051 9090
 ENV CALLBOT_LISTEN=0.0.0.0:50051 \
     CALLBOT_ADMIN_LISTEN=0.0.0.0:9090 \

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds and runs the Go, Java and Python example clients against a running callbot-facade.
+# Builds and runs the Go, Java, Python and Node.js example clients against a running callbot-facade.
 #
 #   bash clients/run-all.sh HOST:PORT
 #
-# Installs what it needs (Debian packages with apt, Python packages in a venv; idempotent), generates code
-# from proto/ into a work dir (clients/.work, or $CALLBOT_CLIENTS_WORKDIR; never committed), runs each client
-# and ends with one line "N passed, M failed" counting the three clients. Exit 0 only if all three pass.
+# Installs what it needs (Debian packages with apt, Node.js and npm too when missing, Python packages in a
+# venv, the Node client's packages with `npm ci` from its lockfile; idempotent), generates code from proto/
+# into a work dir (clients/.work, or $CALLBOT_CLIENTS_WORKDIR; never committed), runs each client and ends
+# with one line "N passed, M failed" counting the four clients. Exit 0 only if all four pass.
 set -uo pipefail
 ADDR=${1:?usage: clients/run-all.sh HOST:PORT}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +29,10 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Node.js for the Node client: any node and npm on PATH will do (Debian 12's are 18 and 9); else Debian's.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== apt-get install ${missing[*]}"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -93,8 +98,17 @@ java_client() {
   java -cp "$cp_r" com.callbotfacade.example.CallbotClient "$ADDR"
 }
 
+node_client() {
+  # @grpc/grpc-js + @grpc/proto-loader, exactly as pinned in clients/node/package-lock.json; the client
+  # loads proto/callbot/v1/callbot.proto at run time (no code generation). --ignore-scripts: no package
+  # needs its install script (protobufjs's only warns about version schemes of its dependents).
+  ( cd "$HERE/node" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error )
+  echo "node $(node --version), npm $(npm --version)"
+  CALLBOT_PROTO_ROOT="$PROTO_ROOT" node "$HERE/node/client.js" "$ADDR"
+}
+
 passed=0; failed=0; failed_names=()
-for lang in python go java; do
+for lang in python go java node; do
   echo "== $lang client -> $ADDR"
   t0=$(date +%s)
   ( set -euo pipefail; "${lang}_client" )
