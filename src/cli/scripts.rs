@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use comfy_table::{Table, TableComponent};
 use serde_json::{Value, json};
 
 use super::{CliError, connect};
@@ -46,25 +47,71 @@ fn script_json(s: &pb::Script) -> Value {
     })
 }
 
-/// A plain aligned table; widths in chars (Vietnamese text is mostly precomposed).
+/// An aligned table, columns sized by display width (precomposed or combining Vietnamese,
+/// wide characters and emoji all line up), two spaces between columns, no borders.
 fn write_table(out: &mut impl Write, scripts: &[pb::Script]) -> std::io::Result<()> {
-    let rows: Vec<[String; 3]> = scripts
-        .iter()
-        .map(|s| {
-            let vars: Vec<String> = s
-                .variables
-                .iter()
-                .map(|v| if v.is_dynamic_attribute { format!("{}*", v.field_code) } else { v.field_code.clone() })
-                .collect();
-            [s.id.clone(), s.name.clone(), vars.join(", ")]
-        })
-        .collect();
-    let header = ["ID".to_owned(), "NAME".to_owned(), "VARIABLES".to_owned()];
-    let width = |col: usize| rows.iter().chain([&header]).map(|r| r[col].chars().count()).max().unwrap_or(0);
-    let (w0, w1) = (width(0), width(1));
-    for row in [&header].into_iter().chain(&rows) {
-        let pad = |text: &str, w: usize| format!("{text}{}", " ".repeat(w - text.chars().count()));
-        writeln!(out, "{}  {}  {}", pad(&row[0], w0), pad(&row[1], w1), row[2])?;
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    for component in TableComponent::iter() {
+        table.remove_style(component);
     }
-    writeln!(out, "{} script(s); * = each contact must fill it (is_dynamic_attribute)", rows.len())
+    table.set_header(["ID", "NAME", "VARIABLES"]);
+    for s in scripts {
+        let vars: Vec<String> = s
+            .variables
+            .iter()
+            .map(|v| if v.is_dynamic_attribute { format!("{}*", v.field_code) } else { v.field_code.clone() })
+            .collect();
+        table.add_row([s.id.as_str(), s.name.as_str(), vars.join(", ").as_str()]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    writeln!(out, "{} script(s); * = each contact must fill it (is_dynamic_attribute)", scripts.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(id: &str, name: &str, var: &str) -> pb::Script {
+        pb::Script {
+            id: id.into(),
+            name: name.into(),
+            variables: vec![pb::ScriptVariable {
+                field_code: var.into(),
+                is_dynamic_attribute: true,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn columns_line_up_by_display_width() {
+        // Precomposed, decomposed (combining marks) and wide (emoji) names of different char counts.
+        let scripts = [
+            script("a1", "Th\u{00f4}ng b\u{00e1}o", "x"),
+            script("b22", "Tho\u{0302}ng ba\u{0301}o", "y"),
+            script("c3", "\u{1f4de} g\u{1ecd}i", "z"),
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &scripts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("ID   NAME"), "{text}");
+        // The VARIABLES column starts at the same display column on every line.
+        let column = |line: &str, needle: &str| {
+            let at = line.find(needle).unwrap_or_else(|| panic!("{needle} in {line}"));
+            unicode_width::UnicodeWidthStr::width(&line[..at])
+        };
+        let want = column(lines[0], "VARIABLES");
+        for (line, var) in lines[1..4].iter().zip(["x*", "y*", "z*"]) {
+            assert_eq!(column(line, var), want, "{text}");
+        }
+        assert_eq!(lines[4], "3 script(s); * = each contact must fill it (is_dynamic_attribute)");
+    }
 }
