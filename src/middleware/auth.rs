@@ -95,4 +95,23 @@ mod tests {
         assert!(matches!(CallerTokens::from_text("# nothing\n\n"), Err(CallerTokensError::Empty)));
         assert!(!format!("{tokens:?}").contains("alpha"));
     }
+
+    #[test]
+    fn only_the_service_methods_need_a_token() {
+        let tokens = CallerTokens::from_text("alpha\n").unwrap();
+        let req = |path: &str, auth: Option<&str>| {
+            let mut b = Request::builder().uri(path);
+            if let Some(auth) = auth {
+                b = b.header(http::header::AUTHORIZATION, auth);
+            }
+            b.body(()).unwrap()
+        };
+        let get_script = "/callbot.v1.CallBotService/GetScript";
+        assert!(!admits(Some(&tokens), &req(get_script, None)));
+        assert!(!admits(Some(&tokens), &req(get_script, Some("Bearer beta"))));
+        assert!(admits(Some(&tokens), &req(get_script, Some("Bearer alpha"))));
+        assert!(admits(Some(&tokens), &req("/grpc.health.v1.Health/Check", None)));
+        assert!(admits(Some(&tokens), &req("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None)));
+        assert!(admits(None, &req(get_script, None)));
+    }
 }

@@ -32,3 +32,20 @@ impl Limiter {
         self.0.clone().try_acquire_owned().ok().map(|p| Permit { _held: Some(p) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_past_the_limit_are_shed_until_a_permit_comes_back_but_health_never_is() {
+        let limiter = Limiter::new(1);
+        let rpc = "/callbot.v1.CallBotService/GetScript";
+        let first = limiter.admit(rpc).expect("under the limit");
+        assert!(limiter.admit(rpc).is_none(), "over the limit");
+        assert!(limiter.admit("/grpc.health.v1.Health/Check").is_some(), "health is exempt");
+        assert!(limiter.admit("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").is_none());
+        drop(first);
+        assert!(limiter.admit(rpc).is_some(), "the permit came back");
+    }
+}
