@@ -209,7 +209,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = builder
             .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-            .layer(RpcLayer::with_metrics(settings.server.max_concurrency as usize, caller_tokens, metrics))
+            .layer(RpcLayer::new(settings.server.max_concurrency as usize, caller_tokens, metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

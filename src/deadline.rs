@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Request;
 
-use crate::middleware::CallArrival;
+/// When a call reached the facade: the middleware stamps every request with it at the moment
+/// tonic starts its own deadline timer, and the handlers anchor the caller's deadline on it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallArrival(pub Instant);
 
 /// The part of a caller's deadline kept back so that our own DEADLINE_EXCEEDED answers before
 /// tonic's deadline timer (which would answer CANCELLED) fires.

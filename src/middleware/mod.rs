@@ -1,0 +1,147 @@
+//! The tower layer every RPC passes through. Its concerns, in the order a call meets them
+//! (outermost first), and why each sits where it sits:
+//! 1. `request_id`: the request id, taken from `x-request-id` or generated, and the trace
+//!    context, the caller's `traceparent` continued (or a new trace started) and rewritten as
+//!    the facade's own server span so that the upstream request is its child. First, so that
+//!    everything after (auth failures, shedding, logs, the upstream call) can carry them; the
+//!    request id is echoed in the response headers.
+//! 2. `observe`, the start: the call counted as started and in flight, right away so that the
+//!    refused (unauthenticated, shed) calls are in the error rate too.
+//! 3. `auth`, caller authentication (when `--caller-tokens-file` is set): before any work is
+//!    spent; health and reflection stay open so probes and tooling work.
+//! 4. `shed`, load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE +
+//!    RetryInfo instead of queueing; the permit lives in the response body, so a stream counts
+//!    until it ends; health is exempt so that probes do not fail a busy replica.
+//! 5. `refusal`, on the way back: tonic's own refusals of the caller's bytes (oversized,
+//!    undecodable) rewritten with the facade's details, in the answer's headers or in its
+//!    trailers, before the final code is read, so that the code counted and logged is the one
+//!    the caller gets.
+//! 6. `observe`, the end: the messages counted each way, and one access line with method,
+//!    request id, trace id, gRPC code and latency, at the end of the body, when the final code
+//!    is known; `grpc_server_handled_total` and the latency histogram are taken at the same
+//!    moment.
+
+mod auth;
+mod observe;
+mod refusal;
+mod request_id;
+mod shed;
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{HeaderValue, Request, Response};
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+pub use auth::{CallerTokens, CallerTokensError};
+
+use crate::{
+    metrics::Metrics,
+    status::{ErrorContext, FacadeError, to_status},
+};
+
+/// Shared state of the layer.
+#[derive(Debug)]
+struct State {
+    limiter: shed::Limiter,
+    caller_tokens: Option<CallerTokens>,
+    metrics: Arc<Metrics>,
+}
+
+/// The layer (see the module doc for what it does, in order).
+#[derive(Clone, Debug)]
+pub struct RpcLayer {
+    state: Arc<State>,
+}
+
+impl RpcLayer {
+    /// `max_concurrency` RPCs in flight at most; `caller_tokens` turns caller authentication on;
+    /// everything is counted into `metrics` (the application's registry).
+    pub fn new(max_concurrency: usize, caller_tokens: Option<CallerTokens>, metrics: Arc<Metrics>) -> Self {
+        RpcLayer { state: Arc::new(State { limiter: shed::Limiter::new(max_concurrency), caller_tokens, metrics }) }
+    }
+}
+
+impl<S> Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcService { inner, state: self.state.clone() }
+    }
+}
+
+/// The service the layer makes.
+#[derive(Clone, Debug)]
+pub struct RpcService<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S> Service<Request<Body>> for RpcService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        // 1. Request id and trace context.
+        let ids = request_id::identify(&mut req);
+        // 2. Counted as started and in flight.
+        let access =
+            observe::Access::start(&self.state.metrics, req.uri().path().to_owned(), ids.text, ids.trace_id, started);
+        // 3. Caller authentication.
+        if !auth::admits(self.state.caller_tokens.as_ref(), &req) {
+            let res = refuse(FacadeError::CallerUnauthenticated, ids.header, access);
+            return Box::pin(async move { Ok(res) });
+        }
+        // 4. Load shedding.
+        let Some(permit) = self.state.limiter.admit(req.uri().path()) else {
+            access.metrics.shed();
+            let res = refuse(FacadeError::Overloaded, ids.header, access);
+            return Box::pin(async move { Ok(res) });
+        };
+
+        // The caller's messages counted as they stream in (`observe`), and the call's span.
+        let req = req.map(|body| access.count_received(body));
+        let span = request_id::rpc_span(&access.request_id, &access.trace_id, &access.method, ids.caller.as_ref());
+
+        // Take the service that was driven to readiness, leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let id = ids.header;
+        Box::pin(
+            async move {
+                let mut res = inner.call(req).await?;
+                // 5. tonic's refusals in a trailers-only answer (those in trailers: `observe`).
+                refusal::rewrite_answer(&mut res, &access.request_id);
+                request_id::echo(&mut res, id);
+                // 6. The answer observed until its body ends.
+                Ok(observe::observe(res, access, permit))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Answers at once with `err`, the request id echoed, and counts and logs the call as over.
+fn refuse(err: FacadeError, id: HeaderValue, access: observe::Access) -> Response<Body> {
+    let status = to_status(&err, &ErrorContext { request_id: &access.request_id, external_session_id: None });
+    let code = status.code();
+    let mut res = status.into_http::<Body>();
+    request_id::echo(&mut res, id);
+    access.finish(Some(code as i32));
+    res
+}

@@ -1,0 +1,127 @@
+//! Who a call is: its request id (the caller's when sane, else a new one), its place in the W3C
+//! trace (the caller's `traceparent` continued, or a new trace), its arrival time, and the `rpc`
+//! span that carries those ids through everything the handler logs.
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+
+use crate::{deadline::CallArrival, trace_context::TraceParent};
+
+const REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// A call's ids, as [`identify`] settled them.
+pub(super) struct Identity {
+    /// The request id, as echoed in the response headers.
+    pub(super) header: HeaderValue,
+    /// The same, as text for the logs and the error details.
+    pub(super) text: String,
+    /// The facade's server span's trace id (the caller's trace id when it sent one).
+    pub(super) trace_id: String,
+    /// The caller's span, when it sent a valid `traceparent`.
+    pub(super) caller: Option<TraceParent>,
+}
+
+/// Stamps `req` with its arrival time, its request id and the facade's server span (so that
+/// the handler and the upstream requests see them) and returns those ids.
+pub(super) fn identify<B>(req: &mut Request<B>) -> Identity {
+    // tonic started its own grpc-timeout timer an instant ago, in the same synchronous call
+    // chain: handlers measure the caller's deadline from here, so theirs ends first.
+    req.extensions_mut().insert(CallArrival(tokio::time::Instant::now()));
+    let header = request_id(req.headers().get(REQUEST_ID));
+    req.headers_mut().insert(REQUEST_ID, header.clone());
+    let text = header.to_str().unwrap_or_default().to_owned();
+    let (caller, trace) = continue_trace(req.headers_mut());
+    Identity { header, text, trace_id: trace.trace_id_hex(), caller }
+}
+
+/// Echoes the request id in the response headers, so the caller can quote it.
+pub(super) fn echo<B>(res: &mut Response<B>, id: HeaderValue) {
+    res.headers_mut().insert(REQUEST_ID, id);
+}
+
+/// The span of the call: everything the handler logs (upstream attempts included) carries the
+/// call's ids, and the exported span (feature `otlp`) continues the caller's trace, as a child
+/// of its span.
+pub(super) fn rpc_span(request_id: &str, trace_id: &str, method: &str, caller: Option<&TraceParent>) -> tracing::Span {
+    let span = tracing::info_span!("rpc", request_id = %request_id, trace_id = %trace_id, method = %method);
+    #[cfg(feature = "otlp")]
+    if let Some(caller) = caller {
+        crate::telemetry::otlp::set_remote_parent(&span, caller);
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = caller;
+    span
+}
+
+/// A usable request id: printable ASCII without spaces, at most 128 bytes (anything else could
+/// forge log lines or bloat them), else a new UUID.
+fn request_id(value: Option<&HeaderValue>) -> HeaderValue {
+    value
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string())
+                .expect("a UUID is a valid header value")
+        })
+}
+
+/// Continues the caller's trace (or starts one when `traceparent` is absent or invalid, dropping
+/// a `tracestate` that no longer belongs to anything) and rewrites `traceparent` as the facade's
+/// own server span, the parent of every upstream request of the call.
+fn continue_trace(headers: &mut HeaderMap) -> (Option<TraceParent>, TraceParent) {
+    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let server_span = match incoming {
+        Some(parent) => parent.child(),
+        None => {
+            headers.remove(TRACESTATE);
+            TraceParent::new_root()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&server_span.header()) {
+        headers.insert(TRACEPARENT, value);
+    }
+    (incoming, server_span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_is_continued_or_started() {
+        let mut h = http::HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+        h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+        let span = continue_trace(&mut h).1;
+        assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(span.span_id_hex(), "00f067aa0ba902b7");
+        assert_eq!(span.flags, 0);
+        assert_eq!(h[TRACEPARENT], span.header().as_str());
+        assert_eq!(h[TRACESTATE], "vendor=1");
+
+        for bad in [None, Some("00-zz-00f067aa0ba902b7-01")] {
+            let mut h = http::HeaderMap::new();
+            if let Some(bad) = bad {
+                h.insert(TRACEPARENT, HeaderValue::from_static(bad));
+            }
+            h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+            let span = continue_trace(&mut h).1;
+            assert_eq!(h[TRACEPARENT], span.header().as_str());
+            assert!(h.get(TRACESTATE).is_none(), "a tracestate without a valid parent is dropped");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+        let keep = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&keep)), keep);
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let v = HeaderValue::from_str(bad).unwrap();
+            let got = request_id(Some(&v));
+            assert_ne!(got, v);
+            assert_eq!(got.len(), 36);
+        }
+        assert_eq!(request_id(None).len(), 36);
+    }
+}
