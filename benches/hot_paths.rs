@@ -15,11 +15,11 @@
 use std::{collections::BTreeMap, hint::black_box, time::SystemTime};
 
 use callbot_facade::{
-    convert::script_to_pb,
+    convert::{execute_body, script_to_pb},
     domain::{self, FieldViolation, NewSession, SessionLimits, ValidationError},
     pb,
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{EncodedExecute, ExecuteBody, UpstreamError, parse_script_list},
+    upstream::{EncodedExecute, UpstreamError, parse_script_list},
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -69,17 +69,17 @@ fn create_session(c: &mut Criterion) {
     });
     let session = NewSession::parse(request.clone(), &limits).unwrap();
     g.bench_function("serialize_15_contacts", |b| {
-        b.iter(|| black_box(EncodedExecute::new(&ExecuteBody::new(black_box(&session), key))))
+        b.iter(|| black_box(EncodedExecute::new(&execute_body(black_box(&session), key))))
     });
     g.bench_function("serialize_15_contacts_serde_json", |b| {
-        b.iter(|| black_box(serde_json::to_vec(&ExecuteBody::new(black_box(&session), key)).unwrap()))
+        b.iter(|| black_box(serde_json::to_vec(&execute_body(black_box(&session), key)).unwrap()))
     });
     g.bench_function("parse_and_serialize_15_contacts", |b| {
         b.iter_batched(
             || request.clone(),
             |req| {
                 let session = NewSession::parse(req, &limits).unwrap();
-                black_box(EncodedExecute::new(&ExecuteBody::new(&session, key)))
+                black_box(EncodedExecute::new(&execute_body(&session, key)))
             },
             BatchSize::SmallInput,
         )

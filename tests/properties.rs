@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use callbot_facade::convert::execute_body;
 use callbot_facade::domain::{NewSession, SessionLimits, fold, is_valid_phone, mask_phone, matches};
 use callbot_facade::fuzzing::{AuthPayload, Envelope, ScriptList, failure_code, parse};
 use callbot_facade::pb;
@@ -193,8 +194,8 @@ proptest! {
         let session = NewSession::parse(req.clone(), &limits()).expect("a generated valid request passes");
         let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
         // The bytes the facade sends (the hand-written writer), equal to serde_json's.
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key));
-        let reference = serde_json::to_vec(&ExecuteBody::new(&session, &key)).unwrap();
+        let encoded = EncodedExecute::new(&execute_body(&session, &key));
+        let reference = serde_json::to_vec(&execute_body(&session, &key)).unwrap();
         prop_assert_eq!(encoded.json(), reference.as_slice());
         let json = std::str::from_utf8(encoded.json()).expect("UTF-8");
         let body: UpstreamBody = serde_json::from_str(json).expect("the body reads back");
@@ -516,7 +517,7 @@ fn generated_requests_cover_the_options() {
     };
     let session = NewSession::parse(req, &limits()).unwrap();
     let body: UpstreamBody =
-        serde_json::from_str(&serde_json::to_string(&ExecuteBody::new(&session, "k")).unwrap()).unwrap();
+        serde_json::from_str(&serde_json::to_string(&execute_body(&session, "k")).unwrap()).unwrap();
     assert_eq!(body.contact_info[0].mapping_variables["tên thí sinh"], "Nguyễn Văn Đức 👩‍👩‍👧");
     assert_eq!(body.send_time, Some((NOW_SECS - 299) * 1000 + 999));
     assert_eq!(body.voice.as_deref(), Some("southern_female_honganh"));

@@ -15,11 +15,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use callbot_facade::convert::execute_body;
 use callbot_facade::domain::{NewSession, SessionLimits, is_valid_phone, validate_contacts, validate_script_id};
 use callbot_facade::fuzzing::path_key;
 use callbot_facade::pb;
 use callbot_facade::status::{ErrorContext, FacadeError, to_status};
-use callbot_facade::upstream::{EncodedExecute, ExecuteBody};
+use callbot_facade::upstream::EncodedExecute;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use serde_json::Value;
@@ -80,9 +81,9 @@ fn bad_phones(contacts: &[pb::Contact]) -> Vec<usize> {
 fn check_valid(session: &NewSession, req: &pb::CreateSessionRequest) {
     let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
     // The bytes the facade sends (its hand-written writer), identical to serde_json's.
-    let encoded = EncodedExecute::new(&ExecuteBody::new(session, &key));
+    let encoded = EncodedExecute::new(&execute_body(session, &key));
     let bytes = encoded.json().to_vec();
-    assert_eq!(bytes, serde_json::to_vec(&ExecuteBody::new(session, &key)).expect("serialise"));
+    assert_eq!(bytes, serde_json::to_vec(&execute_body(session, &key)).expect("serialise"));
     let body: Value = serde_json::from_slice(&bytes).expect("the body is JSON");
     let obj = body.as_object().expect("an object");
     assert_eq!(obj["bot_script_id"], req.script_id.as_str());

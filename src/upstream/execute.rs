@@ -1,12 +1,24 @@
-//! The JSON body of `POST /api/call_bot/execute_by_phone`, borrowed from a validated
-//! [`NewSession`]: unset options are omitted so the upstream's defaults apply, durations are whole
-//! seconds, the start time is Unix milliseconds, text is passed through byte for byte.
+//! `POST /api/call_bot/execute_by_phone?cid=`: starts a callBot session. Its JSON body, borrowed
+//! from a validated session (`convert::execute_body` fills it in): unset options are omitted so
+//! the upstream's defaults apply, durations are whole seconds, the start time is Unix
+//! milliseconds, text is passed through byte for byte. Its answer: the session id and the
+//! contacts the upstream refused.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use bytes::Bytes;
+use reqwest::Method;
+use serde::{Deserialize, Deserializer, Serialize, de};
 
-use crate::domain::{NewSession, ValidContact};
+use super::{
+    CallContext, UpstreamClient, UpstreamError,
+    envelope::{Envelope, lenient_string},
+    exchange::decode,
+    retry::Idempotency,
+};
+
+/// The endpoint's path.
+pub(super) const PATH: &str = "/api/call_bot/execute_by_phone";
 
 /// The request body, field names as the upstream spells them.
 #[derive(Debug, Serialize, PartialEq)]
@@ -62,38 +74,6 @@ pub struct ContactInfo<'a> {
     pub ext_contact_code: Option<&'a str>,
     /// Script variables by field code (always an object, possibly empty).
     pub mapping_variables: &'a BTreeMap<String, String>,
-}
-
-impl<'a> ExecuteBody<'a> {
-    /// Maps a validated session; `ext_session_id` is the key given or generated for it.
-    pub fn new(session: &'a NewSession, ext_session_id: &'a str) -> Self {
-        ExecuteBody {
-            bot_script_id: &session.script_id,
-            contact_info: session.contacts.iter().map(ContactInfo::new).collect(),
-            name: session.name.as_deref(),
-            cid: Some(session.caller_id.as_str()).filter(|c| !c.is_empty()),
-            voice: session.voice.as_ref().map(|v| v.as_upstream()),
-            speed: session.speed,
-            num_retry: session.retry_count,
-            num_per_call: session.calls_per_round,
-            distance_per_call: session.round_interval_secs,
-            distance_retry: session.retry_interval_secs,
-            send_time: session.send_time_unix_ms,
-            ext_session_id,
-            auto_pause: session.auto_pause,
-        }
-    }
-}
-
-impl<'a> ContactInfo<'a> {
-    fn new(c: &'a ValidContact) -> Self {
-        ContactInfo {
-            phone: &c.phone,
-            email: c.email.as_deref(),
-            ext_contact_code: c.external_contact_code.as_deref(),
-            mapping_variables: &c.variables,
-        }
-    }
 }
 
 impl ExecuteBody<'_> {
@@ -215,9 +195,234 @@ fn write_int(out: &mut Vec<u8>, n: i128) {
     out.extend_from_slice(&digits[at..]);
 }
 
+/// An `execute_by_phone` request ready to send: the JSON body (built once; a retry sends the
+/// same bytes) and the `cid` query value.
+#[derive(Debug, Clone)]
+pub struct EncodedExecute {
+    json: Bytes,
+    cid: String,
+}
+
+impl EncodedExecute {
+    /// Encodes `body` (by hand: [`ExecuteBody::write_json`]) into a per-thread scratch buffer
+    /// and copies it into a body of exactly its size: the body lives until the upstream answers
+    /// (a second or more), and a growing buffer left up to half of it unused, 1.5 KiB of a
+    /// 15-contact body, 1.5 MiB at 1,000 calls in flight (massif, BENCHMARKS.md "Third round").
+    pub fn new(body: &ExecuteBody<'_>) -> Self {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let json = SCRATCH.with(|scratch| {
+            // A re-entrant call (impossible: writing calls nothing of ours) gets its own buffer.
+            let mut owned = Vec::new();
+            let mut borrowed = scratch.try_borrow_mut().ok();
+            let buf = borrowed.as_deref_mut().unwrap_or(&mut owned);
+            buf.clear();
+            body.write_json(buf);
+            let json = Bytes::copy_from_slice(buf);
+            // A huge body (thousands of contacts) does not stay pinned to the thread.
+            if buf.capacity() > SCRATCH_KEEP_BYTES {
+                *buf = Vec::new();
+            }
+            json
+        });
+        EncodedExecute { json, cid: body.cid.unwrap_or("").to_owned() }
+    }
+
+    /// The JSON body.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// The largest scratch buffer [`EncodedExecute::new`] keeps for the next call on its thread.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+/// What `execute_by_phone` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteOutcome {
+    /// The upstream session id.
+    pub autocall_id: String,
+    /// The script id the upstream echoed.
+    pub bot_script_id: String,
+    /// Contacts it refused.
+    pub rejections: Vec<Rejection>,
+}
+
+impl UpstreamClient {
+    /// `POST /api/call_bot/execute_by_phone?cid=`: starts a session. Retried only when the
+    /// request provably never reached the application; the body (and so its session key) is
+    /// the same on every attempt.
+    pub async fn execute_by_phone(
+        &self,
+        ctx: &CallContext,
+        body: &ExecuteBody<'_>,
+    ) -> Result<ExecuteOutcome, UpstreamError> {
+        self.execute_encoded(ctx, &EncodedExecute::new(body)).await
+    }
+
+    /// `execute_by_phone` with a body encoded beforehand, so the caller can let go of the
+    /// validated request while the exchange is in flight (its JSON is all that is sent).
+    pub async fn execute_encoded(
+        &self,
+        ctx: &CallContext,
+        encoded: &EncodedExecute,
+    ) -> Result<ExecuteOutcome, UpstreamError> {
+        let (json, cid) = (&encoded.json, encoded.cid.as_str());
+        let answer = self
+            .call_with_token(ctx, Idempotency::Write, Method::POST, &self.endpoints.execute, |request| {
+                request
+                    .query(&[("cid", cid)])
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone())
+            })
+            .await?;
+        match decode::<ExecutePayload>(&answer)? {
+            Envelope::Success(p) if p.autocall_id.trim().is_empty() => Err(UpstreamError::Malformed {
+                detail: "success without autocall_id".into(),
+                http_status: answer.status.as_u16(),
+            }),
+            Envelope::Success(p) => {
+                Ok(ExecuteOutcome { autocall_id: p.autocall_id, bot_script_id: p.bot_script_id, rejections: p.errors })
+            }
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
+        }
+    }
+}
+
+/// The success payload of `execute_by_phone`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExecutePayload {
+    /// The session id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub autocall_id: String,
+    /// The script it runs.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub bot_script_id: String,
+    /// Per-contact rejections. Their shape is not documented: every form `rejection` reads is
+    /// accepted.
+    #[serde(default, deserialize_with = "rejections")]
+    pub errors: Vec<Rejection>,
+}
+
+/// One contact the upstream refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The phone as the upstream echoed it ("" when it gave none).
+    pub phone: String,
+    /// Its code ("rejected" when it gave none).
+    pub reason: String,
+}
+
+fn rejections<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rejection>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    let items = match value {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| serde_json::json!({"phone": k, "error": v})).collect()
+        }
+        Some(_) => return Err(de::Error::custom("errors is neither a list nor an object")),
+    };
+    Ok(items.into_iter().filter_map(rejection).collect())
+}
+
+/// One rejection entry: an object with a phone and a code/error/reason/message, or a bare
+/// string (`"0912345678: number_dnc"`, a phone alone, or a code alone).
+fn rejection(item: serde_json::Value) -> Option<Rejection> {
+    fn text(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    match item {
+        serde_json::Value::Object(map) => {
+            let phone = ["phone", "phone_number", "msisdn", "number"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(text))
+                .unwrap_or_default();
+            let reason = ["code", "error", "reason", "error_code", "message", "status"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(text))
+                .unwrap_or_else(|| "rejected".to_owned());
+            Some(Rejection { phone, reason })
+        }
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            if s.is_empty() {
+                return None;
+            }
+            let looks_like_phone = |p: &str| {
+                let digits = p.strip_prefix('+').unwrap_or(p);
+                !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+            };
+            if let Some((a, b)) = s.split_once([':', '|', ',', ' ', '=']) {
+                let (a, b) = (a.trim(), b.trim());
+                if looks_like_phone(a) && !b.is_empty() {
+                    return Some(Rejection { phone: a.into(), reason: b.into() });
+                }
+                if looks_like_phone(b) && !a.is_empty() {
+                    return Some(Rejection { phone: b.into(), reason: a.into() });
+                }
+            }
+            if looks_like_phone(s) {
+                Some(Rejection { phone: s.into(), reason: "rejected".into() })
+            } else {
+                Some(Rejection { phone: String::new(), reason: s.into() })
+            }
+        }
+        serde_json::Value::Number(n) => Some(Rejection { phone: n.to_string(), reason: "rejected".into() }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::envelope::parse;
+
+    #[test]
+    fn rejections_accept_every_known_shape() {
+        let body = r#"{"status_code":9999,"payload":{"autocall_id":"s1","bot_script_id":"b","errors":[
+            {"phone":"0912000999","error":"number_dnc"},
+            {"phone":"0912000111","code":"phone_invalid"},
+            {"phone_number":"0912000222","reason":"blocked"},
+            {"phone":"0912000333","message":"number_dnc"},
+            {"phone":"0912000444"},
+            "0912000555: number_dnc",
+            "number_dnc 0912000666",
+            "0912000777",
+            "quota",
+            "",
+            null,
+            7]}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(body.as_bytes()) else { panic!("parse") };
+        assert_eq!(p.autocall_id, "s1");
+        let got: Vec<(&str, &str)> = p.errors.iter().map(|r| (r.phone.as_str(), r.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("0912000999", "number_dnc"),
+                ("0912000111", "phone_invalid"),
+                ("0912000222", "blocked"),
+                ("0912000333", "number_dnc"),
+                ("0912000444", "rejected"),
+                ("0912000555", "number_dnc"),
+                ("0912000666", "number_dnc"),
+                ("0912000777", "rejected"),
+                ("", "quota"),
+                ("7", "rejected"),
+            ]
+        );
+        let map_form = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":{"0912000999":"number_dnc"}}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(map_form.as_bytes()) else { panic!("parse") };
+        assert_eq!(p.errors, vec![Rejection { phone: "0912000999".into(), reason: "number_dnc".into() }]);
+        let no_errors = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":null}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else { panic!("parse") };
+        assert!(p.errors.is_empty());
+    }
 
     fn by_hand(body: &ExecuteBody<'_>) -> Vec<u8> {
         let mut out = Vec::new();
