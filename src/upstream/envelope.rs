@@ -73,8 +73,13 @@ pub const ONE_PASS_MIN_BYTES: usize = 4096;
 /// A success with a payload (every answer the facade lives on) is read in one pass; anything
 /// else (failures, a missing or null payload, any shape error) goes through the general path,
 /// which first borrows the payload as raw JSON, so errors and failure codes are exactly those
-/// of the general path.
+/// of the general path. A body that is not a JSON object is never an envelope, whatever it holds.
 pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
+    // Before serde: its derived struct visitors also accept a JSON array, read by position, so
+    // `[-9999]` would be a failure (code `Unknown`) and `[9999, payload]` a success.
+    if !is_object(body) {
+        return Err(not_an_object(body));
+    }
     // Valid UTF-8 first, as the general path's raw payload demands even of keys it ignores.
     // Small bodies (an execute answer) gain nothing from one pass: the general path is as fast.
     if body.len() < ONE_PASS_MIN_BYTES {
@@ -88,6 +93,21 @@ pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, S
         }
     }
     parse_general(body)
+}
+
+/// Whether the body's first JSON token opens an object (leading JSON whitespace skipped, as
+/// serde_json skips it).
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
+/// Why a body that does not open an object is not an envelope: not JSON at all, or JSON of
+/// another kind (an array, a string, a number, `true`, `false`, `null`).
+fn not_an_object(body: &[u8]) -> ShapeError {
+    match serde_json::from_slice::<IgnoredAny>(body) {
+        Ok(_) => ShapeError("not a JSON envelope (JSON, but not an object)".into()),
+        Err(e) => ShapeError(format!("not a JSON envelope ({})", e.classify_name())),
+    }
 }
 
 fn parse_general<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
@@ -235,6 +255,7 @@ mod tests {
     use super::*;
     use crate::upstream::{
         ExecutePayload,
+        auth::AuthPayload,
         scripts::{Script, ScriptList},
     };
 
@@ -316,6 +337,62 @@ mod tests {
             assert_eq!(&scripts(body).map_err(|_| ()), want, "{body}");
             assert_eq!(scripts(&padded).map_err(|e| e.0), scripts(body).map_err(|e| e.0), "padded {body}");
         }
+    }
+
+    /// Found reading the envelope against serde's derived visitors: they accept a JSON array for
+    /// a struct, by position, so `[-9999]` was a failure envelope (`UNKNOWN` for the caller) and
+    /// `[9999, payload]` a success. Every body that is not an object is malformed, for every
+    /// payload type, on either path, and holds no failure code for an HTTP error.
+    #[test]
+    fn a_body_that_is_not_an_object_is_never_an_envelope() {
+        const NOT_AN_OBJECT: &str = "not a JSON envelope (JSON, but not an object)";
+        let one_pass = format!(r#"[9999,[{{"id":"a"}}],"{}"]"#, "x".repeat(ONE_PASS_MIN_BYTES));
+        let rows: &[(&str, &str)] = &[
+            ("[]", NOT_AN_OBJECT),
+            ("[-9999]", NOT_AN_OBJECT),
+            (r#"["-9999",{"error":"limit_word"},"api_key_invalid"]"#, NOT_AN_OBJECT),
+            (r#"[9999,[{"id":"a"}]]"#, NOT_AN_OBJECT),
+            (r#"[9999,{"autocall_id":"a1","bot_script_id":"b"}]"#, NOT_AN_OBJECT),
+            (r#"[9999,{"access_token":"t"}]"#, NOT_AN_OBJECT),
+            (r#"[{"status_code":-9999,"payload":{"error":"limit_word"}}]"#, NOT_AN_OBJECT),
+            (&one_pass, NOT_AN_OBJECT),
+            (" \n\t[-9999] ", NOT_AN_OBJECT),
+            ("-9999", NOT_AN_OBJECT),
+            ("9999", NOT_AN_OBJECT),
+            ("1e999", NOT_AN_OBJECT),
+            (r#""-9999""#, NOT_AN_OBJECT),
+            (r#""{\"status_code\":-9999}""#, NOT_AN_OBJECT),
+            ("true", NOT_AN_OBJECT),
+            ("false", NOT_AN_OBJECT),
+            ("null", NOT_AN_OBJECT),
+            ("[-9999", "not a JSON envelope (truncated)"),
+            ("[-9999]]", "not a JSON envelope (syntax error)"),
+            ("nul", "not a JSON envelope (truncated)"),
+            ("nulL", "not a JSON envelope (syntax error)"),
+        ];
+        for (body, detail) in rows {
+            let want: Result<(), String> = Err(detail.to_string());
+            let bytes = body.as_bytes();
+            assert_eq!(parse::<ScriptList>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<ExecutePayload>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<AuthPayload>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<IgnoredAny>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(failure_code(bytes), None, "{body}");
+        }
+        // An object after leading JSON whitespace is still read, on either path.
+        let rows: &[(&str, Envelope<ScriptList>)] = &[
+            (" \r\n\t{\"status_code\":-9999,\"payload\":{\"error\":\"limit_word\"}}", fail("limit_word")),
+            ("\n{\"status_code\":9999,\"payload\":[]}", Envelope::Success(ScriptList(vec![]))),
+        ];
+        for (body, want) in rows {
+            assert_eq!(scripts(body).as_ref(), Ok(want), "{body:?}");
+            let padded = body.replacen('{', &format!("{{\"zz_pad\":\"{}\",", "x".repeat(ONE_PASS_MIN_BYTES)), 1);
+            assert_eq!(scripts(&padded).as_ref(), Ok(want), "padded {body:?}");
+        }
+    }
+
+    fn fail(code: &str) -> Envelope<ScriptList> {
+        Envelope::Failure { code: code.to_owned() }
     }
 
     #[test]

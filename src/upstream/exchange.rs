@@ -282,6 +282,57 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::scripts::ScriptList;
+
+    /// What `decode` made of an answer, in short.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Read {
+        Success,
+        Failure(String),
+        Malformed(u16),
+        Http(u16, Option<String>),
+    }
+
+    #[test]
+    fn decode_table() {
+        use Read::*;
+        let failure = r#"{"status_code":-9999,"payload":{"error":"data_is_required"}}"#;
+        let code = || Some("data_is_required".to_owned());
+        let rows: Vec<(u16, &str, Read)> = vec![
+            (200, r#"{"status_code":9999,"payload":[]}"#, Success),
+            (200, failure, Failure("data_is_required".into())),
+            (200, "<html>502</html>", Malformed(200)),
+            // Not an object: malformed, never a failure read by position.
+            (200, "[-9999]", Malformed(200)),
+            (200, r#"[9999,[{"id":"a"}]]"#, Malformed(200)),
+            (200, r#""-9999""#, Malformed(200)),
+            (200, "-9999", Malformed(200)),
+            (200, "true", Malformed(200)),
+            (200, "null", Malformed(200)),
+            // A 4xx carrying a failure envelope is a business error; any other body leaves the
+            // HTTP status to speak, as an HTML page does.
+            (400, failure, Failure("data_is_required".into())),
+            (400, "<html>400</html>", Http(400, None)),
+            (400, "[-9999]", Http(400, None)),
+            (422, r#"["-9999",{"error":"data_is_required"}]"#, Http(422, None)),
+            (400, "null", Http(400, None)),
+            (403, failure, Http(403, code())),
+            (503, failure, Http(503, code())),
+            (503, "[-9999]", Http(503, None)),
+        ];
+        for (status, body, want) in rows {
+            let status = StatusCode::from_u16(status).unwrap();
+            let answer = Answer { status, headers: HeaderMap::new(), body: Bytes::from(body) };
+            let got = match decode::<ScriptList>(&answer) {
+                Ok(Envelope::Success(_)) => Success,
+                Ok(Envelope::Failure { code }) => Failure(code),
+                Err(UpstreamError::Malformed { http_status, .. }) => Malformed(http_status),
+                Err(UpstreamError::Http { status, upstream_code, .. }) => Http(status, upstream_code),
+                Err(other) => panic!("{status} {body}: {other:?}"),
+            };
+            assert_eq!(got, want, "{status} {body}");
+        }
+    }
 
     #[test]
     fn retry_after_table() {
