@@ -1,9 +1,8 @@
 //! Criterion micro benches of the facade's per-call CPU work, each isolated from the network:
 //!
 //! - `create_session/*`: a 15-contact `CreateSessionRequest` validated (`NewSession::parse`) and
-//!   turned into the upstream JSON (`EncodedExecute`, the hand-written writer; `serde_json` beside
-//!   it for comparison), i.e. everything CreateSession
-//!   does before and after its one HTTP exchange;
+//!   turned into the upstream JSON (`EncodedExecute`: serde_json into an exact-size body), i.e.
+//!   everything CreateSession does before and after its one HTTP exchange;
 //! - `script_list/*`: a `script/list` answer (envelope + payload) parsed by the facade's own parser
 //!   for 1, 1,000 and 10,000 scripts, and the proto conversion of 1,000;
 //! - `fold/*`: the Vietnamese diacritic folding of `name_contains` filtering;
@@ -15,11 +14,11 @@
 use std::{collections::BTreeMap, hint::black_box, time::SystemTime};
 
 use callbot_facade::{
-    convert::script_to_pb,
+    convert::{execute_body, script_to_pb},
     domain::{self, FieldViolation, NewSession, SessionLimits, ValidationError},
     pb,
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{EncodedExecute, ExecuteBody, UpstreamError, parse_script_list},
+    upstream::{EncodedExecute, UpstreamError, parse_script_list},
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -69,17 +68,14 @@ fn create_session(c: &mut Criterion) {
     });
     let session = NewSession::parse(request.clone(), &limits).unwrap();
     g.bench_function("serialize_15_contacts", |b| {
-        b.iter(|| black_box(EncodedExecute::new(&ExecuteBody::new(black_box(&session), key))))
-    });
-    g.bench_function("serialize_15_contacts_serde_json", |b| {
-        b.iter(|| black_box(serde_json::to_vec(&ExecuteBody::new(black_box(&session), key)).unwrap()))
+        b.iter(|| black_box(EncodedExecute::new(&execute_body(black_box(&session), key))))
     });
     g.bench_function("parse_and_serialize_15_contacts", |b| {
         b.iter_batched(
             || request.clone(),
             |req| {
                 let session = NewSession::parse(req, &limits).unwrap();
-                black_box(EncodedExecute::new(&ExecuteBody::new(&session, key)))
+                black_box(EncodedExecute::new(&execute_body(&session, key)))
             },
             BatchSize::SmallInput,
         )

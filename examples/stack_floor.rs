@@ -33,9 +33,10 @@ use std::{
 };
 
 use callbot_facade::{
+    convert::execute_body,
     domain::{NewSession, SessionLimits},
     pb::{self, call_bot_service_server::CallBotServiceServer},
-    upstream::{EncodedExecute, ExecuteBody},
+    upstream::EncodedExecute,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, transport::Server};
@@ -73,7 +74,7 @@ impl Floor {
             .map_err(|_| Status::internal("bad upstream URL"))?;
         let limits = SessionLimits { max_contacts: 10_000, now: SystemTime::now() };
         let session = NewSession::parse(request, &limits).map_err(|_| Status::invalid_argument("invalid request"))?;
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, KEY_MARK));
+        let encoded = EncodedExecute::new(&execute_body(&session, KEY_MARK));
         let json = encoded.json();
         let at = json
             .windows(KEY_MARK.len())

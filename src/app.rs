@@ -143,7 +143,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let upstream = Arc::new(
             UpstreamClient::new(&upstream_url, &settings.upstream, metrics.clone())
-                .map_err(|e| AppError::Client(e.without_url().to_string()))?,
+                .map_err(|e| AppError::Client(e.to_string()))?,
         );
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;

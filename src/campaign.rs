@@ -19,7 +19,7 @@ use crate::{
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
     pb::{self, create_campaign_request::Item},
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{CallContext, ExecuteBody, UpstreamClient, UpstreamError},
+    upstream::{CallContext, UpstreamClient, UpstreamError},
 };
 
 /// Why a campaign stopped early.
@@ -204,7 +204,7 @@ impl CampaignRun {
         let key = session.external_session_id.clone().unwrap_or_default();
         let mut ctx = self.ctx.clone();
         ctx.deadline = deadline::for_exchange(self.upstream_timeout, self.stream_deadline);
-        let body = ExecuteBody::new(session, &key);
+        let body = convert::execute_body(session, &key);
         match self.upstream.execute_by_phone(&ctx, &body).await {
             Ok(outcome) => {
                 tracing::info!(

@@ -4,10 +4,40 @@
 //! everything else is here.
 
 use crate::{
-    domain::ScriptVariables,
+    domain::{NewSession, ScriptVariables, ValidContact},
     pb,
-    upstream::{ExecuteOutcome, Script},
+    upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
 };
+
+/// A validated session -> the `execute_by_phone` body, borrowing every string from it; `key` is
+/// the session's `ext_session_id`, the one given or generated for it.
+pub fn execute_body<'a>(session: &'a NewSession, key: &'a str) -> ExecuteBody<'a> {
+    ExecuteBody {
+        bot_script_id: &session.script_id,
+        contact_info: session.contacts.iter().map(contact_info).collect(),
+        name: session.name.as_deref(),
+        cid: Some(session.caller_id.as_str()).filter(|c| !c.is_empty()),
+        voice: session.voice.as_ref().map(|v| v.as_upstream()),
+        speed: session.speed,
+        num_retry: session.retry_count,
+        num_per_call: session.calls_per_round,
+        distance_per_call: session.round_interval_secs,
+        distance_retry: session.retry_interval_secs,
+        send_time: session.send_time_unix_ms,
+        ext_session_id: key,
+        auto_pause: session.auto_pause,
+    }
+}
+
+/// One validated contact -> its `contact_info` entry.
+fn contact_info(c: &ValidContact) -> ContactInfo<'_> {
+    ContactInfo {
+        phone: &c.phone,
+        email: c.email.as_deref(),
+        ext_contact_code: c.external_contact_code.as_deref(),
+        mapping_variables: &c.variables,
+    }
+}
 
 /// A started upstream session as the caller sees it (CreateSession, and each campaign chunk).
 pub fn session_to_pb(outcome: ExecuteOutcome, script_id: &str, key: String) -> pb::Session {

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use callbot_facade::convert::execute_body;
 use callbot_facade::domain::{NewSession, SessionLimits, fold, is_valid_phone, mask_phone, matches};
 use callbot_facade::fuzzing::{AuthPayload, Envelope, ScriptList, failure_code, parse};
 use callbot_facade::pb;
@@ -158,7 +159,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn any_text_is_written_as_serde_json_writes_it(
+    fn any_text_and_number_read_back_from_the_encoded_body(
         texts in proptest::collection::vec(any::<String>(), 6),
         keys in proptest::collection::btree_map(any::<String>(), any::<String>(), 0..4),
         numbers in (any::<i32>(), any::<u64>(), any::<i64>()),
@@ -183,18 +184,37 @@ proptest! {
             ext_session_id: &texts[5],
             auto_pause: numbers.0 % 2 == 0,
         };
-        let mut by_hand = Vec::new();
-        body.write_json(&mut by_hand);
-        prop_assert_eq!(by_hand, serde_json::to_vec(&body).unwrap());
+        // The bytes the facade sends, read by the independent reader: every string and number
+        // exactly as given, the unset options absent (`deny_unknown_fields` refuses any other key).
+        let encoded = EncodedExecute::new(&body);
+        let back: UpstreamBody = serde_json::from_slice(encoded.json()).expect("the body reads back");
+        prop_assert_eq!(&back.bot_script_id, &texts[0]);
+        prop_assert_eq!(back.contact_info.len(), 1);
+        let contact = &back.contact_info[0];
+        prop_assert_eq!(&contact.phone, &texts[1]);
+        prop_assert_eq!(contact.email.as_ref(), Some(&texts[2]));
+        prop_assert_eq!(contact.ext_contact_code.as_ref(), Some(&texts[3]));
+        prop_assert_eq!(&contact.mapping_variables, &keys);
+        prop_assert_eq!(back.name.as_ref(), Some(&texts[4]));
+        prop_assert_eq!(back.cid, None);
+        prop_assert_eq!(back.voice.as_deref(), Some("northern_female_ngocanh"));
+        prop_assert_eq!(back.speed, Some(numbers.0));
+        prop_assert_eq!(back.num_retry, None);
+        prop_assert_eq!(back.num_per_call, Some(numbers.0));
+        prop_assert_eq!(back.distance_per_call, Some(numbers.1));
+        prop_assert_eq!(back.distance_retry, None);
+        prop_assert_eq!(back.send_time, Some(numbers.2));
+        prop_assert_eq!(&back.ext_session_id, &texts[5]);
+        prop_assert_eq!(back.auto_pause, (numbers.0 % 2 == 0).then_some(true));
     }
 
     #[test]
     fn valid_request_maps_to_the_upstream_body_and_back(req in valid_request()) {
         let session = NewSession::parse(req.clone(), &limits()).expect("a generated valid request passes");
         let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
-        // The bytes the facade sends (the hand-written writer), equal to serde_json's.
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key));
-        let reference = serde_json::to_vec(&ExecuteBody::new(&session, &key)).unwrap();
+        // The bytes the facade sends: the body's serde_json encoding, nothing added.
+        let encoded = EncodedExecute::new(&execute_body(&session, &key));
+        let reference = serde_json::to_vec(&execute_body(&session, &key)).unwrap();
         prop_assert_eq!(encoded.json(), reference.as_slice());
         let json = std::str::from_utf8(encoded.json()).expect("UTF-8");
         let body: UpstreamBody = serde_json::from_str(json).expect("the body reads back");
@@ -516,7 +536,7 @@ fn generated_requests_cover_the_options() {
     };
     let session = NewSession::parse(req, &limits()).unwrap();
     let body: UpstreamBody =
-        serde_json::from_str(&serde_json::to_string(&ExecuteBody::new(&session, "k")).unwrap()).unwrap();
+        serde_json::from_str(&serde_json::to_string(&execute_body(&session, "k")).unwrap()).unwrap();
     assert_eq!(body.contact_info[0].mapping_variables["tên thí sinh"], "Nguyễn Văn Đức 👩‍👩‍👧");
     assert_eq!(body.send_time, Some((NOW_SECS - 299) * 1000 + 999));
     assert_eq!(body.voice.as_deref(), Some("southern_female_honganh"));

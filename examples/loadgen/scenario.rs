@@ -12,9 +12,10 @@ use std::{
 
 use bytes::Bytes;
 use callbot_facade::{
+    convert::execute_body,
     domain::{NewSession, SessionLimits},
     pb::{self, call_bot_service_client::CallBotServiceClient},
-    upstream::{ExecuteBody, parse_script_list},
+    upstream::parse_script_list,
 };
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
@@ -114,7 +115,7 @@ impl Work {
         let limits = SessionLimits { max_contacts: 1_000_000, now: SystemTime::now() };
         let session = NewSession::parse(create.clone(), &limits).map_err(|e| format!("request invalid: {e:?}"))?;
         const MARK: &str = "@@SESSION-KEY@@";
-        let json = serde_json::to_string(&ExecuteBody::new(&session, MARK))?;
+        let json = serde_json::to_string(&execute_body(&session, MARK))?;
         let (head, tail) = json.split_once(MARK).ok_or("no key in the body")?;
         Ok(Work {
             rpc: args.rpc,

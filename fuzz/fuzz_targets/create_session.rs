@@ -1,10 +1,11 @@
 //! Arbitrary bytes → `CreateSessionRequest` (protobuf decode) → validation → the upstream JSON
 //! body, or the `InvalidArgument` status with its `BadRequest`. Never a panic, and:
 //!
-//! - valid: the body is JSON that parses back; `bot_script_id`, the contacts (same count, same
-//!   order, phones byte-exact, email/code omitted exactly when empty, `mapping_variables` equal to
-//!   the request's map), name, `cid`, voice and every option are the request's; the key is present;
-//!   every phone obeys the phone rule and no valid phone repeats;
+//! - valid: the body is JSON that parses back, with no key beyond the documented ones;
+//!   `bot_script_id`, the contacts (same count, same order, phones byte-exact, email/code omitted
+//!   exactly when empty, `mapping_variables` equal to the request's map), name, `cid`, voice and
+//!   every option are the request's; the key is present; every phone obeys the phone rule and no
+//!   valid phone repeats;
 //! - invalid: `to_status` gives `INVALID_ARGUMENT` whose `BadRequest` holds the violations in
 //!   order, each with a non-empty description and a path naming a real field (`contacts[i]`
 //!   with `i` in range, `variables[KEY]` with one of that contact's keys), no description echoing
@@ -15,11 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use callbot_facade::convert::execute_body;
 use callbot_facade::domain::{NewSession, SessionLimits, is_valid_phone, validate_contacts, validate_script_id};
 use callbot_facade::fuzzing::path_key;
 use callbot_facade::pb;
 use callbot_facade::status::{ErrorContext, FacadeError, to_status};
-use callbot_facade::upstream::{EncodedExecute, ExecuteBody};
+use callbot_facade::upstream::EncodedExecute;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use serde_json::Value;
@@ -43,6 +45,25 @@ const TOP_LEVEL: &[&str] = &[
     "start_time",
     "external_session_id",
 ];
+
+/// The keys of an `execute_by_phone` body, as the upstream documents them (not from `ExecuteBody`).
+const BODY_KEYS: &[&str] = &[
+    "bot_script_id",
+    "contact_info",
+    "name",
+    "cid",
+    "voice",
+    "speed",
+    "num_retry",
+    "num_per_call",
+    "distance_per_call",
+    "distance_retry",
+    "send_time",
+    "ext_session_id",
+    "auto_pause",
+];
+/// The keys of one `contact_info` entry.
+const CONTACT_KEYS: &[&str] = &["phone", "email", "ext_contact_code", "mapping_variables"];
 
 /// Checks that `path` names a real field of `req`.
 fn assert_real_path(path: &str, req: &pb::CreateSessionRequest) {
@@ -79,12 +100,14 @@ fn bad_phones(contacts: &[pb::Contact]) -> Vec<usize> {
 
 fn check_valid(session: &NewSession, req: &pb::CreateSessionRequest) {
     let key = session.external_session_id.clone().unwrap_or_else(|| "generated-key".to_owned());
-    // The bytes the facade sends (its hand-written writer), identical to serde_json's.
-    let encoded = EncodedExecute::new(&ExecuteBody::new(session, &key));
-    let bytes = encoded.json().to_vec();
-    assert_eq!(bytes, serde_json::to_vec(&ExecuteBody::new(session, &key)).expect("serialise"));
-    let body: Value = serde_json::from_slice(&bytes).expect("the body is JSON");
+    // The bytes the facade sends.
+    let encoded = EncodedExecute::new(&execute_body(session, &key));
+    let body: Value = serde_json::from_slice(encoded.json()).expect("the body is JSON");
     let obj = body.as_object().expect("an object");
+    // No key beyond the documented ones: each is checked against the request below.
+    for k in obj.keys() {
+        assert!(BODY_KEYS.contains(&k.as_str()), "unexpected key {k:?} in the body");
+    }
     assert_eq!(obj["bot_script_id"], req.script_id.as_str());
     assert_eq!(obj["ext_session_id"], key.as_str());
     if !req.external_session_id.is_empty() {
@@ -93,6 +116,9 @@ fn check_valid(session: &NewSession, req: &pb::CreateSessionRequest) {
     let contacts = obj["contact_info"].as_array().expect("contact_info is a list");
     assert_eq!(contacts.len(), req.contacts.len());
     for (got, want) in contacts.iter().zip(&req.contacts) {
+        for k in got.as_object().expect("a contact is an object").keys() {
+            assert!(CONTACT_KEYS.contains(&k.as_str()), "unexpected key {k:?} in a contact");
+        }
         assert!(is_valid_phone(&want.phone));
         assert_eq!(got["phone"].as_str(), Some(want.phone.as_str()), "phones are sent as given");
         assert_eq!(got.get("email").and_then(Value::as_str), Some(want.email.as_str()).filter(|e| !e.is_empty()));

@@ -8,7 +8,8 @@
 //! 3. a parsed script list, written back as JSON and parsed again, is equal to itself;
 //! 4. every rejection of an execute answer has a non-empty, trimmed reason;
 //! 5. the one-pass path (bodies of `ONE_PASS_MIN_BYTES` and more) gives exactly the result of the
-//!    general path: the same body padded with an unknown key parses to the same value or error.
+//!    general path: the same body padded with an unknown key parses to the same value or error;
+//! 6. a body that is not a JSON object (an array, a scalar, no JSON) is never an envelope.
 #![no_main]
 
 use callbot_facade::fuzzing::{AuthPayload, Envelope, ONE_PASS_MIN_BYTES, ScriptList, ShapeError, failure_code, parse};
@@ -112,5 +113,12 @@ fuzz_target!(|data: &[u8]| {
             };
             assert_eq!(token(parse::<AuthPayload>(&big)), token(auth), "auth, padded");
         }
+    }
+
+    // 6. An envelope is an object: a body whose first JSON token is anything else (an array, a
+    //    string, a number, `true`, `false`, `null`, or no JSON) is never read as one.
+    if data.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) != Some(&b'{') {
+        let auth = parse::<AuthPayload>(data);
+        assert!(scripts.is_err() && execute.is_err() && auth.is_err(), "a non-object body was read as an envelope");
     }
 });

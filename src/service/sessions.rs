@@ -11,7 +11,7 @@ use crate::{
     domain::{self, NewSession, SessionLimits},
     pb,
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{EncodedExecute, ExecuteBody, UpstreamError},
+    upstream::{EncodedExecute, UpstreamError},
 };
 
 impl CallBotApi {
@@ -43,7 +43,7 @@ impl CallBotApi {
                 &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
             )
         };
-        let encoded = EncodedExecute::new(&ExecuteBody::new(&session, &key));
+        let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
         let NewSession { script_id, contacts, .. } = session;

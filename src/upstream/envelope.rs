@@ -1,6 +1,7 @@
-//! The JSON envelope every upstream answer comes in, and the payloads inside it, parsed
-//! tolerantly: unknown keys are ignored, `null` and missing fields become defaults, numbers
-//! where strings were expected are taken as their text, and any other shape is a typed error.
+//! The JSON envelope every upstream answer comes in (`status_code`, `payload`, `message`), and
+//! the lenient readers the endpoints' payloads use: unknown keys are ignored, `null` and missing
+//! fields become defaults, numbers where strings were expected are taken as their text, and any
+//! other shape is a typed error. The payloads themselves live beside their endpoints.
 
 use serde::{Deserialize, Deserializer, de, de::IgnoredAny};
 use serde_json::value::RawValue;
@@ -62,8 +63,9 @@ struct SuccessEnvelope<T> {
     _message: Option<IgnoredAny>,
 }
 
-/// Bodies from this size up are first read in one pass (measured: the two-pass path is ~20 %
-/// faster on a one-script list, the one-pass ~38 % faster on 1,000 scripts).
+/// Bodies from this size up are first read in one pass: a large script list is read faster so,
+/// while a small body (an execute answer, a short list) is read as fast or faster by the general
+/// path (BENCHMARKS.md has the figures).
 pub const ONE_PASS_MIN_BYTES: usize = 4096;
 
 /// Parses an envelope and, on success, its payload as `T`.
@@ -71,8 +73,13 @@ pub const ONE_PASS_MIN_BYTES: usize = 4096;
 /// A success with a payload (every answer the facade lives on) is read in one pass; anything
 /// else (failures, a missing or null payload, any shape error) goes through the general path,
 /// which first borrows the payload as raw JSON, so errors and failure codes are exactly those
-/// of the general path.
+/// of the general path. A body that is not a JSON object is never an envelope, whatever it holds.
 pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
+    // Before serde: its derived struct visitors also accept a JSON array, read by position, so
+    // `[-9999]` would be a failure (code `Unknown`) and `[9999, payload]` a success.
+    if !is_object(body) {
+        return Err(not_an_object(body));
+    }
     // Valid UTF-8 first, as the general path's raw payload demands even of keys it ignores.
     // Small bodies (an execute answer) gain nothing from one pass: the general path is as fast.
     if body.len() < ONE_PASS_MIN_BYTES {
@@ -86,6 +93,21 @@ pub fn parse<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, S
         }
     }
     parse_general(body)
+}
+
+/// Whether the body's first JSON token opens an object (leading JSON whitespace skipped, as
+/// serde_json skips it).
+fn is_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
+/// Why a body that does not open an object is not an envelope: not JSON at all, or JSON of
+/// another kind (an array, a string, a number, `true`, `false`, `null`).
+fn not_an_object(body: &[u8]) -> ShapeError {
+    match serde_json::from_slice::<IgnoredAny>(body) {
+        Ok(_) => ShapeError("not a JSON envelope (JSON, but not an object)".into()),
+        Err(e) => ShapeError(format!("not a JSON envelope ({})", e.classify_name())),
+    }
 }
 
 fn parse_general<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<Envelope<T>, ShapeError> {
@@ -151,150 +173,8 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-/// One bot script as the upstream lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-pub struct Script {
-    /// Script id.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub id: String,
-    /// Script name.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub name: String,
-    /// Its variables.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub variables: Vec<ScriptVariable>,
-}
-
-/// One variable of a script.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-pub struct ScriptVariable {
-    /// Key in a contact's `mapping_variables`.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub field_code: String,
-    /// Display name.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub field_name: String,
-    /// Default/sample value.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub field_value: String,
-    /// Input type.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub field_type: String,
-    /// Variable kind.
-    #[serde(default, rename = "type", deserialize_with = "lenient_string")]
-    pub kind: String,
-    /// Whether each contact must give a value.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub is_dynamic_attribute: bool,
-}
-
-/// The script list payload: an array (null = empty).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScriptList(pub Vec<Script>);
-
-impl<'de> Deserialize<'de> for ScriptList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<Vec<Script>>::deserialize(d).map(|v| ScriptList(v.unwrap_or_default()))
-    }
-}
-
-/// The success payload of `execute_by_phone`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ExecutePayload {
-    /// The session id.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub autocall_id: String,
-    /// The script it runs.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub bot_script_id: String,
-    /// Per-contact rejections (shape assumed, see UPSTREAM.md §3).
-    #[serde(default, deserialize_with = "rejections")]
-    pub errors: Vec<Rejection>,
-}
-
-/// One contact the upstream refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The phone as the upstream echoed it ("" when it gave none).
-    pub phone: String,
-    /// Its code ("rejected" when it gave none).
-    pub reason: String,
-}
-
-fn rejections<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rejection>, D::Error> {
-    let value = Option::<serde_json::Value>::deserialize(d)?;
-    let items = match value {
-        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items,
-        Some(serde_json::Value::Object(map)) => {
-            map.into_iter().map(|(k, v)| serde_json::json!({"phone": k, "error": v})).collect()
-        }
-        Some(_) => return Err(de::Error::custom("errors is neither a list nor an object")),
-    };
-    Ok(items.into_iter().filter_map(rejection).collect())
-}
-
-/// One rejection entry: an object with a phone and a code/error/reason/message, or a bare
-/// string (`"0912345678: number_dnc"`, a phone alone, or a code alone).
-fn rejection(item: serde_json::Value) -> Option<Rejection> {
-    fn text(v: &serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-    match item {
-        serde_json::Value::Object(map) => {
-            let phone = ["phone", "phone_number", "msisdn", "number"]
-                .iter()
-                .find_map(|k| map.get(*k).and_then(text))
-                .unwrap_or_default();
-            let reason = ["code", "error", "reason", "error_code", "message", "status"]
-                .iter()
-                .find_map(|k| map.get(*k).and_then(text))
-                .unwrap_or_else(|| "rejected".to_owned());
-            Some(Rejection { phone, reason })
-        }
-        serde_json::Value::String(s) => {
-            let s = s.trim();
-            if s.is_empty() {
-                return None;
-            }
-            let looks_like_phone = |p: &str| {
-                let digits = p.strip_prefix('+').unwrap_or(p);
-                !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
-            };
-            if let Some((a, b)) = s.split_once([':', '|', ',', ' ', '=']) {
-                let (a, b) = (a.trim(), b.trim());
-                if looks_like_phone(a) && !b.is_empty() {
-                    return Some(Rejection { phone: a.into(), reason: b.into() });
-                }
-                if looks_like_phone(b) && !a.is_empty() {
-                    return Some(Rejection { phone: b.into(), reason: a.into() });
-                }
-            }
-            if looks_like_phone(s) {
-                Some(Rejection { phone: s.into(), reason: "rejected".into() })
-            } else {
-                Some(Rejection { phone: String::new(), reason: s.into() })
-            }
-        }
-        serde_json::Value::Number(n) => Some(Rejection { phone: n.to_string(), reason: "rejected".into() }),
-        _ => None,
-    }
-}
-
-/// The auth payload.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthPayload {
-    /// The JWT.
-    #[serde(default, deserialize_with = "lenient_string")]
-    pub access_token: String,
-}
-
 /// string -> itself; null/missing -> ""; number/bool -> its text; anything else is an error.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(super) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct V;
     impl<'de> de::Visitor<'de> for V {
         type Value = String;
@@ -332,7 +212,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(V)
 }
 
-fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<serde_json::Value>::deserialize(d)?.and_then(|v| match v {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -341,7 +221,7 @@ fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
 }
 
 /// bool; null/missing -> false; 0/1 and "true"/"false" accepted.
-fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     match Option::<serde_json::Value>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(false),
         Some(serde_json::Value::Bool(b)) => Ok(b),
@@ -354,7 +234,7 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 }
 
 /// `status_code` as a number or a numeric string.
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Ok(match Option::<serde_json::Value>::deserialize(d)? {
         Some(serde_json::Value::Number(n)) => n.as_i64(),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
@@ -362,7 +242,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     })
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(super) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -373,6 +253,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::{
+        ExecutePayload,
+        auth::AuthPayload,
+        scripts::{Script, ScriptList},
+    };
 
     fn scripts(body: &str) -> Result<Envelope<ScriptList>, ShapeError> {
         parse::<ScriptList>(body.as_bytes())
@@ -430,66 +315,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn variables_are_read_tolerantly_and_byte_exact() {
-        let body = r#"{"status_code":9999,"payload":[{"id":"1","name":"Thông báo điểm thi 🎓","variables":[
-            {"field_code":"uB131frQEU","field_name":"Tên","field_value":null,"field_type":"single_text","type":"CONTACT","is_dynamic_attribute":true},
-            {"field_code":"x","is_dynamic_attribute":null,"type":""},
-            {"field_code":7,"is_dynamic_attribute":"true"}]}]}"#;
-        let Ok(Envelope::Success(ScriptList(list))) = scripts(body) else { panic!("parse") };
-        assert_eq!(list[0].name, "Thông báo điểm thi 🎓");
-        let v = &list[0].variables;
-        assert_eq!(v[0].field_code, "uB131frQEU");
-        assert_eq!(v[0].field_name, "Tên");
-        assert_eq!(v[0].field_value, "");
-        assert_eq!(v[0].kind, "CONTACT");
-        assert!(v[0].is_dynamic_attribute);
-        assert!(!v[1].is_dynamic_attribute);
-        assert_eq!(v[2].field_code, "7");
-        assert!(v[2].is_dynamic_attribute);
-    }
-
-    #[test]
-    fn rejections_accept_every_known_shape() {
-        let body = r#"{"status_code":9999,"payload":{"autocall_id":"s1","bot_script_id":"b","errors":[
-            {"phone":"0912000999","error":"number_dnc"},
-            {"phone":"0912000111","code":"phone_invalid"},
-            {"phone_number":"0912000222","reason":"blocked"},
-            {"phone":"0912000333","message":"number_dnc"},
-            {"phone":"0912000444"},
-            "0912000555: number_dnc",
-            "number_dnc 0912000666",
-            "0912000777",
-            "quota",
-            "",
-            null,
-            7]}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(body.as_bytes()) else { panic!("parse") };
-        assert_eq!(p.autocall_id, "s1");
-        let got: Vec<(&str, &str)> = p.errors.iter().map(|r| (r.phone.as_str(), r.reason.as_str())).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("0912000999", "number_dnc"),
-                ("0912000111", "phone_invalid"),
-                ("0912000222", "blocked"),
-                ("0912000333", "number_dnc"),
-                ("0912000444", "rejected"),
-                ("0912000555", "number_dnc"),
-                ("0912000666", "number_dnc"),
-                ("0912000777", "rejected"),
-                ("", "quota"),
-                ("7", "rejected"),
-            ]
-        );
-        let map_form = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":{"0912000999":"number_dnc"}}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(map_form.as_bytes()) else { panic!("parse") };
-        assert_eq!(p.errors, vec![Rejection { phone: "0912000999".into(), reason: "number_dnc".into() }]);
-        let no_errors = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":null}}"#;
-        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else { panic!("parse") };
-        assert!(p.errors.is_empty());
-    }
-
     /// Found by the `envelope` fuzz target (fuzz/README.md): a body's outcome depended on its
     /// size, because the one-pass path (bodies of 4 KiB and more) skipped `message` while the
     /// general path read it as a `serde_json::Value`: `1e999` (out of `f64` range) and a repeated
@@ -512,6 +337,62 @@ mod tests {
             assert_eq!(&scripts(body).map_err(|_| ()), want, "{body}");
             assert_eq!(scripts(&padded).map_err(|e| e.0), scripts(body).map_err(|e| e.0), "padded {body}");
         }
+    }
+
+    /// Found reading the envelope against serde's derived visitors: they accept a JSON array for
+    /// a struct, by position, so `[-9999]` was a failure envelope (`UNKNOWN` for the caller) and
+    /// `[9999, payload]` a success. Every body that is not an object is malformed, for every
+    /// payload type, on either path, and holds no failure code for an HTTP error.
+    #[test]
+    fn a_body_that_is_not_an_object_is_never_an_envelope() {
+        const NOT_AN_OBJECT: &str = "not a JSON envelope (JSON, but not an object)";
+        let one_pass = format!(r#"[9999,[{{"id":"a"}}],"{}"]"#, "x".repeat(ONE_PASS_MIN_BYTES));
+        let rows: &[(&str, &str)] = &[
+            ("[]", NOT_AN_OBJECT),
+            ("[-9999]", NOT_AN_OBJECT),
+            (r#"["-9999",{"error":"limit_word"},"api_key_invalid"]"#, NOT_AN_OBJECT),
+            (r#"[9999,[{"id":"a"}]]"#, NOT_AN_OBJECT),
+            (r#"[9999,{"autocall_id":"a1","bot_script_id":"b"}]"#, NOT_AN_OBJECT),
+            (r#"[9999,{"access_token":"t"}]"#, NOT_AN_OBJECT),
+            (r#"[{"status_code":-9999,"payload":{"error":"limit_word"}}]"#, NOT_AN_OBJECT),
+            (&one_pass, NOT_AN_OBJECT),
+            (" \n\t[-9999] ", NOT_AN_OBJECT),
+            ("-9999", NOT_AN_OBJECT),
+            ("9999", NOT_AN_OBJECT),
+            ("1e999", NOT_AN_OBJECT),
+            (r#""-9999""#, NOT_AN_OBJECT),
+            (r#""{\"status_code\":-9999}""#, NOT_AN_OBJECT),
+            ("true", NOT_AN_OBJECT),
+            ("false", NOT_AN_OBJECT),
+            ("null", NOT_AN_OBJECT),
+            ("[-9999", "not a JSON envelope (truncated)"),
+            ("[-9999]]", "not a JSON envelope (syntax error)"),
+            ("nul", "not a JSON envelope (truncated)"),
+            ("nulL", "not a JSON envelope (syntax error)"),
+        ];
+        for (body, detail) in rows {
+            let want: Result<(), String> = Err(detail.to_string());
+            let bytes = body.as_bytes();
+            assert_eq!(parse::<ScriptList>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<ExecutePayload>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<AuthPayload>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(parse::<IgnoredAny>(bytes).map(|_| ()).map_err(|e| e.0), want, "{body}");
+            assert_eq!(failure_code(bytes), None, "{body}");
+        }
+        // An object after leading JSON whitespace is still read, on either path.
+        let rows: &[(&str, Envelope<ScriptList>)] = &[
+            (" \r\n\t{\"status_code\":-9999,\"payload\":{\"error\":\"limit_word\"}}", fail("limit_word")),
+            ("\n{\"status_code\":9999,\"payload\":[]}", Envelope::Success(ScriptList(vec![]))),
+        ];
+        for (body, want) in rows {
+            assert_eq!(scripts(body).as_ref(), Ok(want), "{body:?}");
+            let padded = body.replacen('{', &format!("{{\"zz_pad\":\"{}\",", "x".repeat(ONE_PASS_MIN_BYTES)), 1);
+            assert_eq!(scripts(&padded).as_ref(), Ok(want), "padded {body:?}");
+        }
+    }
+
+    fn fail(code: &str) -> Envelope<ScriptList> {
+        Envelope::Failure { code: code.to_owned() }
     }
 
     #[test]

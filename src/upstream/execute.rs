@@ -1,12 +1,24 @@
-//! The JSON body of `POST /api/call_bot/execute_by_phone`, borrowed from a validated
-//! [`NewSession`]: unset options are omitted so the upstream's defaults apply, durations are whole
-//! seconds, the start time is Unix milliseconds, text is passed through byte for byte.
+//! `POST /api/call_bot/execute_by_phone?cid=`: starts a callBot session. Its JSON body, borrowed
+//! from a validated session (`convert::execute_body` fills it in): unset options are omitted so
+//! the upstream's defaults apply, durations are whole seconds, the start time is Unix
+//! milliseconds, text is passed through byte for byte. Its answer: the session id and the
+//! contacts the upstream refused.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use bytes::Bytes;
+use reqwest::Method;
+use serde::{Deserialize, Deserializer, Serialize, de};
 
-use crate::domain::{NewSession, ValidContact};
+use super::{
+    CallContext, UpstreamClient, UpstreamError,
+    envelope::{Envelope, lenient_string},
+    exchange::decode,
+    retry::Idempotency,
+};
+
+/// The endpoint's path.
+pub(super) const PATH: &str = "/api/call_bot/execute_by_phone";
 
 /// The request body, field names as the upstream spells them.
 #[derive(Debug, Serialize, PartialEq)]
@@ -64,214 +76,218 @@ pub struct ContactInfo<'a> {
     pub mapping_variables: &'a BTreeMap<String, String>,
 }
 
-impl<'a> ExecuteBody<'a> {
-    /// Maps a validated session; `ext_session_id` is the key given or generated for it.
-    pub fn new(session: &'a NewSession, ext_session_id: &'a str) -> Self {
-        ExecuteBody {
-            bot_script_id: &session.script_id,
-            contact_info: session.contacts.iter().map(ContactInfo::new).collect(),
-            name: session.name.as_deref(),
-            cid: Some(session.caller_id.as_str()).filter(|c| !c.is_empty()),
-            voice: session.voice.as_ref().map(|v| v.as_upstream()),
-            speed: session.speed,
-            num_retry: session.retry_count,
-            num_per_call: session.calls_per_round,
-            distance_per_call: session.round_interval_secs,
-            distance_retry: session.retry_interval_secs,
-            send_time: session.send_time_unix_ms,
-            ext_session_id,
-            auto_pause: session.auto_pause,
-        }
+/// An `execute_by_phone` request ready to send: the JSON body (built once; a retry sends the
+/// same bytes) and the `cid` query value.
+#[derive(Debug, Clone)]
+pub struct EncodedExecute {
+    json: Bytes,
+    cid: String,
+}
+
+impl EncodedExecute {
+    /// Encodes `body` with its derived `Serialize`, into a buffer of exactly its size: the body
+    /// is held until the upstream answers (a second or more), and a buffer grown by doubling can
+    /// be half slack.
+    pub fn new(body: &ExecuteBody<'_>) -> Self {
+        // Strings, integers, a bool and a map with string keys: serde_json cannot fail on them.
+        let json = serde_json::to_vec(body).expect("an ExecuteBody always serializes");
+        EncodedExecute { json: Bytes::from(json.into_boxed_slice()), cid: body.cid.unwrap_or("").to_owned() }
+    }
+
+    /// The JSON body.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
-impl<'a> ContactInfo<'a> {
-    fn new(c: &'a ValidContact) -> Self {
-        ContactInfo {
-            phone: &c.phone,
-            email: c.email.as_deref(),
-            ext_contact_code: c.external_contact_code.as_deref(),
-            mapping_variables: &c.variables,
-        }
-    }
+/// What `execute_by_phone` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecuteOutcome {
+    /// The upstream session id.
+    pub autocall_id: String,
+    /// The script id the upstream echoed.
+    pub bot_script_id: String,
+    /// Contacts it refused.
+    pub rejections: Vec<Rejection>,
 }
 
-impl ExecuteBody<'_> {
-    /// Appends the body's JSON to `out`: the bytes `serde_json::to_vec(self)` gives (the derived
-    /// `Serialize` stays the reference, and the tests hold the two equal), written by hand because
-    /// serde_json escapes strings one byte at a time: for the 200-odd short strings of a
-    /// 15-contact session that was 9 % of a CreateSession's instructions (callgrind,
-    /// BENCHMARKS.md "Third round").
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"bot_script_id\":");
-        write_str(out, self.bot_script_id);
-        out.extend_from_slice(b",\"contact_info\":[");
-        for (i, c) in self.contact_info.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+impl UpstreamClient {
+    /// `POST /api/call_bot/execute_by_phone?cid=`: starts a session. Retried only when the
+    /// request provably never reached the application; the body (and so its session key) is
+    /// the same on every attempt.
+    pub async fn execute_by_phone(
+        &self,
+        ctx: &CallContext,
+        body: &ExecuteBody<'_>,
+    ) -> Result<ExecuteOutcome, UpstreamError> {
+        self.execute_encoded(ctx, &EncodedExecute::new(body)).await
+    }
+
+    /// `execute_by_phone` with a body encoded beforehand, so the caller can let go of the
+    /// validated request while the exchange is in flight (its JSON is all that is sent).
+    pub async fn execute_encoded(
+        &self,
+        ctx: &CallContext,
+        encoded: &EncodedExecute,
+    ) -> Result<ExecuteOutcome, UpstreamError> {
+        let (json, cid) = (&encoded.json, encoded.cid.as_str());
+        let answer = self
+            .call_with_token(ctx, Idempotency::Write, Method::POST, &self.endpoints.execute, |request| {
+                request
+                    .query(&[("cid", cid)])
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.clone())
+            })
+            .await?;
+        match decode::<ExecutePayload>(&answer)? {
+            Envelope::Success(p) if p.autocall_id.trim().is_empty() => Err(UpstreamError::Malformed {
+                detail: "success without autocall_id".into(),
+                http_status: answer.status.as_u16(),
+            }),
+            Envelope::Success(p) => {
+                Ok(ExecuteOutcome { autocall_id: p.autocall_id, bot_script_id: p.bot_script_id, rejections: p.errors })
             }
-            out.extend_from_slice(b"{\"phone\":");
-            write_str(out, c.phone);
-            write_optional_str(out, b",\"email\":", c.email);
-            write_optional_str(out, b",\"ext_contact_code\":", c.ext_contact_code);
-            out.extend_from_slice(b",\"mapping_variables\":{");
-            for (j, (key, value)) in c.mapping_variables.iter().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_str(out, value);
-            }
-            out.extend_from_slice(b"}}");
+            Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
-        out.push(b']');
-        write_optional_str(out, b",\"name\":", self.name);
-        write_optional_str(out, b",\"cid\":", self.cid);
-        write_optional_str(out, b",\"voice\":", self.voice);
-        let numbers = [
-            (&b",\"speed\":"[..], self.speed.map(i128::from)),
-            (b",\"num_retry\":", self.num_retry.map(i128::from)),
-            (b",\"num_per_call\":", self.num_per_call.map(i128::from)),
-            (b",\"distance_per_call\":", self.distance_per_call.map(i128::from)),
-            (b",\"distance_retry\":", self.distance_retry.map(i128::from)),
-            (b",\"send_time\":", self.send_time.map(i128::from)),
-        ];
-        for (field, value) in numbers {
-            if let Some(n) = value {
-                out.extend_from_slice(field);
-                write_int(out, n);
-            }
-        }
-        out.extend_from_slice(b",\"ext_session_id\":");
-        write_str(out, self.ext_session_id);
-        if self.auto_pause {
-            out.extend_from_slice(b",\"auto_pause\":true");
-        }
-        out.push(b'}');
     }
 }
 
-/// `field` and the string, when there is one (serde's `skip_serializing_if = "Option::is_none"`).
-fn write_optional_str(out: &mut Vec<u8>, field: &[u8], value: Option<&str>) {
-    if let Some(value) = value {
-        out.extend_from_slice(field);
-        write_str(out, value);
-    }
+/// The success payload of `execute_by_phone`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExecutePayload {
+    /// The session id.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub autocall_id: String,
+    /// The script it runs.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub bot_script_id: String,
+    /// Per-contact rejections. Their shape is not documented: every form `rejection` reads is
+    /// accepted.
+    #[serde(default, deserialize_with = "rejections")]
+    pub errors: Vec<Rejection>,
 }
 
-/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b`, `\t`, `\n`, `\f`, `\r`, and
-/// `\u00xx` (lowercase hex) for the other control characters; everything else, non-ASCII
-/// included, byte for byte. A string with nothing to escape (nearly all) is found so by one pass
-/// without early exit, which the compiler vectorizes, and copied whole.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let needs_escape = bytes.iter().fold(false, |seen, &b| seen | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if !needs_escape {
-        out.extend_from_slice(bytes);
-    } else {
-        let mut clean_from = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let escape: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]],
-                _ => continue,
+/// One contact the upstream refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The phone as the upstream echoed it ("" when it gave none).
+    pub phone: String,
+    /// Its code ("rejected" when it gave none).
+    pub reason: String,
+}
+
+fn rejections<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rejection>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    let items = match value {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| serde_json::json!({"phone": k, "error": v})).collect()
+        }
+        Some(_) => return Err(de::Error::custom("errors is neither a list nor an object")),
+    };
+    Ok(items.into_iter().filter_map(rejection).collect())
+}
+
+/// One rejection entry: an object with a phone and a code/error/reason/message, or a bare
+/// string (`"0912345678: number_dnc"`, a phone alone, or a code alone).
+fn rejection(item: serde_json::Value) -> Option<Rejection> {
+    fn text(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    match item {
+        serde_json::Value::Object(map) => {
+            let phone = ["phone", "phone_number", "msisdn", "number"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(text))
+                .unwrap_or_default();
+            let reason = ["code", "error", "reason", "error_code", "message", "status"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(text))
+                .unwrap_or_else(|| "rejected".to_owned());
+            Some(Rejection { phone, reason })
+        }
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            if s.is_empty() {
+                return None;
+            }
+            let looks_like_phone = |p: &str| {
+                let digits = p.strip_prefix('+').unwrap_or(p);
+                !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
             };
-            out.extend_from_slice(&bytes[clean_from..i]);
-            out.extend_from_slice(escape);
-            clean_from = i + 1;
+            if let Some((a, b)) = s.split_once([':', '|', ',', ' ', '=']) {
+                let (a, b) = (a.trim(), b.trim());
+                if looks_like_phone(a) && !b.is_empty() {
+                    return Some(Rejection { phone: a.into(), reason: b.into() });
+                }
+                if looks_like_phone(b) && !a.is_empty() {
+                    return Some(Rejection { phone: b.into(), reason: a.into() });
+                }
+            }
+            if looks_like_phone(s) {
+                Some(Rejection { phone: s.into(), reason: "rejected".into() })
+            } else {
+                Some(Rejection { phone: String::new(), reason: s.into() })
+            }
         }
-        out.extend_from_slice(&bytes[clean_from..]);
+        serde_json::Value::Number(n) => Some(Rejection { phone: n.to_string(), reason: "rejected".into() }),
+        _ => None,
     }
-    out.push(b'"');
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// An integer in decimal.
-fn write_int(out: &mut Vec<u8>, n: i128) {
-    let mut digits = [0u8; 40];
-    let mut at = digits.len();
-    let mut rest = n.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn by_hand(body: &ExecuteBody<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        body.write_json(&mut out);
-        out
-    }
+    use crate::upstream::envelope::parse;
 
     #[test]
-    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
-        let mut every_ascii = String::new();
-        for b in 0u8..0x80 {
-            every_ascii.push(char::from(b));
-        }
-        let samples = [
+    fn rejections_accept_every_known_shape() {
+        let body = r#"{"status_code":9999,"payload":{"autocall_id":"s1","bot_script_id":"b","errors":[
+            {"phone":"0912000999","error":"number_dnc"},
+            {"phone":"0912000111","code":"phone_invalid"},
+            {"phone_number":"0912000222","reason":"blocked"},
+            {"phone":"0912000333","message":"number_dnc"},
+            {"phone":"0912000444"},
+            "0912000555: number_dnc",
+            "number_dnc 0912000666",
+            "0912000777",
+            "quota",
             "",
-            "plain",
-            "exactly8",
-            "Nguyễn Văn Đức — điểm 9,5 \u{2028}\u{2029} 😀",
-            "quote \" backslash \\ newline \n tab \t cr \r bs \u{8} ff \u{c} nul \0 us \u{1f} del \u{7f}",
-            "\"\"\"\"\"\"\"\"\\\\\\\\\\\\\\\\\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}x",
-            "12345678\"",
-            "1234567\"8",
-            &every_ascii,
-        ];
-        for s in samples {
-            let mut out = Vec::new();
-            write_str(&mut out, s);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "for {s:?}");
-        }
+            null,
+            7]}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(body.as_bytes()) else { panic!("parse") };
+        assert_eq!(p.autocall_id, "s1");
+        let got: Vec<(&str, &str)> = p.errors.iter().map(|r| (r.phone.as_str(), r.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("0912000999", "number_dnc"),
+                ("0912000111", "phone_invalid"),
+                ("0912000222", "blocked"),
+                ("0912000333", "number_dnc"),
+                ("0912000444", "rejected"),
+                ("0912000555", "number_dnc"),
+                ("0912000666", "number_dnc"),
+                ("0912000777", "rejected"),
+                ("", "quota"),
+                ("7", "rejected"),
+            ]
+        );
+        let map_form = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":{"0912000999":"number_dnc"}}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(map_form.as_bytes()) else { panic!("parse") };
+        assert_eq!(p.errors, vec![Rejection { phone: "0912000999".into(), reason: "number_dnc".into() }]);
+        let no_errors = r#"{"status_code":9999,"payload":{"autocall_id":"s","errors":null}}"#;
+        let Ok(Envelope::Success(p)) = parse::<ExecutePayload>(no_errors.as_bytes()) else { panic!("parse") };
+        assert!(p.errors.is_empty());
     }
 
     #[test]
-    fn integers_are_written_as_serde_json_writes_them() {
-        for n in [
-            0i128,
-            1,
-            -1,
-            9,
-            10,
-            99,
-            100,
-            i128::from(i32::MIN),
-            i128::from(i64::MAX),
-            i128::from(u64::MAX),
-            i128::from(i64::MIN),
-        ] {
-            let mut out = Vec::new();
-            write_int(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
-        }
-    }
-
-    #[test]
-    fn the_body_is_byte_for_byte_what_serde_json_writes() {
+    fn the_body_is_serde_json_in_declaration_order_with_unset_options_omitted() {
         let vars: BTreeMap<String, String> =
             [("ho_ten".to_owned(), "Nguyễn \"Văn\" An".to_owned()), ("lop".to_owned(), "12A1\n".to_owned())].into();
         let empty = BTreeMap::new();
@@ -283,7 +299,7 @@ mod tests {
                 contact("0912345678", Some("a@b.vn"), Some("HS-1"), &vars),
                 contact("+84912345679", None, None, &empty),
             ],
-            name: Some("Thông báo"),
+            name: Some("Thông báo 😀"),
             cid: Some("19001234"),
             voice: Some("southern_female_honganh"),
             speed: Some(-3),
@@ -295,7 +311,20 @@ mod tests {
             ext_session_id: "key-1",
             auto_pause: true,
         };
-        assert_eq!(by_hand(&full), serde_json::to_vec(&full).unwrap());
+        // Field order as declared, non-ASCII as is, the escapes JSON needs.
+        let want = concat!(
+            r#"{"bot_script_id":"script\t1","contact_info":["#,
+            r#"{"phone":"0912345678","email":"a@b.vn","ext_contact_code":"HS-1","#,
+            r#""mapping_variables":{"ho_ten":"Nguyễn \"Văn\" An","lop":"12A1\n"}},"#,
+            r#"{"phone":"+84912345679","mapping_variables":{}}],"#,
+            r#""name":"Thông báo 😀","cid":"19001234","voice":"southern_female_honganh","speed":-3,"#,
+            r#""num_retry":0,"num_per_call":2147483647,"distance_per_call":18446744073709551615,"#,
+            r#""distance_retry":0,"send_time":-9223372036854775808,"ext_session_id":"key-1","auto_pause":true}"#,
+        );
+        let encoded = EncodedExecute::new(&full);
+        assert_eq!(std::str::from_utf8(encoded.json()).unwrap(), want);
+        assert_eq!(encoded.cid, "19001234");
+        // Every option unset: omitted, so the upstream's defaults apply; `cid` empty in the query.
         let bare = ExecuteBody {
             bot_script_id: "s",
             contact_info: vec![],
@@ -311,6 +340,8 @@ mod tests {
             ext_session_id: "",
             auto_pause: false,
         };
-        assert_eq!(by_hand(&bare), serde_json::to_vec(&bare).unwrap());
+        let encoded = EncodedExecute::new(&bare);
+        assert_eq!(encoded.json(), br#"{"bot_script_id":"s","contact_info":[],"ext_session_id":""}"#);
+        assert_eq!(encoded.cid, "");
     }
 }

@@ -158,6 +158,31 @@ fn non_utf8_body(rpc: Rpc) -> Value {
     json!({ "body_base64": base64::engine::general_purpose::STANDARD.encode(raw) })
 }
 
+/// A success written as a JSON array, `[status_code, payload]` with the payload the RPC expects:
+/// read by position into the envelope's fields, it was taken for a success.
+fn array_success(rpc: Rpc) -> Value {
+    let payload = if rpc.writes() {
+        format!(r#"{{"autocall_id":"a1","bot_script_id":"{SCRIPT}"}}"#)
+    } else {
+        format!(r#"[{{"id":"{SCRIPT}","name":"x"}}]"#)
+    };
+    json!({ "status": 200, "body": format!("[9999,{payload}]") })
+}
+
+/// A row whose fault is `{"status": 200, "body": BODY}`: valid JSON that is not an object.
+const fn not_an_object_200(fault: &'static str, how: &'static str, inject: fn(Rpc) -> Value) -> Row {
+    Row {
+        fault,
+        how,
+        inject: Inject::Sim(inject),
+        read: read(MALFORMED_200, 1),
+        write: write(MALFORMED_200, 1, Some(0)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    }
+}
+
 /// 100,000 arrays, one in the other.
 fn deep_array() -> String {
     let depth = 100_000;
@@ -377,6 +402,47 @@ static ROWS: &[Row] = &[
         attempt_ms: ATTEMPT_MS,
         max_padding_sent: None,
     },
+    not_an_object_200(
+        "JSON array with 200",
+        r#"`{"status": 200, "body": "[-9999]"}`"#,
+        |_| json!({"status": 200, "body": "[-9999]"}),
+    ),
+    not_an_object_200(
+        "JSON array with 200, shaped like a success",
+        r#"`{"status": 200, "body": "[9999, …]"}` (the RPC's payload in second place)"#,
+        array_success,
+    ),
+    not_an_object_200(
+        "JSON number with 200",
+        r#"`{"status": 200, "body": "-9999"}`"#,
+        |_| json!({"status": 200, "body": "-9999"}),
+    ),
+    not_an_object_200(
+        "JSON string with 200",
+        r#"`{"status": 200, "body": "\"-9999\""}`"#,
+        |_| json!({"status": 200, "body": "\"-9999\""}),
+    ),
+    not_an_object_200(
+        "`true` with 200",
+        r#"`{"status": 200, "body": "true"}`"#,
+        |_| json!({"status": 200, "body": "true"}),
+    ),
+    not_an_object_200(
+        "`null` with 200",
+        r#"`{"status": 200, "body": "null"}`"#,
+        |_| json!({"status": 200, "body": "null"}),
+    ),
+    Row {
+        // Not an envelope, so no failure code: the HTTP status speaks, as for an HTML page.
+        fault: "JSON array with 400",
+        how: r#"`{"status": 400, "body": "[-9999]"}`"#,
+        inject: Inject::Sim(|_| json!({"status": 400, "body": "[-9999]"})),
+        read: read(fail(Code::Internal, "UPSTREAM_HTTP_ERROR", Some("400"), None), 1),
+        write: write(fail(Code::Internal, "UPSTREAM_HTTP_ERROR", Some("400"), None), 1, Some(0)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
     Row {
         fault: "deeply nested JSON as the payload (100,000 levels)",
         how: r#"`{"status": 200, "body": "{\"status_code\":9999,\"payload\":[[[…]]]}"}`"#,
@@ -437,6 +503,18 @@ static ROWS: &[Row] = &[
             json!({"status": 200, "body": "<!DOCTYPE html><html><body>Maintenance</body></html>",
                    "content_type": "text/html"})
         }),
+        read: read(MALFORMED_200, 0),
+        write: write(MALFORMED_200, 0, Some(0)),
+        auth_calls: Some(1),
+        attempt_ms: ATTEMPT_MS,
+        max_padding_sent: None,
+    },
+    Row {
+        fault: "token endpoint: JSON array with 200",
+        how: r#"`{"path": "/api/auth", "status": 200, "body": "[9999, {\"access_token\": …}]"}`"#,
+        inject: Inject::Auth(
+            |_| json!({"status": 200, "body": "[9999,{\"access_token\":\"eyJhbGciOiJub25lIn0.e30.x\"}]"}),
+        ),
         read: read(MALFORMED_200, 0),
         write: write(MALFORMED_200, 0, Some(0)),
         auth_calls: Some(1),

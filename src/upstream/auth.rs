@@ -1,15 +1,40 @@
-//! Access tokens: how long one may be served (from the JWT `exp` claim minus a margin, 23 h when
-//! it has none) and the `Authorization` header built once per token, marked sensitive.
+//! `GET /api/auth` and the access token's lifecycle: fetched on a key's first call, at most one
+//! fetch at a time per key, served until shortly before it expires (the JWT `exp` claim minus a
+//! margin, 23 h when it has none), and dropped when the upstream refuses it, so that the next
+//! call fetches a new one.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use base64::Engine;
-use reqwest::header::HeaderValue;
+use reqwest::{Method, StatusCode, header::HeaderValue};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{
+    CallContext, UpstreamClient, UpstreamError,
+    envelope::{Envelope, lenient_string},
+    exchange::{decode, http_error},
+    retry::Idempotency,
+};
+
+/// The endpoint's path.
+pub(super) const PATH: &str = "/api/auth";
 
 /// Refresh this long before the token's own expiry, so no call goes out with a dying token.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Lifetime assumed when the token carries no readable `exp` (the API documents 24 h).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(23 * 3600);
+
+/// The auth payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthPayload {
+    /// The JWT.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub access_token: String,
+}
 
 /// A fetched access token.
 #[derive(Clone)]
@@ -23,6 +48,50 @@ pub struct AccessToken {
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AccessToken(#{}, ***)", self.serial)
+    }
+}
+
+impl UpstreamClient {
+    /// A valid access token for the call's key, fetched at most once at a time per key.
+    pub(super) async fn token(&self, ctx: &CallContext) -> Result<AccessToken, UpstreamError> {
+        // The fetch is boxed: it runs about once a day per key, and unboxed its state would be
+        // part of every call's future (memory per call in flight).
+        self.tokens.get_or_fetch(&ctx.api_key, || Box::pin(self.fetch_token(ctx))).await
+    }
+
+    /// Forgets `token` if it is still the key's current one (a concurrent call may already
+    /// have replaced it, and that newer token must stay).
+    pub(super) fn forget_token(&self, ctx: &CallContext, token: &AccessToken) {
+        let serial = token.serial;
+        self.tokens.invalidate_if(&ctx.api_key, |t| t.serial == serial);
+    }
+
+    /// `GET /api/auth?apiKey=`: a new token and until when it may be served.
+    async fn fetch_token(&self, ctx: &CallContext) -> Result<(AccessToken, Instant), UpstreamError> {
+        self.metrics.token_refresh();
+        let endpoint = &self.endpoints.auth;
+        let answer = self
+            .with_retries(ctx, Idempotency::Read, endpoint, || {
+                self.request(Method::GET, endpoint).query(&[("apiKey", ctx.api_key.expose())])
+            })
+            .await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            return Err(http_error(&answer));
+        }
+        let token = match decode::<AuthPayload>(&answer)? {
+            Envelope::Success(p) => p.access_token,
+            Envelope::Failure { code } => {
+                return Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() });
+            }
+        };
+        let header = bearer_header(&token).filter(|_| !token.is_empty()).ok_or_else(|| UpstreamError::Malformed {
+            detail: "access token missing or not header-safe".into(),
+            http_status: answer.status.as_u16(),
+        })?;
+        let lifetime = lifetime(&token, SystemTime::now());
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(serial, lifetime_s = lifetime.as_secs(), "fetched an access token");
+        Ok((AccessToken { header, serial }, Instant::now() + lifetime))
     }
 }
 
