@@ -14,11 +14,11 @@
 use std::{collections::BTreeMap, hint::black_box, time::SystemTime};
 
 use callbot_facade::{
-    convert::{execute_body, script_to_pb},
-    domain::{self, FieldViolation, NewSession, SessionLimits, ValidationError},
     pb,
-    status::{ErrorContext, FacadeError, to_status},
-    upstream::{EncodedExecute, UpstreamError, parse_script_list},
+    testing::{
+        self, EncodedExecute, ErrorContext, FacadeError, FieldViolation, NewSession, SessionLimits, UpstreamError,
+        ValidationError, execute_body, parse_script_list, script_to_pb, to_status,
+    },
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -139,11 +139,11 @@ fn fold(c: &mut Criterion) {
         ("ascii", "Nhac no hoc phi thang 10"),
         ("vietnamese", "Thông báo ĐIỂM thi học kỳ I – Trường THPT Nguyễn Văn Đức"),
     ] {
-        g.bench_function(BenchmarkId::new("fold", name), |b| b.iter(|| black_box(domain::fold(black_box(text)))));
+        g.bench_function(BenchmarkId::new("fold", name), |b| b.iter(|| black_box(testing::fold(black_box(text)))));
     }
-    let needle = domain::fold("điểm thi");
+    let needle = testing::fold("điểm thi");
     g.bench_function("matches/vietnamese", |b| {
-        b.iter(|| black_box(domain::matches(black_box("Thông báo ĐIỂM thi học kỳ I"), &needle)))
+        b.iter(|| black_box(testing::matches(black_box("Thông báo ĐIỂM thi học kỳ I"), &needle)))
     });
     g.finish();
 }

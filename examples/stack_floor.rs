@@ -33,10 +33,8 @@ use std::{
 };
 
 use callbot_facade::{
-    convert::execute_body,
-    domain::{NewSession, SessionLimits},
     pb::{self, call_bot_service_server::CallBotServiceServer},
-    upstream::EncodedExecute,
+    testing::{EncodedExecute, NewSession, SessionLimits, execute_body},
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, transport::Server};

@@ -121,7 +121,7 @@ impl Application {
                 let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
                 let addr =
                     listener.local_addr().map_err(|source| AppError::Bind { addr: settings.server.listen, source })?;
-                // Said first, before the simulator's own task can log anything (API.md §4).
+                // Said first, before the simulator's own task can log anything (README, "Configuration").
                 let url = format!("http://{addr}");
                 tracing::info!(
                     simulator = %url,

@@ -80,13 +80,9 @@ where
     }
 
     /// Keys held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).map.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The slot of `key`, created when absent, marked most recently used.

@@ -5,11 +5,11 @@
 //! receive buffer: every string field (a 15-contact CreateSession has about 140) pays several
 //! bounds-checked `chunk`/`advance` calls through it. Tonic has already gathered the whole
 //! message into one buffer when it calls the decoder, so decoding from that buffer as a plain
-//! slice gives the same result for less work (callgrind, BENCHMARKS.md "Third round").
+//! slice gives the same result for less work (BENCHMARKS.md has the figures).
 //! Undecodable bytes fail exactly as with `ProstCodec` (INTERNAL, prost's message), which the
-//! middleware turns into `MALFORMED_REQUEST_MESSAGE`. (Tonic's buffers cannot be built outside
-//! tonic, so this is tested end to end: every RPC of `tests/api` goes through it, and
-//! `fault_matrix` sends undecodable bytes to every method.)
+//! middleware turns into `MALFORMED_REQUEST_MESSAGE`. Every RPC of `tests/api` goes through
+//! it, `fault_matrix` sends undecodable bytes to every method, and
+//! `middleware::refusal::tests` runs it inside tonic's own server code.
 
 use std::marker::PhantomData;
 
@@ -22,9 +22,9 @@ use tonic::{
 use tonic_prost::ProstEncoder;
 
 /// The first allocation of a response body's buffer (tonic's default is 8 KiB). A response body
-/// keeps its buffer until the last byte is on the wire, so with 1,000 calls in flight whose
-/// upstream answers come together, 8 KiB each was 8 MiB of buffers holding 100-byte
-/// CreateSession answers; a larger message (a streamed script batch) grows the buffer as needed.
+/// keeps its buffer until the last byte is on the wire, so every call in flight holds one: most
+/// answers are a hundred bytes, and a larger message (a streamed script batch) grows the buffer
+/// as needed.
 pub const ENCODE_BUFFER_BYTES: usize = 1024;
 /// A streamed response is flushed once this much is encoded (tonic's default).
 const ENCODE_YIELD_BYTES: usize = 32 * 1024;

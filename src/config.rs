@@ -1,11 +1,11 @@
-//! Typed settings: the command line and its environment variables (API.md §4), parsed and checked
+//! Typed settings: the command line and its environment variables (README, "Configuration"), parsed and checked
 //! before any port is bound, with secrets wrapped so they cannot be printed by accident.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::upstream::ApiKey;
+pub use crate::upstream::ApiKey;
 
 /// The `callbot-facade` command line. With no subcommand it serves (the flags of `serve` apply).
 #[derive(Debug, Parser)]
@@ -43,7 +43,7 @@ pub enum LogFormat {
 }
 
 /// The settings of `serve`: one tree, each group a struct of its own, parsed from flags and their
-/// environment variables (names fixed by API.md §4) with each default written once, here.
+/// environment variables (names fixed by the contract: README, "Configuration") with each default written once, here.
 /// [`Settings::check`] turns a parse into settings that can run, before any port is bound.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {

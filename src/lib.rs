@@ -4,56 +4,73 @@
 //! with a cached access token, retries what is safe to retry, and answers with rich gRPC errors.
 //!
 //! # Layout
-//! - [`config`]: typed settings from flags and environment.
+//! Public, for the binary and the tests:
+//! - [`config`]: ONE nested settings tree from flags and environment, each default once.
 //! - [`app`]: binds listeners, assembles services and layers, serves until stopped.
-//! - [`middleware`]: request id, caller auth, load shedding, access log (one tower layer).
-//! - [`service`]: the `CallBotService` handlers: validate, call upstream, convert.
-//! - [`campaign`]: `CreateCampaign`'s engine: a contact stream cut into resumable chunk sessions.
-//! - [`domain`]: validated request types and Vietnamese-aware folding; no I/O, no tonic.
-//! - [`upstream`]: the REST client (envelope, token lifecycle, retries, one method per endpoint).
-//! - [`catalog`]: the per-tenant script-list cache.
-//! - [`cli`]: the `campaign` and `scripts` commands, clients of a running facade.
-//! - [`cache`]: the single-flight keyed cache under tokens and scripts.
-//! - [`status`]: THE error table, every failure to a `tonic::Status` with details.
-//! - [`simulator`]: the built-in callBot REST API with fault injection (shares no product code).
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`metrics`]: the Prometheus registry (one per application) and every metric.
-//! - [`telemetry`]: log setup.
-//! - [`trace_context`]: W3C `traceparent` parsing, new traces and child spans.
 //! - [`pb`]: generated code.
+//! - [`simulator`]: the built-in callBot REST API with fault injection (shares no product code).
+//! - [`cli`]: the `campaign` and `scripts` commands, clients of a running facade.
+//! - [`telemetry`]: log setup.
+//! - [`testing`]: the few internals the tests, property tests, fuzz targets, benches and the load
+//!   generator drive directly.
+//!
+//! Internal (`pub(crate)`):
+//! - `service/`: the `CallBotService` handlers, one file per RPC family: validate, call, convert.
+//! - `campaign`: `CreateCampaign`'s engine: a contact stream cut into resumable chunk sessions.
+//! - `convert`: pb ⇄ domain ⇄ upstream conversions. `deadline`: the caller's deadline.
+//! - `middleware/`: request id and trace, caller auth, load shedding, metrics and access log,
+//!   tonic's refusals rewritten (one tower layer; `mod.rs` gives the order and why).
+//! - `domain/`: validated request types and Vietnamese-aware folding; no I/O, no tonic.
+//! - `upstream/`: the REST client, one module per endpoint over one exchange.
+//! - `status`: THE error table, every failure to a `tonic::Status` with details.
+//! - `catalog`, `cache`: the per-tenant script-list cache on a single-flight keyed cache.
+//! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
+//! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
+//! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
-pub mod cache;
-pub mod campaign;
-pub mod catalog;
+pub(crate) mod cache;
+pub(crate) mod campaign;
+pub(crate) mod catalog;
 pub mod cli;
-pub mod codec;
+pub(crate) mod codec;
 pub mod config;
-pub mod convert;
-pub mod deadline;
-pub mod domain;
-pub mod logwriter;
-pub mod metrics;
-pub mod middleware;
+pub(crate) mod convert;
+pub(crate) mod deadline;
+pub(crate) mod domain;
+pub(crate) mod logwriter;
+pub(crate) mod metrics;
+pub(crate) mod middleware;
 pub mod pb;
-pub mod service;
+pub(crate) mod service;
 pub mod simulator;
-pub mod status;
+pub(crate) mod status;
 pub mod telemetry;
-pub mod trace_context;
-pub mod upstream;
+pub(crate) mod trace_context;
+pub(crate) mod upstream;
 
-/// Internal entry points for the fuzz targets (`fuzz/`) and the property tests
-/// (`tests/properties.rs`): the upstream envelope parser and the field-path form of a variable key.
-///
-/// Not part of the API and not stable; everything else those harnesses use is public anyway
-/// (`domain`, `upstream::ExecuteBody`, `upstream::parse_script_list`, `status`, `pb`).
-#[doc(hidden)]
-pub mod fuzzing {
+/// The internals that harnesses outside the crate drive directly, in one place: the
+/// integration tests (`tests/api`: the campaign engine against a simulator), the property tests
+/// (`tests/properties.rs`), the fuzz targets (`fuzz/`), the criterion benches
+/// (`benches/hot_paths.rs`) and the load generator (`examples/`). They measure or check the very
+/// code the facade runs. Not a stable API: it changes with the code.
+pub mod testing {
+    pub use crate::campaign::CampaignRun;
+    pub use crate::convert::{execute_body, script_to_pb};
     pub use crate::domain::session::path_key;
-    pub use crate::upstream::fuzzing::*;
+    pub use crate::domain::{
+        CampaignPlan, FieldViolation, NewSession, SessionLimits, ValidationError, fold, is_valid_phone, mask_phone,
+        matches, validate_contacts, validate_script_id,
+    };
+    pub use crate::metrics::Metrics;
+    pub use crate::status::{ErrorContext, FacadeError, to_status};
+    pub use crate::upstream::envelope::{Envelope, ONE_PASS_MIN_BYTES, ShapeError, failure_code, parse};
+    pub use crate::upstream::{
+        AuthPayload, CallContext, ContactInfo, EncodedExecute, ExecuteBody, ExecutePayload, Script, ScriptList,
+        ScriptVariable, UpstreamClient, UpstreamError, parse_script_list,
+    };
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

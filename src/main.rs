@@ -13,8 +13,8 @@ use callbot_facade::{
 };
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: a quarter of the facade's CPU per CreateSession went to
-/// malloc/free, and glibc's per-thread arenas kept freed memory (BENCHMARKS.md, "Profile").
+/// mimalloc instead of glibc malloc: allocation is a large share of a call's work, and glibc's
+/// per-thread arenas keep freed memory (BENCHMARKS.md has the figures).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

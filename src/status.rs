@@ -162,7 +162,7 @@ fn classify_upstream(err: &UpstreamError, write: bool) -> Row {
     }
 }
 
-/// The -9999 envelope codes (UPSTREAM.md §1 and §4). Quota, plan and balance codes are
+/// The -9999 envelope codes (docs/upstream.md §6). Quota, plan and balance codes are
 /// FAILED_PRECONDITION: they need an operator (top-up, plan change), so retrying soon cannot help;
 /// RESOURCE_EXHAUSTED is kept for rate limiting (HTTP 429), which a retry does fix.
 pub fn classify_upstream_code(code: &str) -> Row {

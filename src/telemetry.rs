@@ -88,7 +88,7 @@ pub fn init(format: LogFormat) -> Telemetry {
         return Telemetry::default();
     }
     telemetry.log_writer = Some(guard);
-    // Not at info: the first line at info says which upstream the facade serves (API.md §4).
+    // Not at info: the first line at info says which upstream the facade serves (README, "Configuration").
     #[cfg(feature = "otlp")]
     if telemetry.exporting() {
         tracing::debug!("exporting spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT)");

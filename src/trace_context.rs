@@ -71,6 +71,7 @@ impl TraceParent {
     }
 
     /// The span id as 16 lower-case hex digits.
+    #[cfg(test)]
     pub fn span_id_hex(&self) -> String {
         hex(&self.span_id)
     }

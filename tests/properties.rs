@@ -14,11 +14,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use callbot_facade::convert::execute_body;
-use callbot_facade::domain::{NewSession, SessionLimits, fold, is_valid_phone, mask_phone, matches};
-use callbot_facade::fuzzing::{AuthPayload, Envelope, ScriptList, failure_code, parse};
 use callbot_facade::pb;
-use callbot_facade::upstream::{EncodedExecute, ExecuteBody, ExecutePayload, Script, ScriptVariable};
+use callbot_facade::testing::execute_body;
+use callbot_facade::testing::{AuthPayload, Envelope, ScriptList, failure_code, parse};
+use callbot_facade::testing::{EncodedExecute, ExecuteBody, ExecutePayload, Script, ScriptVariable};
+use callbot_facade::testing::{NewSession, SessionLimits, fold, is_valid_phone, mask_phone, matches};
 use proptest::prelude::*;
 use prost::Message;
 use serde::Deserialize;
@@ -34,7 +34,7 @@ fn limits() -> SessionLimits {
 // ---------------------------------------------------------------------------------------------
 // CreateSession mapping
 
-/// The upstream body as the upstream reads it (written from API.md, not from `ExecuteBody`).
+/// The upstream body as the upstream reads it (written from docs/upstream.md, not from `ExecuteBody`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpstreamBody {
@@ -166,7 +166,7 @@ proptest! {
     ) {
         let body = ExecuteBody {
             bot_script_id: &texts[0],
-            contact_info: vec![callbot_facade::upstream::ContactInfo {
+            contact_info: vec![callbot_facade::testing::ContactInfo {
                 phone: &texts[1],
                 email: Some(&texts[2]),
                 ext_contact_code: Some(&texts[3]),
@@ -385,7 +385,7 @@ proptest! {
         let mut envelope = json!({"status_code": status, "payload": payload, "message": message});
         if pad {
             // Over the one-pass threshold.
-            envelope["zz_pad"] = Value::String("x".repeat(callbot_facade::fuzzing::ONE_PASS_MIN_BYTES));
+            envelope["zz_pad"] = Value::String("x".repeat(callbot_facade::testing::ONE_PASS_MIN_BYTES));
         }
         parse_everything(serde_json::to_vec(&envelope).unwrap().as_slice())?;
     }
@@ -401,7 +401,7 @@ proptest! {
         })).collect();
         let mut envelope = json!({"status_code": 9999, "payload": scripts, "instance_id": "stg"});
         if pad {
-            envelope["zz_pad"] = Value::String("x".repeat(callbot_facade::fuzzing::ONE_PASS_MIN_BYTES));
+            envelope["zz_pad"] = Value::String("x".repeat(callbot_facade::testing::ONE_PASS_MIN_BYTES));
         }
         let body = serde_json::to_vec(&envelope).unwrap();
         match parse::<ScriptList>(&body) {

@@ -12,10 +12,8 @@ use std::{
 
 use bytes::Bytes;
 use callbot_facade::{
-    convert::execute_body,
-    domain::{NewSession, SessionLimits},
     pb::{self, call_bot_service_client::CallBotServiceClient},
-    upstream::parse_script_list,
+    testing::{NewSession, SessionLimits, execute_body, parse_script_list},
 };
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;

@@ -85,7 +85,7 @@ pub(crate) async fn run(args: &Args, bin: &Path) -> Result<bool, BoxError> {
     let scripts = {
         let token = direct_token(&http, &sim_url).await?;
         let body = direct_get(&http, &sim_url, &token).await?;
-        callbot_facade::upstream::parse_script_list(&body).map_err(|e| format!("script list: {e}"))?
+        callbot_facade::testing::parse_script_list(&body).map_err(|e| format!("script list: {e}"))?
     };
     if scripts.is_empty() {
         return Err("the simulator lists no script".into());

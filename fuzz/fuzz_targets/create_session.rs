@@ -16,12 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use callbot_facade::convert::execute_body;
-use callbot_facade::domain::{NewSession, SessionLimits, is_valid_phone, validate_contacts, validate_script_id};
-use callbot_facade::fuzzing::path_key;
+use callbot_facade::testing::execute_body;
+use callbot_facade::testing::{NewSession, SessionLimits, is_valid_phone, validate_contacts, validate_script_id};
+use callbot_facade::testing::path_key;
 use callbot_facade::pb;
-use callbot_facade::status::{ErrorContext, FacadeError, to_status};
-use callbot_facade::upstream::EncodedExecute;
+use callbot_facade::testing::{ErrorContext, FacadeError, to_status};
+use callbot_facade::testing::EncodedExecute;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use serde_json::Value;
@@ -156,7 +156,7 @@ fn check_valid(session: &NewSession, req: &pb::CreateSessionRequest) {
     assert_eq!(obj.get("auto_pause").and_then(Value::as_bool), req.auto_pause.then_some(true));
 }
 
-fn check_invalid(err: callbot_facade::domain::ValidationError, req: &pb::CreateSessionRequest) {
+fn check_invalid(err: callbot_facade::testing::ValidationError, req: &pb::CreateSessionRequest) {
     assert!(!err.violations.is_empty());
     for v in &err.violations {
         assert_real_path(&v.field, req);

@@ -12,8 +12,8 @@
 //! 6. a body that is not a JSON object (an array, a scalar, no JSON) is never an envelope.
 #![no_main]
 
-use callbot_facade::fuzzing::{AuthPayload, Envelope, ONE_PASS_MIN_BYTES, ScriptList, ShapeError, failure_code, parse};
-use callbot_facade::upstream::{ExecutePayload, Script, UpstreamError, parse_script_list};
+use callbot_facade::testing::{AuthPayload, Envelope, ONE_PASS_MIN_BYTES, ScriptList, ShapeError, failure_code, parse};
+use callbot_facade::testing::{ExecutePayload, Script, UpstreamError, parse_script_list};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 

@@ -9,7 +9,7 @@
 //!   path included), and a folded string matches its own fold and every piece of it.
 #![no_main]
 
-use callbot_facade::domain::{fold, matches};
+use callbot_facade::testing::{fold, matches};
 use libfuzzer_sys::fuzz_target;
 use unicode_normalization::char::is_combining_mark;
 

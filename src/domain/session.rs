@@ -276,9 +276,8 @@ fn parse_contacts(
 /// Compared exactly as sent: `+8491…` and `091…` are not recognized as the same person.
 /// Invalid phones are skipped: the phone rule already reports them.
 ///
-/// By sorting (phone, index) pairs rather than hashing: no per-call SipHash of every phone (1 %
-/// of a CreateSession's instructions, callgrind) and, unlike a cheaper unkeyed hash, no input
-/// that degrades it: O(n log n) whatever the phones.
+/// By sorting (phone, index) pairs rather than hashing: no per-call SipHash of every phone and,
+/// unlike a cheaper unkeyed hash, no input that degrades it: O(n log n) whatever the phones.
 fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
     let mut by_phone: Vec<(&str, usize)> = contacts
         .iter()
@@ -368,9 +367,8 @@ fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
 /// A variable key as shown inside a field path: valid keys verbatim; invalid ones escaped
 /// (no raw newlines in logs) and cut to 64 chars, so a huge key cannot blow up the error.
 ///
-/// Public only for [`crate::fuzzing`], whose targets check that every `variables[KEY]` path names a
+/// The fuzz targets (through `crate::testing`) check that every `variables[KEY]` path names a
 /// real key.
-#[doc(hidden)]
 pub fn path_key(key: &str) -> String {
     if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(char::is_control) {
         return key.to_owned();

@@ -13,7 +13,7 @@
 //! - `error.rs`: [`UpstreamError`]; `retry.rs`: what may be retried, the backoff and the budget.
 
 mod auth;
-mod envelope;
+pub(crate) mod envelope;
 mod error;
 mod exchange;
 mod execute;
@@ -27,10 +27,10 @@ use std::{
 
 use tokio::time::Instant;
 
+pub use auth::AuthPayload;
 pub use error::{UpstreamError, is_duplicate_session_code};
-pub use exchange::MAX_BODY_BYTES;
-pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload, Rejection};
-pub use scripts::{Script, ScriptVariable, parse_script_list};
+pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload};
+pub use scripts::{Script, ScriptList, ScriptVariable, parse_script_list};
 
 use auth::AccessToken;
 use exchange::Endpoint;
@@ -160,15 +160,6 @@ impl UpstreamClient {
             metrics,
         })
     }
-}
-
-/// The envelope parser's entry points, re-exported by [`crate::fuzzing`] for the fuzz targets and
-/// the property tests; not part of the API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use super::auth::AuthPayload;
-    pub use super::envelope::{Envelope, ONE_PASS_MIN_BYTES, ShapeError, failure_code, parse};
-    pub use super::scripts::ScriptList;
 }
 
 #[cfg(test)]

@@ -77,9 +77,8 @@ impl UpstreamClient {
 /// Parses the body of a successful `script/list` answer (envelope, then payload) exactly as
 /// [`UpstreamClient::list_scripts`] does once the HTTP exchange is over.
 ///
-/// Not part of the API: it exists so the criterion benches and the load generator's direct REST
-/// path measure the very parser the facade runs, without a network in between.
-#[doc(hidden)]
+/// The criterion benches and the load generator's direct REST path measure the very parser the
+/// facade runs through it (`crate::testing`), without a network in between.
 pub fn parse_script_list(body: &[u8]) -> Result<Vec<Script>, UpstreamError> {
     match envelope::parse::<ScriptList>(body)
         .map_err(|e| UpstreamError::Malformed { detail: e.0, http_status: StatusCode::OK.as_u16() })?

@@ -404,11 +404,8 @@ async fn campaign_engine_reads_no_contact_ahead_of_a_caller_that_stops_reading()
     };
 
     use callbot_facade::{
-        campaign::CampaignRun,
         config::Settings,
-        domain::CampaignPlan,
-        metrics::Metrics,
-        upstream::{CallContext, UpstreamClient},
+        testing::{CallContext, CampaignPlan, CampaignRun, Metrics, UpstreamClient},
     };
     use futures::StreamExt;
 

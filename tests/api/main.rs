@@ -15,10 +15,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use callbot_facade::{
     app::Application,
-    config::Settings,
+    config::{ApiKey, Settings},
     pb::{self, call_bot_service_client::CallBotServiceClient},
     simulator::{self, SimConfig},
-    upstream::ApiKey,
 };
 use serde_json::Value;
 use tonic::{Code, Status, transport::Channel};

@@ -84,7 +84,7 @@ async fn name_filter_folds_case_and_vietnamese_diacritics() {
         let got = list(&mut app.client, needle).await.unwrap();
         assert!(got.iter().any(|s| s.id == SCORES), "{needle} should match the scores script");
         assert!(
-            got.iter().all(|s| callbot_facade::domain::fold(&s.name).contains(&callbot_facade::domain::fold(needle))),
+            got.iter().all(|s| callbot_facade::testing::fold(&s.name).contains(&callbot_facade::testing::fold(needle))),
             "{needle} matched a script whose name does not contain it"
         );
     }
