@@ -13,6 +13,7 @@
 //! - [`variables`]: `check_variables`, contacts against their script's variables.
 
 pub mod campaign;
+pub mod contact;
 pub mod fold;
 pub mod phone;
 pub mod session;

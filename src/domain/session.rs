@@ -4,23 +4,15 @@
 //! Every rule is checked and every violation reported at once; nothing here does I/O or reads
 //! the clock ([`SessionLimits::now`] is injected).
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::phone::is_valid_phone;
+use super::contact::parse_contacts;
+pub use super::contact::{ValidContact, path_key, validate_contacts};
 use super::{ValidationError, Violations, at_most_chars, is_space_or_control};
 use crate::pb;
 
 /// Longest accepted `script_id`, `external_contact_code` and `external_session_id`.
-const MAX_ID_CHARS: usize = 128;
-/// Longest accepted email (RFC 5321 path limit).
-const MAX_EMAIL_CHARS: usize = 254;
-/// Longest accepted variable key.
-const MAX_VARIABLE_KEY_CHARS: usize = 64;
-/// Longest accepted variable value.
-const MAX_VARIABLE_VALUE_CHARS: usize = 2_000;
-/// Most variables one contact may carry (scripts have a handful; this bounds the work).
-const MAX_VARIABLES: usize = 100;
+pub(super) const MAX_ID_CHARS: usize = 128;
 /// Longest accepted session name.
 const MAX_NAME_CHARS: usize = 255;
 /// Reading speeds the upstream knows: -3 slow … 3 fast.
@@ -81,20 +73,6 @@ impl VoiceName {
             Err(_) => Err("must be a known Voice value"),
         }
     }
-}
-
-/// A contact that passed every rule: the upstream's `contact_info[]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidContact {
-    /// Phone number exactly as given (`+`? and 8 to 15 digits).
-    pub phone: String,
-    /// Email, `None` when the caller left it empty.
-    pub email: Option<String>,
-    /// Caller-side contact code (`ext_contact_code`), `None` when empty.
-    pub external_contact_code: Option<String>,
-    /// Script variable values by `field_code` (`mapping_variables`), byte-exact; a `BTreeMap`
-    /// so the upstream body is deterministic whatever order the client sent.
-    pub variables: BTreeMap<String, String>,
 }
 
 /// A validated `CreateSessionRequest`: everything the upstream body needs, already typed.
@@ -233,153 +211,6 @@ fn check_script_id(id: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Validates `contacts` on their own, with the `CreateSession` contact rules, numbering them
-/// from `first_index` in the field paths (`contacts[first_index + i].phone`): a campaign chunk
-/// reports global indices, the command line one CSV row at a time. A repeated phone is found
-/// within `contacts` only.
-pub fn validate_contacts(
-    contacts: Vec<pb::Contact>,
-    max_contacts: usize,
-    first_index: usize,
-) -> Result<Vec<ValidContact>, ValidationError> {
-    let mut v = Violations::default();
-    let contacts = parse_contacts(contacts, max_contacts, first_index, &mut v);
-    v.into_result(contacts)
-}
-
-/// Validates the contact list; moves each contact's strings into its [`ValidContact`]. Paths
-/// count from `offset`.
-fn parse_contacts(
-    contacts: Vec<pb::Contact>,
-    max_contacts: usize,
-    offset: usize,
-    v: &mut Violations,
-) -> Vec<ValidContact> {
-    if contacts.is_empty() {
-        v.push("contacts", "at least one contact is required");
-        return Vec::new();
-    }
-    if contacts.len() > max_contacts {
-        v.push("contacts", format!("must hold at most {max_contacts} contacts"));
-        return Vec::new();
-    }
-    let duplicate_of = earlier_duplicates(&contacts);
-    contacts
-        .into_iter()
-        .zip(duplicate_of)
-        .enumerate()
-        .map(|(i, (c, first))| parse_contact(offset.saturating_add(i), c, first.map(|f| offset.saturating_add(f)), v))
-        .collect()
-}
-
-/// For each contact, the index of an earlier contact with the same valid phone, if any.
-/// Compared exactly as sent: `+8491…` and `091…` are not recognized as the same person.
-/// Invalid phones are skipped: the phone rule already reports them.
-///
-/// By sorting (phone, index) pairs rather than hashing: no per-call SipHash of every phone and,
-/// unlike a cheaper unkeyed hash, no input that degrades it: O(n log n) whatever the phones.
-fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
-    let mut by_phone: Vec<(&str, usize)> = contacts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| is_valid_phone(&c.phone))
-        .map(|(j, c)| (c.phone.as_str(), j))
-        .collect();
-    by_phone.sort_unstable();
-    let mut duplicate_of = vec![None; contacts.len()];
-    for same in by_phone.chunk_by(|a, b| a.0 == b.0) {
-        // Sorted by index within the same phone: the first is the earliest.
-        let first = same[0].1;
-        for &(_, j) in &same[1..] {
-            duplicate_of[j] = Some(first);
-        }
-    }
-    duplicate_of
-}
-
-/// Validates contact `i`; `duplicate_of` is the earlier contact with the same phone, if any.
-fn parse_contact(i: usize, c: pb::Contact, duplicate_of: Option<usize>, v: &mut Violations) -> ValidContact {
-    let pb::Contact { phone, email, external_contact_code, variables } = c;
-    if phone.is_empty() {
-        v.push(format!("contacts[{i}].phone"), "is required");
-    } else if !is_valid_phone(&phone) {
-        v.push(format!("contacts[{i}].phone"), "must be an optional leading '+' followed by 8 to 15 digits");
-    } else if let Some(first) = duplicate_of {
-        v.push(format!("contacts[{i}].phone"), format!("duplicates contacts[{first}].phone"));
-    }
-    v.take(|| format!("contacts[{i}].email"), check_email(&email));
-    if !at_most_chars(&external_contact_code, MAX_ID_CHARS) {
-        v.push(format!("contacts[{i}].external_contact_code"), "must be at most 128 characters");
-    }
-    // Sorted first, so violations come out in a deterministic order too.
-    if variables.len() > MAX_VARIABLES {
-        v.push(format!("contacts[{i}].variables"), "must hold at most 100 variables");
-    } else {
-        for (key, value) in &variables {
-            if let Err(description) = check_variable(key, value) {
-                v.push(format!("contacts[{i}].variables[{}]", path_key(key)), description);
-            }
-        }
-    }
-    ValidContact { phone, email: non_empty(email), external_contact_code: non_empty(external_contact_code), variables }
-}
-
-/// Empty, or plausible: ≤ 254 chars, exactly one `@`, non-empty local part, a domain with a dot
-/// that neither starts nor ends it, no whitespace or control characters. Deliverability is the
-/// upstream's business; this only catches obvious mistakes such as a phone in the email field.
-fn check_email(email: &str) -> Result<(), &'static str> {
-    const RULE: &str = "must be a plausible email address (local@domain.tld, no spaces, at most 254 characters)";
-    if email.is_empty() {
-        return Ok(());
-    }
-    if !at_most_chars(email, MAX_EMAIL_CHARS) || email.chars().any(is_space_or_control) {
-        return Err(RULE);
-    }
-    match email.split_once('@') {
-        Some((local, domain))
-            if !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.') =>
-        {
-            Ok(())
-        }
-        _ => Err(RULE),
-    }
-}
-
-fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
-    if key.is_empty() {
-        Err("variable key must not be empty")
-    } else if !at_most_chars(key, MAX_VARIABLE_KEY_CHARS) {
-        Err("variable key must be at most 64 characters")
-    } else if key.chars().any(char::is_control) {
-        // Spaces are allowed: real upstream field codes have them (`tên thí sinh`).
-        Err("variable key must not contain control characters")
-    } else if !at_most_chars(value, MAX_VARIABLE_VALUE_CHARS) {
-        Err("variable value must be at most 2000 characters")
-    } else {
-        Ok(())
-    }
-}
-
-/// A variable key as shown inside a field path: valid keys verbatim; invalid ones escaped
-/// (no raw newlines in logs) and cut to 64 chars, so a huge key cannot blow up the error.
-///
-/// The fuzz targets (through `crate::testing`) check that every `variables[KEY]` path names a
-/// real key.
-pub fn path_key(key: &str) -> String {
-    if at_most_chars(key, MAX_VARIABLE_KEY_CHARS) && !key.chars().any(char::is_control) {
-        return key.to_owned();
-    }
-    let mut shown: String = key.chars().take(MAX_VARIABLE_KEY_CHARS).flat_map(char::escape_debug).collect();
-    if !at_most_chars(key, MAX_VARIABLE_KEY_CHARS) {
-        shown.push('…');
-    }
-    shown
-}
-
 /// ≤ 255 chars, no control characters (a name with a newline breaks the operator's UI and logs).
 fn check_name(name: &str) -> Result<(), &'static str> {
     if !at_most_chars(name, MAX_NAME_CHARS) {
@@ -466,7 +297,7 @@ fn check_external_session_id(id: &str) -> Result<(), &'static str> {
 
 /// `None` for an empty string: proto3 cannot tell "unset" from "empty", and the upstream
 /// treats an omitted field as "use the default".
-fn non_empty(s: String) -> Option<String> {
+pub(super) fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
 
@@ -475,6 +306,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use std::collections::BTreeMap;
 
     /// 2025-06-15T15:06:40Z, a fixed "now".
     const NOW_SECS: i64 = 1_750_000_000;
@@ -952,17 +784,5 @@ mod tests {
             };
             let _ = NewSession::parse(minimal(), &limits);
         }
-    }
-
-    #[test]
-    fn each_repeat_of_a_phone_names_its_first_occurrence() {
-        let contact = |phone: &str| pb::Contact { phone: phone.into(), ..Default::default() };
-        let contacts: Vec<pb::Contact> =
-            ["0912000002", "0912000001", "0912000002", "bad", "0912000001", "0912000002", "bad", "+84912000002"]
-                .into_iter()
-                .map(contact)
-                .collect();
-        // Invalid phones are never duplicates; `+84…` is not `0…`.
-        assert_eq!(super::earlier_duplicates(&contacts), vec![None, None, Some(0), None, Some(1), Some(0), None, None]);
     }
 }
