@@ -1,11 +1,31 @@
 //! Typed settings: the command line and its environment variables (README, "Configuration"), parsed and checked
 //! before any port is bound, with secrets wrapped so they cannot be printed by accident.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::upstream::ApiKey;
+/// An upstream API key. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiKey(Arc<str>);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<Arc<str>>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
 
 /// The `callbot-facade` command line. With no subcommand it serves (the flags of `serve` apply).
 #[derive(Debug, Parser)]

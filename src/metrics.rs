@@ -1,4 +1,4 @@
-//! Prometheus metrics, one registry per [`Application`](crate::app::Application), served as text
+//! Prometheus metrics, one registry per application (`app.rs`), served as text
 //! on the admin listener's `/metrics`.
 //!
 //! Server metrics use the names and labels of go-grpc-prometheus (`grpc_server_*`), so the usual

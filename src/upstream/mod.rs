@@ -36,32 +36,11 @@ use auth::AccessToken;
 use exchange::Endpoint;
 use retry::RetryBudget;
 
+pub use crate::config::ApiKey;
 use crate::{cache::SingleFlightCache, config::UpstreamSettings, metrics::Metrics};
 
 /// TCP connect timeout of one upstream connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// An upstream API key. Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiKey(Arc<str>);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<Arc<str>>) -> Self {
-        ApiKey(key.into())
-    }
-
-    /// The key itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
 
 /// Per-call facts the upstream exchange needs: who (key), until when (deadline), and the
 /// correlation headers to forward.

@@ -6,6 +6,7 @@ mod campaign;
 mod cli;
 mod create_session;
 mod fault_matrix;
+mod layout;
 mod ops;
 mod reads;
 mod server;
