@@ -1,10 +1,10 @@
 //! The log sink: lines are appended to one shared buffer and a writer thread writes that buffer
 //! out in batches, at most every [`BATCH_INTERVAL`] while lines keep coming.
 //!
-//! Why not a channel to a writer thread (tracing-appender, the previous sink): it allocates one
-//! `Vec` per line, its receiver spins before it sleeps, and every line sent to a sleeping
-//! receiver is a futex wake-up: at one call in flight the log thread woke for every access-log
-//! line, about a tenth of the facade's CPU per call (perf, BENCHMARKS.md "Third round"). Here a
+//! Why not a channel to a writer thread (tracing-appender's non-blocking writer): it allocates
+//! one `Vec` per line, its receiver spins before it sleeps, and every line sent to a sleeping
+//! receiver is a futex wake-up, so at one call in flight its thread wakes for every access-log
+//! line; it also keeps a large queue (BENCHMARKS.md weighs the two, CPU and memory). Here a
 //! caller only copies its line under a mutex held for that copy; it wakes the writer only when
 //! the writer sleeps with nothing to write (the first line after a quiet spell) or when the
 //! buffer passes [`WAKE_BYTES`]. While lines keep coming, the writer takes the whole buffer
