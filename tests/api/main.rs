@@ -9,6 +9,7 @@ mod fault_matrix;
 mod ops;
 mod reads;
 mod server;
+mod tenants;
 mod tls;
 
 use std::{net::SocketAddr, time::Duration};
