@@ -548,6 +548,12 @@ async fn the_binary_reads_keys_from_the_environment_and_reloads_on_sighup() {
     let all = lines.join("\n");
     assert!(all.contains("SIGHUP received"), "{all}");
     assert!(all.contains("\"reloaded\""), "{all}");
+    // Access lines carry the tenant's name (the key never appears anywhere).
+    let access = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "rpc" && v["method"].as_str().is_some_and(|m| m.ends_with("/ListScripts")));
+    assert_eq!(access.as_ref().map(|v| &v["tenant"]), Some(&Value::from("school")), "{all}");
     assert!(!all.contains("SCHOOLKEYFROMENV42"), "{all}");
 }
 
