@@ -1,6 +1,7 @@
 //! Assembly: bind the listeners (port 0 in tests), start the built-in simulator when no upstream
 //! is configured, put the services and layers together, and serve until a shutdown future
-//! resolves, then drain within the grace period.
+//! resolves, then drain within the grace period. The secret files (key file, caller tokens,
+//! tenants file) are read here first, and re-read while serving (`reload.rs`).
 
 use std::{
     future::Future,
@@ -21,11 +22,13 @@ use crate::{
     catalog::ScriptCatalog,
     config::Settings,
     metrics::Metrics,
-    middleware::{CallerTokens, RpcLayer},
+    middleware::{CallerTokens, CallerTokensError, Callers, RpcLayer},
     pb::{self, call_bot_service_server::CallBotServiceServer},
-    service::CallBotApi,
-    simulator,
-    upstream::UpstreamClient,
+    reload::{Reloader, Source, read_key},
+    service::{CallBotApi, ConfiguredKey},
+    simulator, tenants,
+    tenants::TenantTable,
+    upstream::{ApiKey, UpstreamClient},
 };
 
 /// The gRPC service name health reports on.
@@ -61,6 +64,10 @@ pub enum AppError {
     /// Caller tokens file unusable.
     #[error(transparent)]
     CallerTokens(#[from] crate::middleware::CallerTokensError),
+    /// A secret file (`--api-key-file`, `--caller-tokens-file`, `--tenants-file` and the key
+    /// files it names) unusable at start: one line naming the file and the entry.
+    #[error("{0}")]
+    Secrets(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -75,7 +82,14 @@ pub struct Application {
     upstream: Arc<UpstreamClient>,
     /// This application's metrics registry (per application, so tests in one process stay apart).
     metrics: Arc<Metrics>,
-    caller_tokens: Option<CallerTokens>,
+    /// The per-tenant script cache (built here so that a reload can drop a retired key's entry).
+    catalog: Arc<ScriptCatalog>,
+    /// The configured key, fixed or from `--api-key-file`.
+    api_key: ConfiguredKey,
+    /// Who may call, and as which tenant.
+    callers: Callers,
+    /// Re-reads the secret files while serving (nothing to do without any).
+    reloader: Reloader,
     tls: Option<ServerTlsConfig>,
     /// Stops the embedded simulator when the application ends.
     simulator_stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -108,11 +122,110 @@ fn server_tls(files: &crate::config::TlsFiles) -> Result<Option<ServerTlsConfig>
     Ok(Some(config))
 }
 
+/// The secret files, read once (a bad one is a start-up error), not yet watched.
+struct SecretSources {
+    api_key: Option<Source<ApiKey>>,
+    caller_tokens: Option<Source<CallerTokens>>,
+    tenants: Option<Source<TenantTable>>,
+}
+
+impl SecretSources {
+    fn load(settings: &Settings) -> Result<Self, AppError> {
+        let api_key = settings
+            .upstream
+            .api_key_file
+            .clone()
+            .map(|path| {
+                Source::load("api_key_file", move |inputs| {
+                    read_key(inputs, &path).map_err(|why| format!("--api-key-file: {why}"))
+                })
+            })
+            .transpose()
+            .map_err(AppError::Secrets)?;
+        let caller_tokens = settings
+            .security
+            .caller_tokens_file
+            .clone()
+            .map(|path| {
+                Source::load("caller_tokens_file", move |inputs| {
+                    let text = inputs.read(&path).map_err(|e| CallerTokensError::Read(e).to_string())?;
+                    CallerTokens::from_text(&text).map_err(|e| e.to_string())
+                })
+            })
+            .transpose()
+            .map_err(AppError::Secrets)?;
+        let tenants = settings
+            .security
+            .tenants_file
+            .clone()
+            .map(|path| {
+                Source::load("tenants_file", move |inputs| {
+                    tenants::load(&path, inputs, &|var: &str| std::env::var(var).ok())
+                })
+            })
+            .transpose()
+            .map_err(AppError::Secrets)?;
+        Ok(SecretSources { api_key, caller_tokens, tenants })
+    }
+
+    /// Puts the sources under watch. A reload that retires keys drops their cached token and
+    /// scripts at once (the new key gets a fresh token on its first call in any case: the
+    /// caches are keyed by the key itself).
+    fn watch(
+        self,
+        settings: &Settings,
+        upstream: &Arc<UpstreamClient>,
+        catalog: &Arc<ScriptCatalog>,
+        metrics: &Arc<Metrics>,
+    ) -> (ConfiguredKey, Callers, Reloader) {
+        let mut reloader = Reloader::new(settings.security.secrets_poll_interval, metrics.clone());
+        let forget = {
+            let (upstream, catalog) = (upstream.clone(), catalog.clone());
+            move |retired: &ApiKey| {
+                upstream.forget_key(retired);
+                catalog.forget(retired);
+            }
+        };
+        let api_key = match self.api_key {
+            Some(source) => {
+                let forget = forget.clone();
+                let source = source.on_replace(move |old: &ApiKey, new: &ApiKey| {
+                    if old != new {
+                        forget(old);
+                    }
+                });
+                let live = source.live();
+                reloader.watch(Arc::new(source));
+                ConfiguredKey::File(live)
+            }
+            None => ConfiguredKey::Fixed(settings.upstream.key()),
+        };
+        let callers = match (self.tenants, self.caller_tokens) {
+            (Some(source), _) => {
+                let source = source.on_replace(move |old: &TenantTable, new: &TenantTable| {
+                    let kept: Vec<&ApiKey> = new.keys().collect();
+                    old.keys().filter(|k| !kept.contains(k)).for_each(&forget);
+                });
+                let live = source.live();
+                reloader.watch(Arc::new(source));
+                Callers::Tenants(live)
+            }
+            (None, Some(source)) => {
+                let live = source.live();
+                reloader.watch(Arc::new(source));
+                Callers::Tokens(live)
+            }
+            (None, None) => Callers::Open,
+        };
+        (api_key, callers, reloader)
+    }
+}
+
 impl Application {
     /// Binds everything and starts the built-in simulator when no upstream URL is set.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         // Files first: a bad one stops the start before anything is bound or logged.
-        let caller_tokens = settings.security.caller_tokens_file.as_deref().map(CallerTokens::from_file).transpose()?;
+        let secrets = SecretSources::load(&settings)?;
         let tls = server_tls(&settings.security.tls)?;
         let mut simulator_stop = None;
         let upstream_url = match &settings.upstream.url {
@@ -145,9 +258,24 @@ impl Application {
             UpstreamClient::new(&upstream_url, &settings.upstream, metrics.clone())
                 .map_err(|e| AppError::Client(e.to_string()))?,
         );
+        let catalog = Arc::new(ScriptCatalog::new(settings.service.script_cache_ttl, metrics.clone()));
+        let (api_key, callers, reloader) = secrets.watch(&settings, &upstream, &catalog, &metrics);
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
-        Ok(Application { settings, grpc, admin, upstream_url, upstream, metrics, caller_tokens, tls, simulator_stop })
+        Ok(Application {
+            settings,
+            grpc,
+            admin,
+            upstream_url,
+            upstream,
+            metrics,
+            catalog,
+            api_key,
+            callers,
+            reloader,
+            tls,
+            simulator_stop,
+        })
     }
 
     /// The bound gRPC address (the real port when 0 was asked).
@@ -179,7 +307,20 @@ impl Application {
     /// and in-flight calls get `--shutdown-grace` to finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
         let (grpc_addr, admin_addr) = (self.grpc_addr(), self.admin_addr());
-        let Application { settings, grpc, admin, upstream, metrics, caller_tokens, tls, simulator_stop, .. } = self;
+        let Application {
+            settings,
+            grpc,
+            admin,
+            upstream,
+            metrics,
+            catalog,
+            api_key,
+            callers,
+            reloader,
+            tls,
+            simulator_stop,
+            ..
+        } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         // Reflection serves our contract, health, and the google.rpc error details (so grpcurl
         // decodes them); v1 for current tools, v1alpha for grpcurl 1.8.
@@ -192,8 +333,7 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Reflection(e.to_string()))?;
 
-        let catalog = Arc::new(ScriptCatalog::new(settings.service.script_cache_ttl, metrics.clone()));
-        let api = CallBotApi::new(upstream, catalog, &settings);
+        let api = CallBotApi::new(upstream, catalog, api_key, &settings);
         let callbot = CallBotServiceServer::new(api)
             .max_decoding_message_size(settings.server.max_message_bytes as usize)
             .max_encoding_message_size(16 * 1024 * 1024);
@@ -201,6 +341,11 @@ impl Application {
         let ready = Arc::new(AtomicBool::new(false));
         let admin_stop = Arc::new(tokio::sync::Notify::new());
         let admin_task = tokio::spawn(crate::admin::serve(admin, ready.clone(), metrics.clone(), admin_stop.clone()));
+        let reload_stop = Arc::new(tokio::sync::Notify::new());
+        let reload_task = (!reloader.is_empty()).then(|| {
+            let stop = reload_stop.clone();
+            tokio::spawn(reloader.run(async move { stop.notified().await }))
+        });
 
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -209,7 +354,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = builder
             .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-            .layer(RpcLayer::new(settings.server.max_concurrency as usize, caller_tokens, metrics))
+            .layer(RpcLayer::new(settings.server.max_concurrency as usize, callers, metrics))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -243,6 +388,10 @@ impl Application {
             }
         };
         admin_stop.notify_one();
+        reload_stop.notify_one();
+        if let Some(task) = reload_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         if let Some(stop) = simulator_stop {
             let _ = stop.send(());

@@ -172,6 +172,15 @@ where
         }
     }
 
+    /// Forgets `key` altogether (a key a reload retired), now rather than when it becomes the
+    /// least recently used; a fetch in flight for it finishes for its own callers.
+    pub fn remove(&self, key: &K) {
+        let mut lru = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, tick)) = lru.map.remove(key) {
+            lru.order.remove(&tick);
+        }
+    }
+
     /// Drops the value for `key` when `is_stale` says so (e.g. the token a 401 answered to), so
     /// the next caller fetches a new one; a value already replaced by another caller is kept.
     pub fn invalidate_if(&self, key: &K, is_stale: impl FnOnce(&V) -> bool) {

@@ -54,6 +54,11 @@ impl ScriptCatalog {
         ScriptCatalog { ttl, cache: SingleFlightCache::new(), metrics }
     }
 
+    /// Forgets the scripts of a key a reload retired.
+    pub fn forget(&self, key: &ApiKey) {
+        self.cache.remove(key);
+    }
+
     /// The scripts of the call's tenant.
     pub async fn get(&self, upstream: &UpstreamClient, ctx: &CallContext) -> Result<Arc<Catalog>, UpstreamError> {
         if self.ttl.is_zero() {

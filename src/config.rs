@@ -115,6 +115,11 @@ pub struct UpstreamSettings {
     /// [`Settings::check`] always set (the simulator's fixed key when none is given).
     #[arg(long = "api-key", env = "CALLBOT_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
     pub api_key: Option<ApiKey>,
+    /// File holding the upstream API key (read whole, surrounding whitespace trimmed), re-read
+    /// when it changes and on SIGHUP; instead of `--api-key`, so that a rotated Secret needs no
+    /// restart.
+    #[arg(long = "api-key-file", env = "CALLBOT_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Upper bound of one upstream exchange, retries and token refresh included; a caller's
     /// shorter deadline wins.
     #[arg(long = "upstream-timeout", env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -136,7 +141,8 @@ pub struct UpstreamSettings {
 }
 
 impl UpstreamSettings {
-    /// The configured tenant key: the one given, else the built-in simulator's.
+    /// The configured tenant key: the one given, else the built-in simulator's (with
+    /// `--api-key-file` or `--tenants-file` the application reads the keys from the files instead).
     pub fn key(&self) -> ApiKey {
         self.api_key.clone().unwrap_or_else(|| ApiKey::new(SIMULATOR_API_KEY))
     }
@@ -151,7 +157,8 @@ pub struct ServiceSettings {
     /// Most contacts accepted in one CreateSession.
     #[arg(long, env = "CALLBOT_MAX_CONTACTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_contacts: u32,
-    /// Let a caller's `x-api-key` metadata choose the upstream tenant.
+    /// Let a caller's `x-api-key` metadata choose the upstream tenant (the weaker option: the
+    /// caller holds the upstream key; `--tenants-file` keeps the keys in the facade).
     #[arg(long, env = "CALLBOT_ALLOW_CALLER_API_KEY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_caller_api_key: bool,
 }
@@ -162,6 +169,15 @@ pub struct SecuritySettings {
     /// File of accepted caller bearer tokens, one per line; unset = no caller authentication.
     #[arg(long, env = "CALLBOT_CALLER_TOKENS_FILE")]
     pub caller_tokens_file: Option<PathBuf>,
+    /// YAML file of tenants: each one's upstream key (by environment variable or file) and the
+    /// callers (bearer token digests, mTLS SPIFFE IDs and DNS names) that act for it; replaces
+    /// `--api-key`, `--caller-tokens-file` and `--allow-caller-api-key` (README, "Tenants").
+    #[arg(long, env = "CALLBOT_TENANTS_FILE")]
+    pub tenants_file: Option<PathBuf>,
+    /// How often the secret files (key file, caller tokens, tenants file and its key files) are
+    /// checked for a change. Hidden: the default suits production; tests shorten it.
+    #[arg(long, env = "CALLBOT_SECRETS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
+    pub secrets_poll_interval: Duration,
     /// TLS on the gRPC listener.
     #[command(flatten)]
     pub tls: TlsFiles,
@@ -248,8 +264,21 @@ pub struct ScriptsArgs {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// A real upstream needs a key to authenticate with.
-    #[error("--api-key (CALLBOT_API_KEY) is required when --upstream-url is set")]
+    #[error("--api-key (CALLBOT_API_KEY), --api-key-file or --tenants-file is required when --upstream-url is set")]
     MissingApiKey,
+    /// Two flags that say the same thing two ways, or that the tenants file replaces.
+    #[error("{first} cannot be used with {second}: {why}")]
+    Conflict {
+        /// The flag (and its variable) that wins the explanation.
+        first: &'static str,
+        /// The flag it conflicts with.
+        second: &'static str,
+        /// Why they do not go together.
+        why: &'static str,
+    },
+    /// A poll interval of zero would spin.
+    #[error("--secrets-poll-interval must be more than 0s")]
+    ZeroPollInterval,
     /// The upstream URL is not an http(s) URL.
     #[error("--upstream-url must be an http:// or https:// URL")]
     BadUpstreamUrl,
@@ -266,6 +295,11 @@ impl Settings {
     /// the upstream URL (trimmed, no trailing slash, `None` for the simulator) and the key
     /// (always set).
     pub fn check(mut self) -> Result<Self, ConfigError> {
+        self.check_conflicts()?;
+        if self.security.secrets_poll_interval.is_zero() {
+            return Err(ConfigError::ZeroPollInterval);
+        }
+        let keys_from_files = self.upstream.api_key_file.is_some() || self.security.tenants_file.is_some();
         let upstream = &mut self.upstream;
         upstream.url = match upstream.url.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -284,10 +318,39 @@ impl Settings {
         upstream.api_key = match (&upstream.url, upstream.api_key.take()) {
             (_, Some(k)) if k.expose().is_empty() => return Err(ConfigError::EmptyApiKey),
             (_, Some(k)) => Some(k),
+            (_, None) if keys_from_files => None,
             (None, None) => Some(ApiKey::new(SIMULATOR_API_KEY)),
             (Some(_), None) => return Err(ConfigError::MissingApiKey),
         };
         Ok(self)
+    }
+
+    /// The flags that cannot go together: each error names both (and their variables, since
+    /// either may come from the environment).
+    fn check_conflicts(&self) -> Result<(), ConfigError> {
+        const TENANTS: &str = "--tenants-file (CALLBOT_TENANTS_FILE)";
+        const API_KEY: &str = "--api-key (CALLBOT_API_KEY)";
+        const API_KEY_FILE: &str = "--api-key-file (CALLBOT_API_KEY_FILE)";
+        let conflict = |first, second, why| Err(ConfigError::Conflict { first, second, why });
+        if self.security.tenants_file.is_some() {
+            let why = "the tenants file gives each tenant its key and its callers";
+            if self.upstream.api_key.is_some() {
+                return conflict(TENANTS, API_KEY, why);
+            }
+            if self.upstream.api_key_file.is_some() {
+                return conflict(TENANTS, API_KEY_FILE, why);
+            }
+            if self.security.caller_tokens_file.is_some() {
+                return conflict(TENANTS, "--caller-tokens-file (CALLBOT_CALLER_TOKENS_FILE)", why);
+            }
+            if self.service.allow_caller_api_key {
+                return conflict(TENANTS, "--allow-caller-api-key (CALLBOT_ALLOW_CALLER_API_KEY)", why);
+            }
+        }
+        if self.upstream.api_key.is_some() && self.upstream.api_key_file.is_some() {
+            return conflict(API_KEY_FILE, API_KEY, "give the key one way");
+        }
+        Ok(())
     }
 
     /// Parses `serve` flags from an argument list (the environment still applies), unchecked.
@@ -413,6 +476,41 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_tenants_file_replaces_the_key_and_caller_flags() {
+        let tenants = ["--tenants-file", "tenants.yaml"];
+        let with = |extra: &[&str]| parse(&[&tenants[..], extra].concat());
+        for (extra, other) in [
+            (&["--api-key", "k"][..], "--api-key (CALLBOT_API_KEY)"),
+            (&["--api-key-file", "k.txt"], "--api-key-file (CALLBOT_API_KEY_FILE)"),
+            (&["--caller-tokens-file", "t.txt"], "--caller-tokens-file (CALLBOT_CALLER_TOKENS_FILE)"),
+            (&["--allow-caller-api-key"], "--allow-caller-api-key (CALLBOT_ALLOW_CALLER_API_KEY)"),
+        ] {
+            let err = with(extra).unwrap_err();
+            assert!(err.starts_with("--tenants-file (CALLBOT_TENANTS_FILE) cannot be used with "), "{err}");
+            assert!(err.contains(other), "{extra:?}: {err}");
+        }
+        // Without a key of its own, even with a real upstream.
+        let s = with(&["--upstream-url", "https://api.example.com", "--allow-caller-api-key=false"]).unwrap();
+        assert_eq!(s.upstream.api_key, None);
+        assert_eq!(s.security.tenants_file.unwrap().to_str(), Some("tenants.yaml"));
+        assert_eq!(s.security.secrets_poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_api_key_file_replaces_the_api_key() {
+        let err = parse(&["--api-key", "k", "--api-key-file", "k.txt"]).unwrap_err();
+        assert_eq!(
+            err,
+            "--api-key-file (CALLBOT_API_KEY_FILE) cannot be used with --api-key (CALLBOT_API_KEY): give the key one way"
+        );
+        let s = parse(&["--upstream-url", "https://api.example.com", "--api-key-file", "k.txt"]).unwrap();
+        assert_eq!((s.upstream.api_key, s.upstream.api_key_file.unwrap().to_str()), (None, Some("k.txt")));
+        assert_eq!(parse(&["--secrets-poll-interval", "0s"]).unwrap_err(), ConfigError::ZeroPollInterval.to_string());
+        let s = parse(&["--secrets-poll-interval", "50ms"]).unwrap();
+        assert_eq!(s.security.secrets_poll_interval, Duration::from_millis(50));
     }
 
     #[test]

@@ -27,6 +27,9 @@
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `metrics`, `admin`: the Prometheus registry and the admin endpoints.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
+//! - `tenants`: the tenants file: tenants, their keys by reference, the caller identities of each.
+//! - `reload`: secrets from files kept live: re-read on a change of content and on SIGHUP, the
+//!   last good value kept when a new one is bad.
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
@@ -43,10 +46,12 @@ pub(crate) mod logwriter;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod pb;
+pub(crate) mod reload;
 pub(crate) mod service;
 pub mod simulator;
 pub(crate) mod status;
 pub mod telemetry;
+pub(crate) mod tenants;
 pub(crate) mod trace_context;
 pub(crate) mod upstream;
 

@@ -82,6 +82,21 @@ struct EndpointStatusLabels {
     status: String,
 }
 
+/// `tenant`, `grpc_method`, `grpc_code`: one series per tenant of the tenants file (bounded by
+/// the file, never by callers) and method and code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+    grpc_method: String,
+    grpc_code: &'static str,
+}
+
+/// `file`: which secret file (`api_key_file`, `caller_tokens_file`, `tenants_file`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FileLabels {
+    file: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
@@ -112,6 +127,9 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     shed: Counter,
+    tenant_handled: Family<TenantLabels, Counter>,
+    config_reloads: Family<FileLabels, Counter>,
+    config_reload_failures: Family<FileLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -198,6 +216,24 @@ impl Metrics {
         );
         let shed = Counter::default();
         registry.register("callbot_shed", "RPCs refused at --max-concurrency.", shed.clone());
+        let tenant_handled = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "callbot_tenant_handled",
+            "CallBotService RPCs completed, by the caller's tenant (with --tenants-file), method and code.",
+            tenant_handled.clone(),
+        );
+        let config_reloads = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "callbot_config_reloads",
+            "Secret files re-read and put in force after a change or a SIGHUP.",
+            config_reloads.clone(),
+        );
+        let config_reload_failures = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "callbot_config_reload_failures",
+            "Secret files that changed but could not be used; the last good configuration stays in force.",
+            config_reload_failures.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("callbot_build_info", "Always 1; the version is in the label.", build_info);
@@ -231,6 +267,9 @@ impl Metrics {
             cache_hits,
             cache_misses,
             shed,
+            tenant_handled,
+            config_reloads,
+            config_reload_failures,
         }
     }
 
@@ -318,6 +357,32 @@ impl Metrics {
     /// An RPC was shed at the concurrency limit.
     pub fn shed(&self) {
         self.shed.inc();
+    }
+
+    /// An RPC of `tenant` ended with `code`.
+    pub fn tenant_handled(&self, tenant: &str, method: &MethodLabels, code: tonic::Code) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+            grpc_method: method.grpc_method.clone(),
+            grpc_code: go_code_name(code),
+        };
+        self.tenant_handled.get_or_create(&labels).inc();
+    }
+
+    /// Zero series for a watched file, so that `increase()` and alerts work from the start.
+    pub fn config_reload_series(&self, file: &'static str) {
+        let _ = self.config_reloads.get_or_create(&FileLabels { file });
+        let _ = self.config_reload_failures.get_or_create(&FileLabels { file });
+    }
+
+    /// A secret file was re-read and is in force.
+    pub fn config_reloaded(&self, file: &'static str) {
+        self.config_reloads.get_or_create(&FileLabels { file }).inc();
+    }
+
+    /// A secret file changed but could not be used.
+    pub fn config_reload_failed(&self, file: &'static str) {
+        self.config_reload_failures.get_or_create(&FileLabels { file }).inc();
     }
 }
 

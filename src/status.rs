@@ -38,6 +38,18 @@ pub enum FacadeError {
     /// Caller authentication is on and the bearer token is missing or wrong.
     #[error("missing or invalid caller bearer token")]
     CallerUnauthenticated,
+    /// With a tenants file: the caller presented no identity the file lists.
+    #[error("no listed caller identity")]
+    CallerNotListed,
+    /// With a tenants file: `x-callbot-tenant` names a tenant the caller does not act for.
+    #[error("x-callbot-tenant names a tenant the caller does not act for")]
+    TenantNotAllowed,
+    /// With a tenants file: the caller's identities belong to several tenants and it named none.
+    #[error("the caller's identities belong to several tenants")]
+    TenantAmbiguous,
+    /// With a tenants file: a caller sent `x-api-key` (the file holds the keys).
+    #[error("caller-supplied x-api-key is not allowed with a tenants file")]
+    CallerApiKeyWithTenants,
     /// Too many calls in flight; shed.
     #[error("too many calls in flight")]
     Overloaded,
@@ -97,6 +109,26 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
         FacadeError::CallerUnauthenticated => {
             row(Unauthenticated, "CALLER_UNAUTHENTICATED", "missing or invalid bearer token")
         }
+        FacadeError::CallerNotListed => row(
+            Unauthenticated,
+            "CALLER_UNAUTHENTICATED",
+            "no caller identity this facade lists (bearer token or client certificate)",
+        ),
+        FacadeError::TenantNotAllowed => row(
+            PermissionDenied,
+            "TENANT_NOT_ALLOWED",
+            "the caller may not act for the tenant named in x-callbot-tenant",
+        ),
+        FacadeError::TenantAmbiguous => row(
+            PermissionDenied,
+            "TENANT_NOT_ALLOWED",
+            "the caller's identities belong to several tenants: name one in x-callbot-tenant",
+        ),
+        FacadeError::CallerApiKeyWithTenants => row(
+            PermissionDenied,
+            "CALLER_API_KEY_NOT_ALLOWED",
+            "x-api-key metadata is not accepted: the caller's identity chooses the tenant and its key",
+        ),
         FacadeError::Overloaded => retry(row(Unavailable, "OVERLOADED", "too many calls in flight; retry later"), None),
         FacadeError::MessageTooLarge => row(
             ResourceExhausted,
@@ -253,6 +285,10 @@ mod tests {
             (FacadeError::ScriptNotFound, false, NotFound, "SCRIPT_NOT_FOUND", None),
             (FacadeError::CallerApiKeyNotAllowed, false, PermissionDenied, "CALLER_API_KEY_NOT_ALLOWED", None),
             (FacadeError::CallerUnauthenticated, false, Unauthenticated, "CALLER_UNAUTHENTICATED", None),
+            (FacadeError::CallerNotListed, false, Unauthenticated, "CALLER_UNAUTHENTICATED", None),
+            (FacadeError::TenantNotAllowed, false, PermissionDenied, "TENANT_NOT_ALLOWED", None),
+            (FacadeError::TenantAmbiguous, false, PermissionDenied, "TENANT_NOT_ALLOWED", None),
+            (FacadeError::CallerApiKeyWithTenants, false, PermissionDenied, "CALLER_API_KEY_NOT_ALLOWED", None),
             (FacadeError::Overloaded, false, Unavailable, "OVERLOADED", d),
             (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
             (FacadeError::MalformedMessage, false, Internal, "MALFORMED_REQUEST_MESSAGE", None),

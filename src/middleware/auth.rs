@@ -1,14 +1,28 @@
-//! Caller authentication: the accepted bearer tokens (`--caller-tokens-file`) and which calls
-//! must present one.
+//! Caller authentication: who may call `CallBotService` and, with a tenants file, as which
+//! tenant. Three modes, one per configuration: open (no caller authentication), the accepted
+//! bearer tokens of `--caller-tokens-file`, or the identities of `--tenants-file` (bearer token
+//! digests, and the SPIFFE ID and DNS names of an mTLS client certificate), each acting for its
+//! tenant. Health and reflection stay open in every mode.
 
-use std::{collections::HashSet, path::Path, sync::Arc};
+use std::{collections::HashSet, sync::Arc};
 
 use http::{HeaderValue, Request};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use x509_parser::extensions::GeneralName;
+
+use crate::{
+    reload::Live,
+    status::FacadeError,
+    tenants::{Identity, Tenant, TenantTable},
+};
 
 /// The methods that need a token; health and reflection stay open so probes and tooling work.
 const SERVICE_PREFIX: &str = "/callbot.v1.CallBotService/";
+
+/// The metadata a caller names its expected tenant with (README, "Tenants").
+const TENANT_HEADER: &str = "x-callbot-tenant";
 
 /// Accepted caller tokens, kept only as SHA-256 digests and compared in constant time.
 #[derive(Clone)]
@@ -34,12 +48,8 @@ pub enum CallerTokensError {
 }
 
 impl CallerTokens {
-    /// Reads one token per line (blank lines and `#` comments skipped).
-    pub fn from_file(path: &Path) -> Result<Self, CallerTokensError> {
-        Self::from_text(&std::fs::read_to_string(path)?)
-    }
-
-    /// Parses the file's text.
+    /// Parses the file's text: one token per line (blank lines and `#` comments skipped). The
+    /// file itself is read (and re-read) by `reload.rs`.
     pub fn from_text(text: &str) -> Result<Self, CallerTokensError> {
         let digests: HashSet<[u8; 32]> = text
             .lines()
@@ -55,15 +65,46 @@ impl CallerTokens {
 
     /// Whether `authorization` holds `Bearer <an accepted token>`.
     pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
-        let Some(token) = authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        else {
+        let Some(digest) = authorization.and_then(bearer_digest) else {
             return false;
         };
-        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         // Check every digest, so the time taken does not depend on which (if any) matched.
         self.digests.iter().fold(0u8, |found, d| found | d.ct_eq(&digest).unwrap_u8()) == 1
+    }
+}
+
+/// The SHA-256 of the token in `Bearer <token>`; `None` for another scheme or no token.
+fn bearer_digest(authorization: &HeaderValue) -> Option<[u8; 32]> {
+    let value = authorization.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    (!token.is_empty()).then(|| Sha256::digest(token.as_bytes()).into())
+}
+
+/// Who may call `CallBotService`, as configured; the files behind it may be reloaded.
+#[derive(Clone, Debug)]
+pub enum Callers {
+    /// Anyone who can connect (no caller authentication).
+    Open,
+    /// The holders of a token of `--caller-tokens-file`.
+    Tokens(Live<CallerTokens>),
+    /// The identities of `--tenants-file`, each acting for its tenant.
+    Tenants(Live<TenantTable>),
+}
+
+/// Whether `req` may proceed and, with a tenants file, as which tenant. Methods outside
+/// `callbot.v1.CallBotService` always proceed, as themselves.
+pub(super) fn authorize<B>(callers: &Callers, req: &Request<B>) -> Result<Option<Tenant>, FacadeError> {
+    match callers {
+        Callers::Open => Ok(None),
+        Callers::Tokens(tokens) => {
+            if admits(Some(&*tokens.get()), req) {
+                Ok(None)
+            } else {
+                Err(FacadeError::CallerUnauthenticated)
+            }
+        }
+        Callers::Tenants(_) if !req.uri().path().starts_with(SERVICE_PREFIX) => Ok(None),
+        Callers::Tenants(table) => tenant_of(&table.get(), req).map(Some),
     }
 }
 
@@ -76,6 +117,72 @@ pub(super) fn admits<B>(tokens: Option<&CallerTokens>, req: &Request<B>) -> bool
         }
         _ => true,
     }
+}
+
+/// The tenant a `CallBotService` call runs as, in this order: the caller is known (a bearer
+/// token it presents must be listed: a wrong token is never overlooked because a certificate
+/// matched), the tenant it names (if it names one) is one it acts for, and it sends no key of
+/// its own.
+fn tenant_of<B>(table: &TenantTable, req: &Request<B>) -> Result<Tenant, FacadeError> {
+    // Distinct tenants of the caller's listed identities: one, rarely two.
+    let mut found: Vec<usize> = Vec::with_capacity(1);
+    let mut add = |i: usize| {
+        if !found.contains(&i) {
+            found.push(i);
+        }
+    };
+    if let Some(authorization) = req.headers().get(http::header::AUTHORIZATION) {
+        let digest = bearer_digest(authorization).ok_or(FacadeError::CallerNotListed)?;
+        add(table.tenant_of(&Identity::Bearer(digest)).ok_or(FacadeError::CallerNotListed)?);
+    }
+    for identity in certificate_identities(req) {
+        if let Some(i) = table.tenant_of(&identity) {
+            add(i);
+        }
+    }
+    let named = req.headers().get(TENANT_HEADER).filter(|v| !v.as_bytes().trim_ascii().is_empty());
+    let index = match (named, found.as_slice()) {
+        (_, []) => return Err(FacadeError::CallerNotListed),
+        (Some(name), found) => {
+            let name = name.to_str().map_err(|_| FacadeError::TenantNotAllowed)?.trim();
+            table.by_name(name).filter(|i| found.contains(i)).ok_or(FacadeError::TenantNotAllowed)?
+        }
+        (None, [only]) => *only,
+        (None, _) => return Err(FacadeError::TenantAmbiguous),
+    };
+    if req.headers().get("x-api-key").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()) {
+        return Err(FacadeError::CallerApiKeyWithTenants);
+    }
+    Ok(table.tenant(index).clone())
+}
+
+/// The identities of the call's mTLS client certificate (none without mTLS): its SPIFFE ID (a
+/// URI SAN `spiffe://...`) and its DNS SANs. rustls has verified the chain by then.
+fn certificate_identities<B>(req: &Request<B>) -> Vec<Identity> {
+    let certs = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs);
+    match certs.as_deref().and_then(|c| c.first()) {
+        Some(leaf) => san_identities(leaf.as_ref()),
+        None => Vec::new(),
+    }
+}
+
+/// The SPIFFE and DNS identities in a DER certificate's subject alternative names.
+fn san_identities(der: &[u8]) -> Vec<Identity> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(Identity::Spiffe((*uri).to_owned())),
+            GeneralName::DNSName(dns) => Some(Identity::Dns(dns.to_ascii_lowercase())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -94,6 +201,77 @@ mod tests {
         assert!(!tokens.accepts(None));
         assert!(matches!(CallerTokens::from_text("# nothing\n\n"), Err(CallerTokensError::Empty)));
         assert!(!format!("{tokens:?}").contains("alpha"));
+    }
+
+    fn table(yaml: &str) -> TenantTable {
+        let env = |_: &str| Some("key".to_owned());
+        crate::tenants::parse(yaml).unwrap().resolve(std::path::Path::new("."), &mut Default::default(), &env).unwrap()
+    }
+
+    fn digest(token: &str) -> String {
+        Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_tenant_of_a_call_follows_its_identity_and_its_metadata() {
+        let table = Live::new(table(&format!(
+            "tenants:\n- name: a\n  api_key_env: A\n  callers:\n  - bearer_sha256: {}\n\
+             - name: b\n  api_key_env: B\n  callers:\n  - bearer_sha256: {}\n",
+            digest("token-a"),
+            digest("token-b")
+        )));
+        let callers = Callers::Tenants(table);
+        let call = |path: &str, headers: &[(&str, &str)]| {
+            let mut b = Request::builder().uri(path);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            let req = b.body(()).unwrap();
+            authorize(&callers, &req).map(|t| t.map(|t| t.name.to_string()))
+        };
+        let get = "/callbot.v1.CallBotService/GetScript";
+        let auth = "authorization";
+        assert_eq!(call(get, &[(auth, "Bearer token-a")]).unwrap().as_deref(), Some("a"));
+        assert_eq!(call(get, &[(auth, "Bearer token-b"), ("x-callbot-tenant", "b")]).unwrap().as_deref(), Some("b"));
+        assert_eq!(call(get, &[(auth, "Bearer token-a"), ("x-api-key", "")]).unwrap().as_deref(), Some("a"));
+        let refused = |headers: &[(&str, &str)]| call(get, headers).unwrap_err().to_string();
+        assert_eq!(refused(&[]), FacadeError::CallerNotListed.to_string());
+        assert_eq!(refused(&[(auth, "Bearer token-c")]), FacadeError::CallerNotListed.to_string());
+        assert_eq!(refused(&[(auth, "token-a")]), FacadeError::CallerNotListed.to_string());
+        assert_eq!(refused(&[("x-callbot-tenant", "a")]), FacadeError::CallerNotListed.to_string());
+        assert_eq!(
+            refused(&[(auth, "Bearer token-a"), ("x-callbot-tenant", "b")]),
+            FacadeError::TenantNotAllowed.to_string()
+        );
+        assert_eq!(
+            refused(&[(auth, "Bearer token-a"), ("x-callbot-tenant", "zzz")]),
+            FacadeError::TenantNotAllowed.to_string()
+        );
+        assert_eq!(
+            refused(&[(auth, "Bearer token-a"), ("x-api-key", "k")]),
+            FacadeError::CallerApiKeyWithTenants.to_string()
+        );
+        // Health and reflection stay open, as themselves.
+        assert_eq!(call("/grpc.health.v1.Health/Check", &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn certificate_sans_give_spiffe_and_dns_identities() {
+        use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            SanType::URI(Ia5String::try_from("spiffe://cluster.local/ns/a/sa/b").unwrap()),
+            SanType::URI(Ia5String::try_from("https://not-spiffe.example").unwrap()),
+            SanType::DnsName(Ia5String::try_from("Notifier.Grades.SVC").unwrap()),
+            SanType::Rfc822Name(Ia5String::try_from("ops@example.com").unwrap()),
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            san_identities(cert.der()),
+            [Identity::Spiffe("spiffe://cluster.local/ns/a/sa/b".into()), Identity::Dns("notifier.grades.svc".into())]
+        );
+        assert_eq!(san_identities(b"not a certificate"), []);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!    request id is echoed in the response headers.
 //! 2. `observe`, the start: the call counted as started and in flight, right away so that the
 //!    refused (unauthenticated, shed) calls are in the error rate too.
-//! 3. `auth`, caller authentication (when `--caller-tokens-file` is set): before any work is
-//!    spent; health and reflection stay open so probes and tooling work.
+//! 3. `auth`, caller authentication (with `--caller-tokens-file` or `--tenants-file`): before any
+//!    work is spent; health and reflection stay open so probes and tooling work. With a tenants
+//!    file it also settles the caller's tenant, which goes into the request's extensions (the
+//!    handlers take its key from there), the call's span and its access line.
 //! 4. `shed`, load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE +
 //!    RetryInfo instead of queueing; the permit lives in the response body, so a stream counts
 //!    until it ends; health is exempt so that probes do not fail a busy replica.
@@ -39,7 +41,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-pub use auth::{CallerTokens, CallerTokensError};
+pub use auth::{CallerTokens, CallerTokensError, Callers};
 
 use crate::{
     metrics::Metrics,
@@ -50,7 +52,7 @@ use crate::{
 #[derive(Debug)]
 struct State {
     limiter: shed::Limiter,
-    caller_tokens: Option<CallerTokens>,
+    callers: Callers,
     metrics: Arc<Metrics>,
 }
 
@@ -61,10 +63,10 @@ pub struct RpcLayer {
 }
 
 impl RpcLayer {
-    /// `max_concurrency` RPCs in flight at most; `caller_tokens` turns caller authentication on;
-    /// everything is counted into `metrics` (the application's registry).
-    pub fn new(max_concurrency: usize, caller_tokens: Option<CallerTokens>, metrics: Arc<Metrics>) -> Self {
-        RpcLayer { state: Arc::new(State { limiter: shed::Limiter::new(max_concurrency), caller_tokens, metrics }) }
+    /// `max_concurrency` RPCs in flight at most; `callers` says who may call (and as which
+    /// tenant); everything is counted into `metrics` (the application's registry).
+    pub fn new(max_concurrency: usize, callers: Callers, metrics: Arc<Metrics>) -> Self {
+        RpcLayer { state: Arc::new(State { limiter: shed::Limiter::new(max_concurrency), callers, metrics }) }
     }
 }
 
@@ -100,13 +102,21 @@ where
         // 1. Request id and trace context.
         let ids = request_id::identify(&mut req);
         // 2. Counted as started and in flight.
-        let access =
+        let mut access =
             observe::Access::start(&self.state.metrics, req.uri().path().to_owned(), ids.text, ids.trace_id, started);
-        // 3. Caller authentication.
-        if !auth::admits(self.state.caller_tokens.as_ref(), &req) {
-            let res = refuse(FacadeError::CallerUnauthenticated, ids.header, access);
-            return Box::pin(async move { Ok(res) });
+        // 3. Caller authentication, and the caller's tenant.
+        let tenant = match auth::authorize(&self.state.callers, &req) {
+            Ok(tenant) => tenant,
+            Err(err) => {
+                let res = refuse(err, ids.header, access);
+                return Box::pin(async move { Ok(res) });
+            }
+        };
+        let tenant_name = tenant.as_ref().map(|t| t.name.clone());
+        if let Some(tenant) = tenant {
+            req.extensions_mut().insert(tenant);
         }
+        access.tenant = tenant_name.clone();
         // 4. Load shedding.
         let Some(permit) = self.state.limiter.admit(req.uri().path()) else {
             access.metrics.shed();
@@ -116,7 +126,13 @@ where
 
         // The caller's messages counted as they stream in (`observe`), and the call's span.
         let req = req.map(|body| access.count_received(body));
-        let span = request_id::rpc_span(&access.request_id, &access.trace_id, &access.method, ids.caller.as_ref());
+        let span = request_id::rpc_span(
+            &access.request_id,
+            &access.trace_id,
+            &access.method,
+            tenant_name.as_deref(),
+            ids.caller.as_ref(),
+        );
 
         // Take the service that was driven to readiness, leave a fresh clone in its place.
         let clone = self.inner.clone();

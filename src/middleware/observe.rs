@@ -26,6 +26,8 @@ pub(super) struct Access {
     pub(super) method: String,
     pub(super) request_id: String,
     pub(super) trace_id: String,
+    /// The caller's tenant (with a tenants file), once authentication settled it.
+    pub(super) tenant: Option<Arc<str>>,
     started: Instant,
     /// The gRPC code known so far (the answer's headers, then the trailers).
     code: Option<i32>,
@@ -51,6 +53,7 @@ impl Access {
             method,
             request_id,
             trace_id,
+            tenant: None,
             started,
             code: None,
             metrics: metrics.clone(),
@@ -73,7 +76,10 @@ impl Access {
     pub(super) fn finish(self, code: Option<i32>) {
         let grpc_code = code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
         self.metrics.rpc_handled(&self.labels, grpc_code, self.started.elapsed());
-        access_log(&self.method, &self.request_id, &self.trace_id, code, self.started);
+        if let Some(tenant) = &self.tenant {
+            self.metrics.tenant_handled(tenant, &self.labels, grpc_code);
+        }
+        access_log(&self.method, &self.request_id, &self.trace_id, self.tenant.as_deref(), code, self.started);
     }
 }
 
@@ -174,15 +180,22 @@ impl HttpBody for CountedBody {
     }
 }
 
-fn access_log(method: &str, request_id: &str, trace_id: &str, code: Option<i32>, started: Instant) {
+fn access_log(
+    method: &str,
+    request_id: &str,
+    trace_id: &str,
+    tenant: Option<&str>,
+    code: Option<i32>,
+    started: Instant,
+) {
     let latency_us = started.elapsed().as_micros() as u64;
     match code {
         Some(code) => {
             let name = code_name(tonic::Code::from_i32(code));
-            tracing::info!(target: "access", method, request_id, trace_id, grpc_code = %name, latency_us, "rpc")
+            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = %name, latency_us, "rpc")
         }
         None => {
-            tracing::info!(target: "access", method, request_id, trace_id, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
+            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
         }
     }
 }

@@ -42,9 +42,15 @@ pub(super) fn echo<B>(res: &mut Response<B>, id: HeaderValue) {
 
 /// The span of the call: everything the handler logs (upstream attempts included) carries the
 /// call's ids, and the exported span (feature `otlp`) continues the caller's trace, as a child
-/// of its span.
-pub(super) fn rpc_span(request_id: &str, trace_id: &str, method: &str, caller: Option<&TraceParent>) -> tracing::Span {
-    let span = tracing::info_span!("rpc", request_id = %request_id, trace_id = %trace_id, method = %method);
+/// of its span. `tenant` (with a tenants file) is the caller's tenant's name, never its key.
+pub(super) fn rpc_span(
+    request_id: &str,
+    trace_id: &str,
+    method: &str,
+    tenant: Option<&str>,
+    caller: Option<&TraceParent>,
+) -> tracing::Span {
+    let span = tracing::info_span!("rpc", request_id = %request_id, trace_id = %trace_id, method = %method, tenant);
     #[cfg(feature = "otlp")]
     if let Some(caller) = caller {
         crate::telemetry::otlp::set_remote_parent(&span, caller);

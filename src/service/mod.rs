@@ -2,6 +2,11 @@
 //! intent (validate, call the upstream, convert). This file holds what every handler shares: the
 //! call's context (tenant key, deadline, correlation ids) and the error boundary.
 //!
+//! The tenant key of a call: with a tenants file, the caller's tenant's (the middleware settled
+//! it and put it in the request's extensions); else the caller's `x-api-key` when
+//! `--allow-caller-api-key` allows it; else the configured key (`--api-key`, or the current
+//! content of `--api-key-file`).
+//!
 //! - `scripts.rs` — ListScripts (a server stream), GetScript, and the script lookup of
 //!   `check_variables`;
 //! - `sessions.rs` — CreateSession;
@@ -21,15 +26,36 @@ use crate::{
     config::{ServiceSettings, Settings},
     deadline,
     pb::{self, call_bot_service_server::CallBotService},
+    reload::Live,
     status::{ErrorContext, FacadeError, to_status},
+    tenants::Tenant,
     upstream::{ApiKey, CallContext, UpstreamClient},
 };
+
+/// The configured tenant key: fixed (`--api-key`, or the simulator's), or the live content of
+/// `--api-key-file`. Fixed is kept apart so that the common case takes no lock per call.
+#[derive(Debug, Clone)]
+pub enum ConfiguredKey {
+    /// Given once.
+    Fixed(ApiKey),
+    /// Re-read when the file changes.
+    File(Live<ApiKey>),
+}
+
+impl ConfiguredKey {
+    fn current(&self) -> ApiKey {
+        match self {
+            ConfiguredKey::Fixed(key) => key.clone(),
+            ConfiguredKey::File(live) => (*live.get()).clone(),
+        }
+    }
+}
 
 /// What handlers need from configuration.
 #[derive(Debug)]
 struct HandlerSettings {
-    /// The configured tenant key.
-    api_key: ApiKey,
+    /// The configured tenant key (unused with a tenants file).
+    api_key: ConfiguredKey,
     /// Bound of a whole upstream exchange.
     upstream_timeout: Duration,
     /// Limits and the caller-key rule.
@@ -46,12 +72,14 @@ pub struct CallBotApi {
 
 impl CallBotApi {
     /// Assembles the service.
-    pub fn new(upstream: Arc<UpstreamClient>, catalog: Arc<ScriptCatalog>, settings: &Settings) -> Self {
-        let settings = HandlerSettings {
-            api_key: settings.upstream.key(),
-            upstream_timeout: settings.upstream.timeout,
-            service: settings.service.clone(),
-        };
+    pub fn new(
+        upstream: Arc<UpstreamClient>,
+        catalog: Arc<ScriptCatalog>,
+        api_key: ConfiguredKey,
+        settings: &Settings,
+    ) -> Self {
+        let settings =
+            HandlerSettings { api_key, upstream_timeout: settings.upstream.timeout, service: settings.service.clone() };
         CallBotApi { upstream, catalog, settings: Arc::new(settings) }
     }
 
@@ -62,10 +90,12 @@ impl CallBotApi {
         // The request-id layer always sets one.
         let request_id = text("x-request-id").unwrap_or_default();
         let caller_key = metadata.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
-        let api_key = match caller_key {
-            None | Some("") => self.settings.api_key.clone(),
-            Some(key) if self.settings.service.allow_caller_api_key => ApiKey::new(key),
-            Some(_) => return Err(fail_with(&request_id, FacadeError::CallerApiKeyNotAllowed)),
+        let api_key = match (request.extensions().get::<Tenant>(), caller_key) {
+            // The middleware refused a caller's own key already.
+            (Some(tenant), _) => tenant.key.clone(),
+            (None, None | Some("")) => self.settings.api_key.current(),
+            (None, Some(key)) if self.settings.service.allow_caller_api_key => ApiKey::new(key),
+            (None, Some(_)) => return Err(fail_with(&request_id, FacadeError::CallerApiKeyNotAllowed)),
         };
         Ok(CallContext {
             api_key,

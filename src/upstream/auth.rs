@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{
-    CallContext, UpstreamClient, UpstreamError,
+    ApiKey, CallContext, UpstreamClient, UpstreamError,
     envelope::{Envelope, lenient_string},
     exchange::{decode, http_error},
     retry::Idempotency,
@@ -64,6 +64,12 @@ impl UpstreamClient {
     pub(super) fn forget_token(&self, ctx: &CallContext, token: &AccessToken) {
         let serial = token.serial;
         self.tokens.invalidate_if(&ctx.api_key, |t| t.serial == serial);
+    }
+
+    /// Forgets the token of a key a reload retired (a rotated or removed tenant key), so that
+    /// it is not kept in memory until the cache's LRU gets to it.
+    pub(crate) fn forget_key(&self, key: &ApiKey) {
+        self.tokens.remove(key);
     }
 
     /// `GET /api/auth?apiKey=`: a new token and until when it may be served.

@@ -10,6 +10,7 @@ mod layout;
 mod ops;
 mod reads;
 mod server;
+mod tenants;
 mod tls;
 
 use std::{net::SocketAddr, time::Duration};

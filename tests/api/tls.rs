@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -13,13 +14,13 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use super::*;
 
 /// A certificate authority: its PEM certificate and what signs with it.
-struct Ca {
-    pem: String,
+pub(super) struct Ca {
+    pub(super) pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(super) fn new(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -27,6 +28,18 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).unwrap();
         Ca { pem: cert.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A client certificate and its key (PEM) with exactly these subject alternative names
+    /// (URI SANs for SPIFFE IDs, DNS SANs), for the tenants tests.
+    pub(super) fn client_with_sans(&self, sans: Vec<SanType>) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "tenant client");
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A leaf certificate and its key (PEM), for these names, for a server or a client.
@@ -41,13 +54,13 @@ impl Ca {
 }
 
 /// The files a TLS facade is started with.
-struct Pki {
+pub(super) struct Pki {
     dir: tempfile::TempDir,
-    ca: Ca,
+    pub(super) ca: Ca,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(super) fn new() -> Pki {
         let pki = Pki { dir: tempfile::tempdir().unwrap(), ca: Ca::new("callbot test CA") };
         let (cert, key) = pki.ca.leaf(&["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
         pki.write("server.pem", &cert);
@@ -64,7 +77,7 @@ impl Pki {
         std::fs::write(self.path(name), text).unwrap();
     }
 
-    fn tls_files(&self, mtls: bool) -> callbot_facade::config::TlsFiles {
+    pub(super) fn tls_files(&self, mtls: bool) -> callbot_facade::config::TlsFiles {
         callbot_facade::config::TlsFiles {
             cert: Some(self.path("server.pem")),
             key: Some(self.path("server.key")),
@@ -102,7 +115,11 @@ async fn spawn_tls_app(pki: &Pki, mtls: bool) -> TlsApp {
 }
 
 /// A TLS channel trusting `ca_pem`, presenting `identity` when given.
-async fn tls_channel(addr: SocketAddr, ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Channel, String> {
+pub(super) async fn tls_channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, String> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
