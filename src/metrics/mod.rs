@@ -20,7 +20,11 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use prost::Message;
+
+mod methods;
+
+use methods::known_methods;
+pub use methods::{MethodLabels, RpcType, go_code_name};
 
 /// The content type of [`Metrics::render`] (OpenMetrics text, which Prometheus asks for first
 /// and which the classic text parser also reads).
@@ -29,38 +33,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Bucket bounds (seconds) of both latency histograms: 5 ms to 30 s, about x2.5 apart, so an
 /// SLO of 100 ms, 250 ms or 1 s falls on a bound.
 const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-/// What kind of RPC a method is, as go-grpc-prometheus labels it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RpcType {
-    /// One request, one response.
-    Unary,
-    /// One request, a stream of responses.
-    ServerStream,
-    /// A stream of requests, one response.
-    ClientStream,
-    /// Streams both ways.
-    BidiStream,
-}
-
-impl RpcType {
-    fn label(self) -> &'static str {
-        match self {
-            RpcType::Unary => "unary",
-            RpcType::ServerStream => "server_stream",
-            RpcType::ClientStream => "client_stream",
-            RpcType::BidiStream => "bidi_stream",
-        }
-    }
-}
-
-/// `grpc_type`, `grpc_service`, `grpc_method`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct MethodLabels {
-    grpc_type: &'static str,
-    grpc_service: String,
-    grpc_method: String,
-}
 
 /// [`MethodLabels`] plus the final `grpc_code`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -384,74 +356,6 @@ impl Metrics {
     pub fn config_reload_failed(&self, file: &'static str) {
         self.config_reload_failures.get_or_create(&FileLabels { file }).inc();
     }
-}
-
-/// grpc-go's `codes.Code.String()`, the `grpc_code` values go-grpc-prometheus dashboards expect.
-pub fn go_code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "Canceled",
-        Unknown => "Unknown",
-        InvalidArgument => "InvalidArgument",
-        DeadlineExceeded => "DeadlineExceeded",
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        PermissionDenied => "PermissionDenied",
-        ResourceExhausted => "ResourceExhausted",
-        FailedPrecondition => "FailedPrecondition",
-        Aborted => "Aborted",
-        OutOfRange => "OutOfRange",
-        Unimplemented => "Unimplemented",
-        Internal => "Internal",
-        Unavailable => "Unavailable",
-        DataLoss => "DataLoss",
-        Unauthenticated => "Unauthenticated",
-    }
-}
-
-/// Every method the server registers, by HTTP/2 path, read from the descriptor sets it serves
-/// (so a new RPC gets its right `grpc_type` without touching this file).
-fn known_methods() -> HashMap<String, MethodLabels> {
-    let sets = [
-        crate::pb::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ];
-    let mut methods = HashMap::new();
-    for set in sets {
-        let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
-            continue;
-        };
-        for file in &set.file {
-            let package = file.package();
-            for service in &file.service {
-                let full = if package.is_empty() {
-                    service.name().to_owned()
-                } else {
-                    format!("{package}.{}", service.name())
-                };
-                for m in &service.method {
-                    let kind = match (m.client_streaming(), m.server_streaming()) {
-                        (false, false) => RpcType::Unary,
-                        (false, true) => RpcType::ServerStream,
-                        (true, false) => RpcType::ClientStream,
-                        (true, true) => RpcType::BidiStream,
-                    };
-                    methods.insert(
-                        format!("/{full}/{}", m.name()),
-                        MethodLabels {
-                            grpc_type: kind.label(),
-                            grpc_service: full.clone(),
-                            grpc_method: m.name().to_owned(),
-                        },
-                    );
-                }
-            }
-        }
-    }
-    methods
 }
 
 #[cfg(test)]
