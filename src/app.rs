@@ -25,7 +25,18 @@ use crate::{
     middleware::{CallerTokens, CallerTokensError, Callers, RpcLayer},
     pb::{self, call_bot_service_server::CallBotServiceServer},
     reload::{Reloader, Source, read_key},
-    service::{CallBotApi, ConfiguredKey},
+    events::{
+        EventStore,
+        memory::{Bounds, MemoryStore, system_clock},
+    },
+    service::{CallBotApi, EventWiring},
+    webhook::{
+        Receiver,
+        directory::{DEFAULT_TENANT, Directory, Tenancy},
+        registrar::Registrar,
+        resolver::Resolver,
+    },
+    tenants::ConfiguredKey,
     simulator, tenants,
     tenants::TenantTable,
     upstream::{ApiKey, UpstreamClient},
@@ -93,6 +104,14 @@ pub struct Application {
     tls: Option<ServerTlsConfig>,
     /// Stops the embedded simulator when the application ends.
     simulator_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The webhook receiver's listener, when on.
+    webhook: Option<TcpListener>,
+    /// The base URL registered with the provider, when any.
+    webhook_base: Option<String>,
+    /// The call-event store.
+    events: Arc<dyn EventStore>,
+    /// Tenants and their webhook tokens.
+    directory: Arc<Directory>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -262,6 +281,36 @@ impl Application {
         let (api_key, callers, reloader) = secrets.watch(&settings, &upstream, &catalog, &metrics);
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
+        let simulated = settings.upstream.url.is_none();
+        let webhook = match (settings.events.webhook_listen, simulated) {
+            (Some(addr), _) => Some(bind(addr).await?),
+            (None, true) => Some(bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?),
+            (None, false) => None,
+        };
+        let webhook_base = match (&settings.events.webhook_public_url, &webhook, simulated) {
+            (Some(url), _, _) => Some(url.clone()),
+            (None, Some(listener), true) => listener.local_addr().ok().map(|mut a| {
+                if a.ip().is_unspecified() {
+                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{a}")
+            }),
+            _ => None,
+        };
+        let events: Arc<dyn EventStore> = Arc::new(MemoryStore::new(
+            Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
+            system_clock(),
+        ));
+        // Without a configured secret (the built-in simulator, or no receiver), tokens need only
+        // be unguessable for this process.
+        let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
+            ApiKey::new(uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string())
+        });
+        let tenancy = match &callers {
+            Callers::Tenants(table) => Tenancy::File(table.clone()),
+            _ => Tenancy::Configured(api_key.clone()),
+        };
+        let directory = Arc::new(Directory::new(secret, tenancy));
         Ok(Application {
             settings,
             grpc,
@@ -275,7 +324,29 @@ impl Application {
             reloader,
             tls,
             simulator_stop,
+            webhook,
+            webhook_base,
+            events,
+            directory,
         })
+    }
+
+    /// The bound webhook receiver address, when on.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The receiver URL the provider is to post the configured tenant's calls to (its path holds
+    /// the tenant's secret token), when the receiver is on.
+    pub fn webhook_url(&self) -> Option<String> {
+        let addr = self.webhook_addr()?;
+        Some(format!("http://{addr}/webhooks/callbot/{}", self.directory.token(DEFAULT_TENANT)))
+    }
+
+    /// The receiver URL of a tenant of the tenants file, when the receiver is on.
+    pub fn webhook_url_of(&self, tenant: &str) -> Option<String> {
+        let addr = self.webhook_addr()?;
+        Some(format!("http://{addr}/webhooks/callbot/{}", self.directory.token(tenant)))
     }
 
     /// The bound gRPC address (the real port when 0 was asked).
@@ -319,6 +390,10 @@ impl Application {
             reloader,
             tls,
             simulator_stop,
+            webhook,
+            webhook_base,
+            events,
+            directory,
             ..
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -333,7 +408,28 @@ impl Application {
         let reflection_v1 = reflection().build_v1().map_err(|e| AppError::Reflection(e.to_string()))?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Reflection(e.to_string()))?;
 
-        let api = CallBotApi::new(upstream, catalog, api_key, &settings);
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let registrar = webhook_base
+            .map(|base| Registrar::new(base, upstream.clone(), directory.clone(), metrics.clone()));
+        let webhook_task = webhook.map(|listener| {
+            let receiver = Arc::new(Receiver {
+                directory: directory.clone(),
+                store: events.clone(),
+                resolver: Resolver::start(upstream.clone(), metrics.clone()),
+                metrics: metrics.clone(),
+            });
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(crate::webhook::serve(listener, receiver, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
+        if let Some(registrar) = &registrar {
+            for tenant in directory.initial_tenants() {
+                registrar.ensure(tenant);
+            }
+        }
+        let wiring = EventWiring { store: events, directory, registrar, shutdown: shutdown_rx };
+        let api = CallBotApi::new(upstream, catalog, api_key, &settings, wiring, metrics.clone());
         let callbot = CallBotServiceServer::new(api)
             .max_decoding_message_size(settings.server.max_message_bytes as usize)
             .max_encoding_message_size(16 * 1024 * 1024);
@@ -377,6 +473,8 @@ impl Application {
                 ready.store(false, Ordering::SeqCst);
                 health.set_service_status("", ServingStatus::NotServing).await;
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                // Watch streams end now (with their last cursor), so the drain is not held up.
+                let _ = shutdown_tx.send(true);
                 let _ = stop_tx.send(());
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(result) => result.map_err(AppError::Serve),
@@ -389,6 +487,10 @@ impl Application {
         };
         admin_stop.notify_one();
         reload_stop.notify_one();
+        let _ = shutdown_tx.send(true);
+        if let Some(task) = webhook_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         if let Some(task) = reload_task {
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }

@@ -16,6 +16,7 @@ use tonic::Status;
 
 use crate::{
     convert, deadline,
+    events::SessionLog,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
     pb::{self, create_campaign_request::Item},
     status::{ErrorContext, FacadeError, to_status},
@@ -97,6 +98,8 @@ pub struct CampaignRun {
     pub stream_deadline: Option<Instant>,
     /// Bound of one chunk's upstream exchange.
     pub upstream_timeout: Duration,
+    /// Where each started chunk's session is recorded (for its report).
+    pub sessions: SessionLog,
 }
 
 /// What a finished campaign did, for the log.
@@ -215,6 +218,10 @@ impl CampaignRun {
                     rejected = outcome.rejections.len(),
                     "campaign chunk started"
                 );
+                let phones: Vec<String> = session.contacts.iter().map(|c| c.phone.clone()).collect();
+                let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
+                let redials = u32::try_from(session.retry_count.unwrap_or(0)).unwrap_or(0);
+                self.sessions.record(&outcome.autocall_id, phones, &refused, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
             Err(e) if e.is_duplicate_session() => {

@@ -79,6 +79,32 @@ pub struct Settings {
     /// Caller authentication and TLS.
     #[command(flatten)]
     pub security: SecuritySettings,
+    /// The webhook receiver and the call-event store.
+    #[command(flatten)]
+    pub events: EventsSettings,
+}
+
+/// The webhook receiver (the provider's calls in) and the call-event store (README, "Call outcomes").
+#[derive(Debug, Clone, Args)]
+pub struct EventsSettings {
+    /// Where the webhook receiver listens (plain HTTP/1.1 and h2c); unset = off, except with the
+    /// built-in simulator (then on loopback, registered with it).
+    #[arg(long = "webhook-listen", env = "CALLBOT_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The secret the per-tenant URL tokens are derived from; required with --webhook-listen and a
+    /// real upstream (every replica must share it).
+    #[arg(long = "webhook-secret", env = "CALLBOT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_api_key)]
+    pub webhook_secret: Option<ApiKey>,
+    /// The base URL the provider reaches the receiver at; when set, each tenant served gets
+    /// `<base>/webhooks/callbot/<token>` registered.
+    #[arg(long = "webhook-public-url", env = "CALLBOT_WEBHOOK_PUBLIC_URL")]
+    pub webhook_public_url: Option<String>,
+    /// How long call events (and the ids that recognize a redelivery) are kept.
+    #[arg(long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Events the embedded store keeps at most.
+    #[arg(long = "events-max", env = "CALLBOT_EVENTS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub max: u32,
 }
 
 /// Listeners, limits, shutdown and logs.
@@ -285,6 +311,15 @@ pub enum ConfigError {
     /// An empty API key can never authenticate.
     #[error("--api-key must not be empty")]
     EmptyApiKey,
+    /// A receiver facing a real provider needs the secret its URL tokens come from.
+    #[error("--webhook-secret (CALLBOT_WEBHOOK_SECRET) is required with --webhook-listen and --upstream-url")]
+    MissingWebhookSecret,
+    /// The public URL must be an http(s) base the provider can reach.
+    #[error("--webhook-public-url must be an http:// or https:// URL")]
+    BadWebhookPublicUrl,
+    /// A zero retention keeps nothing.
+    #[error("--events-retention must be more than 0s")]
+    ZeroRetention,
 }
 
 /// The key the facade uses against its own built-in simulator (which accepts any non-empty key).
@@ -315,6 +350,7 @@ impl Settings {
                 Some(url.trim_end_matches('/').to_owned())
             }
         };
+        self.events.check(upstream.url.is_some())?;
         upstream.api_key = match (&upstream.url, upstream.api_key.take()) {
             (_, Some(k)) if k.expose().is_empty() => return Err(ConfigError::EmptyApiKey),
             (_, Some(k)) => Some(k),
@@ -373,6 +409,28 @@ impl Settings {
             .expect("static test arguments parse")
             .check()
             .expect("static test arguments are valid")
+    }
+}
+
+impl EventsSettings {
+    fn check(&mut self, real_upstream: bool) -> Result<(), ConfigError> {
+        if self.retention.is_zero() {
+            return Err(ConfigError::ZeroRetention);
+        }
+        if self.webhook_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            self.webhook_secret = None;
+        }
+        if real_upstream && self.webhook_listen.is_some() && self.webhook_secret.is_none() {
+            return Err(ConfigError::MissingWebhookSecret);
+        }
+        self.webhook_public_url = match self.webhook_public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(_) => return Err(ConfigError::BadWebhookPublicUrl),
+        };
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::{
     domain::{NewSession, ScriptVariables, ValidContact},
+    events::{CallEvent, CallOutcome, CallState, Fact, report::Report},
     pb,
     upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
 };
@@ -108,4 +109,83 @@ pub fn script_into_pb(s: Script) -> pb::Script {
 /// Upstream script -> the variable rules `check_variables` applies.
 pub fn script_variables(s: &Script) -> ScriptVariables {
     ScriptVariables::new(s.variables.iter().map(|v| (v.field_code.as_str(), v.is_dynamic_attribute)))
+}
+
+fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    prost_types::Timestamp { seconds: secs, nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0) }
+}
+
+fn seconds(s: u32) -> prost_types::Duration {
+    prost_types::Duration { seconds: i64::from(s), nanos: 0 }
+}
+
+fn state_to_pb(state: CallState) -> pb::CallState {
+    match state {
+        CallState::Ringing => pb::CallState::Ringing,
+        CallState::Answered => pb::CallState::Answered,
+        CallState::Ended => pb::CallState::Ended,
+    }
+}
+
+fn outcome_to_pb(outcome: CallOutcome) -> pb::CallOutcome {
+    match outcome {
+        CallOutcome::Unspecified => pb::CallOutcome::Unspecified,
+        CallOutcome::Answered => pb::CallOutcome::Answered,
+        CallOutcome::NoAnswer => pb::CallOutcome::NoAnswer,
+        CallOutcome::Busy => pb::CallOutcome::Busy,
+        CallOutcome::Rejected => pb::CallOutcome::Rejected,
+        CallOutcome::Failed => pb::CallOutcome::Failed,
+    }
+}
+
+/// A stored event as watchers get it. Durations only on the end-of-call record (the live
+/// states carry none).
+pub fn event_to_pb(e: &CallEvent) -> pb::CallEvent {
+    let record = e.fact == Fact::Record;
+    pb::CallEvent {
+        id: e.id(),
+        cursor: e.cursor.encode(),
+        session_id: e.session_id.to_string(),
+        call_id: e.call_id.to_string(),
+        phone: e.phone.to_string(),
+        state: state_to_pb(e.state()) as i32,
+        outcome: outcome_to_pb(e.outcome) as i32,
+        occurred_at: Some(timestamp_ms(e.occurred_at_ms)),
+        ring_duration: record.then(|| seconds(e.ring_s)),
+        talk_duration: record.then(|| seconds(e.talk_s)),
+        hangup_cause: e.hangup_cause.to_string(),
+        disposition: e.disposition.to_string(),
+        has_recording: e.has_recording,
+        attempt: i32::try_from(e.attempt).unwrap_or(i32::MAX),
+    }
+}
+
+/// A session's report as GetSessionReport answers it.
+pub fn report_to_pb(session_id: String, r: Report) -> pb::GetSessionReportResponse {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::GetSessionReportResponse {
+        session_id,
+        contacts_total: n(r.contacts_total),
+        answered: n(r.answered),
+        no_answer: n(r.no_answer),
+        busy: n(r.busy),
+        rejected: n(r.rejected),
+        failed: n(r.failed),
+        in_progress: n(r.in_progress),
+        finished: r.finished,
+        contacts: r
+            .contacts
+            .into_iter()
+            .map(|c| pb::ContactReport {
+                phone: c.phone,
+                state: c.state.map_or(pb::CallState::Unspecified, state_to_pb) as i32,
+                outcome: outcome_to_pb(c.outcome) as i32,
+                attempts: i32::try_from(c.attempts).unwrap_or(i32::MAX),
+                talk_duration: (c.outcome == CallOutcome::Answered).then(|| seconds(c.talk_s)),
+                last_event_at: c.last_event_ms.map(timestamp_ms),
+                r#final: c.is_final,
+            })
+            .collect(),
+    }
 }

@@ -42,6 +42,7 @@ pub mod config;
 pub(crate) mod convert;
 pub(crate) mod deadline;
 pub(crate) mod domain;
+pub(crate) mod events;
 pub(crate) mod logwriter;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
@@ -54,6 +55,7 @@ pub mod telemetry;
 pub(crate) mod tenants;
 pub(crate) mod trace_context;
 pub(crate) mod upstream;
+pub(crate) mod webhook;
 
 /// The internals that harnesses outside the crate drive directly, in one place: the
 /// integration tests (`tests/api`: the campaign engine against a simulator), the property tests
@@ -62,6 +64,7 @@ pub(crate) mod upstream;
 /// code the facade runs. Not a stable API: it changes with the code.
 pub mod testing {
     pub use crate::campaign::CampaignRun;
+    pub use crate::events::SessionLog;
     pub use crate::convert::{execute_body, script_to_pb};
     pub use crate::domain::session::path_key;
     pub use crate::domain::{

@@ -59,6 +59,27 @@ pub enum FacadeError {
     /// The caller's bytes are not a message of the method (tonic's decoder refused them).
     #[error("request message could not be decoded")]
     MalformedMessage,
+    /// GetSessionReport: no retained record or event of that session.
+    #[error("no retained record or event of that session")]
+    SessionNotFound,
+    /// WatchCallEvents: the cursor (given, or reached by a watcher that fell behind) is past
+    /// the retention window or from another event store.
+    #[error("the cursor is past the retention window or from another event store")]
+    CursorExpired {
+        /// Resume after this one to lose nothing more than what has expired.
+        earliest_cursor: String,
+        /// The last event the watcher was sent, when it was sent any.
+        last_cursor: Option<String>,
+    },
+    /// The event store cannot take or give events now.
+    #[error("the event store is unavailable: {0}")]
+    EventStoreUnavailable(String),
+    /// A stream ended because the facade is shutting down.
+    #[error("the facade is shutting down")]
+    ShuttingDown {
+        /// The last event the watcher was sent, to resume elsewhere.
+        last_cursor: Option<String>,
+    },
 }
 
 /// Call facts that go into every status.
@@ -140,6 +161,21 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
             Internal,
             "MALFORMED_REQUEST_MESSAGE",
             "the request message could not be decoded as the method's protobuf message",
+        ),
+        FacadeError::SessionNotFound => {
+            row(NotFound, "SESSION_NOT_FOUND", "this facade knows no session with that id (created or called)")
+        }
+        FacadeError::CursorExpired { .. } => row(
+            OutOfRange,
+            "CURSOR_EXPIRED",
+            "the cursor is before the retention window or from another event store; resume from earliest_cursor",
+        ),
+        FacadeError::EventStoreUnavailable(_) => {
+            retry(row(Unavailable, "EVENT_STORE_UNAVAILABLE", "the call-event store is unavailable; retry later"), None)
+        }
+        FacadeError::ShuttingDown { .. } => retry(
+            row(Unavailable, "SHUTTING_DOWN", "this facade is shutting down; resume after last_cursor on another"),
+            None,
         ),
         FacadeError::Upstream(e) => classify_upstream(e, write),
     }
@@ -232,6 +268,18 @@ pub fn to_status(err: &FacadeError, ctx: &ErrorContext<'_>) -> Status {
         if let Some(status) = u.http_status().filter(|s| *s != 0) {
             metadata.insert("upstream_http_status".to_owned(), status.to_string());
         }
+    }
+    match err {
+        FacadeError::CursorExpired { earliest_cursor, last_cursor } => {
+            metadata.insert("earliest_cursor".to_owned(), earliest_cursor.clone());
+            if let Some(last) = last_cursor {
+                metadata.insert("last_cursor".to_owned(), last.clone());
+            }
+        }
+        FacadeError::ShuttingDown { last_cursor: Some(last) } => {
+            metadata.insert("last_cursor".to_owned(), last.clone());
+        }
+        _ => {}
     }
     if let Some(key) = ctx.external_session_id {
         metadata.insert("external_session_id".to_owned(), key.to_owned());

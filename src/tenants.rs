@@ -28,12 +28,31 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::{
-    reload::{Inputs, read_key},
+    reload::{Inputs, Live, read_key},
     upstream::ApiKey,
 };
 
 /// Longest tenant name (a DNS label's bound: names go into metric labels and log fields).
 const MAX_NAME_LEN: usize = 63;
+
+/// The configured tenant key: fixed (`--api-key`, or the simulator's), or the live content of
+/// `--api-key-file`. Fixed is kept apart so that the common case takes no lock per call.
+#[derive(Debug, Clone)]
+pub enum ConfiguredKey {
+    /// Given once.
+    Fixed(ApiKey),
+    /// Re-read when the file changes.
+    File(Live<ApiKey>),
+}
+
+impl ConfiguredKey {
+    pub(crate) fn current(&self) -> ApiKey {
+        match self {
+            ConfiguredKey::Fixed(key) => key.clone(),
+            ConfiguredKey::File(live) => (*live.get()).clone(),
+        }
+    }
+}
 
 /// A tenant a call runs as: its name (for metrics and logs) and its upstream key (for the
 /// upstream only). The middleware puts it in the request's extensions once the caller is known.
@@ -103,6 +122,11 @@ impl TenantTable {
     /// The index of the tenant named `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<usize> {
         self.tenants.iter().position(|t| &*t.name == name)
+    }
+
+    /// Every tenant's name.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.tenants.iter().map(|t| &*t.name)
     }
 
     /// Every tenant's key (to forget the cached tokens of the keys a reload retired).

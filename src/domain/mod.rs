@@ -21,7 +21,7 @@ pub mod variables;
 
 pub use campaign::CampaignPlan;
 pub use fold::{fold, matches};
-pub use phone::{is_valid_phone, mask_phone};
+pub use phone::{is_valid_phone, mask_phone, national};
 pub use session::{NewSession, SessionLimits, ValidContact, validate_contacts, validate_script_id};
 pub use variables::ScriptVariables;
 

@@ -14,6 +14,17 @@ pub fn is_valid_phone(s: &str) -> bool {
     (MIN_DIGITS..=MAX_DIGITS).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The national form of a Vietnamese number, for comparing numbers however they were written:
+/// `+84912345678`, `84912345678` and `0912345678` are all `0912345678`. Separators (spaces,
+/// dashes, dots, brackets) are dropped; a number in any other form is returned as its digits.
+pub fn national(s: &str) -> String {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    match digits.strip_prefix("84") {
+        Some(rest) if rest.len() >= 8 && !rest.starts_with('0') => format!("0{rest}"),
+        _ => digits,
+    }
+}
+
 /// Masks a phone number for logs: every digit except the last 3 becomes `*`, a `+` is kept,
 /// any other character becomes `*` too; strings shorter than 4 chars are fully masked.
 ///
@@ -102,6 +113,28 @@ mod tests {
             let masked = mask_phone(s);
             assert_eq!(masked.chars().count(), s.chars().count());
             assert!(masked.chars().filter(char::is_ascii_digit).count() <= KEPT_DIGITS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod national_tests {
+    use super::national;
+
+    #[test]
+    fn numbers_compare_in_their_national_form() {
+        for (given, expected) in [
+            ("+84912345678", "0912345678"),
+            ("84912345678", "0912345678"),
+            ("0912345678", "0912345678"),
+            ("091 234-5678", "0912345678"),
+            ("(+84) 28.3822.1234", "02838221234"),
+            ("1900123456", "1900123456"),
+            ("840912345678", "840912345678"),
+            ("8412", "8412"),
+            ("", ""),
+        ] {
+            assert_eq!(national(given), expected, "{given}");
         }
     }
 }

@@ -21,7 +21,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
+mod events;
 mod methods;
+
+pub use events::EventMetrics;
 
 use methods::known_methods;
 pub use methods::{MethodLabels, RpcType, go_code_name};
@@ -102,6 +105,7 @@ pub struct Metrics {
     tenant_handled: Family<TenantLabels, Counter>,
     config_reloads: Family<FileLabels, Counter>,
     config_reload_failures: Family<FileLabels, Counter>,
+    events: EventMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -206,6 +210,7 @@ impl Metrics {
             "Secret files that changed but could not be used; the last good configuration stays in force.",
             config_reload_failures.clone(),
         );
+        let events = EventMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("callbot_build_info", "Always 1; the version is in the label.", build_info);
@@ -242,7 +247,13 @@ impl Metrics {
             tenant_handled,
             config_reloads,
             config_reload_failures,
+            events,
         }
+    }
+
+    /// The call-event metrics.
+    pub fn events(&self) -> &EventMetrics {
+        &self.events
     }
 
     /// The Prometheus text exposition of every metric.

@@ -25,7 +25,7 @@ impl CallBotApi {
         &self,
         request: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
     ) -> Result<Response<ReceiverStream<Result<pb::CreateCampaignResponse, Status>>>, Status> {
-        let mut ctx = self.context(&request)?;
+        let (mut ctx, tenant) = self.tenant_context(&request)?;
         // The caller's deadline bounds the whole stream; each chunk's exchange is bounded by
         // --upstream-timeout within it.
         let stream_deadline = deadline::caller(&request);
@@ -45,6 +45,7 @@ impl CallBotApi {
             ctx,
             stream_deadline,
             upstream_timeout: self.settings.upstream_timeout,
+            sessions: self.session_log(tenant),
         };
         tokio::spawn(run.run(incoming, tx));
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -10,11 +10,18 @@
 //! - `scripts.rs` — ListScripts (a server stream), GetScript, and the script lookup of
 //!   `check_variables`;
 //! - `sessions.rs` — CreateSession;
-//! - `campaigns.rs` — CreateCampaign (a client stream driving `crate::campaign`).
+//! - `campaigns.rs` — CreateCampaign (a client stream driving `crate::campaign`);
+//! - `events.rs` — WatchCallEvents, GetSessionReport, and the session records the other two
+//!   leave in the event store.
+//!
+//! The tenant of a call, for the event store: the tenants file's name, `default` for the
+//! configured key, `k-<hash>` for a caller's own key (`webhook/directory.rs`).
 
 mod campaigns;
+mod events;
 mod scripts;
 mod sessions;
+
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,34 +29,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    events::{EventStore, TenantId},
+    metrics::Metrics,
+    webhook::{
+        directory::{DEFAULT_TENANT, Directory, caller_key_tenant},
+        registrar::Registrar,
+    },
     catalog::ScriptCatalog,
     config::{ServiceSettings, Settings},
     deadline,
     pb::{self, call_bot_service_server::CallBotService},
-    reload::Live,
     status::{ErrorContext, FacadeError, to_status},
-    tenants::Tenant,
+    tenants::{ConfiguredKey, Tenant},
     upstream::{ApiKey, CallContext, UpstreamClient},
 };
-
-/// The configured tenant key: fixed (`--api-key`, or the simulator's), or the live content of
-/// `--api-key-file`. Fixed is kept apart so that the common case takes no lock per call.
-#[derive(Debug, Clone)]
-pub enum ConfiguredKey {
-    /// Given once.
-    Fixed(ApiKey),
-    /// Re-read when the file changes.
-    File(Live<ApiKey>),
-}
-
-impl ConfiguredKey {
-    fn current(&self) -> ApiKey {
-        match self {
-            ConfiguredKey::Fixed(key) => key.clone(),
-            ConfiguredKey::File(live) => (*live.get()).clone(),
-        }
-    }
-}
 
 /// What handlers need from configuration.
 #[derive(Debug)]
@@ -62,25 +55,79 @@ struct HandlerSettings {
     service: ServiceSettings,
 }
 
+/// What the event RPCs and the session records need.
+#[derive(Clone)]
+pub(crate) struct EventWiring {
+    /// Where call events and session records are kept.
+    pub(crate) store: Arc<dyn EventStore>,
+    /// Tenants and their tokens.
+    pub(crate) directory: Arc<Directory>,
+    /// Registers the receiver for a caller-key tenant on its first call (with a public URL).
+    pub(crate) registrar: Option<Arc<Registrar>>,
+    /// Set to true when the facade drains: watch streams end.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
 /// The service.
 #[derive(Clone)]
 pub struct CallBotApi {
     upstream: Arc<UpstreamClient>,
     catalog: Arc<ScriptCatalog>,
     settings: Arc<HandlerSettings>,
+    events: Arc<dyn EventStore>,
+    directory: Arc<Directory>,
+    registrar: Option<Arc<Registrar>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl CallBotApi {
     /// Assembles the service.
-    pub fn new(
+    pub(crate) fn new(
         upstream: Arc<UpstreamClient>,
         catalog: Arc<ScriptCatalog>,
         api_key: ConfiguredKey,
         settings: &Settings,
+        wiring: EventWiring,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let settings =
             HandlerSettings { api_key, upstream_timeout: settings.upstream.timeout, service: settings.service.clone() };
-        CallBotApi { upstream, catalog, settings: Arc::new(settings) }
+        CallBotApi {
+            upstream,
+            catalog,
+            settings: Arc::new(settings),
+            events: wiring.store,
+            directory: wiring.directory,
+            registrar: wiring.registrar,
+            shutdown: wiring.shutdown,
+            metrics,
+        }
+    }
+
+    /// The call's context and its tenant in the event store. A caller's own key is noted (the
+    /// receiver then knows its key, and its webhook gets registered).
+    fn tenant_context<T>(&self, request: &Request<T>) -> Result<(CallContext, TenantId), Status> {
+        let ctx = self.context(request)?;
+        let tenant = self.tenant_of(request, &ctx);
+        Ok((ctx, tenant))
+    }
+
+    fn tenant_of<T>(&self, request: &Request<T>, ctx: &CallContext) -> TenantId {
+        if let Some(tenant) = request.extensions().get::<Tenant>() {
+            return tenant.name.clone();
+        }
+        let caller_key = request.metadata().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+        if caller_key.is_none_or(str::is_empty) {
+            return Arc::from(DEFAULT_TENANT);
+        }
+        let tenant = caller_key_tenant(&ctx.api_key);
+        if self.directory.note_caller_key(&tenant, &ctx.api_key) {
+            if let Some(registrar) = &self.registrar {
+                registrar.ensure(tenant.clone());
+            }
+        }
+        tenant
     }
 
     /// The upstream context of a call: tenant key, deadline, correlation headers.
@@ -152,5 +199,21 @@ impl CallBotService for CallBotApi {
         request: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
     ) -> Result<Response<Self::CreateCampaignStream>, Status> {
         self.start_campaign(request).await
+    }
+
+    type WatchCallEventsStream = events::WatchStream;
+
+    async fn watch_call_events(
+        &self,
+        request: Request<pb::WatchCallEventsRequest>,
+    ) -> Result<Response<Self::WatchCallEventsStream>, Status> {
+        self.watch_events(request).await
+    }
+
+    async fn get_session_report(
+        &self,
+        request: Request<pb::GetSessionReportRequest>,
+    ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
+        self.session_report(request).await
     }
 }

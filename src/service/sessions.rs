@@ -20,7 +20,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let ctx = self.context(&request)?;
+        let (ctx, tenant) = self.tenant_context(&request)?;
         let limits = SessionLimits { max_contacts: self.max_contacts(), now: SystemTime::now() };
         let request = request.into_inner();
         let check_variables = request.check_variables;
@@ -46,9 +46,10 @@ impl CallBotApi {
         let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
-        let NewSession { script_id, contacts, .. } = session;
+        let NewSession { script_id, contacts, retry_count, .. } = session;
         let contact_count = contacts.len();
-        drop(contacts);
+        // The numbers only, for the session's record (its report's contact list).
+        let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
         let outcome = self.upstream.execute_encoded(&ctx, &encoded).await.map_err(to_error)?;
         drop(encoded);
         tracing::info!(
@@ -61,6 +62,9 @@ impl CallBotApi {
         for r in &outcome.rejections {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
+        let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
+        let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
+        self.session_log(tenant).record(&outcome.autocall_id, phones, &refused, redials).await;
         Ok(Response::new(pb::CreateSessionResponse { session: Some(convert::session_to_pb(outcome, &script_id, key)) }))
     }
 }

@@ -9,16 +9,21 @@
 //!   until shortly before it expires, refreshed single-flight).
 //! - `scripts.rs`: `GET /api/call_bot/script/list` and the script payloads.
 //! - `execute.rs`: `POST /api/call_bot/execute_by_phone`, its body and its answer.
+//! - `calls.rs`: what the provider POSTs to a webhook (live states, end-of-call records) and
+//!   `POST /api/v3/call-transaction/search`, the call history.
+//! - `webhooks.rs`: `GET /api/webhooks/list`, `POST /api/webhooks/register`.
 //! - `envelope.rs`: the JSON envelope every answer comes in, and the lenient field readers.
 //! - `error.rs`: [`UpstreamError`]; `retry.rs`: what may be retried, the backoff and the budget.
 
 mod auth;
+mod calls;
 pub(crate) mod envelope;
 mod error;
 mod exchange;
 mod execute;
 pub mod retry;
 mod scripts;
+mod webhooks;
 
 use std::{
     sync::{Arc, atomic::AtomicU64},
@@ -30,6 +35,7 @@ use tokio::time::Instant;
 pub use auth::AuthPayload;
 pub use error::{UpstreamError, is_duplicate_session_code};
 pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload};
+pub use calls::{CallRecord, Delivery, LiveState, SEARCH_PAGE_SIZE, parse_delivery};
 pub use scripts::{Script, ScriptList, ScriptVariable, parse_script_list};
 
 use auth::AccessToken;
@@ -94,6 +100,9 @@ struct Endpoints {
     auth: Endpoint,
     script_list: Endpoint,
     execute: Endpoint,
+    search: Endpoint,
+    webhook_list: Endpoint,
+    webhook_register: Endpoint,
 }
 
 impl Endpoints {
@@ -102,6 +111,9 @@ impl Endpoints {
             auth: Endpoint::new(base_url, auth::PATH)?,
             script_list: Endpoint::new(base_url, scripts::PATH)?,
             execute: Endpoint::new(base_url, execute::PATH)?,
+            search: Endpoint::new(base_url, calls::SEARCH_PATH)?,
+            webhook_list: Endpoint::new(base_url, webhooks::LIST_PATH)?,
+            webhook_register: Endpoint::new(base_url, webhooks::REGISTER_PATH)?,
         })
     }
 }

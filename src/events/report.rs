@@ -1,0 +1,266 @@
+//! A session's report from what the store holds: its creation record (the contacts, the redial
+//! count) and its events, applied by precedence so that their order and repeats change nothing:
+//!
+//! - a call's state is the furthest one any of its facts reached (RINGING < ANSWERED < ENDED):
+//!   a late `answered` never reopens an ended call;
+//! - a call's outcome comes only from its end-of-call record (the live `hangup` says none);
+//! - a contact's calls are ordered by attempt number, then by when they were first stored; its
+//!   last call gives its state and outcome, and `attempts` counts its distinct calls;
+//! - a contact is final when its last outcome is ANSWERED, REJECTED or FAILED, or NO_ANSWER /
+//!   BUSY with no redials left (attempts > the session's redials; 0 redials when the session was
+//!   not created through this deployment); `finished` = every contact final;
+//! - counts are by last outcome; a contact not dialled yet, ringing, or ended without its record
+//!   yet is `in_progress`.
+
+use std::collections::HashMap;
+
+use super::{CallEvent, CallOutcome, CallState, Fact, SessionFacts};
+use crate::domain::national;
+
+/// One contact of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContactLine {
+    /// As given at creation, or as the provider wrote it.
+    pub(crate) phone: String,
+    /// Its last call's state; `None` when not dialled yet.
+    pub(crate) state: Option<CallState>,
+    /// Its last call's outcome (Unspecified while that call is under way).
+    pub(crate) outcome: CallOutcome,
+    /// Distinct calls to it.
+    pub(crate) attempts: u32,
+    /// Talk seconds of its answered call.
+    pub(crate) talk_s: u32,
+    /// Unix milliseconds of its latest event.
+    pub(crate) last_event_ms: Option<u64>,
+    /// Nothing more will happen.
+    pub(crate) is_final: bool,
+}
+
+/// The report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    /// The contacts dialled or to dial.
+    pub(crate) contacts_total: u64,
+    /// By last outcome.
+    pub(crate) answered: u64,
+    /// By last outcome.
+    pub(crate) no_answer: u64,
+    /// By last outcome.
+    pub(crate) busy: u64,
+    /// By last outcome.
+    pub(crate) rejected: u64,
+    /// By last outcome.
+    pub(crate) failed: u64,
+    /// Not dialled, or a call under way.
+    pub(crate) in_progress: u64,
+    /// Every contact final.
+    pub(crate) finished: bool,
+    /// In creation order, then the numbers only the events named.
+    pub(crate) contacts: Vec<ContactLine>,
+}
+
+#[derive(Default)]
+struct Call {
+    attempt: u32,
+    first_seq: u64,
+    state: Option<CallState>,
+    outcome: CallOutcome,
+    talk_s: u32,
+}
+
+#[derive(Default)]
+struct ContactAcc {
+    phone: String,
+    calls: HashMap<String, Call>,
+    last_event_ms: Option<u64>,
+}
+
+fn apply(contact: &mut ContactAcc, e: &CallEvent) {
+    contact.last_event_ms = contact.last_event_ms.max(Some(e.occurred_at_ms));
+    let call = contact
+        .calls
+        .entry(e.call_id.to_string())
+        .or_insert_with(|| Call { first_seq: e.cursor.seq, ..Call::default() });
+    if call.attempt == 0 {
+        call.attempt = e.attempt;
+    }
+    call.state = call.state.max(Some(e.state()));
+    if e.fact == Fact::Record {
+        call.outcome = e.outcome;
+        call.talk_s = e.talk_s;
+    }
+}
+
+/// The report of `facts`.
+pub(crate) fn build(facts: &SessionFacts) -> Report {
+    let redials = facts.record.as_ref().map_or(0, |r| r.redials);
+    let mut order: Vec<String> = Vec::new();
+    let mut contacts: HashMap<String, ContactAcc> = HashMap::new();
+    for phone in facts.record.iter().flat_map(|r| &r.contacts) {
+        let n = national(phone);
+        if !contacts.contains_key(&n) {
+            order.push(n.clone());
+            contacts.insert(n, ContactAcc { phone: phone.clone(), ..ContactAcc::default() });
+        }
+    }
+    // The number of a call is the one its first fact with a number gave (records and live
+    // states may write it differently; the national form is the same).
+    let mut number_of_call: HashMap<&str, String> = HashMap::new();
+    for e in &facts.events {
+        let n = match number_of_call.get(&*e.call_id) {
+            Some(n) => n.clone(),
+            None if e.phone.is_empty() => continue,
+            None => {
+                let n = national(&e.phone);
+                number_of_call.insert(&e.call_id, n.clone());
+                n
+            }
+        };
+        let contact = contacts.entry(n.clone()).or_insert_with(|| {
+            order.push(n.clone());
+            ContactAcc { phone: e.phone.to_string(), ..ContactAcc::default() }
+        });
+        apply(contact, e);
+    }
+    let mut report = Report { contacts_total: order.len() as u64, ..Report::default() };
+    for n in &order {
+        let c = &contacts[n];
+        let last = c.calls.values().max_by_key(|call| (call.attempt, call.first_seq));
+        let attempts = u32::try_from(c.calls.len()).unwrap_or(u32::MAX);
+        let outcome = last.map_or(CallOutcome::Unspecified, |l| l.outcome);
+        let is_final = match outcome {
+            CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed => true,
+            CallOutcome::NoAnswer | CallOutcome::Busy => attempts > redials,
+            CallOutcome::Unspecified => false,
+        };
+        match outcome {
+            CallOutcome::Answered => report.answered += 1,
+            CallOutcome::NoAnswer => report.no_answer += 1,
+            CallOutcome::Busy => report.busy += 1,
+            CallOutcome::Rejected => report.rejected += 1,
+            CallOutcome::Failed => report.failed += 1,
+            CallOutcome::Unspecified => report.in_progress += 1,
+        }
+        let talk_s = c.calls.values().filter(|call| call.outcome == CallOutcome::Answered).map(|call| call.talk_s).max();
+        report.contacts.push(ContactLine {
+            phone: c.phone.clone(),
+            state: last.and_then(|l| l.state),
+            outcome,
+            attempts,
+            talk_s: talk_s.unwrap_or(0),
+            last_event_ms: c.last_event_ms,
+            is_final,
+        });
+    }
+    report.finished = report.contacts.iter().all(|c| c.is_final);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::{Cursor, SessionRecord};
+
+    fn ev(seq: u64, call: &str, fact: Fact, phone: &str, outcome: CallOutcome, attempt: u32) -> CallEvent {
+        CallEvent {
+            cursor: Cursor { store: 1, seq },
+            fact,
+            call_id: Arc::from(call),
+            session_id: Arc::from("s1"),
+            phone: Arc::from(phone),
+            outcome,
+            occurred_at_ms: seq * 1000,
+            ring_s: 1,
+            talk_s: if outcome == CallOutcome::Answered { 30 } else { 0 },
+            hangup_cause: Arc::from(""),
+            disposition: Arc::from(""),
+            has_recording: false,
+            attempt,
+        }
+    }
+
+    fn record(contacts: &[&str], redials: u32) -> Option<SessionRecord> {
+        Some(SessionRecord {
+            tenant: Arc::from("default"),
+            session_id: "s1".into(),
+            contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
+            redials,
+            created_at_ms: 0,
+        })
+    }
+
+    use CallOutcome::*;
+    use Fact::*;
+
+    #[test]
+    fn a_session_with_no_call_yet_is_all_in_progress() {
+        let r = build(&SessionFacts { record: record(&["0912345670", "0912345675"], 0), events: vec![] });
+        assert_eq!((r.contacts_total, r.in_progress, r.finished), (2, 2, false));
+        assert_eq!(r.contacts[0].state, None);
+        assert_eq!(r.contacts[0].attempts, 0);
+    }
+
+    #[test]
+    fn counts_by_last_outcome_with_redials() {
+        let events = vec![
+            ev(1, "a", Ringing, "84912345670", Unspecified, 1),
+            ev(2, "a", Answered, "84912345670", Unspecified, 1),
+            ev(3, "a", Hangup, "84912345670", Unspecified, 1),
+            ev(4, "a", Record, "84912345670", CallOutcome::Answered, 1),
+            ev(5, "b", Record, "0912345675", NoAnswer, 1),
+            ev(6, "c", Record, "0912345677", Busy, 1),
+            ev(7, "c2", Record, "0912345677", Busy, 2),
+            ev(8, "d", Ringing, "0912345678", Unspecified, 1),
+        ];
+        let r = build(&SessionFacts {
+            record: record(&["0912345670", "0912345675", "0912345677", "0912345678"], 1),
+            events,
+        });
+        assert_eq!((r.answered, r.no_answer, r.busy, r.in_progress), (1, 1, 1, 1));
+        assert_eq!(r.contacts_total, 4);
+        let finals: Vec<bool> = r.contacts.iter().map(|c| c.is_final).collect();
+        assert_eq!(finals, [true, false, true, false], "no answer with a redial left is not final");
+        assert_eq!(r.contacts[0].phone, "0912345670", "the number as given at creation");
+        assert_eq!(r.contacts[0].talk_s, 30);
+        assert_eq!(r.contacts[2].attempts, 2);
+        assert!(!r.finished);
+    }
+
+    #[test]
+    fn reordering_and_repeats_change_nothing() {
+        let events = vec![
+            ev(1, "a", Ringing, "0912345670", Unspecified, 1),
+            ev(2, "a", Answered, "0912345670", Unspecified, 1),
+            ev(3, "a", Hangup, "0912345670", Unspecified, 1),
+            ev(4, "a", Record, "0912345670", CallOutcome::Answered, 1),
+            ev(5, "b", Ringing, "0912345676", Unspecified, 1),
+            ev(6, "b", Record, "0912345676", NoAnswer, 1),
+            ev(7, "b2", Ringing, "0912345676", Unspecified, 2),
+            ev(8, "b2", Record, "0912345676", CallOutcome::Answered, 2),
+        ];
+        let facts = SessionFacts { record: record(&["0912345670", "0912345676"], 1), events: events.clone() };
+        let expected = build(&facts);
+        assert!(expected.finished);
+        assert_eq!(expected.answered, 2);
+        let mut reversed = events.clone();
+        reversed.reverse();
+        let mut doubled = events.clone();
+        doubled.extend(events);
+        for events in [reversed, doubled] {
+            let mut r = build(&SessionFacts { events, ..facts.clone() });
+            // Only the latest-event time may not move with order; it does not (max).
+            r.contacts.iter_mut().zip(&expected.contacts).for_each(|(a, b)| assert_eq!(a.last_event_ms, b.last_event_ms));
+            assert_eq!(r, expected);
+        }
+    }
+
+    #[test]
+    fn a_late_answered_never_reopens_an_ended_call() {
+        let events = vec![ev(1, "a", Hangup, "0912345670", Unspecified, 1), ev(2, "a", Answered, "0912345670", Unspecified, 1)];
+        let r = build(&SessionFacts { record: None, events });
+        assert_eq!(r.contacts[0].state, Some(CallState::Ended));
+        assert_eq!(r.in_progress, 1, "ended without its record: outcome not known yet");
+    }
+}

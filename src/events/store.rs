@@ -1,0 +1,128 @@
+//! The event store's contract: what the webhook receiver, `CreateSession`/`CreateCampaign`,
+//! `WatchCallEvents` and `GetSessionReport` need from wherever events are kept. The embedded
+//! store (`memory.rs`) is the first implementation; a store shared by many replicas implements
+//! the same five methods.
+//!
+//! Every implementation promises:
+//! - `append` stores a fact at most once for the whole retention window (keyed by tenant and the
+//!   fact's id), and answers only once the event is kept (the receiver acknowledges after it);
+//! - events are read back in the order they were stored, each with a cursor that only this store
+//!   accepts; a subscription never skips an event silently (it ends with
+//!   [`StoreError::CursorExpired`] instead) and never repeats one;
+//! - a slow reader costs the store nothing: subscriptions read at their own pace.
+
+use futures::{future::BoxFuture, stream::BoxStream};
+
+use super::{CallEvent, Cursor, NewEvent, TenantId};
+
+/// What `CreateSession` and each `CreateCampaign` chunk record about a session, so that its
+/// report knows every contact (also those never dialled) and when a contact is final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionRecord {
+    /// Whose.
+    pub(crate) tenant: TenantId,
+    /// The upstream's `autocall_id`.
+    pub(crate) session_id: String,
+    /// The contacts the upstream accepted (those it refused are not dialled), as given.
+    pub(crate) contacts: Vec<String>,
+    /// Redials of an unanswered contact (`retry_count`, upstream default 0).
+    pub(crate) redials: u32,
+    /// Unix milliseconds.
+    pub(crate) created_at_ms: u64,
+}
+
+/// Which events a watcher wants: always one tenant's; optionally one session's, one number's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Filter {
+    /// Only this tenant's.
+    pub(crate) tenant: TenantId,
+    /// Only this session's (empty = all).
+    pub(crate) session_id: String,
+    /// Only calls to this number, in national form (empty = all).
+    pub(crate) phone_national: String,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Only events stored from now on.
+    Live,
+    /// Every retained event first.
+    FromStart,
+    /// Right after this cursor.
+    After(Cursor),
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// Kept, as this event.
+    Stored(CallEvent),
+    /// This fact was stored before (a redelivery): nothing changed.
+    Duplicate,
+}
+
+/// What a report is built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SessionFacts {
+    /// The creation record, when the session was created through this deployment and is
+    /// still retained.
+    pub(crate) record: Option<SessionRecord>,
+    /// The session's retained events, in store order.
+    pub(crate) events: Vec<CallEvent>,
+}
+
+/// Why the store could not do it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The cursor points before the retention window, or into another store: `earliest` is a
+    /// cursor after which the earliest retained event comes.
+    #[error("the cursor is past the retention window or from another event store")]
+    CursorExpired {
+        /// Resume from here to lose nothing more than what has expired.
+        earliest: Cursor,
+    },
+    /// The store cannot take or give events now (a retry later can help). The receiver answers
+    /// 503 and the RPCs UNAVAILABLE; the embedded store never fails so, a networked one does.
+    #[allow(dead_code, reason = "the embedded store never fails; a networked store does")]
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A watcher's events, in store order; ends with an error when it cannot go on without a gap.
+pub(crate) type Subscription = BoxStream<'static, Result<CallEvent, StoreError>>;
+
+/// Where events are kept. Object-safe (boxed futures), so the application picks one at start.
+pub(crate) trait EventStore: Send + Sync + 'static {
+    /// Stores one fact (once), attributing it to a session and an attempt when it can.
+    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>>;
+
+    /// Records a session created through this deployment.
+    fn record_session(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The events matching `filter` from `start`, then live ones as they are stored.
+    fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>>;
+
+    /// A session's record and events; `None` when the store knows nothing of it.
+    fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>>;
+
+    /// Figures for `/metrics`.
+    fn stats(&self) -> StoreStats;
+}
+
+/// The store's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StoreStats {
+    /// Events retained.
+    pub(crate) events: u64,
+    /// Fact ids remembered for recognizing repeats.
+    pub(crate) ids_remembered: u64,
+    /// Sessions recorded and retained.
+    pub(crate) sessions: u64,
+    /// Events stored since start.
+    pub(crate) stored_total: u64,
+    /// Repeats recognized since start.
+    pub(crate) duplicates_total: u64,
+    /// Events dropped by `--events-max` or the retention since start.
+    pub(crate) evicted_total: u64,
+}

@@ -1,0 +1,100 @@
+//! The call-event metrics: webhook deliveries by kind and answer, repeats, events stored, the
+//! store's size, watchers connected, call-history lookups and webhook registrations. Labels are
+//! fixed words (never a tenant, session or number), so the series are bounded.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeliveryLabels {
+    kind: &'static str,
+    answer: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// The call-event metrics (part of [`super::Metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct EventMetrics {
+    deliveries: Family<DeliveryLabels, Counter>,
+    duplicates: Counter,
+    stored: Counter,
+    watchers: Gauge,
+    store_events: Gauge,
+    store_ids: Gauge,
+    store_sessions: Gauge,
+    lookups: Family<ResultLabels, Counter>,
+    registrations: Family<ResultLabels, Counter>,
+}
+
+impl EventMetrics {
+    /// Registers every series in `registry`.
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let m = EventMetrics::default();
+        registry.register(
+            "callbot_webhook_deliveries",
+            "Webhook deliveries, by kind (live, record, unknown) and answer (stored, duplicate, ignored, bad_request, unknown_token, too_large, unavailable).",
+            m.deliveries.clone(),
+        );
+        registry.register("callbot_webhook_duplicates", "Webhook deliveries recognized as repeats of a stored fact.", m.duplicates.clone());
+        registry.register("callbot_events_stored", "Call events stored.", m.stored.clone());
+        registry.register("callbot_event_watchers", "WatchCallEvents streams open now.", m.watchers.clone());
+        registry.register("callbot_event_store_events", "Call events the store retains now.", m.store_events.clone());
+        registry.register("callbot_event_store_ids", "Fact ids the store remembers to recognize repeats.", m.store_ids.clone());
+        registry.register("callbot_event_store_sessions", "Session records the store retains now.", m.store_sessions.clone());
+        registry.register(
+            "callbot_call_history_lookups",
+            "Sessions looked up in the call history for a record without autocall_id, by result (found, not_found, failed, over_budget).",
+            m.lookups.clone(),
+        );
+        registry.register(
+            "callbot_webhook_registrations",
+            "Webhook registration checks with the upstream, by result (present, registered, failed).",
+            m.registrations.clone(),
+        );
+        m
+    }
+
+    /// One delivery answered.
+    pub fn delivery(&self, kind: &'static str, answer: &'static str) {
+        self.deliveries.get_or_create(&DeliveryLabels { kind, answer }).inc();
+        match answer {
+            "duplicate" => {
+                self.duplicates.inc();
+            }
+            "stored" => {
+                self.stored.inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The store's size after a change.
+    pub fn store_size(&self, events: u64, ids: u64, sessions: u64) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.store_events.set(g(events));
+        self.store_ids.set(g(ids));
+        self.store_sessions.set(g(sessions));
+    }
+
+    /// The watchers gauge (a watch stream holds it up while open).
+    pub fn watchers(&self) -> &Gauge {
+        &self.watchers
+    }
+
+    /// A call-history lookup ended.
+    pub fn lookup(&self, result: &'static str) {
+        self.lookups.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A webhook registration check ended.
+    pub fn registration(&self, result: &'static str) {
+        self.registrations.get_or_create(&ResultLabels { result }).inc();
+    }
+}

@@ -1,0 +1,182 @@
+//! WatchCallEvents (a server stream read from the event store at the watcher's own pace) and
+//! GetSessionReport; and the session records `CreateSession` and `CreateCampaign` leave for
+//! the report.
+//!
+//! A watch stream ends:
+//! - with `OUT_OF_RANGE` / `CURSOR_EXPIRED` (`earliest_cursor`, `last_cursor`) when the watcher
+//!   fell so far behind that the events it had not read yet expired: it resumes from either and
+//!   knows exactly what it missed;
+//! - with `UNAVAILABLE` / `SHUTTING_DOWN` (`last_cursor`, RetryInfo) when the facade drains, so
+//!   the watcher resumes on another replica with no gap and no repeat;
+//! - when the caller goes away.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
+use tonic::{Request, Response, Status};
+
+use super::{CallBotApi, fail_with};
+use crate::{
+    convert,
+    domain::{FieldViolation, ValidationError, is_valid_phone, national},
+    events::{Cursor, Filter, SessionLog, Start, StoreError, TenantId, report},
+    pb,
+    status::FacadeError,
+};
+
+/// The stream type of WatchCallEvents.
+pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchCallEventsResponse, Status>> + Send>>;
+
+/// One watcher's stream state.
+struct Watch {
+    subscription: crate::events::Subscription,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    last: Option<Cursor>,
+    request_id: String,
+    done: bool,
+    _watching: Watching,
+}
+
+/// Holds the watchers gauge up while a stream is open.
+struct Watching(prometheus_client::metrics::gauge::Gauge);
+
+impl Watching {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Watching(gauge)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Longest session id accepted in a filter.
+const MAX_SESSION_ID: usize = 128;
+
+fn check_session_id(id: &str, required: bool, violations: &mut Vec<FieldViolation>) {
+    let violation = |d: &str| FieldViolation { field: "session_id".into(), description: d.into() };
+    if id.is_empty() {
+        if required {
+            violations.push(violation("required"));
+        }
+    } else if id.len() > MAX_SESSION_ID || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        violations.push(violation("at most 128 characters, no spaces or control characters"));
+    }
+}
+
+fn store_error(err: StoreError, last: Option<&Cursor>) -> FacadeError {
+    match err {
+        StoreError::CursorExpired { earliest } => FacadeError::CursorExpired {
+            earliest_cursor: earliest.encode(),
+            last_cursor: last.map(Cursor::encode),
+        },
+        StoreError::Unavailable(why) => FacadeError::EventStoreUnavailable(why),
+    }
+}
+
+impl CallBotApi {
+    /// The record keeper of a call's tenant.
+    pub(super) fn session_log(&self, tenant: TenantId) -> SessionLog {
+        SessionLog::new(self.events.clone(), tenant)
+    }
+
+    /// WatchCallEvents.
+    pub(super) async fn watch_events(
+        &self,
+        request: Request<pb::WatchCallEventsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let (ctx, tenant) = self.tenant_context(&request)?;
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        check_session_id(&request.session_id, false, &mut violations);
+        let phone = request.phone.trim();
+        if !phone.is_empty() && !is_valid_phone(phone) {
+            violations.push(FieldViolation {
+                field: "phone".into(),
+                description: "an optional '+' and 8 to 15 digits".into(),
+            });
+        }
+        let start = match request.after_cursor.trim() {
+            "" if request.from_start => Start::FromStart,
+            "" => Start::Live,
+            text => match Cursor::decode(text) {
+                Ok(c) => Start::After(c),
+                Err(_) => {
+                    violations.push(FieldViolation {
+                        field: "after_cursor".into(),
+                        description: "not a cursor this facade gave (pass CallEvent.cursor back as it is)".into(),
+                    });
+                    Start::Live
+                }
+            },
+        };
+        if !violations.is_empty() {
+            return Err(fail_with(&ctx.request_id, FacadeError::Invalid(ValidationError { violations })));
+        }
+        let filter = Filter {
+            tenant,
+            session_id: request.session_id.clone(),
+            phone_national: if phone.is_empty() { String::new() } else { national(phone) },
+        };
+        let subscription = self.events.subscribe(filter, start).await.map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?;
+        let state = Watch {
+            subscription,
+            shutdown: self.shutdown.clone(),
+            last: None,
+            request_id: ctx.request_id.clone(),
+            done: false,
+            _watching: Watching::new(self.metrics.events().watchers().clone()),
+        };
+        let stream = futures::stream::unfold(state, |mut w| async move {
+            if w.done {
+                return None;
+            }
+            let next = {
+                let Watch { subscription, shutdown, .. } = &mut w;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                    next = subscription.next() => Some(next),
+                }
+            };
+            let err = match next {
+                None => FacadeError::ShuttingDown { last_cursor: w.last.map(|c| c.encode()) },
+                Some(None) => return None,
+                Some(Some(Ok(event))) => {
+                    w.last = Some(event.cursor);
+                    return Some((Ok(pb::WatchCallEventsResponse { event: Some(convert::event_to_pb(&event)) }), w));
+                }
+                Some(Some(Err(e))) => store_error(e, w.last.as_ref()),
+            };
+            w.done = true;
+            let status = fail_with(&w.request_id, err);
+            Some((Err(status), w))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// GetSessionReport.
+    pub(super) async fn session_report(
+        &self,
+        request: Request<pb::GetSessionReportRequest>,
+    ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
+        let (ctx, tenant) = self.tenant_context(&request)?;
+        let session_id = request.into_inner().session_id;
+        let mut violations = Vec::new();
+        check_session_id(&session_id, true, &mut violations);
+        if !violations.is_empty() {
+            return Err(fail_with(&ctx.request_id, FacadeError::Invalid(ValidationError { violations })));
+        }
+        let facts = self
+            .events
+            .session(tenant, session_id.clone())
+            .await
+            .map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?
+            .ok_or_else(|| fail_with(&ctx.request_id, FacadeError::SessionNotFound))?;
+        let report = report::build(&facts);
+        Ok(Response::new(convert::report_to_pb(session_id, report)))
+    }
+}

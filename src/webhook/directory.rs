@@ -1,0 +1,164 @@
+//! Which tenants the receiver serves, their URL tokens and their keys.
+//!
+//! A tenant's id is `default` for the configured key, the tenant's name with a tenants file, and
+//! `k-<20 hex of SHA-256(key)>` for a caller's own key (`--allow-caller-api-key`): stable across
+//! restarts and replicas, and never the key. Its URL token is `<id>.<32 hex>`, the hex being the
+//! start of HMAC-SHA256(`--webhook-secret`, "callbot-webhook:" + id): every replica sharing the
+//! secret derives and accepts the same token, and checks it in constant time without having seen
+//! the tenant before (a caller key seen by another replica). Tokens are never logged.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    events::TenantId,
+    reload::Live,
+    tenants::{ConfiguredKey, TenantTable},
+    upstream::ApiKey,
+};
+
+/// The id of the configured key's tenant.
+pub(crate) const DEFAULT_TENANT: &str = "default";
+/// Hex digits of the MAC in a token (128 bits).
+const MAC_HEX: usize = 32;
+/// Caller-key tenants remembered (their keys, for history lookups and registration).
+const MAX_CALLER_TENANTS: usize = 10_000;
+
+/// Where tenants come from.
+#[derive(Clone)]
+pub(crate) enum Tenancy {
+    /// One tenant, the configured key (and callers' own keys when allowed).
+    Configured(ConfiguredKey),
+    /// The tenants file.
+    File(Live<TenantTable>),
+}
+
+/// The tenants, their tokens, their keys.
+pub(crate) struct Directory {
+    secret: ApiKey,
+    tenancy: Tenancy,
+    callers: Mutex<HashMap<TenantId, ApiKey>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The tenant id of a caller's own key.
+pub(crate) fn caller_key_tenant(key: &ApiKey) -> TenantId {
+    let digest = Sha256::digest(key.expose().as_bytes());
+    Arc::from(format!("k-{}", &hex(&digest)[..20]))
+}
+
+impl Directory {
+    /// A directory over `tenancy`, tokens keyed by `secret`.
+    pub(crate) fn new(secret: ApiKey, tenancy: Tenancy) -> Self {
+        Directory { secret, tenancy, callers: Mutex::new(HashMap::new()) }
+    }
+
+    fn mac(&self, tenant: &str) -> String {
+        // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes()) else {
+            return String::new();
+        };
+        mac.update(b"callbot-webhook:");
+        mac.update(tenant.as_bytes());
+        hex(&mac.finalize().into_bytes())[..MAC_HEX].to_owned()
+    }
+
+    /// The URL token of `tenant`.
+    pub(crate) fn token(&self, tenant: &str) -> String {
+        format!("{tenant}.{}", self.mac(tenant))
+    }
+
+    /// The tenant a token belongs to, when it is one of ours and the tenant is served.
+    pub(crate) fn verify(&self, token: &str) -> Option<TenantId> {
+        let (tenant, mac) = token.rsplit_once('.')?;
+        if tenant.is_empty() || tenant.len() > 64 || mac.len() != MAC_HEX {
+            return None;
+        }
+        let expected = self.mac(tenant);
+        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
+            return None;
+        }
+        let served = match &self.tenancy {
+            Tenancy::Configured(_) => tenant == DEFAULT_TENANT || tenant.starts_with("k-"),
+            Tenancy::File(table) => table.get().by_name(tenant).is_some(),
+        };
+        served.then(|| Arc::from(tenant))
+    }
+
+    /// The key of `tenant`, when known.
+    pub(crate) fn key_of(&self, tenant: &str) -> Option<ApiKey> {
+        match &self.tenancy {
+            Tenancy::Configured(key) if tenant == DEFAULT_TENANT => Some(key.current()),
+            Tenancy::Configured(_) => self.callers.lock().ok()?.get(tenant).cloned(),
+            Tenancy::File(table) => {
+                let table = table.get();
+                table.by_name(tenant).map(|i| table.tenant(i).key.clone())
+            }
+        }
+    }
+
+    /// The tenants known from the start (the configured key's, or every tenant of the file).
+    pub(crate) fn initial_tenants(&self) -> Vec<TenantId> {
+        match &self.tenancy {
+            Tenancy::Configured(_) => vec![Arc::from(DEFAULT_TENANT)],
+            Tenancy::File(table) => table.get().names().map(Arc::from).collect(),
+        }
+    }
+
+    /// Notes a caller-key tenant; true the first time it is seen.
+    pub(crate) fn note_caller_key(&self, tenant: &TenantId, key: &ApiKey) -> bool {
+        let Ok(mut callers) = self.callers.lock() else { return false };
+        if callers.get(tenant).is_some_and(|k| k == key) {
+            return false;
+        }
+        if callers.len() >= MAX_CALLER_TENANTS && !callers.contains_key(tenant) {
+            return false;
+        }
+        callers.insert(tenant.clone(), key.clone()).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(secret: &str) -> Directory {
+        Directory::new(ApiKey::new(secret), Tenancy::Configured(ConfiguredKey::Fixed(ApiKey::new("key-1"))))
+    }
+
+    #[test]
+    fn tokens_are_derived_verified_and_tied_to_the_secret() {
+        let a = directory("s3cret");
+        let token = a.token(DEFAULT_TENANT);
+        assert!(token.starts_with("default.") && token.len() == "default.".len() + MAC_HEX, "{token}");
+        assert_eq!(directory("s3cret").token(DEFAULT_TENANT), token, "every replica derives the same");
+        assert_eq!(a.verify(&token).as_deref(), Some(DEFAULT_TENANT));
+        assert_eq!(directory("other").verify(&token), None, "another secret");
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == '0' { '1' } else { '0' });
+        for bad in [&forged[..], "", ".", "default", "default.", &token[..token.len() - 1], &format!("{token}0")] {
+            assert_eq!(a.verify(bad), None, "{bad}");
+        }
+        // A caller-key tenant's token is accepted without having seen it (another replica did).
+        let caller = caller_key_tenant(&ApiKey::new("their-key"));
+        assert!(caller.starts_with("k-") && !caller.contains("their"));
+        assert_eq!(a.verify(&a.token(&caller)), Some(caller.clone()));
+        // A tenant that is not served here.
+        assert_eq!(a.verify(&a.token("school")), None);
+        assert_eq!(a.key_of(&caller), None);
+        assert!(a.note_caller_key(&caller, &ApiKey::new("their-key")));
+        assert!(!a.note_caller_key(&caller, &ApiKey::new("their-key")));
+        assert_eq!(a.key_of(&caller).map(|k| k.expose().to_owned()).as_deref(), Some("their-key"));
+        assert_eq!(a.key_of(DEFAULT_TENANT).map(|k| k.expose().to_owned()).as_deref(), Some("key-1"));
+    }
+}
