@@ -17,11 +17,19 @@
 
 mod admin;
 mod api;
+#[cfg(test)]
+mod call_tests;
+mod calls;
 mod catalogue;
+mod delivery;
+mod dialer;
 mod faults;
+mod history;
 mod state;
 #[cfg(test)]
 mod tests;
+mod webhook_faults;
+mod webhooks;
 
 /// Streams one HTTP/2 connection may have open at once.
 const SIM_MAX_CONCURRENT_STREAMS: u32 = 10_000;
@@ -59,12 +67,17 @@ pub struct SimConfig {
     pub api_keys: Option<Vec<String>>,
     /// Lifetime of issued access tokens.
     pub token_ttl: Duration,
+    /// Simulated seconds per real second for the calls placed (finite, > 0; otherwise the default is used).
+    pub time_scale: f64,
 }
 
+/// The default time scale: 10 simulated seconds per real second.
+pub const DEFAULT_TIME_SCALE: f64 = 10.0;
+
 impl Default for SimConfig {
-    /// Any non-empty key accepted; tokens valid 24 hours.
+    /// Any non-empty key accepted; tokens valid 24 hours; time scale [`DEFAULT_TIME_SCALE`].
     fn default() -> Self {
-        Self { api_keys: None, token_ttl: Duration::from_secs(24 * 3600) }
+        Self { api_keys: None, token_ttl: Duration::from_secs(24 * 3600), time_scale: DEFAULT_TIME_SCALE }
     }
 }
 
@@ -74,6 +87,16 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/auth", get(api::auth))
         .route("/api/call_bot/script/list", get(api::script_list))
         .route("/api/call_bot/execute_by_phone", post(api::execute))
+        .route("/api/webhooks/list", get(webhooks::list))
+        .route("/api/webhooks/register", post(webhooks::register))
+        .route("/api/webhooks/destroy", post(webhooks::destroy))
+        .route("/api/v3/call-transaction/search", post(history::search))
+        .route("/_sim/calls", get(admin::calls))
+        .route("/_sim/time_scale", put(admin::put_time_scale).get(admin::get_time_scale))
+        .route(
+            "/_sim/webhook_faults",
+            post(admin::add_webhook_faults).get(admin::list_webhook_faults).delete(admin::clear_webhook_faults),
+        )
         .route("/_sim/sessions", get(admin::sessions))
         .route("/_sim/stats", get(admin::stats))
         .route("/_sim/faults", post(admin::add_faults).get(admin::list_faults).delete(admin::clear_faults))
@@ -96,6 +119,10 @@ fn count_request(sim: &Sim, path: &str) {
         "/api/auth" => &sim.stats.auth_calls,
         "/api/call_bot/script/list" => &sim.stats.script_list_calls,
         "/api/call_bot/execute_by_phone" => &sim.stats.execute_calls,
+        "/api/webhooks/list" => &sim.stats.webhook_list_calls,
+        "/api/webhooks/register" => &sim.stats.webhook_register_calls,
+        "/api/webhooks/destroy" => &sim.stats.webhook_destroy_calls,
+        "/api/v3/call-transaction/search" => &sim.stats.history_search_calls,
         _ => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +343,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    sim.stop_calls();
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {

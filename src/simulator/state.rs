@@ -9,8 +9,12 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::SimConfig;
+use super::calls::Calls;
 use super::catalogue;
+use super::delivery::Deliverer;
 use super::faults::Fault;
+use super::webhook_faults;
+use super::webhooks::Hooks;
 
 /// Most sessions kept for `GET /_sim/sessions`; older ones are dropped (counters keep counting),
 /// and with them their `ext_session_id`, so duplicates are refused among the sessions kept.
@@ -51,6 +55,17 @@ pub(crate) struct Stats {
     pub unauthorized: AtomicU64,
     /// Bytes of `body_size` padding handed to connections (a reader that stops early stops it).
     pub padding_bytes_sent: AtomicU64,
+    pub webhook_register_calls: AtomicU64,
+    pub webhook_list_calls: AtomicU64,
+    pub webhook_destroy_calls: AtomicU64,
+    pub history_search_calls: AtomicU64,
+    /// Calls dialled (each attempt).
+    pub calls_placed: AtomicU64,
+    /// Webhook POST attempts, those answered 2xx, those that failed, deliveries given up.
+    pub webhook_deliveries: AtomicU64,
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failed_attempts: AtomicU64,
+    pub webhook_given_up: AtomicU64,
 }
 
 impl Stats {
@@ -62,6 +77,15 @@ impl Stats {
             &self.sessions_total,
             &self.unauthorized,
             &self.padding_bytes_sent,
+            &self.webhook_register_calls,
+            &self.webhook_list_calls,
+            &self.webhook_destroy_calls,
+            &self.history_search_calls,
+            &self.calls_placed,
+            &self.webhook_deliveries,
+            &self.webhook_delivered,
+            &self.webhook_failed_attempts,
+            &self.webhook_given_up,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -123,6 +147,18 @@ pub(crate) struct Sim {
     id_salt: u64,
     /// Most sessions kept (normally [`MAX_SESSIONS`]).
     max_sessions: usize,
+    /// Registered webhooks, per API key.
+    pub hooks: Hooks,
+    /// Every call placed.
+    pub calls: Calls,
+    /// Pending webhook faults.
+    pub wh_faults: webhook_faults::Queue,
+    /// The webhook client.
+    pub delivery: Deliverer,
+    /// Simulated seconds per real second (`f64` bits).
+    time_scale: AtomicU64,
+    /// Bumped by reset and shutdown: the calls and deliveries started before stop at their next step.
+    epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Sim {
@@ -132,6 +168,7 @@ impl Sim {
 
     /// A simulator keeping at most `max_sessions` recorded sessions.
     pub(crate) fn with_session_cap(config: SimConfig, max_sessions: usize) -> Self {
+        let config_scale = config.time_scale;
         Self {
             max_sessions: max_sessions.max(1),
             config,
@@ -146,7 +183,54 @@ impl Sim {
             }),
             id_counter: AtomicU64::new(rand::random::<u32>() as u64 & 0xff_ffff),
             id_salt: rand::random::<u64>() & 0xff_ffff_ffff,
+            hooks: Hooks::default(),
+            calls: Calls::default(),
+            wh_faults: webhook_faults::Queue::default(),
+            delivery: Deliverer::new(),
+            time_scale: AtomicU64::new(valid_scale(config_scale).unwrap_or(super::DEFAULT_TIME_SCALE).to_bits()),
+            epoch: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Simulated seconds per real second.
+    pub(crate) fn time_scale(&self) -> f64 {
+        f64::from_bits(self.time_scale.load(Ordering::Relaxed))
+    }
+
+    /// Change the time scale (for the waits that start afterwards); `Err` unless finite and > 0.
+    pub(crate) fn set_time_scale(&self, scale: f64) -> Result<(), String> {
+        let scale = valid_scale(scale).ok_or("time_scale must be a finite number > 0")?;
+        self.time_scale.store(scale.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The real duration of `sim_secs` simulated seconds at the current time scale (at most a year).
+    pub(crate) fn real_duration(&self, sim_secs: f64) -> Duration {
+        const YEAR: Duration = Duration::from_secs(365 * 86_400);
+        Duration::try_from_secs_f64(sim_secs.max(0.0) / self.time_scale()).map_or(YEAR, |d| d.min(YEAR))
+    }
+
+    /// The current epoch (see [`Sim::stop_calls`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Sleep `sim_secs` simulated seconds; false (at once) if the epoch moves on from `epoch` meanwhile.
+    pub(crate) async fn sleep_sim(&self, sim_secs: f64, epoch: u64) -> bool {
+        let mut rx = self.epoch.subscribe();
+        if *rx.borrow_and_update() != epoch {
+            return false;
+        }
+        let wait = self.real_duration(sim_secs);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => self.epoch() == epoch,
+            _ = rx.wait_for(|e| *e != epoch) => false,
+        }
+    }
+
+    /// Stop every session's calls and every delivery in progress.
+    pub(crate) fn stop_calls(&self) {
+        self.epoch.send_modify(|e| *e += 1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -305,7 +389,8 @@ impl Sim {
         Some(taken)
     }
 
-    /// Clear faults, sessions, counters and tokens; restore the built-in catalogue.
+    /// Clear faults, sessions, counters, tokens, webhooks, calls and webhook faults (stopping the calls in
+    /// progress); restore the built-in catalogue.
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
         inner.catalogue = Catalogue::builtin();
@@ -314,8 +399,18 @@ impl Sim {
         inner.sessions.clear();
         inner.ext_ids.clear();
         inner.faults.clear();
+        drop(inner);
+        self.stop_calls();
+        self.hooks.clear();
+        self.calls.clear();
+        self.wh_faults.clear();
         self.stats.reset();
     }
+}
+
+/// `scale` if it is a valid time scale (finite, > 0).
+fn valid_scale(scale: f64) -> Option<f64> {
+    (scale.is_finite() && scale > 0.0).then_some(scale)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
