@@ -199,7 +199,7 @@ async fn callbot_auth_rules() {
 
 #[tokio::test]
 async fn token_expires_after_ttl() {
-    let h = Harness::start(SimConfig { api_keys: None, token_ttl: Duration::from_millis(300) }).await;
+    let h = Harness::start(SimConfig { api_keys: None, token_ttl: Duration::from_millis(300), ..SimConfig::default() }).await;
     let t = h.token(KEY).await;
     assert_eq!(h.list(KEY, &t).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
