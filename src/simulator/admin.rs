@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use super::MAX_BODY_BYTES;
 use super::api::{json_response, query_param};
+use super::calls::CallFilter;
 use super::catalogue;
 use super::faults::parse_faults;
-use super::calls::CallFilter;
 use super::state::{Sim, key_id};
 use super::webhook_faults;
 

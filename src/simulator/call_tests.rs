@@ -214,7 +214,10 @@ async fn webhook_registration_list_register_replace_destroy() {
     assert_eq!(v["payload"], json!({"url": "https://example.com/a", "type": "call", "status": "actived"}));
     // Plain http is accepted; registering again replaces.
     sim.register(KEY, "http://127.0.0.1:1/b", json!(["hangup"])).await;
-    assert_eq!(list(KEY).await["payload"], json!([{"url": "http://127.0.0.1:1/b", "type": "call", "status": "actived"}]));
+    assert_eq!(
+        list(KEY).await["payload"],
+        json!([{"url": "http://127.0.0.1:1/b", "type": "call", "status": "actived"}])
+    );
     // Another key sees none.
     assert_eq!(list("other-key").await["payload"], json!([]));
     for (hook, code) in [
@@ -249,7 +252,10 @@ async fn webhook_registration_list_register_replace_destroy() {
 }
 
 /// The expected (outcome, disposition, hangup_cause, ring, talk) of each attempt, and the kinds POSTed for it.
-fn expected(phone_digit: char, attempt: u64) -> (&'static str, &'static str, &'static str, u64, u64, Vec<&'static str>) {
+fn expected(
+    phone_digit: char,
+    attempt: u64,
+) -> (&'static str, &'static str, &'static str, u64, u64, Vec<&'static str>) {
     let live_answered = vec!["ringing", "answered", "hangup", "cdr"];
     let live_short = vec!["ringing", "hangup", "cdr"];
     match (phone_digit, attempt) {
@@ -292,7 +298,10 @@ async fn a_session_places_the_predicted_calls_and_delivers_them() {
     want.sort();
     assert_eq!(got, want, "{calls:?}");
     let sum = sim.calls(&session).await;
-    assert_eq!(sum["sessions"], json!([{"session_id": session, "api_key_id": calls[0]["api_key_id"], "contacts": 6, "finished": true}]));
+    assert_eq!(
+        sum["sessions"],
+        json!([{"session_id": session, "api_key_id": calls[0]["api_key_id"], "contacts": 6, "finished": true}])
+    );
     // Expected bodies: live states + one CDR per call.
     let n: usize = calls
         .iter()
@@ -352,11 +361,264 @@ async fn a_session_places_the_predicted_calls_and_delivers_them() {
     }
     // Rounds of 3: the second round's first dials start after every call of the first round ended.
     let first_round = ["0912345670", "0912345675", "+84912345676"];
-    let round1_end = calls.iter().filter(|c| first_round.contains(&c["phone"].as_str().unwrap())).map(|c| c["ended_at_ms"].as_u64().unwrap()).max().unwrap();
-    let round2_start = calls.iter().filter(|c| !first_round.contains(&c["phone"].as_str().unwrap())).map(|c| c["started_at_ms"].as_u64().unwrap()).min().unwrap();
+    let round1_end = calls
+        .iter()
+        .filter(|c| first_round.contains(&c["phone"].as_str().unwrap()))
+        .map(|c| c["ended_at_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let round2_start = calls
+        .iter()
+        .filter(|c| !first_round.contains(&c["phone"].as_str().unwrap()))
+        .map(|c| c["started_at_ms"].as_u64().unwrap())
+        .min()
+        .unwrap();
     assert!(round2_start >= round1_end, "{round2_start} < {round1_end}");
     let stats = sim.get("/_sim/stats").await;
     assert_eq!(stats["calls_placed"], 9, "{stats}");
     assert_eq!(stats["webhook_delivered"], 28, "{stats}");
     assert_eq!(stats["webhook_failed_attempts"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn the_events_filter_and_a_key_without_a_hook() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    sim.register(KEY, &rx.url, json!(["hangup"])).await;
+    let session = sim.session(KEY, &["0912345670"], json!({})).await;
+    sim.finished(&session).await;
+    assert_eq!(kinds(&accepted_n(&rx, 2).await), ["hangup", "cdr"]);
+    // Another key, no hook: the call is placed and recorded, nothing is delivered.
+    let other = sim.session("no-hook-key", &["0912345679"], json!({})).await;
+    let calls = sim.finished(&other).await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["outcome"], "failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rx.all().len(), 2);
+    let keyed = sim.get("/_sim/calls?api_key=no-hook-key").await;
+    assert_eq!(keyed["calls"].as_array().unwrap().len(), 1, "{keyed}");
+    assert_eq!(keyed["sessions"].as_array().unwrap().len(), 1, "{keyed}");
+}
+
+#[tokio::test]
+async fn a_receiver_answering_503_is_retried() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    rx.state.answers.lock().unwrap().extend([503, 503]);
+    sim.register(KEY, &rx.url, Value::Null).await;
+    sim.session(KEY, &["0912345679"], json!({})).await;
+    let bodies = accepted_n(&rx, 2).await;
+    assert_eq!(kinds(&bodies), ["hangup", "cdr"]);
+    let all = rx.all();
+    assert_eq!(all.iter().map(|r| r.status).collect::<Vec<_>>(), [503, 503, 200, 200]);
+    assert!(all.iter().all(|r| r.body == all[0].body || kind_of(&r.body) == "cdr"));
+    // Backoff: 100 ms, then 200 ms.
+    assert!(all[2].at - all[0].at >= Duration::from_millis(290), "{:?}", all[2].at - all[0].at);
+    let stats = sim.get("/_sim/stats").await;
+    assert_eq!(stats["webhook_deliveries"], 4, "{stats}");
+    assert_eq!(stats["webhook_delivered"], 2, "{stats}");
+    assert_eq!(stats["webhook_failed_attempts"], 2, "{stats}");
+    assert_eq!(stats["webhook_given_up"], 0, "{stats}");
+}
+
+async fn faults(sim: &Sim, faults: Value) {
+    let resp = sim.send(http::Method::POST, "/_sim/webhook_faults", faults).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
+#[tokio::test]
+async fn webhook_fault_duplicate_drop_first_and_no_autocall_id() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    sim.register(KEY, &rx.url, Value::Null).await;
+    faults(&sim, json!([{"kind": "duplicate"}, {"kind": "no_autocall_id"}])).await;
+    let session = sim.session(KEY, &["0912345679"], json!({})).await;
+    let bodies = accepted_n(&rx, 3).await;
+    assert_eq!(kinds(&bodies), ["hangup", "hangup", "cdr"]);
+    assert_eq!(bodies[0], bodies[1]);
+    assert!(bodies[2].get("autocall_id").is_none() && bodies[2].get("autocall_uuid").is_none(), "{}", bodies[2]);
+    assert_eq!(sim.get("/_sim/webhook_faults").await, json!([]));
+    // The history still knows the session.
+    let found = sim.search(KEY, "", json!({"filter": {"transactionIds": [call_of(&bodies[2])]}})).await;
+    assert_eq!(found["payload"]["items"][0]["autocall_id"], session.as_str(), "{found}");
+
+    // drop_first: the first attempt reaches the receiver, its answer is ignored, it is sent again.
+    faults(&sim, json!({"kind": "drop_first"})).await;
+    sim.session(KEY, &["0912345679"], json!({})).await;
+    let bodies = accepted_n(&rx, 6).await;
+    assert_eq!(kinds(&bodies[3..]), ["hangup", "hangup", "cdr"]);
+    assert_eq!(bodies[3], bodies[4]);
+    assert!(bodies[5]["autocall_id"].is_string(), "{}", bodies[5]);
+    let stats = sim.get("/_sim/stats").await;
+    assert_eq!(stats["webhook_failed_attempts"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn webhook_fault_reorder_and_delay() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    sim.register(KEY, &rx.url, Value::Null).await;
+    faults(&sim, json!({"kind": "reorder"})).await;
+    let s = sim.session(KEY, &["0912345670"], json!({})).await;
+    sim.finished(&s).await;
+    assert_eq!(kinds(&accepted_n(&rx, 4).await), ["cdr", "hangup", "answered", "ringing"]);
+    // The next call is in order again; its first delivery waits 300 ms.
+    faults(&sim, json!({"kind": "delay", "delay_ms": 300})).await;
+    let s = sim.session(KEY, &["0912345679"], json!({})).await;
+    let calls = sim.finished(&s).await;
+    let ended = Instant::now();
+    let bodies = accepted_n(&rx, 6).await;
+    assert_eq!(kinds(&bodies[4..]), ["hangup", "cdr"]);
+    let first = rx.all()[4].at;
+    assert!(first + Duration::from_millis(50) >= ended + Duration::from_millis(200), "delay not applied: {calls:?}");
+}
+
+#[tokio::test]
+async fn webhook_fault_rates_and_validation() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    sim.register(KEY, &rx.url, Value::Null).await;
+    faults(&sim, json!([{"kind": "no_autocall_id", "rate": 1.0}, {"kind": "duplicate", "rate": 0.0}])).await;
+    let s = sim.session(KEY, &["0912345679", "0912345678"], json!({})).await;
+    sim.finished(&s).await;
+    let bodies = accepted_n(&rx, 5).await;
+    assert_eq!(bodies.len(), 5, "{bodies:#?}");
+    assert!(bodies.iter().filter(|b| kind_of(b) == "cdr").all(|b| b.get("autocall_id").is_none()));
+    // Rate faults stay until cleared.
+    let listed = sim.get("/_sim/webhook_faults").await;
+    assert_eq!(listed, json!([{"kind": "no_autocall_id", "rate": 1.0}, {"kind": "duplicate", "rate": 0.0}]));
+    assert_eq!(sim.send(http::Method::DELETE, "/_sim/webhook_faults", json!({})).await.status(), 200);
+    assert_eq!(sim.get("/_sim/webhook_faults").await, json!([]));
+    for bad in [
+        json!({"kind": "explode"}),
+        json!({"kind": "duplicate", "colour": "red"}),
+        json!({"kind": "duplicate", "count": 0}),
+        json!({"kind": "duplicate", "count": 1, "rate": 0.5}),
+        json!({"kind": "duplicate", "rate": 1.5}),
+        json!({"kind": "delay"}),
+        json!({"kind": "reorder", "delay_ms": 5}),
+        json!([{"kind": "duplicate"}, {"count": 2}]),
+        json!("duplicate"),
+    ] {
+        let resp = sim.send(http::Method::POST, "/_sim/webhook_faults", bad.clone()).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    assert_eq!(sim.get("/_sim/webhook_faults").await, json!([]));
+    faults(&sim, json!({"kind": "delay", "delay_ms": 10, "count": 3})).await;
+    assert_eq!(sim.get("/_sim/webhook_faults").await, json!([{"kind": "delay", "count": 3, "delay_ms": 10}]));
+}
+
+#[tokio::test]
+async fn call_history_search_filters_and_pages() {
+    let sim = Sim::start(1000.0).await;
+    let s = sim.session(KEY, &["0912345670", "0912345671", "0912345675", "0912345679"], json!({})).await;
+    let calls = sim.finished(&s).await;
+    assert_eq!(calls.len(), 4);
+    let all = sim.search(KEY, "?page=1&size=50", json!({})).await;
+    assert_eq!(all["status_code"], 9999, "{all}");
+    let p = &all["payload"];
+    assert_eq!(
+        p["paging"],
+        json!({"page_number": 1, "page_size": 50, "total_items": 4, "total_pages": 1, "has_next": false})
+    );
+    // Newest first by default.
+    let created: Vec<u64> =
+        p["items"].as_array().unwrap().iter().map(|i| i["created_date"].as_u64().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "{created:?}");
+    assert!(p["items"].as_array().unwrap().iter().all(|i| i["autocall_id"] == s.as_str()));
+    // By transaction id.
+    let id = calls[1]["call_id"].as_str().unwrap();
+    let v = sim.search(KEY, "", json!({"filter": {"transactionIds": [id]}})).await;
+    assert_eq!(v["payload"]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["payload"]["items"][0]["transaction_id"], id);
+    assert_eq!(v["payload"]["items"][0]["autocall_uuid"], id);
+    // By phone, in any form.
+    for phone in ["0912345675", "+84912345675", "84912345675"] {
+        let v = sim.search(KEY, "", json!({"filter": {"phoneNumbers": [phone]}})).await;
+        let items = v["payload"]["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 1, "{phone}: {v}");
+        assert_eq!(items[0]["disposition"], "no answer");
+    }
+    // Answered only, ascending, two per page.
+    let body = json!({"filter": {"isAnswer": true}, "sort": {"field": "created_date", "isAsc": true}});
+    let v = sim.search(KEY, "?page=1&size=1", body.clone()).await;
+    assert_eq!(
+        v["payload"]["paging"],
+        json!({"page_number": 1, "page_size": 1, "total_items": 2, "total_pages": 2, "has_next": true})
+    );
+    let v2 = sim.search(KEY, "?page=2&size=1", body.clone()).await;
+    assert_eq!(v2["payload"]["paging"]["has_next"], false);
+    assert_ne!(v["payload"]["items"][0]["transaction_id"], v2["payload"]["items"][0]["transaction_id"]);
+    let v3 = sim.search(KEY, "?page=3&size=1", body).await;
+    assert_eq!(v3["payload"]["items"], json!([]));
+    // Dates.
+    let first = calls.iter().map(|c| c["started_at_ms"].as_u64().unwrap()).min().unwrap();
+    let v = sim.search(KEY, "", json!({"filter": {"toDate": first - 1}})).await;
+    assert_eq!(v["payload"]["paging"]["total_items"], 0);
+    let v = sim.search(KEY, "", json!({"filter": {"fromDate": first}})).await;
+    assert_eq!(v["payload"]["paging"]["total_items"], 4);
+    // Another key sees none.
+    let v = sim.search("other-key", "", json!({})).await;
+    assert_eq!(v["payload"]["paging"]["total_items"], 0);
+    for (query, body, code) in [
+        ("?size=51", json!({}), "size_invalid"),
+        ("?size=0", json!({}), "size_invalid"),
+        ("?page=0", json!({}), "page_invalid"),
+        ("?page=x", json!({}), "page_invalid"),
+        ("", json!({"filter": {"isAnswer": "yes"}}), "filter_invalid"),
+        ("", json!({"sort": {"field": "duration"}}), "sort_invalid"),
+    ] {
+        let v = sim.search(KEY, query, body).await;
+        assert_eq!(v["payload"]["error"], code, "{query}: {v}");
+    }
+    // HTTP faults apply to it like to any API path.
+    let resp = sim
+        .send(http::Method::POST, "/_sim/faults", json!({"path": "/api/v3/call-transaction/search", "status": 503}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let token = sim.token(KEY).await;
+    let resp = sim
+        .http
+        .post(format!("{}/api/v3/call-transaction/search", sim.base))
+        .header("x-api-key", KEY)
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(sim.get("/_sim/stats").await["history_search_calls"], 18);
+}
+
+#[tokio::test]
+async fn time_scale_send_time_and_reset() {
+    let sim = Sim::start(10.0).await;
+    assert_eq!(sim.get("/_sim/time_scale").await, json!({"time_scale": 10.0}));
+    for bad in [
+        json!({"time_scale": 0}),
+        json!({"time_scale": -1}),
+        json!({"time_scale": "fast"}),
+        json!({}),
+        json!({"time_scale": 5, "x": 1}),
+    ] {
+        assert_eq!(sim.send(http::Method::PUT, "/_sim/time_scale", bad.clone()).await.status(), 400, "{bad}");
+    }
+    // At 10x, a send_time 3 s ahead is 300 ms of real time.
+    let now = super::state::unix_ms();
+    let s = sim.session(KEY, &["0912345679"], json!({"send_time": now + 3000})).await;
+    let calls = sim.finished(&s).await;
+    let started = calls[0]["started_at_ms"].as_u64().unwrap();
+    assert!(started >= now + 250, "started {} ms after", started - now);
+    // A long call at 10x (90 s of talk = 9 s), stopped by a reset.
+    let resp = sim.send(http::Method::PUT, "/_sim/time_scale", json!({"time_scale": 1000})).await;
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"time_scale": 1000.0}));
+    let resp = sim.send(http::Method::PUT, "/_sim/time_scale", json!({"time_scale": 0.001})).await;
+    assert_eq!(resp.status(), 200);
+    let s = sim.session(KEY, &["0912345674"], json!({})).await;
+    assert_eq!(sim.calls(&s).await["sessions"][0]["finished"], false);
+    sim.send(http::Method::POST, "/_sim/reset", json!({})).await;
+    assert_eq!(sim.get("/_sim/calls").await, json!({"calls": [], "sessions": []}));
+    sim.send(http::Method::PUT, "/_sim/time_scale", json!({"time_scale": 1000})).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sim.get("/_sim/calls").await, json!({"calls": [], "sessions": []}));
 }

@@ -310,7 +310,8 @@ pub(crate) struct CallFilter<'a> {
 
 impl CallFilter<'_> {
     fn keeps(&self, session: &str, key_id: &str) -> bool {
-        self.session.is_none_or(|s| s == session) && self.api_key_id.as_ref().is_none_or(|(a, b)| a == key_id || b == key_id)
+        self.session.is_none_or(|s| s == session)
+            && self.api_key_id.as_ref().is_none_or(|(a, b)| a == key_id || b == key_id)
     }
 }
 
@@ -377,8 +378,12 @@ impl Calls {
     /// The body of `GET /_sim/calls`.
     pub(crate) fn to_json(&self, filter: &CallFilter<'_>) -> Value {
         let inner = self.lock();
-        let calls: Vec<Value> =
-            inner.calls.values().filter(|c| filter.keeps(&c.session_id, &c.api_key_id)).map(CallRecord::to_json).collect();
+        let calls: Vec<Value> = inner
+            .calls
+            .values()
+            .filter(|c| filter.keeps(&c.session_id, &c.api_key_id))
+            .map(CallRecord::to_json)
+            .collect();
         let sessions: Vec<Value> = inner
             .session_order
             .iter()

@@ -53,8 +53,12 @@ impl Hooks {
     }
 
     fn list(&self, api_key_id: &str) -> Vec<(String, Hook)> {
-        let mut out: Vec<_> =
-            self.lock().iter().filter(|((k, _), _)| k == api_key_id).map(|((_, t), h)| (t.clone(), h.clone())).collect();
+        let mut out: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|((k, _), _)| k == api_key_id)
+            .map(|((_, t), h)| (t.clone(), h.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
