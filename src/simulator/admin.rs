@@ -149,7 +149,10 @@ pub(crate) async fn calls(State(sim): State<Arc<Sim>>, req: Request) -> Response
 }
 
 fn time_scale_answer(sim: &Sim) -> Response {
-    json_response(StatusCode::OK, serde_json::to_vec(&json!({"time_scale": sim.time_scale()})).unwrap_or_default())
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&json!({"time_scale": sim.clock.time_scale()})).unwrap_or_default(),
+    )
 }
 
 /// `GET /_sim/time_scale`: `{"time_scale": X}`.
@@ -174,7 +177,7 @@ pub(crate) async fn put_time_scale(State(sim): State<Arc<Sim>>, req: Request) ->
     let Some(scale) = scale else {
         return bad_request("expected {\"time_scale\": X}");
     };
-    match sim.set_time_scale(scale) {
+    match sim.clock.set_time_scale(scale) {
         Ok(()) => time_scale_answer(&sim),
         Err(e) => bad_request(&e),
     }

@@ -324,7 +324,7 @@ async fn a_session_places_the_predicted_calls_and_delivers_them() {
         assert_eq!(c["hangup_cause"], cause, "{c}");
         assert_eq!((c["ring_s"].as_u64(), c["talk_s"].as_u64()), (Some(ring), Some(talk)), "{c}");
         assert_eq!(c["session_id"], session.as_str());
-        let reported = if phone.starts_with('0') { format!("84{}", &phone[1..]) } else { phone.to_owned() };
+        let reported = phone.strip_prefix('0').map_or_else(|| phone.to_owned(), |rest| format!("84{rest}"));
         assert_eq!(c["reported_phone"], reported.as_str());
         assert!(c["ended_at_ms"].as_u64().unwrap() >= c["started_at_ms"].as_u64().unwrap());
         let id = c["call_id"].as_str().unwrap();

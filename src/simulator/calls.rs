@@ -59,6 +59,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
+use super::clock::date_time_vn;
+
 /// Most calls kept; beyond it the oldest *ended* calls are dropped.
 pub(crate) const MAX_CALLS: usize = 200_000;
 
@@ -261,23 +263,6 @@ impl CallRecord {
         }
         v
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` of Unix seconds `secs`, in UTC+7.
-pub(crate) fn date_time_vn(secs: u64) -> String {
-    let t = i64::try_from(secs).unwrap_or(i64::MAX / 2) + 7 * 3600;
-    let (days, sod) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 /// How far a session's calls are.

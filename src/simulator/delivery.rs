@@ -166,7 +166,7 @@ async fn post_with_retries(sim: &Sim, fact: &Fact, drop_first: bool, epoch: u64)
     let stats = &sim.stats;
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
-        if sim.epoch() != epoch {
+        if sim.clock.epoch() != epoch {
             return;
         }
         stats.webhook_deliveries.fetch_add(1, Ordering::Relaxed);

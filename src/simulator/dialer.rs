@@ -86,23 +86,23 @@ pub(crate) fn start(sim: &Arc<Sim>, plan: SessionPlan) {
     if plan.phones.is_empty() {
         return;
     }
-    let epoch = sim.epoch();
+    let epoch = sim.clock.epoch();
     tokio::spawn(run_session(Arc::clone(sim), plan, epoch));
 }
 
 async fn run_session(sim: Arc<Sim>, plan: SessionPlan, epoch: u64) {
     if let Some(at) = plan.send_time_ms {
         let now = unix_ms();
-        if at > now && !sim.sleep_sim((at - now) as f64 / 1000.0, epoch).await {
+        if at > now && !sim.clock.sleep_sim((at - now) as f64 / 1000.0, epoch).await {
             return;
         }
     }
     for (i, round) in plan.phones.chunks(plan.num_per_call).enumerate() {
-        if i > 0 && !sim.sleep_sim(plan.distance_per_call as f64, epoch).await {
+        if i > 0 && !sim.clock.sleep_sim(plan.distance_per_call as f64, epoch).await {
             return;
         }
         futures::future::join_all(round.iter().map(|phone| dial_contact(&sim, &plan, phone, epoch))).await;
-        if sim.epoch() != epoch {
+        if sim.clock.epoch() != epoch {
             return;
         }
     }
@@ -114,7 +114,7 @@ async fn dial_contact(sim: &Arc<Sim>, plan: &SessionPlan, phone: &str, epoch: u6
     for attempt in 1..=plan.num_retry.saturating_add(1) {
         let row = outcome_for(phone, attempt);
         let wait = if attempt > 1 { plan.distance_retry } else { 0 };
-        let planned = unix_ms() + sim.real_duration(wait as f64).as_millis() as u64;
+        let planned = unix_ms() + sim.clock.real_duration(wait as f64).as_millis() as u64;
         let seq = sim.calls.insert(CallRecord {
             call_id: uuid::Uuid::new_v4().to_string(),
             session_id: plan.session_id.clone(),
@@ -128,7 +128,7 @@ async fn dial_contact(sim: &Arc<Sim>, plan: &SessionPlan, phone: &str, epoch: u6
             started_at_ms: planned,
             ended_at_ms: None,
         });
-        if wait > 0 && !sim.sleep_sim(wait as f64, epoch).await {
+        if wait > 0 && !sim.clock.sleep_sim(wait as f64, epoch).await {
             return;
         }
         if !place_call(sim, seq, row, epoch).await {
@@ -156,7 +156,7 @@ async fn place_call(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64) -> bool {
     };
     if row.rings() {
         sink.live(&call, "ringing", t0);
-        if !sim.sleep_sim(row.ring_s as f64, epoch).await {
+        if !sim.clock.sleep_sim(row.ring_s as f64, epoch).await {
             return false;
         }
     }
@@ -166,7 +166,7 @@ async fn place_call(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64) -> bool {
             return false;
         };
         sink.live(&call, "answered", at);
-        if !sim.sleep_sim(row.talk_s as f64, epoch).await {
+        if !sim.clock.sleep_sim(row.talk_s as f64, epoch).await {
             return false;
         }
     }

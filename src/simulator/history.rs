@@ -156,7 +156,7 @@ pub(crate) async fn search(State(sim): State<Arc<Sim>>, req: Request) -> Respons
     if ascending {
         calls.sort_by_key(|c| c.started_at_ms);
     } else {
-        calls.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+        calls.sort_by_key(|c| std::cmp::Reverse(c.started_at_ms));
     }
     let total = calls.len() as u64;
     let total_pages = total.div_ceil(size);

@@ -7,13 +7,28 @@
 //! - `GET /api/call_bot/script/list`: a Vietnamese script catalogue (`catalogue.rs`);
 //! - `POST /api/call_bot/execute_by_phone?cid=<cid>`: validated like the real API; accepted sessions are
 //!   recorded. Contacts on the simulated do-not-call list (last three digits `999`) are rejected per contact
-//!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call;
-//! - `/_sim/*` control endpoints: `GET /_sim/sessions`, `GET /_sim/stats`, `POST|GET|DELETE /_sim/faults`,
-//!   `PUT /_sim/scripts` (`?api_key=K`: a catalogue seen by that API key only), `POST /_sim/reset`.
+//!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call. The accepted
+//!   contacts are then **called**, in scaled time (`dialer.rs`), with an outcome decided by the number's last
+//!   digit (the table in `calls.rs`), and each call's live states and CDR are POSTed to the key's `call`
+//!   webhook (`delivery.rs`);
+//! - `GET /api/webhooks/list`, `POST /api/webhooks/register`, `POST /api/webhooks/destroy?hook_type=call`:
+//!   webhook registration per API key (`webhooks.rs`);
+//! - `POST /api/v3/call-transaction/search?page=&size=`: the history of the ended calls (`history.rs`);
+//! - `/_sim/*` control endpoints: `GET /_sim/sessions`, `GET /_sim/calls` (`?session=`, `?api_key=`: every call
+//!   placed and each session's progress, `calls.rs`), `GET /_sim/stats`, `POST|GET|DELETE /_sim/faults`,
+//!   `POST|GET|DELETE /_sim/webhook_faults` (`webhook_faults.rs`), `PUT|GET /_sim/time_scale`
+//!   (`{"time_scale": X}`, simulated seconds per real second, finite and > 0; default `--time-scale`, 10),
+//!   `PUT /_sim/scripts` (`?api_key=K`: a catalogue seen by that API key only), `POST /_sim/reset` (also
+//!   forgets hooks, calls and webhook faults, and stops the calls in progress).
 //!
 //! Every JSON answer of the API paths uses the upstream envelope
 //! (`{"instance_id":"sim","instance_version":"1.2.164","key_enabled":false,"status_code":9999|-9999,"payload":...}`);
-//! business errors are HTTP 200 with status_code -9999. Fault injection (`POST /_sim/faults`) is documented in `faults.rs`.
+//! business errors are HTTP 200 with status_code -9999. Fault injection (`POST /_sim/faults`) is documented in
+//! `faults.rs`; it applies to every API path, the webhook and history paths included.
+//! `/_sim/stats` counts requests per API path (`auth_calls`, `script_list_calls`, `execute_calls`,
+//! `webhook_list_calls`, `webhook_register_calls`, `webhook_destroy_calls`, `history_search_calls`), and
+//! `sessions_total`, `unauthorized`, `padding_bytes_sent`, `calls_placed`, `webhook_deliveries` (POST attempts),
+//! `webhook_delivered`, `webhook_failed_attempts`, `webhook_given_up`.
 
 mod admin;
 mod api;
@@ -21,6 +36,7 @@ mod api;
 mod call_tests;
 mod calls;
 mod catalogue;
+mod clock;
 mod delivery;
 mod dialer;
 mod faults;
@@ -343,7 +359,7 @@ pub async fn run(
         }
     }
     drop(listener);
-    sim.stop_calls();
+    sim.clock.stop_calls();
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {

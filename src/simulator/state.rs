@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::SimConfig;
 use super::calls::Calls;
 use super::catalogue;
+use super::clock::Clock;
 use super::delivery::Deliverer;
 use super::faults::Fault;
 use super::webhook_faults;
@@ -155,10 +156,8 @@ pub(crate) struct Sim {
     pub wh_faults: webhook_faults::Queue,
     /// The webhook client.
     pub delivery: Deliverer,
-    /// Simulated seconds per real second (`f64` bits).
-    time_scale: AtomicU64,
-    /// Bumped by reset and shutdown: the calls and deliveries started before stop at their next step.
-    epoch: tokio::sync::watch::Sender<u64>,
+    /// The time scale and the epoch of the calls.
+    pub clock: Clock,
 }
 
 impl Sim {
@@ -187,50 +186,8 @@ impl Sim {
             calls: Calls::default(),
             wh_faults: webhook_faults::Queue::default(),
             delivery: Deliverer::new(),
-            time_scale: AtomicU64::new(valid_scale(config_scale).unwrap_or(super::DEFAULT_TIME_SCALE).to_bits()),
-            epoch: tokio::sync::watch::Sender::new(0),
+            clock: Clock::new(config_scale),
         }
-    }
-
-    /// Simulated seconds per real second.
-    pub(crate) fn time_scale(&self) -> f64 {
-        f64::from_bits(self.time_scale.load(Ordering::Relaxed))
-    }
-
-    /// Change the time scale (for the waits that start afterwards); `Err` unless finite and > 0.
-    pub(crate) fn set_time_scale(&self, scale: f64) -> Result<(), String> {
-        let scale = valid_scale(scale).ok_or("time_scale must be a finite number > 0")?;
-        self.time_scale.store(scale.to_bits(), Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The real duration of `sim_secs` simulated seconds at the current time scale (at most a year).
-    pub(crate) fn real_duration(&self, sim_secs: f64) -> Duration {
-        const YEAR: Duration = Duration::from_secs(365 * 86_400);
-        Duration::try_from_secs_f64(sim_secs.max(0.0) / self.time_scale()).map_or(YEAR, |d| d.min(YEAR))
-    }
-
-    /// The current epoch (see [`Sim::stop_calls`]).
-    pub(crate) fn epoch(&self) -> u64 {
-        *self.epoch.borrow()
-    }
-
-    /// Sleep `sim_secs` simulated seconds; false (at once) if the epoch moves on from `epoch` meanwhile.
-    pub(crate) async fn sleep_sim(&self, sim_secs: f64, epoch: u64) -> bool {
-        let mut rx = self.epoch.subscribe();
-        if *rx.borrow_and_update() != epoch {
-            return false;
-        }
-        let wait = self.real_duration(sim_secs);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => self.epoch() == epoch,
-            _ = rx.wait_for(|e| *e != epoch) => false,
-        }
-    }
-
-    /// Stop every session's calls and every delivery in progress.
-    pub(crate) fn stop_calls(&self) {
-        self.epoch.send_modify(|e| *e += 1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -400,17 +357,12 @@ impl Sim {
         inner.ext_ids.clear();
         inner.faults.clear();
         drop(inner);
-        self.stop_calls();
+        self.clock.stop_calls();
         self.hooks.clear();
         self.calls.clear();
         self.wh_faults.clear();
         self.stats.reset();
     }
-}
-
-/// `scale` if it is a valid time scale (finite, > 0).
-fn valid_scale(scale: f64) -> Option<f64> {
-    (scale.is_finite() && scale > 0.0).then_some(scale)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
