@@ -235,6 +235,9 @@ pub struct SimulateArgs {
     /// Lifetime of issued access tokens.
     #[arg(long, env = "CALLBOT_SIM_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// Simulated seconds per real second for the calls the simulator places (> 0; 60 = a minute a second).
+    #[arg(long, env = "CALLBOT_SIM_TIME_SCALE", default_value = "10", value_parser = parse_time_scale)]
+    pub time_scale: f64,
     /// Log format.
     #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -446,6 +449,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// A time scale: a finite number > 0.
+pub fn parse_time_scale(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("invalid time scale {s:?}: expected a finite number > 0")),
+    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,8 @@ async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
 async fn simulate(args: callbot_facade::config::SimulateArgs) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "callBot simulator listening");
-    let config = simulator::SimConfig { api_keys: args.api_keys, token_ttl: args.token_ttl };
+    let config =
+        simulator::SimConfig { api_keys: args.api_keys, token_ttl: args.token_ttl, time_scale: args.time_scale };
     simulator::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }

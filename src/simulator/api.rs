@@ -1,4 +1,5 @@
 //! The simulated callBot REST endpoints: `/api/auth`, `/api/call_bot/script/list`, `/api/call_bot/execute_by_phone`.
+//! An accepted (not faulted) session's calls are then placed by `dialer.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::MAX_BODY_BYTES;
+use super::dialer::{self, SessionPlan};
 use super::state::{Accept, Session, Sim, key_id, unix_ms};
 
 /// `instance_id` of every envelope.
@@ -159,7 +161,7 @@ pub(crate) async fn auth(State(sim): State<Arc<Sim>>, req: Request) -> Response 
 
 /// Check `x-api-key` and the bearer token; returns the API key or the response to send.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once per rejected request
-fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
+pub(crate) fn check_auth(sim: &Sim, headers: &HeaderMap) -> Result<String, Response> {
     let key = match headers.get("x-api-key") {
         None => return Err(fail("api_key_is_required", "API key is required")),
         Some(v) => match v.to_str() {
@@ -193,7 +195,7 @@ pub(crate) async fn script_list(State(sim): State<Arc<Sim>>, req: Request) -> Re
 }
 
 /// An optional integer field: absent/null → `Ok(None)`; an integral number → `Ok(Some)`; else `Err`.
-fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
+pub(crate) fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
@@ -211,7 +213,7 @@ fn int_field(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
 }
 
 /// Whether `phone` matches `^\+?[0-9]{8,15}$`.
-fn phone_valid(phone: &str) -> bool {
+pub(crate) fn phone_valid(phone: &str) -> bool {
     let digits = phone.strip_prefix('+').unwrap_or(phone);
     (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -330,8 +332,10 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
+    let autocall_id = sim.new_object_id();
+    let plan = SessionPlan::new(autocall_id.clone(), key_id(&key), &cid, obj);
     let session = Session {
-        autocall_id: sim.new_object_id(),
+        autocall_id,
         ext_session_id: ext_session_id.clone(),
         api_key_id: key_id(&key),
         cid,
@@ -356,6 +360,9 @@ pub(crate) async fn execute(State(sim): State<Arc<Sim>>, req: Request) -> Respon
             &format!("ext_session_id {} already used by session {existing}", ext_session_id.unwrap_or_default()),
         ),
         Accept::Accepted(autocall_id) => {
+            if !dry_run {
+                dialer::start(&sim, plan);
+            }
             let mut payload = json!({"bot_script_id": script_id, "autocall_id": autocall_id});
             if !errors.is_empty() {
                 if let Some(p) = payload.as_object_mut() {

@@ -7,21 +7,45 @@
 //! - `GET /api/call_bot/script/list`: a Vietnamese script catalogue (`catalogue.rs`);
 //! - `POST /api/call_bot/execute_by_phone?cid=<cid>`: validated like the real API; accepted sessions are
 //!   recorded. Contacts on the simulated do-not-call list (last three digits `999`) are rejected per contact
-//!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call;
-//! - `/_sim/*` control endpoints: `GET /_sim/sessions`, `GET /_sim/stats`, `POST|GET|DELETE /_sim/faults`,
-//!   `PUT /_sim/scripts` (`?api_key=K`: a catalogue seen by that API key only), `POST /_sim/reset`.
+//!   with `number_dnc`, malformed phones with `phone_invalid`, without failing the call. The accepted
+//!   contacts are then **called**, in scaled time (`dialer.rs`), with an outcome decided by the number's last
+//!   digit (the table in `calls.rs`), and each call's live states and CDR are POSTed to the key's `call`
+//!   webhook (`delivery.rs`);
+//! - `GET /api/webhooks/list`, `POST /api/webhooks/register`, `POST /api/webhooks/destroy?hook_type=call`:
+//!   webhook registration per API key (`webhooks.rs`);
+//! - `POST /api/v3/call-transaction/search?page=&size=`: the history of the ended calls (`history.rs`);
+//! - `/_sim/*` control endpoints: `GET /_sim/sessions`, `GET /_sim/calls` (`?session=`, `?api_key=`: every call
+//!   placed and each session's progress, `calls.rs`), `GET /_sim/stats`, `POST|GET|DELETE /_sim/faults`,
+//!   `POST|GET|DELETE /_sim/webhook_faults` (`webhook_faults.rs`), `PUT|GET /_sim/time_scale`
+//!   (`{"time_scale": X}`, simulated seconds per real second, finite and > 0; default `--time-scale`, 10),
+//!   `PUT /_sim/scripts` (`?api_key=K`: a catalogue seen by that API key only), `POST /_sim/reset` (also
+//!   forgets hooks, calls and webhook faults, and stops the calls in progress).
 //!
 //! Every JSON answer of the API paths uses the upstream envelope
 //! (`{"instance_id":"sim","instance_version":"1.2.164","key_enabled":false,"status_code":9999|-9999,"payload":...}`);
-//! business errors are HTTP 200 with status_code -9999. Fault injection (`POST /_sim/faults`) is documented in `faults.rs`.
+//! business errors are HTTP 200 with status_code -9999. Fault injection (`POST /_sim/faults`) is documented in
+//! `faults.rs`; it applies to every API path, the webhook and history paths included.
+//! `/_sim/stats` counts requests per API path (`auth_calls`, `script_list_calls`, `execute_calls`,
+//! `webhook_list_calls`, `webhook_register_calls`, `webhook_destroy_calls`, `history_search_calls`), and
+//! `sessions_total`, `unauthorized`, `padding_bytes_sent`, `calls_placed`, `webhook_deliveries` (POST attempts),
+//! `webhook_delivered`, `webhook_failed_attempts`, `webhook_given_up`.
 
 mod admin;
 mod api;
+#[cfg(test)]
+mod call_tests;
+mod calls;
 mod catalogue;
+mod clock;
+mod delivery;
+mod dialer;
 mod faults;
+mod history;
 mod state;
 #[cfg(test)]
 mod tests;
+mod webhook_faults;
+mod webhooks;
 
 /// Streams one HTTP/2 connection may have open at once.
 const SIM_MAX_CONCURRENT_STREAMS: u32 = 10_000;
@@ -59,12 +83,17 @@ pub struct SimConfig {
     pub api_keys: Option<Vec<String>>,
     /// Lifetime of issued access tokens.
     pub token_ttl: Duration,
+    /// Simulated seconds per real second for the calls placed (finite, > 0; otherwise the default is used).
+    pub time_scale: f64,
 }
 
+/// The default time scale: 10 simulated seconds per real second.
+pub const DEFAULT_TIME_SCALE: f64 = 10.0;
+
 impl Default for SimConfig {
-    /// Any non-empty key accepted; tokens valid 24 hours.
+    /// Any non-empty key accepted; tokens valid 24 hours; time scale [`DEFAULT_TIME_SCALE`].
     fn default() -> Self {
-        Self { api_keys: None, token_ttl: Duration::from_secs(24 * 3600) }
+        Self { api_keys: None, token_ttl: Duration::from_secs(24 * 3600), time_scale: DEFAULT_TIME_SCALE }
     }
 }
 
@@ -74,6 +103,16 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/auth", get(api::auth))
         .route("/api/call_bot/script/list", get(api::script_list))
         .route("/api/call_bot/execute_by_phone", post(api::execute))
+        .route("/api/webhooks/list", get(webhooks::list))
+        .route("/api/webhooks/register", post(webhooks::register))
+        .route("/api/webhooks/destroy", post(webhooks::destroy))
+        .route("/api/v3/call-transaction/search", post(history::search))
+        .route("/_sim/calls", get(admin::calls))
+        .route("/_sim/time_scale", put(admin::put_time_scale).get(admin::get_time_scale))
+        .route(
+            "/_sim/webhook_faults",
+            post(admin::add_webhook_faults).get(admin::list_webhook_faults).delete(admin::clear_webhook_faults),
+        )
         .route("/_sim/sessions", get(admin::sessions))
         .route("/_sim/stats", get(admin::stats))
         .route("/_sim/faults", post(admin::add_faults).get(admin::list_faults).delete(admin::clear_faults))
@@ -96,6 +135,10 @@ fn count_request(sim: &Sim, path: &str) {
         "/api/auth" => &sim.stats.auth_calls,
         "/api/call_bot/script/list" => &sim.stats.script_list_calls,
         "/api/call_bot/execute_by_phone" => &sim.stats.execute_calls,
+        "/api/webhooks/list" => &sim.stats.webhook_list_calls,
+        "/api/webhooks/register" => &sim.stats.webhook_register_calls,
+        "/api/webhooks/destroy" => &sim.stats.webhook_destroy_calls,
+        "/api/v3/call-transaction/search" => &sim.stats.history_search_calls,
         _ => return,
     };
     counter.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +359,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    sim.clock.stop_calls();
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {

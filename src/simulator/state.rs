@@ -9,8 +9,13 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::SimConfig;
+use super::calls::Calls;
 use super::catalogue;
+use super::clock::Clock;
+use super::delivery::Deliverer;
 use super::faults::Fault;
+use super::webhook_faults;
+use super::webhooks::Hooks;
 
 /// Most sessions kept for `GET /_sim/sessions`; older ones are dropped (counters keep counting),
 /// and with them their `ext_session_id`, so duplicates are refused among the sessions kept.
@@ -51,6 +56,17 @@ pub(crate) struct Stats {
     pub unauthorized: AtomicU64,
     /// Bytes of `body_size` padding handed to connections (a reader that stops early stops it).
     pub padding_bytes_sent: AtomicU64,
+    pub webhook_register_calls: AtomicU64,
+    pub webhook_list_calls: AtomicU64,
+    pub webhook_destroy_calls: AtomicU64,
+    pub history_search_calls: AtomicU64,
+    /// Calls dialled (each attempt).
+    pub calls_placed: AtomicU64,
+    /// Webhook POST attempts, those answered 2xx, those that failed, deliveries given up.
+    pub webhook_deliveries: AtomicU64,
+    pub webhook_delivered: AtomicU64,
+    pub webhook_failed_attempts: AtomicU64,
+    pub webhook_given_up: AtomicU64,
 }
 
 impl Stats {
@@ -62,6 +78,15 @@ impl Stats {
             &self.sessions_total,
             &self.unauthorized,
             &self.padding_bytes_sent,
+            &self.webhook_register_calls,
+            &self.webhook_list_calls,
+            &self.webhook_destroy_calls,
+            &self.history_search_calls,
+            &self.calls_placed,
+            &self.webhook_deliveries,
+            &self.webhook_delivered,
+            &self.webhook_failed_attempts,
+            &self.webhook_given_up,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -123,6 +148,16 @@ pub(crate) struct Sim {
     id_salt: u64,
     /// Most sessions kept (normally [`MAX_SESSIONS`]).
     max_sessions: usize,
+    /// Registered webhooks, per API key.
+    pub hooks: Hooks,
+    /// Every call placed.
+    pub calls: Calls,
+    /// Pending webhook faults.
+    pub wh_faults: webhook_faults::Queue,
+    /// The webhook client.
+    pub delivery: Deliverer,
+    /// The time scale and the epoch of the calls.
+    pub clock: Clock,
 }
 
 impl Sim {
@@ -132,6 +167,7 @@ impl Sim {
 
     /// A simulator keeping at most `max_sessions` recorded sessions.
     pub(crate) fn with_session_cap(config: SimConfig, max_sessions: usize) -> Self {
+        let config_scale = config.time_scale;
         Self {
             max_sessions: max_sessions.max(1),
             config,
@@ -146,6 +182,11 @@ impl Sim {
             }),
             id_counter: AtomicU64::new(rand::random::<u32>() as u64 & 0xff_ffff),
             id_salt: rand::random::<u64>() & 0xff_ffff_ffff,
+            hooks: Hooks::default(),
+            calls: Calls::default(),
+            wh_faults: webhook_faults::Queue::default(),
+            delivery: Deliverer::new(),
+            clock: Clock::new(config_scale),
         }
     }
 
@@ -305,7 +346,8 @@ impl Sim {
         Some(taken)
     }
 
-    /// Clear faults, sessions, counters and tokens; restore the built-in catalogue.
+    /// Clear faults, sessions, counters, tokens, webhooks, calls and webhook faults (stopping the calls in
+    /// progress); restore the built-in catalogue.
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
         inner.catalogue = Catalogue::builtin();
@@ -314,6 +356,11 @@ impl Sim {
         inner.sessions.clear();
         inner.ext_ids.clear();
         inner.faults.clear();
+        drop(inner);
+        self.clock.stop_calls();
+        self.hooks.clear();
+        self.calls.clear();
+        self.wh_faults.clear();
         self.stats.reset();
     }
 }

@@ -199,7 +199,8 @@ async fn callbot_auth_rules() {
 
 #[tokio::test]
 async fn token_expires_after_ttl() {
-    let h = Harness::start(SimConfig { api_keys: None, token_ttl: Duration::from_millis(300) }).await;
+    let h = Harness::start(SimConfig { api_keys: None, token_ttl: Duration::from_millis(300), ..SimConfig::default() })
+        .await;
     let t = h.token(KEY).await;
     assert_eq!(h.list(KEY, &t).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -829,4 +830,25 @@ fn session_keys_are_forgotten_with_their_sessions() {
     // "a" left with its session: the key map is bounded by the session cap.
     assert!(matches!(sim.accept_session(session("a"), false), Accept::Accepted(_)));
     assert!(matches!(sim.accept_session(session("c"), false), Accept::Duplicate(_)));
+}
+
+#[test]
+fn simulate_time_scale_flag_refuses_zero_negative_and_nan() {
+    use clap::Parser as _;
+    let parse = |v: &str| {
+        crate::config::Cli::try_parse_from(["callbot-facade", "simulate", "--time-scale", v]).map(|c| match c.command {
+            Some(crate::config::Command::Simulate(a)) => a.time_scale,
+            _ => panic!("not simulate"),
+        })
+    };
+    assert_eq!(parse("1000").expect("valid"), 1000.0);
+    assert_eq!(parse("0.5").expect("valid"), 0.5);
+    for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+    let default = crate::config::Cli::try_parse_from(["callbot-facade", "simulate"]).expect("parse");
+    match default.command {
+        Some(crate::config::Command::Simulate(a)) => assert_eq!(a.time_scale, super::DEFAULT_TIME_SCALE),
+        _ => panic!("not simulate"),
+    }
 }

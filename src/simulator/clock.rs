@@ -1,0 +1,86 @@
+//! The simulated clock: the time scale (simulated seconds per real second) and the epoch that stops the calls
+//! in progress (bumped by `POST /_sim/reset` and the simulator's shutdown).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The time scale and the epoch of the calls.
+pub(crate) struct Clock {
+    /// Simulated seconds per real second (`f64` bits).
+    time_scale: AtomicU64,
+    /// The calls and deliveries started under an older epoch stop at their next step.
+    epoch: watch::Sender<u64>,
+}
+
+/// `scale` if it is a valid time scale (finite, > 0).
+fn valid_scale(scale: f64) -> Option<f64> {
+    (scale.is_finite() && scale > 0.0).then_some(scale)
+}
+
+impl Clock {
+    /// A clock at `time_scale` (the default one when it is not finite and > 0).
+    pub(crate) fn new(time_scale: f64) -> Self {
+        let scale = valid_scale(time_scale).unwrap_or(super::DEFAULT_TIME_SCALE);
+        Self { time_scale: AtomicU64::new(scale.to_bits()), epoch: watch::Sender::new(0) }
+    }
+
+    /// Simulated seconds per real second.
+    pub(crate) fn time_scale(&self) -> f64 {
+        f64::from_bits(self.time_scale.load(Ordering::Relaxed))
+    }
+
+    /// Change the time scale (for the waits that start afterwards); `Err` unless finite and > 0.
+    pub(crate) fn set_time_scale(&self, scale: f64) -> Result<(), String> {
+        let scale = valid_scale(scale).ok_or("time_scale must be a finite number > 0")?;
+        self.time_scale.store(scale.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The real duration of `sim_secs` simulated seconds at the current time scale (at most a year).
+    pub(crate) fn real_duration(&self, sim_secs: f64) -> Duration {
+        const YEAR: Duration = Duration::from_secs(365 * 86_400);
+        Duration::try_from_secs_f64(sim_secs.max(0.0) / self.time_scale()).map_or(YEAR, |d| d.min(YEAR))
+    }
+
+    /// The current epoch (see [`Clock::stop_calls`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Sleep `sim_secs` simulated seconds; false (at once) if the epoch moves on from `epoch` meanwhile.
+    pub(crate) async fn sleep_sim(&self, sim_secs: f64, epoch: u64) -> bool {
+        let mut rx = self.epoch.subscribe();
+        if *rx.borrow_and_update() != epoch {
+            return false;
+        }
+        let wait = self.real_duration(sim_secs);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => self.epoch() == epoch,
+            _ = rx.wait_for(|e| *e != epoch) => false,
+        }
+    }
+
+    /// Stop every session's calls and every delivery in progress.
+    pub(crate) fn stop_calls(&self) {
+        self.epoch.send_modify(|e| *e += 1);
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of Unix seconds `secs`, in UTC+7.
+pub(crate) fn date_time_vn(secs: u64) -> String {
+    let t = i64::try_from(secs).unwrap_or(i64::MAX / 2) + 7 * 3600;
+    let (days, sod) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
+}
