@@ -98,6 +98,22 @@ impl pb::call_bot_service_server::CallBotService for Floor {
         Err(Status::unimplemented("the stack floor serves CreateSession only"))
     }
 
+    type WatchCallEventsStream = ReceiverStream<Result<pb::WatchCallEventsResponse, Status>>;
+
+    async fn watch_call_events(
+        &self,
+        _: Request<pb::WatchCallEventsRequest>,
+    ) -> Result<Response<Self::WatchCallEventsStream>, Status> {
+        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+    }
+
+    async fn get_session_report(
+        &self,
+        _: Request<pb::GetSessionReportRequest>,
+    ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
+        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+    }
+
     async fn create_session(
         &self,
         request: Request<pb::CreateSessionRequest>,

@@ -21,25 +21,25 @@ use tonic_health::ServingStatus;
 use crate::{
     catalog::ScriptCatalog,
     config::Settings,
-    metrics::Metrics,
-    middleware::{CallerTokens, CallerTokensError, Callers, RpcLayer},
-    pb::{self, call_bot_service_server::CallBotServiceServer},
-    reload::{Reloader, Source, read_key},
     events::{
         EventStore,
         memory::{Bounds, MemoryStore, system_clock},
     },
+    metrics::Metrics,
+    middleware::{CallerTokens, CallerTokensError, Callers, RpcLayer},
+    pb::{self, call_bot_service_server::CallBotServiceServer},
+    reload::{Reloader, Source, read_key},
     service::{CallBotApi, EventWiring},
+    simulator, tenants,
+    tenants::ConfiguredKey,
+    tenants::TenantTable,
+    upstream::{ApiKey, UpstreamClient},
     webhook::{
         Receiver,
         directory::{DEFAULT_TENANT, Directory, Tenancy},
         registrar::Registrar,
         resolver::Resolver,
     },
-    tenants::ConfiguredKey,
-    simulator, tenants,
-    tenants::TenantTable,
-    upstream::{ApiKey, UpstreamClient},
 };
 
 /// The gRPC service name health reports on.
@@ -409,8 +409,8 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| AppError::Reflection(e.to_string()))?;
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let registrar = webhook_base
-            .map(|base| Registrar::new(base, upstream.clone(), directory.clone(), metrics.clone()));
+        let registrar =
+            webhook_base.map(|base| Registrar::new(base, upstream.clone(), directory.clone(), metrics.clone()));
         let webhook_task = webhook.map(|listener| {
             let receiver = Arc::new(Receiver {
                 directory: directory.clone(),

@@ -16,8 +16,8 @@ use tonic::Status;
 
 use crate::{
     convert, deadline,
-    events::SessionLog,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
+    events::SessionLog,
     pb::{self, create_campaign_request::Item},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, UpstreamClient, UpstreamError},

@@ -64,13 +64,13 @@ pub(crate) mod webhook;
 /// code the facade runs. Not a stable API: it changes with the code.
 pub mod testing {
     pub use crate::campaign::CampaignRun;
-    pub use crate::events::SessionLog;
     pub use crate::convert::{execute_body, script_to_pb};
     pub use crate::domain::session::path_key;
     pub use crate::domain::{
         CampaignPlan, FieldViolation, NewSession, SessionLimits, ValidationError, fold, is_valid_phone, mask_phone,
         matches, validate_contacts, validate_script_id,
     };
+    pub use crate::events::SessionLog;
     pub use crate::metrics::Metrics;
     pub use crate::status::{ErrorContext, FacadeError, to_status};
     pub use crate::upstream::envelope::{Envelope, ONE_PASS_MIN_BYTES, ShapeError, failure_code, parse};

@@ -55,7 +55,8 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_junk_is_malformed() {
-        for c in [Cursor { store: 0, seq: 0 }, Cursor { store: u64::MAX, seq: 42 }, Cursor { store: 7, seq: u64::MAX }] {
+        for c in [Cursor { store: 0, seq: 0 }, Cursor { store: u64::MAX, seq: 42 }, Cursor { store: 7, seq: u64::MAX }]
+        {
             assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         }
         let good = Cursor { store: 9, seq: 3 }.encode();

@@ -28,8 +28,7 @@ use tokio::sync::watch;
 
 use super::{
     Appended, CallEvent, CallOutcome, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start,
-    StoreError, Subscription, TenantId,
-    store::StoreStats,
+    StoreError, Subscription, TenantId, store::StoreStats,
 };
 use crate::domain::national;
 
@@ -288,10 +287,9 @@ impl Shared {
                         contact.dialled += 1;
                         attempt = contact.dialled;
                     }
-                    let final_outcome = matches!(
-                        e.outcome,
-                        CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed
-                    ) || (e.fact == Fact::Record && attempt > entry.record.redials);
+                    let final_outcome =
+                        matches!(e.outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
+                            || (e.fact == Fact::Record && attempt > entry.record.redials);
                     if e.fact == Fact::Record && final_outcome && !contact.finished {
                         contact.finished = true;
                         let national = contact.national.clone();
@@ -300,10 +298,10 @@ impl Shared {
                     }
                 }
             }
-            if known.is_none() || attempt != 0 {
-                if g.calls.insert(call_key, CallInfo { session: s.clone(), attempt }).is_none() {
-                    g.calls_order.push_back((call_key, now));
-                }
+            if (known.is_none() || attempt != 0)
+                && g.calls.insert(call_key, CallInfo { session: s.clone(), attempt }).is_none()
+            {
+                g.calls_order.push_back((call_key, now));
             }
         }
         let word = |g: &mut Inner, w: String| -> Arc<str> {
@@ -407,7 +405,7 @@ impl Shared {
         let earliest = self.cursor(g.first_seq - 1);
         match start {
             Start::Live => Ok(next),
-            Start::FromStart => Ok(g.first_seq),
+            Start::Replay => Ok(g.first_seq),
             Start::After(c) if c.store != self.id => Err(StoreError::CursorExpired { earliest }),
             Start::After(c) if c.seq.saturating_add(1) < g.first_seq => Err(StoreError::CursorExpired { earliest }),
             Start::After(c) => Ok(c.seq.saturating_add(1).min(next)),

@@ -236,7 +236,10 @@ mod tests {
             created_time: Some(1_700_000_000),
         };
         let e = normalize(&tenant, Delivery::Live(live.clone()), 5).unwrap();
-        assert_eq!((e.id().as_str(), e.phone.as_str(), e.occurred_at_ms), ("c1/ringing", "84912345678", 1_700_000_000_000));
+        assert_eq!(
+            (e.id().as_str(), e.phone.as_str(), e.occurred_at_ms),
+            ("c1/ringing", "84912345678", 1_700_000_000_000)
+        );
         assert_eq!(e.outcome, Unspecified);
         let unknown = LiveState { state: "parked".into(), created_time: None, ..live };
         assert_eq!(normalize(&tenant, Delivery::Live(unknown), 5), Err(Skipped::UnknownState("parked".into())));

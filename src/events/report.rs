@@ -98,9 +98,9 @@ pub(crate) fn build(facts: &SessionFacts) -> Report {
     let mut contacts: HashMap<String, ContactAcc> = HashMap::new();
     for phone in facts.record.iter().flat_map(|r| &r.contacts) {
         let n = national(phone);
-        if !contacts.contains_key(&n) {
-            order.push(n.clone());
-            contacts.insert(n, ContactAcc { phone: phone.clone(), ..ContactAcc::default() });
+        if let std::collections::hash_map::Entry::Vacant(slot) = contacts.entry(n.clone()) {
+            order.push(n);
+            slot.insert(ContactAcc { phone: phone.clone(), ..ContactAcc::default() });
         }
     }
     // The number of a call is the one its first fact with a number gave (records and live
@@ -141,7 +141,8 @@ pub(crate) fn build(facts: &SessionFacts) -> Report {
             CallOutcome::Failed => report.failed += 1,
             CallOutcome::Unspecified => report.in_progress += 1,
         }
-        let talk_s = c.calls.values().filter(|call| call.outcome == CallOutcome::Answered).map(|call| call.talk_s).max();
+        let talk_s =
+            c.calls.values().filter(|call| call.outcome == CallOutcome::Answered).map(|call| call.talk_s).max();
         report.contacts.push(ContactLine {
             phone: c.phone.clone(),
             state: last.and_then(|l| l.state),
@@ -192,7 +193,7 @@ mod tests {
     }
 
     use CallOutcome::*;
-    use Fact::*;
+    use Fact::{Hangup, Record, Ringing};
 
     #[test]
     fn a_session_with_no_call_yet_is_all_in_progress() {
@@ -206,7 +207,7 @@ mod tests {
     fn counts_by_last_outcome_with_redials() {
         let events = vec![
             ev(1, "a", Ringing, "84912345670", Unspecified, 1),
-            ev(2, "a", Answered, "84912345670", Unspecified, 1),
+            ev(2, "a", Fact::Answered, "84912345670", Unspecified, 1),
             ev(3, "a", Hangup, "84912345670", Unspecified, 1),
             ev(4, "a", Record, "84912345670", CallOutcome::Answered, 1),
             ev(5, "b", Record, "0912345675", NoAnswer, 1),
@@ -232,7 +233,7 @@ mod tests {
     fn reordering_and_repeats_change_nothing() {
         let events = vec![
             ev(1, "a", Ringing, "0912345670", Unspecified, 1),
-            ev(2, "a", Answered, "0912345670", Unspecified, 1),
+            ev(2, "a", Fact::Answered, "0912345670", Unspecified, 1),
             ev(3, "a", Hangup, "0912345670", Unspecified, 1),
             ev(4, "a", Record, "0912345670", CallOutcome::Answered, 1),
             ev(5, "b", Ringing, "0912345676", Unspecified, 1),
@@ -251,14 +252,20 @@ mod tests {
         for events in [reversed, doubled] {
             let mut r = build(&SessionFacts { events, ..facts.clone() });
             // Only the latest-event time may not move with order; it does not (max).
-            r.contacts.iter_mut().zip(&expected.contacts).for_each(|(a, b)| assert_eq!(a.last_event_ms, b.last_event_ms));
+            r.contacts
+                .iter_mut()
+                .zip(&expected.contacts)
+                .for_each(|(a, b)| assert_eq!(a.last_event_ms, b.last_event_ms));
             assert_eq!(r, expected);
         }
     }
 
     #[test]
     fn a_late_answered_never_reopens_an_ended_call() {
-        let events = vec![ev(1, "a", Hangup, "0912345670", Unspecified, 1), ev(2, "a", Answered, "0912345670", Unspecified, 1)];
+        let events = vec![
+            ev(1, "a", Hangup, "0912345670", Unspecified, 1),
+            ev(2, "a", Fact::Answered, "0912345670", Unspecified, 1),
+        ];
         let r = build(&SessionFacts { record: None, events });
         assert_eq!(r.contacts[0].state, Some(CallState::Ended));
         assert_eq!(r.in_progress, 1, "ended without its record: outcome not known yet");

@@ -48,7 +48,7 @@ pub(crate) enum Start {
     /// Only events stored from now on.
     Live,
     /// Every retained event first.
-    FromStart,
+    Replay,
     /// Right after this cursor.
     After(Cursor),
 }

@@ -42,12 +42,24 @@ impl EventMetrics {
             "Webhook deliveries, by kind (live, record, unknown) and answer (stored, duplicate, ignored, bad_request, unknown_token, too_large, unavailable).",
             m.deliveries.clone(),
         );
-        registry.register("callbot_webhook_duplicates", "Webhook deliveries recognized as repeats of a stored fact.", m.duplicates.clone());
+        registry.register(
+            "callbot_webhook_duplicates",
+            "Webhook deliveries recognized as repeats of a stored fact.",
+            m.duplicates.clone(),
+        );
         registry.register("callbot_events_stored", "Call events stored.", m.stored.clone());
         registry.register("callbot_event_watchers", "WatchCallEvents streams open now.", m.watchers.clone());
         registry.register("callbot_event_store_events", "Call events the store retains now.", m.store_events.clone());
-        registry.register("callbot_event_store_ids", "Fact ids the store remembers to recognize repeats.", m.store_ids.clone());
-        registry.register("callbot_event_store_sessions", "Session records the store retains now.", m.store_sessions.clone());
+        registry.register(
+            "callbot_event_store_ids",
+            "Fact ids the store remembers to recognize repeats.",
+            m.store_ids.clone(),
+        );
+        registry.register(
+            "callbot_event_store_sessions",
+            "Session records the store retains now.",
+            m.store_sessions.clone(),
+        );
         registry.register(
             "callbot_call_history_lookups",
             "Sessions looked up in the call history for a record without autocall_id, by result (found, not_found, failed, over_budget).",

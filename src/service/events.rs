@@ -69,10 +69,9 @@ fn check_session_id(id: &str, required: bool, violations: &mut Vec<FieldViolatio
 
 fn store_error(err: StoreError, last: Option<&Cursor>) -> FacadeError {
     match err {
-        StoreError::CursorExpired { earliest } => FacadeError::CursorExpired {
-            earliest_cursor: earliest.encode(),
-            last_cursor: last.map(Cursor::encode),
-        },
+        StoreError::CursorExpired { earliest } => {
+            FacadeError::CursorExpired { earliest_cursor: earliest.encode(), last_cursor: last.map(Cursor::encode) }
+        }
         StoreError::Unavailable(why) => FacadeError::EventStoreUnavailable(why),
     }
 }
@@ -100,7 +99,7 @@ impl CallBotApi {
             });
         }
         let start = match request.after_cursor.trim() {
-            "" if request.from_start => Start::FromStart,
+            "" if request.from_start => Start::Replay,
             "" => Start::Live,
             text => match Cursor::decode(text) {
                 Ok(c) => Start::After(c),
@@ -121,7 +120,8 @@ impl CallBotApi {
             session_id: request.session_id.clone(),
             phone_national: if phone.is_empty() { String::new() } else { national(phone) },
         };
-        let subscription = self.events.subscribe(filter, start).await.map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?;
+        let subscription =
+            self.events.subscribe(filter, start).await.map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?;
         let state = Watch {
             subscription,
             shutdown: self.shutdown.clone(),

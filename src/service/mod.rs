@@ -22,26 +22,25 @@ mod events;
 mod scripts;
 mod sessions;
 
-
 use std::{sync::Arc, time::Duration};
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    events::{EventStore, TenantId},
-    metrics::Metrics,
-    webhook::{
-        directory::{DEFAULT_TENANT, Directory, caller_key_tenant},
-        registrar::Registrar,
-    },
     catalog::ScriptCatalog,
     config::{ServiceSettings, Settings},
     deadline,
+    events::{EventStore, TenantId},
+    metrics::Metrics,
     pb::{self, call_bot_service_server::CallBotService},
     status::{ErrorContext, FacadeError, to_status},
     tenants::{ConfiguredKey, Tenant},
     upstream::{ApiKey, CallContext, UpstreamClient},
+    webhook::{
+        directory::{DEFAULT_TENANT, Directory, caller_key_tenant},
+        registrar::Registrar,
+    },
 };
 
 /// What handlers need from configuration.

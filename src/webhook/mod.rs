@@ -19,7 +19,6 @@ pub(crate) mod resolver;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-
 use axum::{
     Router,
     extract::{Path, Request, State},
@@ -146,7 +145,11 @@ pub(crate) fn router(receiver: Arc<Receiver>) -> Router {
 
 /// Serves the receiver on `listener` (HTTP/1.1 and h2c) until `stop` resolves, letting the
 /// requests under way finish.
-pub(crate) async fn serve(listener: TcpListener, receiver: Arc<Receiver>, stop: impl Future<Output = ()> + Send + 'static) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    receiver: Arc<Receiver>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
     let result = axum::serve(listener, router(receiver)).with_graceful_shutdown(stop).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "webhook listener failed");

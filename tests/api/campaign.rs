@@ -433,6 +433,7 @@ async fn campaign_engine_reads_no_contact_ahead_of_a_caller_that_stops_reading()
         },
         stream_deadline: None,
         upstream_timeout: Duration::from_secs(5),
+        sessions: callbot_facade::testing::SessionLog::none(),
     };
     // Room for one answer, and nobody reads it.
     let (tx, mut rx) = mpsc::channel(1);

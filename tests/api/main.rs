@@ -5,6 +5,7 @@ mod binary;
 mod campaign;
 mod cli;
 mod create_session;
+mod events;
 mod fault_matrix;
 mod layout;
 mod ops;
