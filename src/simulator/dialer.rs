@@ -6,6 +6,8 @@
 //! are never dialled. All the simulator's waits are *simulated* seconds divided by the time scale at the
 //! moment the wait starts (so `PUT /_sim/time_scale` affects the waits that start after it):
 //!
+//! - the first dial comes 100 ms (real time) after the session was accepted at the earliest, as with the
+//!   real provider, which answers before it dials;
 //! - nothing happens before `send_time`: a `send_time` 60 s ahead delays the first round by 60 / time_scale
 //!   real seconds. Timestamps are the wall clock, so with a time scale above 1 they can precede `send_time`;
 //! - the dialled contacts, in order, are split into rounds of `num_per_call`; a round's contacts are dialled
@@ -90,7 +92,13 @@ pub(crate) fn start(sim: &Arc<Sim>, plan: SessionPlan) {
     tokio::spawn(run_session(Arc::clone(sim), plan, epoch));
 }
 
+/// Real time between accepting a session and its first dial, whatever the time scale: a real
+/// provider answers `execute_by_phone` before it starts dialling, and the facade records the
+/// session (to attribute the live states by number) when it has that answer.
+const FIRST_DIAL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn run_session(sim: Arc<Sim>, plan: SessionPlan, epoch: u64) {
+    tokio::time::sleep(FIRST_DIAL_DELAY).await;
     if let Some(at) = plan.send_time_ms {
         let now = unix_ms();
         if at > now && !sim.clock.sleep_sim((at - now) as f64 / 1000.0, epoch).await {

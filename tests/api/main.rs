@@ -13,6 +13,7 @@ mod reads;
 mod server;
 mod tenants;
 mod tls;
+mod webhooks;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -140,6 +141,8 @@ pub struct TestApp {
     pub sim: TestSim,
     /// A connected client.
     pub client: CallBotServiceClient<Channel>,
+    /// The configured tenant's webhook URL (token included), when the receiver is on.
+    pub webhook: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Resolves when the facade has stopped.
     pub done: Option<tokio::task::JoinHandle<Result<(), callbot_facade::app::AppError>>>,
@@ -196,12 +199,13 @@ pub async fn start(settings: Settings, sim: TestSim) -> TestApp {
     let app = Application::build(settings).await.expect("build");
     let addr = app.grpc_addr();
     let admin = app.admin_addr();
+    let webhook = app.webhook_url();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
-    TestApp { addr, admin, sim, client: CallBotServiceClient::new(channel), stop: Some(tx), done: Some(done) }
+    TestApp { addr, admin, sim, client: CallBotServiceClient::new(channel), webhook, stop: Some(tx), done: Some(done) }
 }
 
 /// The `ErrorInfo` reason of a status (panics when absent: every error must carry one).
