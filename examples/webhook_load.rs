@@ -1,0 +1,253 @@
+//! The call-event load generator (BENCHMARKS.md, "Call events"): webhook deliveries per second
+//! into a facade's embedded store with watchers connected, delivery → watcher latency, memory per
+//! stored event at `--events-max`, and the memory of idle watchers.
+//!
+//! ```text
+//! cargo build --release --bin callbot-facade --example webhook_load
+//! target/release/examples/webhook_load [--deliveries 200000] [--concurrency 64] [--sessions 100]
+//!     [--events-max 200000] [--idle-watchers 1000] [--facade-bin target/release/callbot-facade]
+//! ```
+//!
+//! It starts `callbot-facade simulate` and the facade (receiver on, a known secret, so it derives
+//! the tenant's URL token itself), connects one watcher per session plus one for the whole tenant,
+//! then posts end-of-call records (each a new fact, spread over the sessions) from `--concurrency`
+//! HTTP/1.1 connections. Latency: each record's `last_updated_date` is the send time (ms); the
+//! tenant-wide watcher subtracts it from the arrival time. Memory: the facade's VmRSS before and
+//! after filling the store past `--events-max` (so it is measured at the bound).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use callbot_facade::pb::{self, call_bot_service_client::CallBotServiceClient};
+use futures::StreamExt as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::process::Command;
+use tonic::transport::Channel;
+
+const SECRET: &str = "webhook-load-secret";
+const KEY: &str = "webhook-load-key";
+
+struct Args {
+    deliveries: usize,
+    concurrency: usize,
+    sessions: usize,
+    events_max: usize,
+    idle_watchers: usize,
+    bin: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        deliveries: 200_000,
+        concurrency: 64,
+        sessions: 100,
+        events_max: 200_000,
+        idle_watchers: 1000,
+        bin: "target/release/callbot-facade".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} takes a number"));
+        match flag.as_str() {
+            "--deliveries" => a.deliveries = n(),
+            "--concurrency" => a.concurrency = n(),
+            "--sessions" => a.sessions = n(),
+            "--events-max" => a.events_max = n(),
+            "--idle-watchers" => a.idle_watchers = n(),
+            "--facade-bin" => a.bin = value,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn token() -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(b"callbot-webhook:default");
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("default.{}", &hex[..32])
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn wait_tcp(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never accepted");
+}
+
+fn record(i: usize, sessions: usize) -> String {
+    format!(
+        r#"{{"transaction_id":"load-{i}","autocall_id":"s-{}","direction":"outbound","destination_number":"0912{:06}","disposition":"answered","hangup_cause":"NORMAL_CLEARING","bill_sec":30,"duration":35,"last_updated_date":{}}}"#,
+        i % sessions,
+        i % 1_000_000,
+        now_ms()
+    )
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let sim_addr = free_addr();
+    let _sim = Command::new(&a.bin)
+        .args(["simulate", "--listen", &sim_addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("simulator");
+    wait_tcp(sim_addr).await;
+    let (grpc, admin, hook) = (free_addr(), free_addr(), free_addr());
+    let facade = Command::new(&a.bin)
+        .args(["--listen", &grpc.to_string(), "--admin-listen", &admin.to_string()])
+        .args(["--upstream-url", &format!("http://{sim_addr}"), "--api-key", KEY])
+        .args(["--webhook-listen", &hook.to_string(), "--webhook-secret", SECRET])
+        .args(["--events-max", &a.events_max.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("facade");
+    let pid = facade.id().unwrap();
+    wait_tcp(grpc).await;
+    wait_tcp(hook).await;
+    let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let client = CallBotServiceClient::new(channel);
+    let idle_rss = rss_kib(pid);
+
+    // Idle watchers' memory.
+    let mut idle = Vec::new();
+    for i in 0..a.idle_watchers {
+        let request = pb::WatchCallEventsRequest { session_id: format!("idle-{i}"), ..Default::default() };
+        idle.push(client.clone().watch_call_events(request).await.unwrap().into_inner());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_idle = rss_kib(pid);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 100 session watchers and one for the tenant.
+    let mut followers = Vec::new();
+    for s in 0..a.sessions {
+        let request = pb::WatchCallEventsRequest { session_id: format!("s-{s}"), ..Default::default() };
+        let mut stream = client.clone().watch_call_events(request).await.unwrap().into_inner();
+        followers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Ok(Some(_)) = stream.message().await {
+                n += 1;
+            }
+            n
+        }));
+    }
+    let request = pb::WatchCallEventsRequest::default();
+    let mut all = client.clone().watch_call_events(request).await.unwrap().into_inner();
+    let expected = a.deliveries;
+    let tenant_watcher = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(expected);
+        while latencies.len() < expected {
+            match all.message().await {
+                Ok(Some(m)) => {
+                    let sent = m.event.and_then(|e| e.occurred_at).map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
+                    latencies.push(now_ms().saturating_sub(sent.unwrap_or(0)));
+                }
+                _ => break,
+            }
+        }
+        latencies
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let url = Arc::new(format!("http://{hook}/webhooks/callbot/{}", token()));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
+    let cpu_before = cpu_s(pid);
+    let started = Instant::now();
+    let sessions = a.sessions;
+    let statuses: Vec<u16> = futures::stream::iter(0..a.deliveries)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                match http.post(url.as_str()).body(record(i, sessions)).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                }
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_s(pid) - cpu_before;
+    let mut latencies = tokio::time::timeout(Duration::from_secs(30), tenant_watcher).await.unwrap().unwrap();
+    let full_rss = rss_kib(pid);
+    let ok = statuses.iter().filter(|s| **s == 204).count();
+    latencies.sort_unstable();
+    let stored = a.deliveries.min(a.events_max);
+    println!("deliveries: {} in {:.2} s = {:.0}/s ({} answered 204, {} other)", a.deliveries, elapsed.as_secs_f64(), a.deliveries as f64 / elapsed.as_secs_f64(), ok, a.deliveries - ok);
+    println!("watchers: {} following one session each + 1 tenant-wide", a.sessions);
+    println!(
+        "delivery -> watcher latency (ms, 1 ms resolution, {} events): p50 {} p90 {} p99 {} max {}",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.9),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    println!("facade CPU: {:.2} s for the deliveries = {:.1} µs per delivery", cpu, cpu * 1e6 / a.deliveries as f64);
+    println!(
+        "facade RSS: idle {:.1} MiB, {} idle watchers {:.1} MiB (+{:.1} KiB each), store full ({} events at --events-max {}) {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        a.idle_watchers,
+        with_idle as f64 / 1024.0,
+        (with_idle.saturating_sub(idle_rss)) as f64 / a.idle_watchers.max(1) as f64,
+        stored,
+        a.events_max,
+        full_rss as f64 / 1024.0
+    );
+    let beyond_first_mib = (full_rss.saturating_sub(idle_rss) * 1024).saturating_sub(1 << 20);
+    println!("memory per stored event beyond the first MiB: {:.0} bytes", beyond_first_mib as f64 / stored as f64);
+    drop(facade);
+    for f in followers {
+        f.abort();
+    }
+}
