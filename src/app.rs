@@ -411,6 +411,7 @@ impl Application {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let registrar =
             webhook_base.map(|base| Registrar::new(base, upstream.clone(), directory.clone(), metrics.clone()));
+        let record_sessions = webhook.is_some();
         let webhook_task = webhook.map(|listener| {
             let receiver = Arc::new(Receiver {
                 directory: directory.clone(),
@@ -428,7 +429,7 @@ impl Application {
                 registrar.ensure(tenant);
             }
         }
-        let wiring = EventWiring { store: events, directory, registrar, shutdown: shutdown_rx };
+        let wiring = EventWiring { store: events, directory, registrar, shutdown: shutdown_rx, record_sessions };
         let api = CallBotApi::new(upstream, catalog, api_key, &settings, wiring, metrics.clone());
         let callbot = CallBotServiceServer::new(api)
             .max_decoding_message_size(settings.server.max_message_bytes as usize)

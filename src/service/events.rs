@@ -79,7 +79,7 @@ fn store_error(err: StoreError, last: Option<&Cursor>) -> FacadeError {
 impl CallBotApi {
     /// The record keeper of a call's tenant.
     pub(super) fn session_log(&self, tenant: TenantId) -> SessionLog {
-        SessionLog::new(self.events.clone(), tenant)
+        if self.record_sessions { SessionLog::new(self.events.clone(), tenant) } else { SessionLog::none() }
     }
 
     /// WatchCallEvents.

@@ -65,6 +65,9 @@ pub(crate) struct EventWiring {
     pub(crate) registrar: Option<Arc<Registrar>>,
     /// Set to true when the facade drains: watch streams end.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Whether sessions are recorded for their reports: only when call events can arrive (the
+    /// receiver is on); otherwise the records would only take memory.
+    pub(crate) record_sessions: bool,
 }
 
 /// The service.
@@ -77,6 +80,7 @@ pub struct CallBotApi {
     directory: Arc<Directory>,
     registrar: Option<Arc<Registrar>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    record_sessions: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -100,6 +104,7 @@ impl CallBotApi {
             directory: wiring.directory,
             registrar: wiring.registrar,
             shutdown: wiring.shutdown,
+            record_sessions: wiring.record_sessions,
             metrics,
         }
     }
