@@ -28,8 +28,21 @@ import (
 const (
 	scriptID   = "64915bc76a690c0edad14723"
 	scriptName = "Thông báo điểm thi" // compared as UTF-8 bytes
-	timeout    = 30 * time.Second     // the deadline of the whole run
+	timeout    = 30 * time.Second     // the deadline of the run up to the watch check
+	// The deadline of the WatchCallEvents stream, and of each call around it.
+	watchTimeout = 30 * time.Second
+	callTimeout  = 10 * time.Second
 )
+
+// The watch check's contacts: the simulator decides by a number's last digit, ...0 is answered
+// (talk 10 s), ...7 is busy.
+var watchPhones = []string{"0912345670", "0912345677"}
+var watchWant = map[string]callbotv1.CallOutcome{
+	"0912345670": callbotv1.CallOutcome_CALL_OUTCOME_ANSWERED,
+	"0912345677": callbotv1.CallOutcome_CALL_OUTCOME_BUSY,
+}
+
+var nonDigit = regexp.MustCompile(`\D`)
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -60,8 +73,130 @@ func errorDetails(err error) (*status.Status, *errdetails.ErrorInfo, *errdetails
 	return st, info, bad
 }
 
+// last9 is a number without its prefix (0..., 84..., +84... compare equal).
+func last9(phone string) string {
+	d := nonDigit.ReplaceAllString(phone, "")
+	if len(d) > 9 {
+		return d[len(d)-9:]
+	}
+	return d
+}
+
+// mask keeps the last 3 digits of a number.
+func mask(phone string) string {
+	if len(phone) <= 3 {
+		return phone
+	}
+	return strings.Repeat("*", len(phone)-3) + phone[len(phone)-3:]
+}
+
+// watchSession: CreateSession of two numbers, then WatchCallEvents until both end-of-call records
+// came, then GetSessionReport. Its calls have their own deadlines (the stream's is watchTimeout).
+func watchSession(client callbotv1.CallBotServiceClient) error {
+	callCtx, cancelCall := context.WithTimeout(context.Background(), callTimeout)
+	defer cancelCall()
+	contacts := make([]*callbotv1.Contact, 0, len(watchPhones))
+	for _, p := range watchPhones {
+		contacts = append(contacts, &callbotv1.Contact{Phone: p})
+	}
+	retries := int32(0)
+	created, err := client.CreateSession(callCtx, &callbotv1.CreateSessionRequest{
+		ScriptId:   scriptID,
+		Name:       "WatchCallEvents check",
+		Contacts:   contacts,
+		RetryCount: &retries,
+	})
+	if err != nil {
+		return err
+	}
+	sessionID := created.GetSession().GetId()
+	check(sessionID != "", fmt.Sprintf("CreateSession(%s; retry_count=0) -> session.id=%q", strings.Join(watchPhones, ", "), sessionID),
+		"empty session.id")
+	if sessionID == "" {
+		return nil
+	}
+
+	// WatchCallEvents: a server stream that never ends by itself; replay (from_start), then live.
+	// Each call yields RINGING, (ANSWERED), ENDED (live hangup, no outcome), then ENDED with the
+	// outcome: the end-of-call record, the one to wait for. Cancelling the context ends the stream.
+	want := map[string]bool{}
+	for _, p := range watchPhones {
+		want[last9(p)] = true
+	}
+	outcomes := map[string]callbotv1.CallOutcome{} // last 9 digits -> outcome of its end-of-call record
+	var problems []string
+	n := 0
+	t0 := time.Now()
+	watchCtx, cancelWatch := context.WithTimeout(context.Background(), watchTimeout)
+	stream, err := client.WatchCallEvents(watchCtx, &callbotv1.WatchCallEventsRequest{SessionId: sessionID, FromStart: true})
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for err == nil && len(outcomes) < len(want) {
+		var resp *callbotv1.WatchCallEventsResponse
+		resp, err = stream.Recv()
+		if err == io.EOF {
+			problems = append(problems, "the stream ended")
+			break
+		}
+		if err != nil {
+			st, _ := status.FromError(err)
+			problems = append(problems, fmt.Sprintf("%v %s", st.Code(), st.Message()))
+			break
+		}
+		ev := resp.GetEvent()
+		n++
+		when := "-"
+		if ev.GetOccurredAt() != nil {
+			when = ev.GetOccurredAt().AsTime().UTC().Format("15:04:05.000Z")
+		}
+		fmt.Printf("  event %s %s %s %s\n", when, mask(ev.GetPhone()),
+			strings.TrimPrefix(ev.GetState().String(), "CALL_STATE_"),
+			strings.TrimPrefix(ev.GetOutcome().String(), "CALL_OUTCOME_"))
+		if ev.GetSessionId() != sessionID {
+			problems = append(problems, fmt.Sprintf("event %s of session %q", ev.GetId(), ev.GetSessionId()))
+		}
+		if ev.GetState() == callbotv1.CallState_CALL_STATE_ENDED && ev.GetOutcome() != callbotv1.CallOutcome_CALL_OUTCOME_UNSPECIFIED {
+			key := last9(ev.GetPhone())
+			if _, dup := outcomes[key]; !want[key] {
+				problems = append(problems, fmt.Sprintf("end-of-call record of unknown number %q", ev.GetPhone()))
+			} else if dup {
+				problems = append(problems, fmt.Sprintf("second end-of-call record for %q", ev.GetPhone()))
+			} else {
+				outcomes[key] = ev.GetOutcome()
+			}
+		}
+	}
+	cancelWatch() // the stream would go on with live events: cancel it
+	var got []string
+	for k := range outcomes {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	check(len(outcomes) == len(want) && len(problems) == 0,
+		fmt.Sprintf("WatchCallEvents(session_id, from_start) -> both end-of-call records in %d event(s), %.1f s", n, time.Since(t0).Seconds()),
+		fmt.Sprintf("records of %v; %s", got, strings.Join(problems, "; ")))
+	for _, p := range watchPhones {
+		o, ok := outcomes[last9(p)]
+		check(ok && o == watchWant[p], fmt.Sprintf("%s ended %s", mask(p), strings.TrimPrefix(watchWant[p].String(), "CALL_OUTCOME_")), o)
+	}
+
+	// GetSessionReport: each contact's last outcome, summed up.
+	repCtx, cancelRep := context.WithTimeout(context.Background(), callTimeout)
+	defer cancelRep()
+	rep, err := client.GetSessionReport(repCtx, &callbotv1.GetSessionReportRequest{SessionId: sessionID})
+	if err != nil {
+		return err
+	}
+	check(rep.GetFinished() && rep.GetContactsTotal() == 2 && rep.GetAnswered() == 1 && rep.GetBusy() == 1,
+		fmt.Sprintf("GetSessionReport -> finished=%v, contacts_total=%d, answered=%d, busy=%d",
+			rep.GetFinished(), rep.GetContactsTotal(), rep.GetAnswered(), rep.GetBusy()),
+		"want finished=true, contacts_total=2, answered=1, busy=1")
+	return nil
+}
+
 func run(addr string) error {
-	// One deadline bounds the whole run (dial and every call).
+	// One deadline bounds the run (dial and every call) up to the watch check, which has its own.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// grpc-go 1.33: no grpc.NewClient nor credentials/insecure yet.
@@ -171,7 +306,9 @@ func run(addr string) error {
 		check(resp.GetStatus() == grpc_health_v1.HealthCheckResponse_SERVING,
 			fmt.Sprintf("Health/Check(%q) -> SERVING", service), resp.GetStatus())
 	}
-	return nil
+
+	// Two calls placed by the facade's simulator (or the provider), watched live, then summed up.
+	return watchSession(client)
 }
 
 func main() {

@@ -19,6 +19,10 @@ const SCRIPT_ID = '64915bc76a690c0edad14723';
 const SCRIPT_NAME = 'Thông báo điểm thi'; // compared as UTF-8 bytes
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const TIMEOUT_MS = 10000; // the deadline of every call
+const WATCH_TIMEOUT_MS = 30000; // the deadline of the WatchCallEvents stream
+// The watch check's contacts: the simulator decides by a number's last digit, ...0 is answered
+// (talk 10 s), ...7 is busy.
+const WATCH_PHONES = new Map([['0912345670', 'CALL_OUTCOME_ANSWERED'], ['0912345677', 'CALL_OUTCOME_BUSY']]);
 const PROTO_ROOT = process.env.CALLBOT_PROTO_ROOT || path.join(__dirname, '..', '..', 'proto');
 
 // keepCase: field names as in the .proto (script_id, not scriptId); enums as their names.
@@ -117,6 +121,92 @@ function waitForReady(client) {
   });
 }
 
+// A number without its prefix (0..., 84..., +84... compare equal).
+function last9(phone) {
+  return phone.replace(/\D/g, '').slice(-9);
+}
+
+// Keeps the last 3 digits of a number.
+function mask(phone) {
+  return phone.length <= 3 ? phone : '*'.repeat(phone.length - 3) + phone.slice(-3);
+}
+
+// google.protobuf.Timestamp (seconds as a string: longs: String) as HH:MM:SS.mmmZ.
+function eventTime(ts) {
+  if (!ts) return '-';
+  return new Date(Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6)).toISOString().slice(11, 23) + 'Z';
+}
+
+// WatchCallEvents: a server stream that never ends by itself; replay (from_start), then live. Each
+// call yields RINGING, (ANSWERED), ENDED (live hangup, no outcome), then ENDED with the outcome: the
+// end-of-call record, the one to wait for. Resolves once every wanted contact's record came (and
+// cancels the stream), or when the stream fails (its deadline) or ends.
+function watchUntilEnded(stub, sessionId, want) {
+  return new Promise((resolve) => {
+    const outcomes = new Map(); // last 9 digits -> outcome of its end-of-call record
+    const problems = [];
+    let n = 0;
+    let done = false;
+    const finish = (problem) => {
+      if (done) return;
+      done = true;
+      if (problem) problems.push(problem);
+      call.cancel(); // the stream would go on with live events: cancel it (its 'error' is then CANCELLED)
+      resolve({ outcomes, problems, n });
+    };
+    const call = stub.WatchCallEvents({ session_id: sessionId, from_start: true },
+      { deadline: Date.now() + WATCH_TIMEOUT_MS });
+    call.on('data', ({ event: ev }) => {
+      if (done) return;
+      n += 1;
+      console.log(`  event ${eventTime(ev.occurred_at)} ${mask(ev.phone)} ${ev.state.replace(/^CALL_STATE_/, '')} `
+        + `${ev.outcome.replace(/^CALL_OUTCOME_/, '')}`);
+      if (ev.session_id !== sessionId) problems.push(`event ${ev.id} of session ${JSON.stringify(ev.session_id)}`);
+      if (ev.state === 'CALL_STATE_ENDED' && ev.outcome !== 'CALL_OUTCOME_UNSPECIFIED') {
+        const key = last9(ev.phone);
+        if (!want.has(key)) problems.push(`end-of-call record of unknown number ${JSON.stringify(ev.phone)}`);
+        else if (outcomes.has(key)) problems.push(`second end-of-call record for ${JSON.stringify(ev.phone)}`);
+        else outcomes.set(key, ev.outcome);
+      }
+      if (outcomes.size === want.size) finish();
+    });
+    call.on('error', (err) => finish(`${grpc.status[err.code]} ${err.details}`));
+    call.on('end', () => finish('the stream ended'));
+  });
+}
+
+// CreateSession of two numbers, then WatchCallEvents until both end-of-call records came, then
+// GetSessionReport.
+async function watchSession(stub) {
+  const phones = [...WATCH_PHONES.keys()];
+  const { session } = await unary(stub, 'CreateSession', {
+    script_id: SCRIPT_ID,
+    name: 'WatchCallEvents check',
+    contacts: phones.map((phone) => ({ phone })),
+    retry_count: 0,
+  });
+  check(session.id !== '', `CreateSession(${phones.join(', ')}; retry_count=0) -> session.id=${JSON.stringify(session.id)}`,
+    'empty session.id');
+  if (session.id === '') return;
+
+  const want = new Set(phones.map(last9));
+  const t0 = Date.now();
+  const { outcomes, problems, n } = await watchUntilEnded(stub, session.id, want);
+  check(outcomes.size === want.size && problems.length === 0,
+    `WatchCallEvents(session_id, from_start) -> both end-of-call records in ${n} event(s), ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    `records of ${JSON.stringify([...outcomes.keys()].sort())}; ${problems.join('; ')}`);
+  for (const [phone, outcome] of WATCH_PHONES) {
+    const got = outcomes.get(last9(phone));
+    check(got === outcome, `${mask(phone)} ended ${outcome.replace(/^CALL_OUTCOME_/, '')}`, String(got));
+  }
+
+  // GetSessionReport: each contact's last outcome, summed up (int64 fields as strings: longs: String).
+  const rep = await unary(stub, 'GetSessionReport', { session_id: session.id });
+  check(rep.finished && Number(rep.contacts_total) === 2 && Number(rep.answered) === 1 && Number(rep.busy) === 1,
+    `GetSessionReport -> finished=${rep.finished}, contacts_total=${rep.contacts_total}, answered=${rep.answered}, busy=${rep.busy}`,
+    'want finished=true, contacts_total=2, answered=1, busy=1');
+}
+
 async function main(addr) {
   const defs = protoLoader.loadSync('callbot/v1/callbot.proto', { ...LOADER_OPTIONS, includeDirs: [PROTO_ROOT] });
   const callbot = grpc.loadPackageDefinition(defs).callbot.v1;
@@ -187,6 +277,9 @@ async function main(addr) {
       const resp = await unary(healthStub, 'Check', { service });
       check(resp.status === 'SERVING', `Health/Check(${JSON.stringify(service)}) -> SERVING`, resp.status);
     }
+
+    // Two calls placed by the facade's simulator (or the provider), watched live, then summed up.
+    await watchSession(stub);
   } finally {
     stub.close();
   }

@@ -8,6 +8,7 @@ if any check failed. See README.md for the packages and the code generation step
 """
 import re
 import sys
+import time
 
 import grpc
 from google.rpc import error_details_pb2
@@ -20,6 +21,9 @@ SCRIPT_ID = "64915bc76a690c0edad14723"
 SCRIPT_NAME = "Thông báo điểm thi"  # compared as UTF-8 bytes
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 TIMEOUT = 10  # seconds, the deadline of every call
+WATCH_TIMEOUT = 30  # seconds, the deadline of the WatchCallEvents stream
+# The simulator decides by a number's last digit: ...0 is answered (talk 10 s), ...7 is busy.
+WATCH_PHONES = {"0912345670": "CALL_OUTCOME_ANSWERED", "0912345677": "CALL_OUTCOME_BUSY"}
 
 failures = 0
 
@@ -47,6 +51,86 @@ def error_details(err):
             bad = error_details_pb2.BadRequest()
             any_msg.Unpack(bad)
     return info, bad
+
+
+def last9(phone):
+    """The number without its prefix (0..., 84..., +84... compare equal)."""
+    return re.sub(r"\D", "", phone)[-9:]
+
+
+def mask(phone):
+    """Keeps the last 3 digits of a number."""
+    return "*" * max(len(phone) - 3, 0) + phone[-3:]
+
+
+def enum_name(enum, value, prefix):
+    return enum.Name(value).removeprefix(prefix)
+
+
+def watch_session(stub):
+    """CreateSession of two numbers, then WatchCallEvents until both end-of-call records came, then
+    GetSessionReport."""
+    req = callbot_pb2.CreateSessionRequest(
+        script_id=SCRIPT_ID,
+        name="WatchCallEvents check",
+        contacts=[callbot_pb2.Contact(phone=p) for p in WATCH_PHONES],
+        retry_count=0,
+    )
+    session = stub.CreateSession(req, timeout=TIMEOUT).session
+    check(session.id != "", f"CreateSession({', '.join(WATCH_PHONES)}; retry_count=0) -> session.id={session.id!r}",
+          "empty session.id")
+    if not session.id:
+        return
+
+    # WatchCallEvents: a server stream that never ends by itself; replay (from_start), then live.
+    # Each call yields RINGING, (ANSWERED), ENDED (live hangup, no outcome), then ENDED with the
+    # outcome: the end-of-call record, the one to wait for.
+    want = {last9(p): p for p in WATCH_PHONES}
+    outcomes = {}  # last 9 digits -> outcome name of its end-of-call record
+    problems = []
+    n = 0
+    t0 = time.monotonic()
+    call = stub.WatchCallEvents(callbot_pb2.WatchCallEventsRequest(session_id=session.id, from_start=True),
+                                timeout=WATCH_TIMEOUT)
+    try:
+        for resp in call:
+            ev = resp.event
+            n += 1
+            when = ev.occurred_at.ToDatetime().strftime("%H:%M:%S.%f")[:-3] + "Z" if ev.HasField("occurred_at") else "-"
+            print(f"  event {when} {mask(ev.phone)} {enum_name(callbot_pb2.CallState, ev.state, 'CALL_STATE_')}"
+                  f" {enum_name(callbot_pb2.CallOutcome, ev.outcome, 'CALL_OUTCOME_')}")
+            if ev.session_id != session.id:
+                problems.append(f"event {ev.id} of session {ev.session_id!r}")
+            if ev.state == callbot_pb2.CALL_STATE_ENDED and ev.outcome != callbot_pb2.CALL_OUTCOME_UNSPECIFIED:
+                key = last9(ev.phone)
+                if key not in want:
+                    problems.append(f"end-of-call record of unknown number {ev.phone!r}")
+                elif key in outcomes:
+                    problems.append(f"second end-of-call record for {ev.phone!r}")
+                else:
+                    outcomes[key] = callbot_pb2.CallOutcome.Name(ev.outcome)
+            if len(outcomes) == len(want):
+                break
+        else:
+            problems.append("the stream ended")
+    except grpc.RpcError as err:
+        problems.append(f"{err.code()} {err.details()}")
+    finally:
+        call.cancel()  # the stream would go on with live events: cancel it
+    elapsed = time.monotonic() - t0
+    check(len(outcomes) == len(want) and not problems,
+          f"WatchCallEvents(session_id, from_start) -> both end-of-call records in {n} event(s), {elapsed:.1f} s",
+          f"records of {sorted(outcomes)}; {'; '.join(problems) or 'none missing'}")
+    for phone, outcome in WATCH_PHONES.items():
+        got = outcomes.get(last9(phone))
+        check(got == outcome, f"{mask(phone)} ended {outcome.removeprefix('CALL_OUTCOME_')}", got)
+
+    # GetSessionReport: each contact's last outcome, summed up.
+    rep = stub.GetSessionReport(callbot_pb2.GetSessionReportRequest(session_id=session.id), timeout=TIMEOUT)
+    check(rep.finished and rep.contacts_total == 2 and rep.answered == 1 and rep.busy == 1,
+          f"GetSessionReport -> finished={rep.finished}, contacts_total={rep.contacts_total}, "
+          f"answered={rep.answered}, busy={rep.busy}",
+          "want finished=True, contacts_total=2, answered=1, busy=1")
 
 
 def main(addr):
@@ -118,6 +202,9 @@ def main(addr):
             resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
             check(resp.status == health_pb2.HealthCheckResponse.SERVING,
                   f"Health/Check({service!r}) -> SERVING", health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+        # Two calls placed by the facade's simulator (or the provider), watched live, then summed up.
+        watch_session(stub)
 
     print(f"python client: {'all checks passed' if failures == 0 else f'{failures} check(s) FAILED'}")
     return 1 if failures else 0
