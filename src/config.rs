@@ -51,6 +51,10 @@ pub enum Command {
     Campaign(CampaignArgs),
     /// List the scripts of a running facade's tenant (ListScripts).
     Scripts(ScriptsArgs),
+    /// Print a running facade's call events as they come (WatchCallEvents).
+    Watch(WatchArgs),
+    /// Sum up one session's calls: totals and one row per contact (GetSessionReport).
+    Report(ReportArgs),
 }
 
 /// Log line format.
@@ -273,6 +277,51 @@ pub struct CampaignArgs {
     /// Caller id (hotline or SIP number); empty = the internal network.
     #[arg(long, default_value = "")]
     pub caller_id: String,
+    /// After sending, follow the campaign's sessions until every contact is final (polls
+    /// GetSessionReport every second), then print the outcome totals.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: stop waiting after this long (exit code 2).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "watch")]
+    pub watch_timeout: Duration,
+}
+
+/// Flags of `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The facade's gRPC URL.
+    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// Only that session's calls; default: every call of the tenant.
+    #[arg(long, default_value = "")]
+    pub session: String,
+    /// Only calls to that number (+84..., 84... and 0... compare equal).
+    #[arg(long, default_value = "")]
+    pub phone: String,
+    /// First replay every retained event that matches, then go live.
+    #[arg(long, conflicts_with = "after")]
+    pub from_start: bool,
+    /// Resume right after the event with this cursor (the last word of a printed line).
+    #[arg(long, default_value = "")]
+    pub after: String,
+    /// One JSON object per line instead of text; the phone is NOT masked there (it is data for
+    /// programs), while text lines show only its last 3 digits.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The facade's gRPC URL.
+    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// The session (autocall_id).
+    #[arg(long)]
+    pub session: String,
+    /// Print the whole report as one JSON object (phones not masked) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `scripts`.

@@ -43,8 +43,10 @@ async fn main() -> ExitCode {
             result
         }
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Campaign(args)) => cli::campaign::run(args).await.map_err(Into::into),
-        Some(Command::Scripts(args)) => cli::scripts::run(args).await.map_err(Into::into),
+        Some(Command::Campaign(args)) => return exit(cli::campaign::run(args).await),
+        Some(Command::Scripts(args)) => return exit(cli::scripts::run(args).await),
+        Some(Command::Watch(args)) => return exit(cli::watch::run(args).await),
+        Some(Command::Report(args)) => return exit(cli::report::run(args).await),
         None => serve(cli.serve).await,
     };
     match result {
@@ -52,6 +54,17 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("callbot-facade: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// An operator command's exit: 0, or its error on stderr and its code (1; 2 for a timeout).
+fn exit(result: Result<(), cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbot-facade: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -3,6 +3,7 @@
 //! progress (a bar on a terminal, plain lines otherwise), and ends with a summary. The default
 //! campaign id derives from the file, the script and the chunk size, so re-running the same
 //! command resumes: chunks already started answer `resumed` and nobody is called twice.
+//! With `--watch` it then follows the sessions it started to the end ([`super::follow`]).
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +32,8 @@ struct Tally {
     resumed: u64,
     accepted: u64,
     rejected: BTreeMap<String, u64>,
+    /// The ids of the sessions started by this run, for `--watch`.
+    sessions: Vec<String>,
 }
 
 impl Tally {
@@ -39,6 +42,9 @@ impl Tally {
             self.resumed += 1;
         } else {
             self.started += 1;
+            if let Some(id) = answer.session.as_ref().map(|s| &s.id).filter(|id| !id.is_empty()) {
+                self.sessions.push(id.clone());
+            }
         }
         self.accepted = u64::try_from(answer.contacts_total).unwrap_or_default();
         for r in answer.session.iter().flat_map(|s| &s.rejected_contacts) {
@@ -141,9 +147,14 @@ pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
     progress.finish();
     let mut out = std::io::stdout().lock();
     tally.write(&mut out)?;
+    drop(out);
     result.map_err(CliError::Rpc)?;
     // The facade ends the stream only after our side closed, so the reader is done.
-    reader.join().unwrap_or_else(|_| Err("the CSV reader failed".into())).map_err(CliError::Input)
+    reader.join().unwrap_or_else(|_| Err("the CSV reader failed".into())).map_err(CliError::Input)?;
+    if args.watch {
+        super::follow::run(&mut client, tally.sessions, tally.resumed, args.watch_timeout).await?;
+    }
+    Ok(())
 }
 
 /// Streams the file's contacts into `tx` from a thread of its own (file reads block). Not a

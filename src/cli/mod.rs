@@ -1,22 +1,55 @@
-//! The operator commands that drive a running facade through the generated gRPC client:
-//! `campaign` (a CSV file to `CreateCampaign`) and `scripts` (`ListScripts` as a table or JSON).
+//! The operator commands that drive a running facade through the generated gRPC client.
+//! Every command takes `--server URL` (`CALLBOT_SERVER`, default `http://127.0.0.1:50051`),
+//! exits 0 on success and 1 on an error (the facade's status described by [`describe`]:
+//! code, reason, message, field violations, session key and cursors), `campaign --watch`
+//! 2 when its `--watch-timeout` passed.
+//!
+//! - `campaign --script ID --csv FILE [--watch [--watch-timeout 1h]]`: a CSV file to
+//!   `CreateCampaign` (see [`campaign`]). With `--watch`, it then polls `GetSessionReport` for
+//!   each session it started, every second, until all are finished (progress bar on a terminal:
+//!   contacts final / contacts total; resumed chunks carry no session id and are skipped, with
+//!   a line saying so), and prints
+//!   `outcomes: N contacts, A answered, B no answer, C busy, D rejected, E failed` then
+//!   `watch: all S session(s) finished (T)`. On timeout: the totals so far, then
+//!   `stopped waiting after T: ...` on stderr, exit 2.
+//! - `scripts [--name-contains TEXT] [--json]`: `ListScripts` as a table or JSON.
+//! - `watch [--session ID] [--phone P] [--from-start | --after CURSOR] [--json]`:
+//!   `WatchCallEvents`, one line per event until Ctrl-C or the stream's end (both exit 0):
+//!   `HH:MM:SS  *******670  ended     answered   ring 3s talk 10s  attempt 1  session S  cursor C`
+//!   (local time of the event; phone masked but its last 3 digits; the outcome, each duration
+//!   and the attempt only when set; the cursor last, for `--after`). `--json`: one object per
+//!   line with the CallEvent's fields by proto name, `state`/`outcome` as lower-case words
+//!   (`ringing`, `no_answer`, `unspecified`...), durations in seconds or `null`, `occurred_at`
+//!   RFC 3339 UTC, and the phone NOT masked.
+//! - `report --session ID [--json]`: `GetSessionReport` as
+//!   `session S: N contacts, A answered, B no answer, C busy, D rejected, E failed, F in progress; finished: yes|no`
+//!   then a table PHONE (masked), STATE, OUTCOME, ATTEMPTS, TALK, LAST EVENT (local
+//!   `YYYY-MM-DD HH:MM:SS`), FINAL (`-` where nothing is known). `--json`: the whole report as
+//!   one object, same field names and words as `watch --json`, phones not masked.
 //!
 //! Layout:
 //! - [`contacts`]: the CSV file: header, rows to contacts, the pre-flight scan that reports bad
 //!   rows by line number, and the derived campaign id.
 //! - [`campaign`]: the `campaign` command: scan, stream, progress, summary.
+//! - [`follow`]: `campaign --watch`.
 //! - [`scripts`]: the `scripts` command.
+//! - [`watch`], [`report`]: the `watch` and `report` commands.
+//! - [`clock`]: local time from the system's zone file, RFC 3339 for JSON.
 
 pub mod campaign;
+pub mod clock;
 pub mod contacts;
+pub mod follow;
+pub mod report;
 pub mod scripts;
+pub mod watch;
 
 use tonic::{Status, transport::Channel};
 use tonic_types::StatusExt;
 
-use crate::pb::call_bot_service_client::CallBotServiceClient;
+use crate::pb::{self, call_bot_service_client::CallBotServiceClient};
 
-/// Why a command failed; `main` prints it and exits 1.
+/// Why a command failed; `main` prints it and exits with [`CliError::exit_code`].
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The facade could not be reached.
@@ -36,6 +69,19 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// `campaign --watch` stopped waiting (`--watch-timeout`); `main` exits 2.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl CliError {
+    /// The process exit code for this error: 2 when a wait timed out, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Timeout(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// A client of the facade at `server`.
@@ -74,11 +120,36 @@ pub fn describe(status: &Status) -> String {
         }
     }
     if let Some(info) = details.error_info() {
-        for key in ["external_session_id", "upstream_code"] {
+        for key in ["external_session_id", "upstream_code", "earliest_cursor", "last_cursor"] {
             if let Some(value) = info.metadata.get(key) {
                 text.push_str(&format!("\n  {key}: {value}"));
             }
         }
     }
     text
+}
+
+/// A call state as a lower-case word (`ringing`, `answered`, `ended`; `unspecified`).
+pub fn state_word(state: pb::CallState) -> String {
+    state.as_str_name().trim_start_matches("CALL_STATE_").to_ascii_lowercase()
+}
+
+/// A call outcome as a lower-case word (`answered`, `no_answer`, `busy`, `rejected`, `failed`;
+/// `unspecified`).
+pub fn outcome_word(outcome: pb::CallOutcome) -> String {
+    outcome.as_str_name().trim_start_matches("CALL_OUTCOME_").to_ascii_lowercase()
+}
+
+/// A duration as JSON seconds: an integer when whole, else fractional; `null` when absent.
+pub fn seconds_json(d: Option<&prost_types::Duration>) -> serde_json::Value {
+    match d {
+        None => serde_json::Value::Null,
+        Some(d) if d.nanos == 0 => d.seconds.into(),
+        Some(d) => (d.seconds as f64 + f64::from(d.nanos) / 1e9).into(),
+    }
+}
+
+/// A duration for a text line: whole seconds, `10s`.
+pub fn seconds_text(d: &prost_types::Duration) -> String {
+    format!("{}s", d.seconds)
 }

@@ -1,0 +1,143 @@
+//! `callbot-facade report`: one session's calls summed up (`GetSessionReport`): a summary line
+//! and one table row per contact, or the whole report as JSON.
+
+use std::io::Write;
+
+use comfy_table::{Table, TableComponent};
+use serde_json::{Value, json};
+
+use super::{CliError, clock, connect, outcome_word, seconds_json, seconds_text, state_word};
+use crate::{config::ReportArgs, domain::mask_phone, pb};
+
+/// Runs the command.
+pub async fn run(args: ReportArgs) -> Result<(), CliError> {
+    let mut client = connect(&args.server).await?;
+    let report = client
+        .get_session_report(pb::GetSessionReportRequest { session_id: args.session.clone() })
+        .await
+        .map_err(CliError::Rpc)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default())?;
+    } else {
+        writeln!(out, "{}", summary(&report))?;
+        write_table(&mut out, &report)?;
+    }
+    Ok(())
+}
+
+/// `session S: N contacts, A answered, B no answer, C busy, D rejected, E failed, F in progress; finished: yes|no`.
+pub fn summary(r: &pb::GetSessionReportResponse) -> String {
+    format!(
+        "session {}: {} contacts, {} answered, {} no answer, {} busy, {} rejected, {} failed, {} in progress; finished: {}",
+        r.session_id,
+        r.contacts_total,
+        r.answered,
+        r.no_answer,
+        r.busy,
+        r.rejected,
+        r.failed,
+        r.in_progress,
+        yes_no(r.finished)
+    )
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The report as JSON: the proto's field names, words for states and outcomes, durations as
+/// seconds, times as RFC 3339 UTC, phones as given (not masked).
+fn report_json(r: &pb::GetSessionReportResponse) -> Value {
+    json!({
+        "session_id": r.session_id,
+        "contacts_total": r.contacts_total,
+        "answered": r.answered,
+        "no_answer": r.no_answer,
+        "busy": r.busy,
+        "rejected": r.rejected,
+        "failed": r.failed,
+        "in_progress": r.in_progress,
+        "finished": r.finished,
+        "contacts": r.contacts.iter().map(|c| json!({
+            "phone": c.phone,
+            "state": state_word(c.state()),
+            "outcome": outcome_word(c.outcome()),
+            "attempts": c.attempts,
+            "talk_duration": seconds_json(c.talk_duration.as_ref()),
+            "last_event_at": c.last_event_at.as_ref().map(clock::rfc3339),
+            "final": c.r#final,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// PHONE (masked), STATE, OUTCOME, ATTEMPTS, TALK, LAST EVENT (local time), FINAL; `-` where
+/// nothing is known yet. Borderless, two spaces between columns, as `scripts`.
+fn write_table(out: &mut impl Write, r: &pb::GetSessionReportResponse) -> std::io::Result<()> {
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    for component in TableComponent::iter() {
+        table.remove_style(component);
+    }
+    table.set_header(["PHONE", "STATE", "OUTCOME", "ATTEMPTS", "TALK", "LAST EVENT", "FINAL"]);
+    let or_dash = |s: String| if s == "unspecified" { "-".to_owned() } else { s };
+    for c in &r.contacts {
+        table.add_row([
+            mask_phone(&c.phone),
+            or_dash(state_word(c.state())),
+            or_dash(outcome_word(c.outcome())),
+            c.attempts.to_string(),
+            c.talk_duration.as_ref().map_or_else(|| "-".to_owned(), seconds_text),
+            c.last_event_at.as_ref().map_or_else(|| "-".to_owned(), |t| clock::date_time(t.seconds)),
+            yes_no(c.r#final).to_owned(),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_table() {
+        let report = pb::GetSessionReportResponse {
+            session_id: "s1".into(),
+            contacts_total: 2,
+            answered: 1,
+            in_progress: 1,
+            contacts: vec![
+                pb::ContactReport {
+                    phone: "0912345670".into(),
+                    state: pb::CallState::Ended.into(),
+                    outcome: pb::CallOutcome::Answered.into(),
+                    attempts: 1,
+                    talk_duration: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
+                    last_event_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+                    r#final: true,
+                },
+                pb::ContactReport { phone: "0912345671".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&report),
+            "session s1: 2 contacts, 1 answered, 0 no answer, 0 busy, 0 rejected, 0 failed, 1 in progress; finished: no"
+        );
+        let mut out = Vec::new();
+        write_table(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("PHONE       STATE  OUTCOME   ATTEMPTS  TALK  LAST EVENT"), "{text}");
+        assert!(lines[1].starts_with("*******670  ended  answered  1         10s "), "{text}");
+        assert!(lines[1].ends_with("  yes"), "{text}");
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["*******671", "-", "-", "0", "-", "-", "no"]);
+    }
+}
