@@ -188,7 +188,10 @@ async fn main() {
         while latencies.len() < expected {
             match all.message().await {
                 Ok(Some(m)) => {
-                    let sent = m.event.and_then(|e| e.occurred_at).map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
+                    let sent = m
+                        .event
+                        .and_then(|e| e.occurred_at)
+                        .map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
                     latencies.push(now_ms().saturating_sub(sent.unwrap_or(0)));
                 }
                 _ => break,
@@ -223,7 +226,14 @@ async fn main() {
     let ok = statuses.iter().filter(|s| **s == 204).count();
     latencies.sort_unstable();
     let stored = a.deliveries.min(a.events_max);
-    println!("deliveries: {} in {:.2} s = {:.0}/s ({} answered 204, {} other)", a.deliveries, elapsed.as_secs_f64(), a.deliveries as f64 / elapsed.as_secs_f64(), ok, a.deliveries - ok);
+    println!(
+        "deliveries: {} in {:.2} s = {:.0}/s ({} answered 204, {} other)",
+        a.deliveries,
+        elapsed.as_secs_f64(),
+        a.deliveries as f64 / elapsed.as_secs_f64(),
+        ok,
+        a.deliveries - ok
+    );
     println!("watchers: {} following one session each + 1 tenant-wide", a.sessions);
     println!(
         "delivery -> watcher latency (ms, 1 ms resolution, {} events): p50 {} p90 {} p99 {} max {}",
