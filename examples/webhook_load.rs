@@ -185,30 +185,23 @@ async fn main() {
         }));
     }
     let request = pb::WatchCallEventsRequest::default();
+    let mut all = client.clone().watch_call_events(request).await.unwrap().into_inner();
     let expected = a.deliveries;
-    // The tenant-wide watcher runs on a thread and runtime of its own, with its own connection, so
-    // its arrival times are not delayed behind the generator's senders on the shared runtime.
-    let watcher_channel = format!("http://{grpc}");
-    let tenant_watcher = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let channel = Channel::from_shared(watcher_channel).unwrap().connect().await.unwrap();
-            let mut all = CallBotServiceClient::new(channel).watch_call_events(request).await.unwrap().into_inner();
-            let mut latencies = Vec::with_capacity(expected);
-            while latencies.len() < expected {
-                match tokio::time::timeout(Duration::from_secs(30), all.message()).await {
-                    Ok(Ok(Some(m))) => {
-                        let sent = m
-                            .event
-                            .and_then(|e| e.occurred_at)
-                            .map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
-                        latencies.push(now_ms().saturating_sub(sent.unwrap_or(0)));
-                    }
-                    _ => break,
+    let tenant_watcher = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(expected);
+        while latencies.len() < expected {
+            match all.message().await {
+                Ok(Some(m)) => {
+                    let sent = m
+                        .event
+                        .and_then(|e| e.occurred_at)
+                        .map(|t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
+                    latencies.push(now_ms().saturating_sub(sent.unwrap_or(0)));
                 }
+                _ => break,
             }
-            latencies
-        })
+        }
+        latencies
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -236,7 +229,7 @@ async fn main() {
         .await;
     let elapsed = started.elapsed();
     let cpu = cpu_s(pid) - cpu_before;
-    let mut latencies = tokio::task::spawn_blocking(move || tenant_watcher.join().unwrap()).await.unwrap();
+    let mut latencies = tokio::time::timeout(Duration::from_secs(30), tenant_watcher).await.unwrap().unwrap();
     let full_rss = rss_kib(pid);
     let ok = statuses.iter().filter(|s| **s == 204).count();
     latencies.sort_unstable();
