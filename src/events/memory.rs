@@ -9,7 +9,7 @@
 //!   most [`CONTACTS_PER_EVENT`] × `--events-max` contacts in all. They give reports their
 //!   contacts, and live states (which carry no session id) their session: a number held by
 //!   exactly one open session of the tenant (a contact not final yet) is attributed to it.
-//! - Calls: which session and attempt each call id belongs to, once known (from a record, or
+//! - Calls: which session and attempt each call id belongs to (at most `--events-max` / 2 calls), once known (from a record, or
 //!   from the attribution above), so the call's later facts inherit it.
 //!
 //! One lock; an append holds it for a few hash lookups. Watchers read from the ring at their
@@ -34,6 +34,9 @@ use crate::domain::national;
 
 /// Fact ids remembered per event slot: repeats are recognized after their event left the ring.
 pub(crate) const IDS_PER_EVENT: usize = 2;
+/// Calls whose session and attempt are remembered: one per this many event slots (a call has up
+/// to four facts, so half the slots leave room for calls of one or two facts).
+pub(crate) const CALLS_PER_EVENT_DIVISOR: usize = 2;
 /// Session contacts recorded per event slot.
 pub(crate) const CONTACTS_PER_EVENT: usize = 2;
 /// Events a watcher copies per turn of the lock (bounds the lock hold and the watcher's buffer).
@@ -183,6 +186,9 @@ struct Inner {
     /// Provider words (index 0 is "", index 1 is the overflow marker `~`).
     words: Table,
     tenants: Table,
+    /// Ids of sessions not created here, shared by their events (cleared when it reaches
+    /// `--events-max` names: only sharing is lost).
+    session_names: HashSet<Arc<str>>,
     empty: Arc<str>,
     /// The watchers waiting for events of (tenant, session; "" = all of the tenant's).
     waiters: HashMap<WaitKey, Vec<(u64, Arc<Notify>)>>,
@@ -227,6 +233,7 @@ impl MemoryStore {
                 t
             },
             tenants: Table::new(MAX_TENANTS, ""),
+            session_names: HashSet::new(),
             empty,
             waiters: HashMap::new(),
             next_waiter: 0,
@@ -294,7 +301,7 @@ impl Shared {
             g.seen.remove(&key);
         }
         while let Some(&(key, at)) = g.calls_order.front() {
-            if at >= horizon && g.calls_order.len() <= max {
+            if at >= horizon && g.calls_order.len() <= max / CALLS_PER_EVENT_DIVISOR {
                 break;
             }
             g.calls_order.pop_front();
@@ -334,7 +341,18 @@ impl Shared {
         let session: Option<Arc<str>> = if !e.session_id.is_empty() {
             match g.sessions.get_key_value(&(e.tenant.clone(), Arc::from(e.session_id.as_str()))) {
                 Some((key, _)) => Some(key.1.clone()),
-                None => Some(Arc::from(e.session_id.as_str())),
+                // A session not created here: one shared copy of its id for all its events.
+                None => Some(match g.session_names.get(e.session_id.as_str()) {
+                    Some(name) => name.clone(),
+                    None => {
+                        if g.session_names.len() >= self.bounds.max_events {
+                            g.session_names.clear();
+                        }
+                        let name: Arc<str> = Arc::from(e.session_id.as_str());
+                        g.session_names.insert(name.clone());
+                        name
+                    }
+                }),
             }
         } else if let Some((s, _)) = &known {
             Some(s.clone())
@@ -369,6 +387,7 @@ impl Shared {
             if (known.is_none() || attempt != 0)
                 && g.calls.insert(call_key, CallInfo { session: s.clone(), attempt }).is_none()
             {
+                reserve_gently(&mut g.calls_order, self.bounds.max_events / CALLS_PER_EVENT_DIVISOR + 1);
                 g.calls_order.push_back((call_key, now));
             }
         }
@@ -401,6 +420,7 @@ impl Shared {
         reserve_gently(&mut g.events, self.bounds.max_events);
         g.events.push_back(stored);
         g.seen.insert(fact_key);
+        reserve_gently(&mut g.seen_order, self.bounds.max_events.saturating_mul(IDS_PER_EVENT));
         g.seen_order.push_back((fact_key, now));
         g.stats.stored_total += 1;
         self.expire(g, now);
