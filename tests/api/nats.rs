@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use super::events::{create, free_addr, read_events, spawn_with_receiver, wait_session_done, wait_until};
 use super::*;
@@ -115,6 +116,13 @@ async fn replica(nats: &Nats, adjust: impl FnOnce(&mut Settings)) -> TestApp {
 
 fn from_start() -> pb::WatchCallEventsRequest {
     pb::WatchCallEventsRequest { from_start: true, ..Default::default() }
+}
+
+/// The event store's health status (`callbot.v1.EventStore`).
+async fn store_health(app: &TestApp) -> ServingStatus {
+    let mut health = HealthClient::new(app.channel().await);
+    let request = HealthCheckRequest { service: callbot_facade::app::EVENT_STORE_SERVICE_NAME.into() };
+    health.check(request).await.expect("health").into_inner().status()
 }
 
 async fn metrics(app: &TestApp) -> String {
@@ -268,6 +276,7 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
     let session = create(&a, &["0912345670"], 0).await;
     assert!(!session.is_empty(), "CreateSession works with the event store down");
     wait_until(|| async { metrics(&a).await.contains("callbot_event_store_up 0") }).await;
+    assert_eq!(store_health(&a).await, ServingStatus::NotServing);
 
     nats.restart().await;
     let mut j = 100;
@@ -280,6 +289,7 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
     .await;
     acknowledged.insert(format!("d-{j}"));
     wait_until(|| async { metrics(&a).await.contains("callbot_event_store_up 1") }).await;
+    wait_until(|| async { store_health(&a).await == ServingStatus::Serving }).await;
     // Every acknowledged delivery is there (some answered 503 may be too: their retry is a repeat).
     let mut s = a.client.clone().watch_call_events(from_start()).await.unwrap().into_inner();
     let mut seen = HashSet::new();
@@ -288,4 +298,28 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
         let Ok(Ok(Some(message))) = next else { panic!("missing {:?}", acknowledged.difference(&seen)) };
         seen.insert(message.event.unwrap().call_id);
     }
+}
+
+#[tokio::test]
+async fn the_facade_refuses_to_start_on_an_unreachable_server_or_a_stream_configured_otherwise() {
+    let build = |nats_url: String, adjust: fn(&mut Settings)| async move {
+        let mut settings = Settings::for_tests();
+        settings.events.nats_url = Some(nats_url);
+        adjust(&mut settings);
+        match Application::build(settings).await {
+            Ok(_) => panic!("started"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let started = std::time::Instant::now();
+    let why = build(format!("nats://user:secret@127.0.0.1:{}", free_addr().port()), |_| {}).await;
+    assert!(why.contains("cannot connect to NATS at nats://***@127.0.0.1:"), "{why}");
+    assert!(!why.contains("secret") && !why.contains('\n'), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(7), "bounded wait");
+
+    let nats = Nats::start().await;
+    let _first = replica(&nats, |_| {}).await;
+    let why = build(nats.url(), |s| s.events.retention = Duration::from_secs(3600)).await;
+    assert!(why.contains("stream CALLBOT_EVENTS exists with") && why.contains("max_age"), "{why}");
+    assert!(!why.contains('\n'), "{why}");
 }
