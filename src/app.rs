@@ -261,7 +261,11 @@ fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig 
 }
 
 /// Keeps the event store's health status and `callbot_event_store_up` following the store.
-fn follow_store_health(events: &Arc<dyn EventStore>, health: tonic_health::server::HealthReporter, metrics: Arc<Metrics>) {
+fn follow_store_health(
+    events: &Arc<dyn EventStore>,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+) {
     let Some(mut up) = events.health() else {
         metrics.events().store_up(true);
         return;
@@ -337,7 +341,9 @@ impl Application {
             _ => None,
         };
         let events: Arc<dyn EventStore> = match &settings.events.nats_url {
-            Some(url) => Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?),
+            Some(url) => {
+                Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
+            }
             None => Arc::new(MemoryStore::new(
                 Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
                 system_clock(),

@@ -27,10 +27,9 @@ use async_nats::{
     ConnectOptions,
     connection::State,
     jetstream::{
-        self, Context,
+        self, Context, ErrorCode,
         consumer::{DeliverPolicy, pull::OrderedConfig},
         context::GetStreamErrorKind,
-        ErrorCode,
         message::PublishMessage,
         stream::{Config, StorageType, Stream},
     },
@@ -220,7 +219,10 @@ async fn follow(weak: std::sync::Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let start = *shared.applied.borrow() + 1;
-        let config = OrderedConfig { deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start }, ..Default::default() };
+        let config = OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        };
         let messages = match shared.stream.create_consumer(config).await {
             Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -345,7 +347,8 @@ impl Shared {
         let th = hash16(&tenant);
         // The session's subject, and the tenant's unattributed events (of its calls, if any).
         let subjects = vec![event_subject(&tenant, &session_id), format!("{EVENTS_PREFIX}{th}._")];
-        let config = OrderedConfig { filter_subjects: subjects, deliver_policy: DeliverPolicy::All, ..Default::default() };
+        let config =
+            OrderedConfig { filter_subjects: subjects, deliver_policy: DeliverPolicy::All, ..Default::default() };
         let all: Vec<CallEvent> = bounded("read", READ_TIMEOUT, async {
             let consumer = self.stream.create_consumer(config).await.map_err(|e| e.to_string())?;
             let mut out = Vec::new();

@@ -57,7 +57,11 @@ pub(crate) fn session_subject(tenant: &str, session: &str) -> String {
 /// The `Nats-Msg-Id`: `<tenant>/<id>`, hashed when it holds what a header value cannot.
 pub(crate) fn msg_id(tenant: &str, id: &str) -> String {
     let raw = format!("{tenant}/{id}");
-    if raw.len() <= 256 && raw.chars().all(|c| !c.is_control()) { raw } else { format!("h/{}", hex(&Sha256::digest(raw))) }
+    if raw.len() <= 256 && raw.chars().all(|c| !c.is_control()) {
+        raw
+    } else {
+        format!("h/{}", hex(&Sha256::digest(raw)))
+    }
 }
 
 fn fact_from(s: &str) -> Option<Fact> {
@@ -259,8 +263,9 @@ impl Index {
             if let Some(&i) = entry.by_number.get(national(&w.phone).as_str()) {
                 let contact = &mut entry.contacts[i];
                 contact.dialled = contact.dialled.max(w.attempt);
-                let final_outcome = matches!(outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
-                    || w.attempt > entry.record.redials;
+                let final_outcome =
+                    matches!(outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
+                        || w.attempt > entry.record.redials;
                 if fact == Fact::Record && final_outcome && !contact.finished {
                     contact.finished = true;
                     close = Some(contact.national.clone());
