@@ -70,8 +70,12 @@ pub(crate) struct NatsConfig {
     pub(crate) max_events: u64,
 }
 
-/// The URL without credentials, for messages.
-fn shown(url: &str) -> String {
+/// The URLs without credentials, for messages.
+fn shown(urls: &str) -> String {
+    urls.split(',').map(|u| shown_one(u.trim())).collect::<Vec<_>>().join(",")
+}
+
+fn shown_one(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://***@{host}"),
@@ -137,7 +141,8 @@ impl JetStreamStore {
         if let Some(token) = &config.token {
             options = options.token(token.clone());
         }
-        let client = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(config.url.as_str())).await {
+        let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let client = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(servers)).await {
             Ok(Ok(client)) => client,
             Ok(Err(e)) => return Err(format!("cannot connect to NATS at {url} (--events-nats-url): {e}")),
             Err(_) => return Err(format!("NATS at {url} (--events-nats-url) did not answer within 5 s")),

@@ -53,19 +53,54 @@ pub struct Nats {
     port: u16,
     monitor: u16,
     dir: tempfile::TempDir,
+    /// Extra arguments (a cluster node's name and routes).
+    extra: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server and waits until JetStream is up.
     pub async fn start() -> Nats {
-        let mut nats = Nats {
+        let mut nats = Nats::new(Vec::new());
+        nats.restart().await;
+        nats
+    }
+
+    fn new(extra: Vec<String>) -> Nats {
+        Nats {
             child: None,
             port: free_addr().port(),
             monitor: free_addr().port(),
             dir: tempfile::tempdir().unwrap(),
-        };
-        nats.restart().await;
-        nats
+            extra,
+        }
+    }
+
+    /// Three JetStream nodes clustered on loopback, all started.
+    pub async fn cluster() -> Vec<Nats> {
+        let routes: Vec<u16> = (0..3).map(|_| free_addr().port()).collect();
+        let mut nodes: Vec<Nats> = (0..3)
+            .map(|i| {
+                let others: Vec<String> =
+                    (0..3).filter(|j| *j != i).map(|j| format!("nats://127.0.0.1:{}", routes[j])).collect();
+                Nats::new(vec![
+                    "-n".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "callbot".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes".into(),
+                    others.join(","),
+                ])
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        for node in &nodes {
+            node.wait_ready().await;
+        }
+        nodes
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -80,17 +115,63 @@ impl Nats {
 
     /// (Re)starts it on the same port with the same store directory.
     pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    fn spawn(&mut self) {
         self.stop();
         let child = Command::new(nats_bin())
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor.to_string(), "-sd"])
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
         self.child = Some(Reaped::new(child));
+    }
+
+    async fn wait_ready(&self) {
         let health = format!("http://127.0.0.1:{}/healthz?js-enabled-only=true", self.monitor);
         wait_until(|| async { reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) }).await;
+    }
+}
+
+/// Watches from the start until every call of `acknowledged` came, as a watcher would: an
+/// UNAVAILABLE (the store settling after a failure) is retried after the last cursor (20 s at most).
+async fn assert_all_stored(app: &TestApp, acknowledged: &HashSet<String>) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = HashSet::new();
+    let mut last: Option<String> = None;
+    while !acknowledged.is_subset(&seen) {
+        assert!(tokio::time::Instant::now() < until, "missing {:?}", acknowledged.difference(&seen));
+        let request = match &last {
+            Some(cursor) => pb::WatchCallEventsRequest { after_cursor: cursor.clone(), ..Default::default() },
+            None => from_start(),
+        };
+        let mut stream = match app.client.clone().watch_call_events(request).await {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        while !acknowledged.is_subset(&seen) {
+            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(Ok(Some(message))) => {
+                    let event = message.event.unwrap();
+                    last = Some(event.cursor);
+                    seen.insert(event.call_id);
+                }
+                Ok(Err(e)) => {
+                    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                    break;
+                }
+                _ => panic!("missing {:?}", acknowledged.difference(&seen)),
+            }
+        }
     }
 }
 
@@ -291,13 +372,7 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
     wait_until(|| async { metrics(&a).await.contains("callbot_event_store_up 1") }).await;
     wait_until(|| async { store_health(&a).await == ServingStatus::Serving }).await;
     // Every acknowledged delivery is there (some answered 503 may be too: their retry is a repeat).
-    let mut s = a.client.clone().watch_call_events(from_start()).await.unwrap().into_inner();
-    let mut seen = HashSet::new();
-    while !acknowledged.is_subset(&seen) {
-        let next = tokio::time::timeout(Duration::from_secs(5), s.message()).await;
-        let Ok(Ok(Some(message))) = next else { panic!("missing {:?}", acknowledged.difference(&seen)) };
-        seen.insert(message.event.unwrap().call_id);
-    }
+    assert_all_stored(&a, &acknowledged).await;
 }
 
 #[tokio::test]
@@ -322,4 +397,61 @@ async fn the_facade_refuses_to_start_on_an_unreachable_server_or_a_stream_config
     let why = build(nats.url(), |s| s.events.retention = Duration::from_secs(3600)).await;
     assert!(why.contains("stream CALLBOT_EVENTS exists with") && why.contains("max_age"), "{why}");
     assert!(!why.contains('\n'), "{why}");
+}
+
+#[tokio::test]
+async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_nothing_acknowledged() {
+    let mut nodes = Nats::cluster().await;
+    let urls: Vec<String> = nodes.iter().map(Nats::url).collect();
+    // The stream, R3, made beforehand (the facade checks storage, subjects and max_age only).
+    let client = async_nats::connect(urls.clone()).await.expect("connect to the cluster");
+    let js = async_nats::jetstream::new(client);
+    let day = Duration::from_secs(24 * 3600);
+    let config = async_nats::jetstream::stream::Config {
+        name: "CALLBOT_EVENTS".into(),
+        subjects: vec!["callbot.events.>".into(), "callbot.sessions.>".into()],
+        max_age: day,
+        duplicate_window: day,
+        max_messages: 100_000,
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        match js.create_stream(config.clone()).await {
+            Ok(stream) => break stream,
+            Err(e) => assert!(tokio::time::Instant::now() < until, "no R3 stream within 30 s: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let joined = urls.join(",");
+    let a = spawn_with_receiver(move |s| s.events.nats_url = Some(joined)).await.0;
+    let url = a.webhook.clone().unwrap();
+    let mut acknowledged = HashSet::new();
+    for i in 0..120 {
+        if i == 40 {
+            let leader =
+                stream.info().await.unwrap().cluster.as_ref().and_then(|c| c.leader.clone()).expect("a leader");
+            let n: usize = leader.trim_start_matches('n').parse().unwrap();
+            nodes[n].stop();
+        }
+        let call = format!("b-{i}");
+        if post(&url, &live(&call, "ringing", "0912345670")).await == 204 {
+            acknowledged.insert(call);
+        }
+    }
+    let mut j = 1000;
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        j += 1;
+        let call = format!("b-{j}");
+        if post(&url, &live(&call, "ringing", "0912345670")).await == 204 {
+            acknowledged.insert(call);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "the facade did not recover on the two nodes left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(acknowledged.len() > 40, "{}", acknowledged.len());
+    assert_all_stored(&a, &acknowledged).await;
 }
