@@ -572,6 +572,36 @@ mod tests {
     }
 
     #[test]
+    fn the_nats_event_store_flags() {
+        let s = parse(&[]).unwrap();
+        assert_eq!((s.events.nats_url.as_deref(), s.events.stream.as_str()), (None, "CALLBOT_EVENTS"));
+        let s = parse(&[
+            "--events-nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--events-stream",
+            " EV ",
+            "--events-nats-user",
+            "u",
+            "--events-nats-password",
+            "p",
+        ])
+        .unwrap();
+        assert_eq!(s.events.nats_url.as_deref(), Some("nats://a:4222,nats://b:4222"));
+        assert_eq!(s.events.stream, "EV");
+        assert_eq!(s.events.nats_password.as_ref().map(ApiKey::expose), Some("p"));
+        assert!(!format!("{:?}", s.events).contains("\"p\""), "the password is never printed");
+        assert_eq!(parse(&["--events-nats-url", " "]).unwrap().events.nats_url, None);
+        for bad in ["a.b", "a b", "a*", "a>", ""] {
+            assert_eq!(
+                parse(&["--events-stream", bad]).unwrap_err(),
+                ConfigError::BadEventsStream.to_string(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&["--events-nats-user", "u"]).is_err(), "a user needs a password");
+    }
+
+    #[test]
     fn remote_upstream_requires_a_key_and_a_url() {
         assert_eq!(
             parse(&["--upstream-url", "https://api.example.com/"]).unwrap_err(),

@@ -6,6 +6,11 @@
 //! sequence, and end the subscription with `CursorExpired` rather than a silent gap. `next` is
 //! the first stream sequence not accounted for: each message delivered advances it, and so does
 //! an idle moment when the consumer had nothing pending (up to the stream's last sequence then).
+//!
+//! The check is conservative: when the stream's first sequence passed `next` between two messages
+//! of this watcher (the whole stream turned over by `--events-max` with no idle second between),
+//! the subscription ends with `CursorExpired` even if only other subjects' messages expired; the
+//! watcher resumes from `earliest_cursor` (it may then see nothing missing).
 
 use std::{sync::Arc, time::Duration};
 
