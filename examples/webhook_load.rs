@@ -5,13 +5,13 @@
 //! ```text
 //! cargo build --release --bin callbot-facade --example webhook_load
 //! target/release/examples/webhook_load [--deliveries 200000] [--concurrency 64] [--sessions 100]
-//!     [--events-max 200000] [--idle-watchers 1000] [--facade-bin target/release/callbot-facade]
+//!     [--events-max 200000] [--idle-watchers 1000] [--rate 20000] [--facade-bin target/release/callbot-facade]
 //! ```
 //!
 //! It starts `callbot-facade simulate` and the facade (receiver on, a known secret, so it derives
 //! the tenant's URL token itself), connects one watcher per session plus one for the whole tenant,
 //! then posts end-of-call records (each a new fact, spread over the sessions) from `--concurrency`
-//! HTTP/1.1 connections. Latency: each record's `last_updated_date` is the send time (ms); the
+//! HTTP/1.1 connections (`--rate`: paced at that many per second, to measure latency below saturation). Latency: each record's `last_updated_date` is the send time (ms); the
 //! tenant-wide watcher subtracts it from the arrival time. Memory: the facade's VmRSS before and
 //! after filling the store past `--events-max` (so it is measured at the bound).
 
@@ -38,6 +38,8 @@ struct Args {
     sessions: usize,
     events_max: usize,
     idle_watchers: usize,
+    /// Deliveries per second to aim at (0 = as fast as the connections go).
+    rate: f64,
     bin: String,
 }
 
@@ -48,6 +50,7 @@ fn args() -> Args {
         sessions: 100,
         events_max: 200_000,
         idle_watchers: 1000,
+        rate: 0.0,
         bin: "target/release/callbot-facade".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -61,6 +64,7 @@ fn args() -> Args {
             "--events-max" => a.events_max = n(),
             "--idle-watchers" => a.idle_watchers = n(),
             "--facade-bin" => a.bin = value,
+            "--rate" => a.rate = value.parse().unwrap_or_else(|_| panic!("--rate takes a number")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -206,10 +210,14 @@ async fn main() {
     let cpu_before = cpu_s(pid);
     let started = Instant::now();
     let sessions = a.sessions;
+    let rate = a.rate;
     let statuses: Vec<u16> = futures::stream::iter(0..a.deliveries)
         .map(|i| {
             let (http, url) = (http.clone(), url.clone());
             async move {
+                if rate > 0.0 {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                }
                 match http.post(url.as_str()).body(record(i, sessions)).send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,

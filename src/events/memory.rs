@@ -24,7 +24,7 @@ use std::{
 };
 
 use futures::{FutureExt as _, future::BoxFuture};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::{
     Appended, CallEvent, CallOutcome, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start,
@@ -40,8 +40,12 @@ pub(crate) const CONTACTS_PER_EVENT: usize = 2;
 const READ_BATCH: usize = 256;
 /// Events a watcher scans per turn of the lock.
 const SCAN_BATCH: usize = 4096;
-/// Distinct disposition and hangup-cause words interned (beyond: a fresh copy per event).
-const MAX_WORDS: usize = 1024;
+/// Distinct disposition and hangup-cause words kept (a provider uses a few dozen; beyond the
+/// bound a new word is stored as `~`, counted in no metric: it would take a misbehaving sender).
+const MAX_WORDS: usize = u16::MAX as usize;
+/// Distinct tenants stored (only the receiver's, whose tokens are verified: the tenants file's,
+/// the configured key's, caller keys the facade gave a token for).
+const MAX_TENANTS: usize = u32::MAX as usize;
 
 /// Unix milliseconds now (the store's clock; a test passes its own).
 pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -64,25 +68,28 @@ pub(crate) struct Bounds {
     pub(crate) max_events: usize,
 }
 
+/// One event as the ring keeps it (88 bytes plus the call id's and the phone's allocations): the
+/// tenant and the two provider words are indices into small tables, the time a u32 of seconds.
 struct Stored {
-    tenant: TenantId,
-    stored_at_ms: u64,
-    fact: Fact,
-    outcome: CallOutcome,
-    has_recording: bool,
-    attempt: u32,
     call_id: Arc<str>,
     session_id: Arc<str>,
     phone: Arc<str>,
-    hangup_cause: Arc<str>,
-    disposition: Arc<str>,
     occurred_at_ms: u64,
+    tenant: u32,
+    /// Seconds since the store was made.
+    stored_at_s: u32,
     ring_s: u32,
     talk_s: u32,
+    attempt: u32,
+    hangup_cause: u16,
+    disposition: u16,
+    fact: Fact,
+    outcome: CallOutcome,
+    has_recording: bool,
 }
 
 impl Stored {
-    fn to_event(&self, store: u64, seq: u64) -> CallEvent {
+    fn to_event(&self, g: &Inner, store: u64, seq: u64) -> CallEvent {
         CallEvent {
             cursor: Cursor { store, seq },
             fact: self.fact,
@@ -93,11 +100,48 @@ impl Stored {
             occurred_at_ms: self.occurred_at_ms,
             ring_s: self.ring_s,
             talk_s: self.talk_s,
-            hangup_cause: self.hangup_cause.clone(),
-            disposition: self.disposition.clone(),
+            hangup_cause: g.words.get(self.hangup_cause),
+            disposition: g.words.get(self.disposition),
             has_recording: self.has_recording,
             attempt: self.attempt,
         }
+    }
+}
+
+/// Small interning tables: index -> value and value -> index.
+struct Table {
+    values: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+    cap: usize,
+}
+
+impl Table {
+    fn new(cap: usize, first: &str) -> Self {
+        let first: Arc<str> = Arc::from(first);
+        Table { values: vec![first.clone()], index: HashMap::from([(first, 0)]), cap }
+    }
+
+    /// The index of `value`, added when new; index 0 (the first value) once the table is full.
+    fn intern(&mut self, value: &str) -> u32 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        if self.values.len() >= self.cap {
+            return 0;
+        }
+        let i = self.values.len() as u32;
+        let value: Arc<str> = Arc::from(value);
+        self.values.push(value.clone());
+        self.index.insert(value, i);
+        i
+    }
+
+    fn find(&self, value: &str) -> Option<u32> {
+        self.index.get(value).copied()
+    }
+
+    fn get(&self, i: impl Into<u32>) -> Arc<str> {
+        self.values.get(i.into() as usize).unwrap_or(&self.values[0]).clone()
     }
 }
 
@@ -120,6 +164,9 @@ struct CallInfo {
     attempt: u32,
 }
 
+/// What a watcher waits on: (tenant, session; "" = every event of the tenant).
+type WaitKey = (TenantId, Arc<str>);
+
 struct Inner {
     events: VecDeque<Stored>,
     /// Sequence number of `events[0]` (of the next event when empty).
@@ -133,8 +180,13 @@ struct Inner {
     contacts_recorded: usize,
     /// Open sessions holding a number: (tenant, national number) -> sessions.
     open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
-    words: HashSet<Arc<str>>,
+    /// Provider words (index 0 is "", index 1 is the overflow marker `~`).
+    words: Table,
+    tenants: Table,
     empty: Arc<str>,
+    /// The watchers waiting for events of (tenant, session; "" = all of the tenant's).
+    waiters: HashMap<WaitKey, Vec<(u64, Arc<Notify>)>>,
+    next_waiter: u64,
     stats: StoreStats,
 }
 
@@ -144,8 +196,8 @@ struct Shared {
     clock: Clock,
     hasher: RandomState,
     inner: Mutex<Inner>,
-    /// The next sequence number: bumped after every append.
-    tail: watch::Sender<u64>,
+    /// When the store was made (`stored_at_s` counts from it).
+    epoch_ms: u64,
 }
 
 /// The embedded store. Cheap to clone.
@@ -157,7 +209,6 @@ pub(crate) struct MemoryStore {
 impl MemoryStore {
     /// An empty store with a random identity (cursors of another process are recognized).
     pub(crate) fn new(bounds: Bounds, clock: Clock) -> Self {
-        let (tail, _) = watch::channel(1);
         let empty: Arc<str> = Arc::from("");
         let inner = Inner {
             events: VecDeque::new(),
@@ -170,13 +221,27 @@ impl MemoryStore {
             sessions_order: VecDeque::new(),
             contacts_recorded: 0,
             open: HashMap::new(),
-            words: HashSet::new(),
+            words: {
+                let mut t = Table::new(MAX_WORDS, "");
+                t.intern("~");
+                t
+            },
+            tenants: Table::new(MAX_TENANTS, ""),
             empty,
+            waiters: HashMap::new(),
+            next_waiter: 0,
             stats: StoreStats::default(),
         };
         let bounds = Bounds { max_events: bounds.max_events.max(1), ..bounds };
-        let shared =
-            Shared { id: rand::random(), bounds, clock, hasher: RandomState::new(), inner: Mutex::new(inner), tail };
+        let epoch_ms = clock();
+        let shared = Shared {
+            id: rand::random(),
+            bounds,
+            clock,
+            hasher: RandomState::new(),
+            inner: Mutex::new(inner),
+            epoch_ms,
+        };
         MemoryStore { shared: Arc::new(shared) }
     }
 
@@ -201,6 +266,11 @@ impl Shared {
         u64::try_from(self.bounds.retention.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whole seconds from the store's making to `ms` (0 before it).
+    fn seconds(&self, ms: u64) -> u32 {
+        u32::try_from(ms.saturating_sub(self.epoch_ms) / 1000).unwrap_or(u32::MAX)
+    }
+
     fn cursor(&self, seq: u64) -> Cursor {
         Cursor { store: self.id, seq }
     }
@@ -208,8 +278,9 @@ impl Shared {
     /// Drops what is past the retention window or over the bounds.
     fn expire(&self, g: &mut Inner, now: u64) {
         let horizon = now.saturating_sub(self.retention_ms());
+        let horizon_s = self.seconds(horizon);
         let max = self.bounds.max_events;
-        while g.events.front().is_some_and(|e| e.stored_at_ms < horizon) || g.events.len() > max {
+        while g.events.front().is_some_and(|e| e.stored_at_s < horizon_s) || g.events.len() > max {
             g.events.pop_front();
             g.first_seq += 1;
             g.stats.evicted_total += 1;
@@ -242,9 +313,6 @@ impl Shared {
                     close(&mut g.open, &key.0, &c.national, &entry.session);
                 }
             }
-        }
-        if g.words.len() > MAX_WORDS {
-            g.words.retain(|w| Arc::strong_count(w) > 1);
         }
     }
 
@@ -304,45 +372,49 @@ impl Shared {
                 g.calls_order.push_back((call_key, now));
             }
         }
-        let word = |g: &mut Inner, w: String| -> Arc<str> {
-            if w.is_empty() {
-                return g.empty.clone();
-            }
-            if let Some(found) = g.words.get(w.as_str()) {
-                return found.clone();
-            }
-            let w: Arc<str> = Arc::from(w);
-            if g.words.len() < MAX_WORDS {
-                g.words.insert(w.clone());
-            }
-            w
+        let word = |g: &mut Inner, w: &str| -> u16 {
+            u16::try_from(g.words.intern(w)).unwrap_or(1).max(u16::from(!w.is_empty()))
         };
+        let hangup_cause = word(g, &e.hangup_cause);
+        let disposition = word(g, &e.disposition);
+        let tenant = g.tenants.intern(&e.tenant);
+        let tenant_id = e.tenant.clone();
+        let session_id = session.unwrap_or_else(|| g.empty.clone());
         let stored = Stored {
-            tenant: e.tenant,
-            stored_at_ms: now,
+            call_id: Arc::from(e.call_id),
+            session_id: session_id.clone(),
+            phone: Arc::from(e.phone),
+            occurred_at_ms: e.occurred_at_ms,
+            tenant,
+            stored_at_s: self.seconds(now),
+            ring_s: e.ring_s,
+            talk_s: e.talk_s,
+            attempt,
+            hangup_cause,
+            disposition,
             fact: e.fact,
             outcome: e.outcome,
             has_recording: e.has_recording,
-            attempt,
-            call_id: Arc::from(e.call_id),
-            session_id: session.unwrap_or_else(|| g.empty.clone()),
-            phone: Arc::from(e.phone),
-            hangup_cause: word(g, e.hangup_cause),
-            disposition: word(g, e.disposition),
-            occurred_at_ms: e.occurred_at_ms,
-            ring_s: e.ring_s,
-            talk_s: e.talk_s,
         };
         let seq = g.first_seq + g.events.len() as u64;
-        let event = stored.to_event(self.id, seq);
+        let event = stored.to_event(g, self.id, seq);
         reserve_gently(&mut g.events, self.bounds.max_events);
         g.events.push_back(stored);
         g.seen.insert(fact_key);
         g.seen_order.push_back((fact_key, now));
         g.stats.stored_total += 1;
         self.expire(g, now);
+        // Wake only the watchers this event can interest: its session's, and the tenant's.
+        let mut wake: Vec<Arc<Notify>> = Vec::new();
+        for key in [(tenant_id.clone(), session_id), (tenant_id, g.empty.clone())] {
+            if let Some(list) = g.waiters.get(&key) {
+                wake.extend(list.iter().map(|(_, n)| n.clone()));
+            }
+        }
         drop(guard);
-        self.tail.send_replace(seq + 1);
+        for notify in wake {
+            notify.notify_one();
+        }
         Appended::Stored(event)
     }
 
@@ -380,18 +452,19 @@ impl Shared {
         let g = &mut *guard;
         self.expire(g, now);
         let record = g.sessions.get(&(tenant.clone(), Arc::from(session_id))).map(|s| s.record.clone());
+        let t = g.tenants.find(tenant);
         let calls: HashSet<&str> = g
             .events
             .iter()
-            .filter(|e| *e.tenant == **tenant && *e.session_id == *session_id)
+            .filter(|e| Some(e.tenant) == t && *e.session_id == *session_id)
             .map(|e| &*e.call_id)
             .collect();
         let events: Vec<CallEvent> = g
             .events
             .iter()
             .enumerate()
-            .filter(|(_, e)| *e.tenant == **tenant && (*e.session_id == *session_id || calls.contains(&*e.call_id)))
-            .map(|(i, e)| e.to_event(self.id, g.first_seq + i as u64))
+            .filter(|(_, e)| Some(e.tenant) == t && (*e.session_id == *session_id || calls.contains(&*e.call_id)))
+            .map(|(i, e)| e.to_event(g, self.id, g.first_seq + i as u64))
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
     }
@@ -414,7 +487,8 @@ impl Shared {
 
     /// Copies the next matching events from `*next` on into `out`; `Err` when `*next` has
     /// left the window.
-    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<CallEvent>) -> Result<(), StoreError> {
+    /// `Ok(true)` when `*next` reached the end of the ring.
+    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<CallEvent>) -> Result<bool, StoreError> {
         let now = (self.clock)();
         let mut g = self.lock();
         self.expire(&mut g, now);
@@ -422,20 +496,21 @@ impl Shared {
             return Err(StoreError::CursorExpired { earliest: self.cursor(g.first_seq - 1) });
         }
         let from = usize::try_from(*next - g.first_seq).unwrap_or(usize::MAX);
+        let tenant = g.tenants.find(&filter.tenant);
         for (i, e) in g.events.iter().enumerate().skip(from).take(SCAN_BATCH) {
             *next = g.first_seq + i as u64 + 1;
-            if *e.tenant != *filter.tenant
+            if Some(e.tenant) != tenant
                 || (!filter.session_id.is_empty() && *e.session_id != *filter.session_id)
                 || (!filter.phone_national.is_empty() && national(&e.phone) != filter.phone_national)
             {
                 continue;
             }
-            out.push_back(e.to_event(self.id, *next - 1));
+            out.push_back(e.to_event(&g, self.id, *next - 1));
             if out.len() >= READ_BATCH {
                 break;
             }
         }
-        Ok(())
+        Ok(*next >= g.first_seq + g.events.len() as u64)
     }
 }
 
@@ -464,7 +539,9 @@ struct Reader {
     filter: Filter,
     next: u64,
     buffer: VecDeque<CallEvent>,
-    tail: watch::Receiver<u64>,
+    /// Woken by appends of events this reader's filter may take.
+    notify: Arc<Notify>,
+    waiter: (WaitKey, u64),
     done: bool,
 }
 
@@ -477,14 +554,29 @@ impl Reader {
             if let Some(e) = self.buffer.pop_front() {
                 return Some(Ok(e));
             }
-            // Marked seen before reading: an append after the read wakes the wait below.
-            let tail = *self.tail.borrow_and_update();
-            if let Err(e) = self.shared.read(&self.filter, &mut self.next, &mut self.buffer) {
-                self.done = true;
-                return Some(Err(e));
+            let caught_up = match self.shared.read(&self.filter, &mut self.next, &mut self.buffer) {
+                Ok(caught_up) => caught_up,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            // An append after the read left a permit: the wait returns at once.
+            if self.buffer.is_empty() && caught_up {
+                self.notify.notified().await;
             }
-            if self.buffer.is_empty() && self.next >= tail && self.tail.changed().await.is_err() {
-                return None;
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        let (key, id) = &self.waiter;
+        if let Some(list) = g.waiters.get_mut(key) {
+            list.retain(|(i, _)| i != id);
+            if list.is_empty() {
+                g.waiters.remove(key);
             }
         }
     }
@@ -503,12 +595,24 @@ impl EventStore for MemoryStore {
 
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>> {
         let result = self.shared.start_seq(start).map(|next| {
+            let notify = Arc::new(Notify::new());
+            let waiter = {
+                let mut g = self.shared.lock();
+                // Not interned here: only the receiver's (verified) tenants enter the table.
+                let tenant = filter.tenant.clone();
+                let session: Arc<str> = Arc::from(filter.session_id.as_str());
+                let id = g.next_waiter;
+                g.next_waiter += 1;
+                g.waiters.entry((tenant.clone(), session.clone())).or_default().push((id, notify.clone()));
+                ((tenant, session), id)
+            };
             let reader = Reader {
                 shared: self.shared.clone(),
                 filter,
                 next,
                 buffer: VecDeque::new(),
-                tail: self.shared.tail.subscribe(),
+                notify,
+                waiter,
                 done: false,
             };
             let stream = futures::stream::unfold(reader, |mut r| async move { r.next_event().await.map(|e| (e, r)) });

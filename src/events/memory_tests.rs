@@ -214,3 +214,21 @@ fn the_ring_grows_by_a_quarter_not_double() {
     }
     assert!(ring.capacity() <= 100_000 * 5 / 4 + 256, "{}", ring.capacity());
 }
+
+#[tokio::test]
+async fn a_closed_subscription_leaves_no_waiter_behind() {
+    let (store, _clock) = TestClock::store(100, 3600);
+    let a = store.subscribe(Filter { session_id: "s1".into(), ..filter("t") }, Start::Live).await.unwrap();
+    let b = store.subscribe(filter("t"), Start::Live).await.unwrap();
+    assert_eq!(store.shared.lock().waiters.len(), 2);
+    drop(a);
+    drop(b);
+    assert!(store.shared.lock().waiters.is_empty());
+    // A watcher of one session is woken by its session's events (and not starved by others').
+    let mut one = store.subscribe(Filter { session_id: "s1".into(), ..filter("t") }, Start::Live).await.unwrap();
+    for i in 0..3 {
+        stored(store.append(record("t", &format!("o{i}"), "other", "0912", CallOutcome::Busy)).await.unwrap());
+    }
+    stored(store.append(record("t", "mine", "s1", "0912", CallOutcome::Busy)).await.unwrap());
+    assert_eq!(take(&mut one, 1).await[0].id(), "mine/cdr");
+}

@@ -207,3 +207,30 @@ async fn report_and_watch_errors_name_the_field() {
         client.get_session_report(pb::GetSessionReportRequest { session_id: session }).await.unwrap().into_inner();
     assert_eq!(report.contacts_total, 1);
 }
+
+#[tokio::test]
+async fn out_of_the_box_the_built_in_simulator_posts_the_calls_to_the_receiver() {
+    // No upstream URL: the built-in simulator, the receiver on loopback, registered with it.
+    let app = Application::build(Settings::for_tests()).await.expect("build");
+    assert!(app.webhook_addr().is_some(), "the receiver is on with the built-in simulator");
+    let addr = app.grpc_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = pb::call_bot_service_client::CallBotServiceClient::new(channel);
+    let mut watch = client.watch_call_events(pb::WatchCallEventsRequest::default()).await.unwrap().into_inner();
+    let request = pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: contacts(&["0912345677"]),
+        ..Default::default()
+    };
+    let session = client.create_session(request).await.unwrap().into_inner().session.unwrap().id;
+    // Busy (last digit 7): ringing, hangup, record; the default time scale makes it a fraction of a second.
+    let events = read_events(&mut watch, 3).await;
+    assert_eq!(events[2].outcome(), pb::CallOutcome::Busy);
+    assert!(events.iter().all(|e| e.session_id == session));
+    let _ = tx.send(());
+    let _ = done.await;
+}

@@ -85,6 +85,11 @@ impl TestSim {
         TestSim { url, stop: Some(tx), http: reqwest::Client::new() }
     }
 
+    /// A handle on a simulator another `TestSim` runs (dropping it stops nothing).
+    pub fn detached(url: &str) -> Self {
+        TestSim { url: url.to_owned(), stop: None, http: reqwest::Client::new() }
+    }
+
     /// Sessions the simulator accepted, in arrival order.
     pub async fn sessions(&self) -> Vec<Value> {
         let v: Value = self.http.get(format!("{}/_sim/sessions", self.url)).send().await.unwrap().json().await.unwrap();

@@ -345,3 +345,56 @@ async fn shutdown_ends_watch_streams_with_their_last_cursor() {
     assert!(started.elapsed() < Duration::from_secs(4));
     let _ = FAST;
 }
+
+#[tokio::test]
+async fn a_record_the_history_cannot_attribute_is_stored_without_a_session() {
+    let (app, _) = spawn_with_receiver(|_| {}).await;
+    app.sim.fault(json!({"path": "/api/v3/call-transaction/search", "status": 503, "count": 100})).await;
+    let url = app.webhook.clone().unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(post(&http, &url, &record("lost-1", None, "0912345670", "busy", 0)).await, 204);
+    let mut stream = app.client.clone().watch_call_events(watch_request("")).await.unwrap().into_inner();
+    let event = read_events(&mut stream, 1).await.remove(0);
+    assert_eq!((event.id.as_str(), event.session_id.as_str()), ("lost-1/cdr", ""));
+    assert_eq!(event.outcome(), pb::CallOutcome::Busy);
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"callbot_call_history_lookups_total{result="failed"} 1"#), "lookup counted");
+}
+
+#[tokio::test]
+async fn registration_is_retried_after_a_failure_and_never_repeated_for_the_same_url() {
+    let hook = super::events::free_addr();
+    let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
+    // 500 is not retried within the exchange: the registrar's own retry (after 1 s) must do it.
+    sim.fault(json!({"path": "/api/webhooks/list", "status": 500, "count": 1})).await;
+    let settings = |sim: &TestSim| {
+        let mut s = test_settings(&sim.url);
+        s.events.webhook_listen = Some(hook);
+        s.events.webhook_secret = Some(ApiKey::new("shared-secret"));
+        s.events.webhook_public_url = Some(format!("http://{hook}"));
+        s
+    };
+    let first = start(settings(&sim), sim).await;
+    wait_until(|| async {
+        let v: Value = reqwest::get(format!("{}/_sim/stats", first.sim.url)).await.unwrap().json().await.unwrap();
+        v["webhook_register_calls"].as_u64() == Some(1)
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", first.admin)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"callbot_webhook_registrations_total{result="registered"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"callbot_webhook_registrations_total{result="failed"} 1"#), "{metrics}");
+    // A second replica (or a restart) with the same secret finds the URL registered.
+    let sim_url = first.sim.url.clone();
+    let mut second_settings = test_settings(&sim_url);
+    second_settings.events.webhook_listen = Some(super::events::free_addr());
+    second_settings.events.webhook_secret = Some(ApiKey::new("shared-secret"));
+    second_settings.events.webhook_public_url = Some(format!("http://{hook}"));
+    let second = start(second_settings, TestSim::detached(&sim_url)).await;
+    wait_until(|| async {
+        let m = reqwest::get(format!("http://{}/metrics", second.admin)).await.unwrap().text().await.unwrap();
+        m.contains(r#"callbot_webhook_registrations_total{result="present"} 1"#)
+    })
+    .await;
+    let v: Value = reqwest::get(format!("{sim_url}/_sim/stats")).await.unwrap().json().await.unwrap();
+    assert_eq!(v["webhook_register_calls"].as_u64(), Some(1), "never a second registration");
+}
