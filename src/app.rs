@@ -23,6 +23,7 @@ use crate::{
     config::Settings,
     events::{
         EventStore,
+        jetstream::{JetStreamStore, NatsConfig},
         memory::{Bounds, MemoryStore, system_clock},
     },
     metrics::Metrics,
@@ -44,6 +45,10 @@ use crate::{
 
 /// The gRPC service name health reports on.
 pub const SERVICE_NAME: &str = "callbot.v1.CallBotService";
+
+/// The health service name of the call-event store: SERVING while it can take and give events
+/// (always for the embedded store; following the NATS connection for JetStream).
+pub const EVENT_STORE_SERVICE_NAME: &str = "callbot.v1.EventStore";
 
 /// Largest request header block (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`: metadata, path and
 /// pseudo-headers, uncompressed) a caller may send. Above hyper's 16 KiB default because callers
@@ -79,6 +84,9 @@ pub enum AppError {
     /// files it names) unusable at start: one line naming the file and the entry.
     #[error("{0}")]
     Secrets(String),
+    /// The event store (NATS JetStream) unusable at start: one line saying why.
+    #[error("event store: {0}")]
+    EventStore(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -240,6 +248,41 @@ impl SecretSources {
     }
 }
 
+fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
+    NatsConfig {
+        url: url.trim().to_owned(),
+        stream: events.stream.clone(),
+        creds_file: events.nats_creds.clone(),
+        user: events.nats_user.clone().zip(events.nats_password.as_ref().map(|p| p.expose().to_owned())),
+        token: events.nats_token.as_ref().map(|t| t.expose().to_owned()),
+        retention: events.retention,
+        max_events: u64::from(events.max),
+    }
+}
+
+/// Keeps the event store's health status and `callbot_event_store_up` following the store.
+fn follow_store_health(
+    events: &Arc<dyn EventStore>,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+) {
+    let Some(mut up) = events.health() else {
+        metrics.events().store_up(true);
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            let now = *up.borrow_and_update();
+            metrics.events().store_up(now);
+            let status = if now { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(EVENT_STORE_SERVICE_NAME, status).await;
+            if up.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 impl Application {
     /// Binds everything and starts the built-in simulator when no upstream URL is set.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
@@ -297,10 +340,15 @@ impl Application {
             }),
             _ => None,
         };
-        let events: Arc<dyn EventStore> = Arc::new(MemoryStore::new(
-            Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
-            system_clock(),
-        ));
+        let events: Arc<dyn EventStore> = match &settings.events.nats_url {
+            Some(url) => {
+                Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
+            }
+            None => Arc::new(MemoryStore::new(
+                Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
+                system_clock(),
+            )),
+        };
         // Without a configured secret (the built-in simulator, or no receiver), tokens need only
         // be unguessable for this process.
         let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
@@ -429,6 +477,7 @@ impl Application {
                 registrar.ensure(tenant);
             }
         }
+        let (store_for_health, metrics_for_health) = (events.clone(), metrics.clone());
         let wiring = EventWiring { store: events, directory, registrar, shutdown: shutdown_rx, record_sessions };
         let api = CallBotApi::new(upstream, catalog, api_key, &settings, wiring, metrics.clone());
         let callbot = CallBotServiceServer::new(api)
@@ -463,6 +512,8 @@ impl Application {
 
         health.set_service_status("", ServingStatus::Serving).await;
         health.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+        health.set_service_status(EVENT_STORE_SERVICE_NAME, ServingStatus::Serving).await;
+        follow_store_health(&store_for_health, health.clone(), metrics_for_health);
         ready.store(true, Ordering::SeqCst);
         tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "serving");
 
@@ -474,6 +525,7 @@ impl Application {
                 ready.store(false, Ordering::SeqCst);
                 health.set_service_status("", ServingStatus::NotServing).await;
                 health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                health.set_service_status(EVENT_STORE_SERVICE_NAME, ServingStatus::NotServing).await;
                 // Watch streams end now (with their last cursor), so the drain is not held up.
                 let _ = shutdown_tx.send(true);
                 let _ = stop_tx.send(());

@@ -106,9 +106,28 @@ pub struct EventsSettings {
     /// How long call events (and the ids that recognize a redelivery) are kept.
     #[arg(long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention: Duration,
-    /// Events the embedded store keeps at most.
+    /// Events the store keeps at most (for JetStream: the stream's max_msgs, session records included).
     #[arg(long = "events-max", env = "CALLBOT_EVENTS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub max: u32,
+    /// A NATS server with JetStream (`nats://host:4222`, comma-separated for several) to keep the
+    /// events in, shared by every replica; unset = the embedded store (README, "Many replicas").
+    #[arg(long = "events-nats-url", env = "CALLBOT_EVENTS_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream (created when missing).
+    #[arg(long = "events-stream", env = "CALLBOT_EVENTS_STREAM", default_value = "CALLBOT_EVENTS")]
+    pub stream: String,
+    /// A NATS credentials file (JWT and nkey seed).
+    #[arg(long = "events-nats-creds", env = "CALLBOT_EVENTS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user (with --events-nats-password).
+    #[arg(long = "events-nats-user", env = "CALLBOT_EVENTS_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long = "events-nats-password", env = "CALLBOT_EVENTS_NATS_PASSWORD", hide_env_values = true, requires = "nats_user", value_parser = parse_api_key)]
+    pub nats_password: Option<ApiKey>,
+    /// NATS token.
+    #[arg(long = "events-nats-token", env = "CALLBOT_EVENTS_NATS_TOKEN", hide_env_values = true, value_parser = parse_api_key)]
+    pub nats_token: Option<ApiKey>,
 }
 
 /// Listeners, limits, shutdown and logs.
@@ -372,6 +391,9 @@ pub enum ConfigError {
     /// A zero retention keeps nothing.
     #[error("--events-retention must be more than 0s")]
     ZeroRetention,
+    /// The stream name must be a JetStream stream name.
+    #[error("--events-stream must be a JetStream stream name (no spaces, '.', '*', '>', '/' or '\\')")]
+    BadEventsStream,
 }
 
 /// The key the facade uses against its own built-in simulator (which accepts any non-empty key).
@@ -472,6 +494,14 @@ impl EventsSettings {
         if self.webhook_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
             self.webhook_secret = None;
         }
+        if self.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            self.nats_url = None;
+        }
+        self.stream = self.stream.trim().to_owned();
+        let stream = &self.stream;
+        if stream.is_empty() || stream.chars().any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c)) {
+            return Err(ConfigError::BadEventsStream);
+        }
         if real_upstream && self.webhook_listen.is_some() && self.webhook_secret.is_none() {
             return Err(ConfigError::MissingWebhookSecret);
         }
@@ -539,6 +569,36 @@ mod tests {
         assert_eq!(s.server.log_format, LogFormat::Text);
         assert!(!s.upstream.http2_prior_knowledge);
         assert!(parse(&["--upstream-http2-prior-knowledge"]).unwrap().upstream.http2_prior_knowledge);
+    }
+
+    #[test]
+    fn the_nats_event_store_flags() {
+        let s = parse(&[]).unwrap();
+        assert_eq!((s.events.nats_url.as_deref(), s.events.stream.as_str()), (None, "CALLBOT_EVENTS"));
+        let s = parse(&[
+            "--events-nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--events-stream",
+            " EV ",
+            "--events-nats-user",
+            "u",
+            "--events-nats-password",
+            "p",
+        ])
+        .unwrap();
+        assert_eq!(s.events.nats_url.as_deref(), Some("nats://a:4222,nats://b:4222"));
+        assert_eq!(s.events.stream, "EV");
+        assert_eq!(s.events.nats_password.as_ref().map(ApiKey::expose), Some("p"));
+        assert!(!format!("{:?}", s.events).contains("\"p\""), "the password is never printed");
+        assert_eq!(parse(&["--events-nats-url", " "]).unwrap().events.nats_url, None);
+        for bad in ["a.b", "a b", "a*", "a>", ""] {
+            assert_eq!(
+                parse(&["--events-stream", bad]).unwrap_err(),
+                ConfigError::BadEventsStream.to_string(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&["--events-nats-user", "u"]).is_err(), "a user needs a password");
     }
 
     #[test]

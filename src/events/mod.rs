@@ -7,12 +7,15 @@
 //! - `log.rs`: the session records `CreateSession` and `CreateCampaign` leave for reports;
 //! - `store.rs`: the [`EventStore`] trait every store implements, and what it takes and gives;
 //! - `memory.rs`: the embedded store (one process; the default);
+//! - `jetstream.rs`: the NATS JetStream store, shared by many replicas (`--events-nats-url`);
 //! - `report.rs`: a session's report from its record and its events, by precedence, so that
 //!   reordering and repeats change nothing.
 //!
 //! No tonic here: the service converts (`convert.rs`) and classifies errors (`status.rs`).
 
 pub(crate) mod cursor;
+pub(crate) mod jetstream;
+pub(crate) mod jetstream_index;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub(crate) mod normalize;

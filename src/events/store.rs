@@ -108,6 +108,12 @@ pub(crate) trait EventStore: Send + Sync + 'static {
 
     /// Figures for `/metrics`.
     fn stats(&self) -> StoreStats;
+
+    /// Whether the store can serve now, as it changes; `None` for a store that is always up
+    /// (the embedded one). Health and `callbot_event_store_up` follow it.
+    fn health(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// The store's figures.

@@ -29,6 +29,7 @@ pub struct EventMetrics {
     store_events: Gauge,
     store_ids: Gauge,
     store_sessions: Gauge,
+    store_up: Gauge,
     lookups: Family<ResultLabels, Counter>,
     registrations: Family<ResultLabels, Counter>,
 }
@@ -59,6 +60,11 @@ impl EventMetrics {
             "callbot_event_store_sessions",
             "Session records the store retains now.",
             m.store_sessions.clone(),
+        );
+        registry.register(
+            "callbot_event_store_up",
+            "1 while the call-event store can take and give events (always, for the embedded store; the NATS connection and stream for JetStream).",
+            m.store_up.clone(),
         );
         registry.register(
             "callbot_call_history_lookups",
@@ -93,6 +99,11 @@ impl EventMetrics {
         self.store_events.set(g(events));
         self.store_ids.set(g(ids));
         self.store_sessions.set(g(sessions));
+    }
+
+    /// Whether the event store can serve now.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
     }
 
     /// The watchers gauge (a watch stream holds it up while open).

@@ -9,6 +9,7 @@ mod create_session;
 mod events;
 mod fault_matrix;
 mod layout;
+mod nats;
 mod ops;
 mod reads;
 mod server;

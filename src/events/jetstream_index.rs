@@ -1,0 +1,399 @@
+//! What the JetStream store keeps in memory on every replica: the subjects and the JSON of its
+//! messages, and the attribution index (session records and calls) built by consuming the stream.
+//!
+//! The attribution rules are the embedded store's (`memory.rs`): a fact without a session id gets
+//! the session of its call when known, else (live states only) the one open session of the tenant
+//! holding the number. The appending replica decides with its index and writes the result into
+//! the message (session and attempt); every replica applies the stored messages in stream order,
+//! so their indexes converge. Two replicas attributing two new calls of one contact at the same
+//! instant may give both the same attempt number (the index is eventually consistent).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{CallEvent, CallOutcome, Cursor, Fact, NewEvent, SessionRecord, TenantId};
+use crate::domain::national;
+
+/// The stream subjects.
+pub(crate) const EVENTS_PREFIX: &str = "callbot.events.";
+/// Session records travel with the events, in the same stream.
+pub(crate) const SESSIONS_PREFIX: &str = "callbot.sessions.";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// First 16 hex digits of SHA-256 of `s`.
+pub(crate) fn hash16(s: &str) -> String {
+    hex(&Sha256::digest(s.as_bytes())[..8])
+}
+
+/// A session id as one subject token: as it is when plainly safe, else `h_` and its hash (readers
+/// compare the session id in the payload, so a collision only costs a filtered-out message).
+pub(crate) fn session_token(session: &str) -> String {
+    let safe = !session.is_empty()
+        && session != "_"
+        && session.len() <= 64
+        && session.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if safe { session.to_owned() } else { format!("h_{}", hash16(session)) }
+}
+
+/// The subject of an event (`_` when unattributed).
+pub(crate) fn event_subject(tenant: &str, session: &str) -> String {
+    let token = if session.is_empty() { "_".to_owned() } else { session_token(session) };
+    format!("{EVENTS_PREFIX}{}.{token}", hash16(tenant))
+}
+
+/// The subject of a session record.
+pub(crate) fn session_subject(tenant: &str, session: &str) -> String {
+    format!("{SESSIONS_PREFIX}{}.{}", hash16(tenant), session_token(session))
+}
+
+/// The `Nats-Msg-Id`: `<tenant>/<id>`, hashed when it holds what a header value cannot.
+pub(crate) fn msg_id(tenant: &str, id: &str) -> String {
+    let raw = format!("{tenant}/{id}");
+    if raw.len() <= 256 && raw.chars().all(|c| !c.is_control()) {
+        raw
+    } else {
+        format!("h/{}", hex(&Sha256::digest(raw)))
+    }
+}
+
+fn fact_from(s: &str) -> Option<Fact> {
+    [Fact::Ringing, Fact::Answered, Fact::Hangup, Fact::Record].into_iter().find(|f| f.as_str() == s)
+}
+
+fn outcome_from(s: &str) -> CallOutcome {
+    [CallOutcome::Answered, CallOutcome::NoAnswer, CallOutcome::Busy, CallOutcome::Rejected, CallOutcome::Failed]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .unwrap_or_default()
+}
+
+/// An event as stored in the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireEvent {
+    pub(crate) tenant: String,
+    pub(crate) fact: String,
+    pub(crate) call_id: String,
+    pub(crate) session_id: String,
+    pub(crate) phone: String,
+    pub(crate) outcome: String,
+    pub(crate) occurred_at_ms: u64,
+    pub(crate) ring_s: u32,
+    pub(crate) talk_s: u32,
+    pub(crate) hangup_cause: String,
+    pub(crate) disposition: String,
+    pub(crate) has_recording: bool,
+    pub(crate) attempt: u32,
+}
+
+impl WireEvent {
+    pub(crate) fn new(e: NewEvent, session: Option<Arc<str>>, attempt: u32) -> Self {
+        WireEvent {
+            tenant: e.tenant.to_string(),
+            fact: e.fact.as_str().to_owned(),
+            call_id: e.call_id,
+            session_id: session.map(|s| s.to_string()).unwrap_or_default(),
+            phone: e.phone,
+            outcome: e.outcome.as_str().to_owned(),
+            occurred_at_ms: e.occurred_at_ms,
+            ring_s: e.ring_s,
+            talk_s: e.talk_s,
+            hangup_cause: e.hangup_cause,
+            disposition: e.disposition,
+            has_recording: e.has_recording,
+            attempt,
+        }
+    }
+
+    pub(crate) fn fact(&self) -> Option<Fact> {
+        fact_from(&self.fact)
+    }
+
+    /// As watchers read it (`None` for a fact this version does not know).
+    pub(crate) fn to_event(&self, cursor: Cursor) -> Option<CallEvent> {
+        Some(CallEvent {
+            cursor,
+            fact: self.fact()?,
+            call_id: Arc::from(self.call_id.as_str()),
+            session_id: Arc::from(self.session_id.as_str()),
+            phone: Arc::from(self.phone.as_str()),
+            outcome: outcome_from(&self.outcome),
+            occurred_at_ms: self.occurred_at_ms,
+            ring_s: self.ring_s,
+            talk_s: self.talk_s,
+            hangup_cause: Arc::from(self.hangup_cause.as_str()),
+            disposition: Arc::from(self.disposition.as_str()),
+            has_recording: self.has_recording,
+            attempt: self.attempt,
+        })
+    }
+}
+
+/// A session record as stored in the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireSession {
+    pub(crate) tenant: String,
+    pub(crate) session_id: String,
+    pub(crate) contacts: Vec<String>,
+    pub(crate) redials: u32,
+    pub(crate) created_at_ms: u64,
+}
+
+impl WireSession {
+    pub(crate) fn new(r: &SessionRecord) -> Self {
+        WireSession {
+            tenant: r.tenant.to_string(),
+            session_id: r.session_id.clone(),
+            contacts: r.contacts.clone(),
+            redials: r.redials,
+            created_at_ms: r.created_at_ms,
+        }
+    }
+
+    fn record(&self) -> SessionRecord {
+        SessionRecord {
+            tenant: Arc::from(self.tenant.as_str()),
+            session_id: self.session_id.clone(),
+            contacts: self.contacts.clone(),
+            redials: self.redials,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
+
+struct Contact {
+    national: Box<str>,
+    /// The highest attempt number seen to it.
+    dialled: u32,
+    finished: bool,
+}
+
+struct Entry {
+    record: SessionRecord,
+    contacts: Vec<Contact>,
+    by_number: HashMap<Box<str>, usize>,
+}
+
+type Key = (TenantId, Arc<str>);
+
+/// The attribution index: bounded by the retention window and by `--events-max` calls
+/// (and twice as many session contacts), as the embedded store.
+pub(crate) struct Index {
+    retention_ms: u64,
+    max: usize,
+    sessions: HashMap<Key, Entry>,
+    sessions_order: VecDeque<(Key, u64)>,
+    contacts: usize,
+    calls: HashMap<Key, (Arc<str>, u32)>,
+    calls_order: VecDeque<(Key, u64)>,
+    open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    /// The last stream sequence applied by the consumer.
+    pub(crate) applied: u64,
+}
+
+impl Index {
+    pub(crate) fn new(retention_ms: u64, max: usize) -> Self {
+        Index {
+            retention_ms,
+            max: max.max(1),
+            sessions: HashMap::new(),
+            sessions_order: VecDeque::new(),
+            contacts: 0,
+            calls: HashMap::new(),
+            calls_order: VecDeque::new(),
+            open: HashMap::new(),
+            applied: 0,
+        }
+    }
+
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub(crate) fn record(&self, tenant: &TenantId, session: &str) -> Option<SessionRecord> {
+        self.sessions.get(&(tenant.clone(), Arc::from(session))).map(|e| e.record.clone())
+    }
+
+    /// The session and attempt of a new fact (nothing changes until it is stored and applied).
+    pub(crate) fn attribute(&self, e: &NewEvent) -> (Option<Arc<str>>, u32) {
+        let phone = national(&e.phone);
+        let known = self.calls.get(&(e.tenant.clone(), Arc::from(e.call_id.as_str())));
+        let session: Option<Arc<str>> = if !e.session_id.is_empty() {
+            Some(Arc::from(e.session_id.as_str()))
+        } else if let Some((s, _)) = known {
+            Some(s.clone())
+        } else if e.fact != Fact::Record {
+            match self.open.get(&(e.tenant.clone(), phone.clone().into_boxed_str())) {
+                Some(list) if list.len() == 1 => Some(list[0].clone()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let mut attempt = known.filter(|(s, _)| Some(s) == session.as_ref()).map_or(0, |(_, a)| *a);
+        if attempt == 0 {
+            if let Some(entry) = session.as_ref().and_then(|s| self.sessions.get(&(e.tenant.clone(), s.clone()))) {
+                if let Some(&i) = entry.by_number.get(phone.as_str()) {
+                    attempt = entry.contacts[i].dialled + 1;
+                }
+            }
+        }
+        (session, attempt)
+    }
+
+    /// Applies a stored event (idempotent: the appending replica applies it at once, and again
+    /// when the consumer reads it).
+    pub(crate) fn apply_event(&mut self, w: &WireEvent, now: u64) {
+        let Some(fact) = w.fact() else { return };
+        if w.session_id.is_empty() {
+            return;
+        }
+        let tenant: TenantId = Arc::from(w.tenant.as_str());
+        let session: Arc<str> = Arc::from(w.session_id.as_str());
+        let outcome = outcome_from(&w.outcome);
+        let mut close = None;
+        if let Some(entry) = self.sessions.get_mut(&(tenant.clone(), session.clone())) {
+            if let Some(&i) = entry.by_number.get(national(&w.phone).as_str()) {
+                let contact = &mut entry.contacts[i];
+                contact.dialled = contact.dialled.max(w.attempt);
+                let final_outcome =
+                    matches!(outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
+                        || w.attempt > entry.record.redials;
+                if fact == Fact::Record && final_outcome && !contact.finished {
+                    contact.finished = true;
+                    close = Some(contact.national.clone());
+                }
+            }
+        }
+        if let Some(number) = close {
+            self.close(&tenant, &number, &session);
+        }
+        let key = (tenant, Arc::from(w.call_id.as_str()));
+        let known = self.calls.contains_key(&key);
+        if (!known || w.attempt != 0) && self.calls.insert(key.clone(), (session, w.attempt)).is_none() {
+            self.calls_order.push_back((key, now));
+        }
+        self.expire(now);
+    }
+
+    /// Applies a session record (the first one of a session counts).
+    pub(crate) fn apply_session(&mut self, w: &WireSession, now: u64) {
+        let record = w.record();
+        let session: Arc<str> = Arc::from(record.session_id.as_str());
+        let key = (record.tenant.clone(), session.clone());
+        if self.sessions.contains_key(&key) {
+            return;
+        }
+        let mut contacts = Vec::with_capacity(record.contacts.len());
+        let mut by_number = HashMap::with_capacity(record.contacts.len());
+        for phone in &record.contacts {
+            let n: Box<str> = national(phone).into_boxed_str();
+            if by_number.contains_key(&n) {
+                continue;
+            }
+            by_number.insert(n.clone(), contacts.len());
+            self.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
+            contacts.push(Contact { national: n, dialled: 0, finished: false });
+        }
+        self.contacts += contacts.len();
+        self.sessions.insert(key.clone(), Entry { record, contacts, by_number });
+        self.sessions_order.push_back((key, now));
+        self.expire(now);
+    }
+
+    fn close(&mut self, tenant: &TenantId, number: &str, session: &Arc<str>) {
+        let key = (tenant.clone(), Box::<str>::from(number));
+        if let Some(list) = self.open.get_mut(&key) {
+            list.retain(|s| s != session);
+            if list.is_empty() {
+                self.open.remove(&key);
+            }
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.retention_ms);
+        while let Some((key, at)) = self.calls_order.front() {
+            if *at >= horizon && self.calls_order.len() <= self.max {
+                break;
+            }
+            let key = key.clone();
+            self.calls_order.pop_front();
+            self.calls.remove(&key);
+        }
+        while let Some((key, at)) = self.sessions_order.front() {
+            if *at >= horizon && self.contacts <= self.max.saturating_mul(2) {
+                break;
+            }
+            let key = key.clone();
+            self.sessions_order.pop_front();
+            if let Some(entry) = self.sessions.remove(&key) {
+                self.contacts -= entry.contacts.len();
+                for c in &entry.contacts {
+                    self.close(&key.0, &c.national, &key.1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_safe_tokens_and_ids_are_header_safe() {
+        assert_eq!(hash16("default").len(), 16);
+        assert_eq!(event_subject("default", ""), format!("callbot.events.{}._", hash16("default")));
+        assert!(event_subject("t", "abc-123_x").ends_with(".abc-123_x"));
+        for odd in ["a.b", "a b", "*", ">", "_", &"x".repeat(100)] {
+            let token = session_token(odd);
+            assert!(token.starts_with("h_") && !token.contains(['.', '*', '>', ' ']), "{odd} -> {token}");
+        }
+        assert_eq!(msg_id("default", "c-1/ringing"), "default/c-1/ringing");
+        assert!(msg_id("t", "a\nb").starts_with("h/"));
+    }
+
+    #[test]
+    fn a_live_state_without_session_goes_to_the_one_open_session_and_attempts_count_up() {
+        let mut index = Index::new(60_000, 100);
+        let tenant: TenantId = Arc::from("t");
+        let record = SessionRecord {
+            tenant: tenant.clone(),
+            session_id: "s1".into(),
+            contacts: vec!["0912345670".into()],
+            redials: 1,
+            created_at_ms: 1,
+        };
+        index.apply_session(&WireSession::new(&record), 1);
+        let live = |call: &str, fact| NewEvent {
+            tenant: tenant.clone(),
+            fact,
+            call_id: call.into(),
+            session_id: String::new(),
+            phone: "84912345670".into(),
+            outcome: CallOutcome::Unspecified,
+            occurred_at_ms: 1,
+            ring_s: 0,
+            talk_s: 0,
+            hangup_cause: String::new(),
+            disposition: String::new(),
+            has_recording: false,
+        };
+        let first = live("c1", Fact::Ringing);
+        let (session, attempt) = index.attribute(&first);
+        assert_eq!((session.as_deref(), attempt), (Some("s1"), 1));
+        index.apply_event(&WireEvent::new(first, session.clone(), attempt), 2);
+        // The call's later facts inherit; a second call is attempt 2.
+        assert_eq!(index.attribute(&live("c1", Fact::Hangup)), (session.clone(), 1));
+        assert_eq!(index.attribute(&live("c2", Fact::Ringing)), (session, 2));
+        assert_eq!(index.record(&tenant, "s1"), Some(record));
+    }
+}
