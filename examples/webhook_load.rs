@@ -11,7 +11,9 @@
 //! It starts `callbot-facade simulate` and the facade (receiver on, a known secret, so it derives
 //! the tenant's URL token itself), connects one watcher per session plus one for the whole tenant,
 //! then posts end-of-call records (each a new fact, spread over the sessions) from `--concurrency`
-//! HTTP/1.1 connections (`--rate`: paced at that many per second, to measure latency below saturation). Latency: each record's `last_updated_date` is the send time (ms); the
+//! HTTP/1.1 connections. `--nats [--nats-sync always]`: the store on NATS JetStream (a `nats-server`
+//! started here, `NATS_SERVER_BIN` or `scripts/install-nats.sh`) behind two facades, deliveries
+//! alternating between them and the watchers on the second (`--rate`: paced at that many per second, to measure latency below saturation). Latency: each record's `last_updated_date` is the send time (ms); the
 //! tenant-wide watcher subtracts it from the arrival time. Memory: the facade's VmRSS before and
 //! after filling the store past `--events-max` (so it is measured at the bound).
 
@@ -40,6 +42,11 @@ struct Args {
     idle_watchers: usize,
     /// Deliveries per second to aim at (0 = as fast as the connections go).
     rate: f64,
+    /// The call events on NATS JetStream (a `nats-server` started here) behind two facades:
+    /// deliveries alternate between them, the watchers sit on the second.
+    nats: bool,
+    /// With `--nats`: the server's `sync_interval` (`always` = fsync before every acknowledgement).
+    nats_sync: Option<String>,
     bin: String,
 }
 
@@ -51,10 +58,16 @@ fn args() -> Args {
         events_max: 200_000,
         idle_watchers: 1000,
         rate: 0.0,
+        nats: false,
+        nats_sync: None,
         bin: "target/release/callbot-facade".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--nats" {
+            a.nats = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} takes a number"));
         match flag.as_str() {
@@ -64,6 +77,7 @@ fn args() -> Args {
             "--events-max" => a.events_max = n(),
             "--idle-watchers" => a.idle_watchers = n(),
             "--facade-bin" => a.bin = value,
+            "--nats-sync" => a.nats_sync = Some(value),
             "--rate" => a.rate = value.parse().unwrap_or_else(|_| panic!("--rate takes a number")),
             other => panic!("unknown flag {other}"),
         }
@@ -141,21 +155,55 @@ async fn main() {
         .spawn()
         .expect("simulator");
     wait_tcp(sim_addr).await;
-    let (grpc, admin, hook) = (free_addr(), free_addr(), free_addr());
-    let facade = Command::new(&a.bin)
-        .args(["--listen", &grpc.to_string(), "--admin-listen", &admin.to_string()])
-        .args(["--upstream-url", &format!("http://{sim_addr}"), "--api-key", KEY])
-        .args(["--webhook-listen", &hook.to_string(), "--webhook-secret", SECRET])
-        .args(["--events-max", &a.events_max.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("facade");
-    let pid = facade.id().unwrap();
+    let store_dir = std::env::temp_dir().join(format!("webhook-load-nats-{}", std::process::id()));
+    let nats_addr = free_addr();
+    let _nats = a.nats.then(|| {
+        let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+            let out = std::process::Command::new("bash").arg("scripts/install-nats.sh").output().expect("install-nats");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        });
+        let conf = store_dir.with_extension("conf");
+        let sync = a.nats_sync.as_deref().map(|v| format!("sync_interval: {v}")).unwrap_or_default();
+        std::fs::write(&conf, format!("jetstream {{ store_dir: \"{}\"\n{sync} }}\n", store_dir.display())).unwrap();
+        Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &nats_addr.port().to_string(), "-c", &conf.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server")
+    });
+    if a.nats {
+        wait_tcp(nats_addr).await;
+    }
+    let start = |grpc: SocketAddr, hook: SocketAddr| {
+        let mut cmd = Command::new(&a.bin);
+        cmd.args(["--listen", &grpc.to_string(), "--admin-listen", &free_addr().to_string()])
+            .args(["--upstream-url", &format!("http://{sim_addr}"), "--api-key", KEY])
+            .args(["--webhook-listen", &hook.to_string(), "--webhook-secret", SECRET])
+            .args(["--events-max", &a.events_max.to_string()]);
+        if a.nats {
+            cmd.args(["--events-nats-url", &format!("nats://{nats_addr}")]);
+        }
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("facade")
+    };
+    let (grpc_a, hook_a) = (free_addr(), free_addr());
+    let facade_a = start(grpc_a, hook_a);
+    wait_tcp(grpc_a).await;
+    wait_tcp(hook_a).await;
+    // With NATS, a second replica: the watchers sit on it, deliveries alternate.
+    let (grpc, hook) = if a.nats { (free_addr(), free_addr()) } else { (grpc_a, hook_a) };
+    let facade_b = a.nats.then(|| start(grpc, hook));
     wait_tcp(grpc).await;
     wait_tcp(hook).await;
+    let facade = facade_b.as_ref().unwrap_or(&facade_a);
+    let pid = facade.id().unwrap();
+    let pid_a = facade_a.id().unwrap();
     let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
     let client = CallBotServiceClient::new(channel);
     let idle_rss = rss_kib(pid);
@@ -205,20 +253,24 @@ async fn main() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let url = Arc::new(format!("http://{hook}/webhooks/callbot/{}", token()));
+    let urls = Arc::new([
+        format!("http://{hook_a}/webhooks/callbot/{}", token()),
+        format!("http://{hook}/webhooks/callbot/{}", token()),
+    ]);
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
-    let cpu_before = cpu_s(pid);
+    let cpu_before = cpu_s(pid) + if a.nats { cpu_s(pid_a) } else { 0.0 };
     let started = Instant::now();
     let sessions = a.sessions;
     let rate = a.rate;
     let statuses: Vec<u16> = futures::stream::iter(0..a.deliveries)
         .map(|i| {
-            let (http, url) = (http.clone(), url.clone());
+            let (http, urls) = (http.clone(), urls.clone());
             async move {
+                let url = &urls[i % 2];
                 if rate > 0.0 {
                     tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
-                match http.post(url.as_str()).body(record(i, sessions)).send().await {
+                match http.post(url).body(record(i, sessions)).send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,
                 }
@@ -228,7 +280,7 @@ async fn main() {
         .collect()
         .await;
     let elapsed = started.elapsed();
-    let cpu = cpu_s(pid) - cpu_before;
+    let cpu = cpu_s(pid) + if a.nats { cpu_s(pid_a) } else { 0.0 } - cpu_before;
     let mut latencies = tokio::time::timeout(Duration::from_secs(30), tenant_watcher).await.unwrap().unwrap();
     let full_rss = rss_kib(pid);
     let ok = statuses.iter().filter(|s| **s == 204).count();
@@ -242,7 +294,16 @@ async fn main() {
         ok,
         a.deliveries - ok
     );
-    println!("watchers: {} following one session each + 1 tenant-wide", a.sessions);
+    println!(
+        "store: {}; watchers: {} following one session each + 1 tenant-wide{}",
+        if a.nats {
+            format!("NATS JetStream (sync_interval {})", a.nats_sync.as_deref().unwrap_or("default"))
+        } else {
+            "embedded".to_owned()
+        },
+        a.sessions,
+        if a.nats { ", on replica B; deliveries alternate A and B" } else { "" }
+    );
     println!(
         "delivery -> watcher latency (ms, 1 ms resolution, {} events): p50 {} p90 {} p99 {} max {}",
         latencies.len(),
@@ -251,7 +312,12 @@ async fn main() {
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0)
     );
-    println!("facade CPU: {:.2} s for the deliveries = {:.1} µs per delivery", cpu, cpu * 1e6 / a.deliveries as f64);
+    println!(
+        "facade CPU{}: {:.2} s for the deliveries = {:.1} µs per delivery",
+        if a.nats { " (both replicas)" } else { "" },
+        cpu,
+        cpu * 1e6 / a.deliveries as f64
+    );
     println!(
         "facade RSS: idle {:.1} MiB, {} idle watchers {:.1} MiB (+{:.1} KiB each), store full ({} events at --events-max {}) {:.1} MiB",
         idle_rss as f64 / 1024.0,
@@ -264,7 +330,9 @@ async fn main() {
     );
     let beyond_first_mib = (full_rss.saturating_sub(idle_rss) * 1024).saturating_sub(1 << 20);
     println!("memory per stored event beyond the first MiB: {:.0} bytes", beyond_first_mib as f64 / stored as f64);
-    drop(facade);
+    drop(facade_b);
+    drop(facade_a);
+    let _ = std::fs::remove_dir_all(&store_dir);
     for f in followers {
         f.abort();
     }

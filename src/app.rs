@@ -257,6 +257,7 @@ fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig 
         token: events.nats_token.as_ref().map(|t| t.expose().to_owned()),
         retention: events.retention,
         max_events: u64::from(events.max),
+        replicas: usize::from(events.replicas),
     }
 }
 

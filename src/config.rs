@@ -116,6 +116,10 @@ pub struct EventsSettings {
     /// The JetStream stream (created when missing).
     #[arg(long = "events-stream", env = "CALLBOT_EVENTS_STREAM", default_value = "CALLBOT_EVENTS")]
     pub stream: String,
+    /// Copies of the stream a new one is created with (3 on a three-node cluster: an acknowledged
+    /// delivery then survives the loss of one node); an existing stream's count must not be lower.
+    #[arg(long = "events-replicas", env = "CALLBOT_EVENTS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
     /// A NATS credentials file (JWT and nkey seed).
     #[arg(long = "events-nats-creds", env = "CALLBOT_EVENTS_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,

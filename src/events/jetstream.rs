@@ -68,6 +68,8 @@ pub(crate) struct NatsConfig {
     pub(crate) token: Option<String>,
     pub(crate) retention: Duration,
     pub(crate) max_events: u64,
+    /// `num_replicas` of a stream this facade creates; the least an existing one may have.
+    pub(crate) replicas: usize,
 }
 
 /// The URLs without credentials, for messages.
@@ -189,6 +191,7 @@ fn stream_config(config: &NatsConfig) -> Config {
         max_age: config.retention,
         max_messages: i64::try_from(config.max_events).unwrap_or(i64::MAX),
         duplicate_window: config.retention,
+        num_replicas: config.replicas,
         ..Default::default()
     }
 }
@@ -208,6 +211,13 @@ async fn ensure_stream(js: &Context, config: &NatsConfig) -> Result<Stream, Stri
                     "the JetStream stream {name} exists with storage {:?}, subjects {:?}, max_age {:?}; \
                      --events-stream needs storage File, subjects {wanted:?}, max_age {:?} (--events-retention)",
                     have.storage, have.subjects, have.max_age, want.max_age
+                ));
+            }
+            if have.num_replicas.max(1) < want.num_replicas {
+                return Err(format!(
+                    "the JetStream stream {name} exists with {} replica(s); --events-replicas asks for at least {}",
+                    have.num_replicas.max(1),
+                    want.num_replicas
                 ));
             }
             Ok(stream)

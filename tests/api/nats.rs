@@ -397,13 +397,16 @@ async fn the_facade_refuses_to_start_on_an_unreachable_server_or_a_stream_config
     let why = build(nats.url(), |s| s.events.retention = Duration::from_secs(3600)).await;
     assert!(why.contains("stream CALLBOT_EVENTS exists with") && why.contains("max_age"), "{why}");
     assert!(!why.contains('\n'), "{why}");
+    let why = build(nats.url(), |s| s.events.replicas = 3).await;
+    assert!(why.contains("exists with 1 replica(s); --events-replicas asks for at least 3"), "{why}");
 }
 
 #[tokio::test]
 async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_nothing_acknowledged() {
     let mut nodes = Nats::cluster().await;
     let urls: Vec<String> = nodes.iter().map(Nats::url).collect();
-    // The stream, R3, made beforehand (the facade checks storage, subjects and max_age only).
+    // The stream, R3, made beforehand once the cluster can (the facade's own start does not wait
+    // for a cluster to elect its leaders); the facade checks it has at least --events-replicas.
     let client = async_nats::connect(urls.clone()).await.expect("connect to the cluster");
     let js = async_nats::jetstream::new(client);
     let day = Duration::from_secs(24 * 3600);
@@ -425,7 +428,12 @@ async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_n
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let joined = urls.join(",");
-    let a = spawn_with_receiver(move |s| s.events.nats_url = Some(joined)).await.0;
+    let a = spawn_with_receiver(move |s| {
+        s.events.nats_url = Some(joined);
+        s.events.replicas = 3;
+    })
+    .await
+    .0;
     let url = a.webhook.clone().unwrap();
     let mut acknowledged = HashSet::new();
     for i in 0..120 {
