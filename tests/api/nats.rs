@@ -75,7 +75,8 @@ impl Nats {
         }
     }
 
-    /// Three JetStream nodes clustered on loopback, all started.
+    /// Three JetStream nodes clustered on loopback, all started, each fsyncing before it
+    /// acknowledges (`sync_interval: always`: the setting under which "204 = kept" is claimed).
     pub async fn cluster() -> Vec<Nats> {
         let routes: Vec<u16> = (0..3).map(|_| free_addr().port()).collect();
         let mut nodes: Vec<Nats> = (0..3)
@@ -95,6 +96,9 @@ impl Nats {
             })
             .collect();
         for node in &mut nodes {
+            let conf = node.dir.path().join("nats.conf");
+            std::fs::write(&conf, "jetstream { sync_interval: always }\n").unwrap();
+            node.extra.extend(["-c".to_owned(), conf.to_string_lossy().into_owned()]);
             node.spawn();
         }
         for node in &nodes {
