@@ -330,6 +330,24 @@ async fn main() {
     );
     let beyond_first_mib = (full_rss.saturating_sub(idle_rss) * 1024).saturating_sub(1 << 20);
     println!("memory per stored event beyond the first MiB: {:.0} bytes", beyond_first_mib as f64 / stored as f64);
+    if a.nats {
+        fn size(p: &std::path::Path) -> u64 {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    std::fs::read_dir(p).map(|d| d.flatten().map(|e| size(&e.path())).sum()).unwrap_or(0)
+                }
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        let bytes = size(&store_dir);
+        println!(
+            "JetStream store on disk: {:.1} MiB for {} events = {:.0} bytes per event",
+            bytes as f64 / (1 << 20) as f64,
+            a.deliveries,
+            bytes as f64 / a.deliveries as f64
+        );
+    }
     drop(facade_b);
     drop(facade_a);
     let _ = std::fs::remove_dir_all(&store_dir);

@@ -328,7 +328,8 @@ async fn a_cursor_below_the_streams_first_sequence_is_out_of_range_with_the_earl
 }
 
 #[tokio::test]
-async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_restart_nothing_acknowledged_is_lost() {
+async fn with_nats_down_mid_burst_deliveries_get_503_and_reads_unavailable_and_after_its_restart_nothing_acknowledged_is_lost()
+ {
     let mut nats = Nats::start().await;
     let a = replica(&nats, |_| {}).await;
     let url = a.webhook.clone().unwrap();
@@ -338,6 +339,29 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
         assert_eq!(post(&url, &live(&call, "ringing", "0912345670")).await, 204);
         acknowledged.insert(call);
     }
+    // A burst runs through the outage: every delivery it sees acknowledged must be kept.
+    let burst = {
+        let url = url.clone();
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = running.clone();
+        let task = tokio::spawn(async move {
+            let (mut acked, mut refused, mut k) = (HashSet::new(), 0usize, 0usize);
+            while flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let call = format!("m-{k}");
+                k += 1;
+                match post(&url, &live(&call, "ringing", "0912345670")).await {
+                    204 => {
+                        acked.insert(call);
+                    }
+                    _ => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (acked, refused)
+        });
+        (running, task)
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     nats.stop();
     let mut i = 5;
     wait_until(|| {
@@ -373,6 +397,12 @@ async fn with_nats_down_deliveries_get_503_and_reads_unavailable_and_after_its_r
     })
     .await;
     acknowledged.insert(format!("d-{j}"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    burst.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (acked, refused) = burst.1.await.unwrap();
+    assert!(refused > 0, "the burst met the outage");
+    assert!(acked.iter().any(|c| c.starts_with("m-")) && acked.len() > 10, "{}", acked.len());
+    acknowledged.extend(acked);
     wait_until(|| async { metrics(&a).await.contains("callbot_event_store_up 1") }).await;
     wait_until(|| async { store_health(&a).await == ServingStatus::Serving }).await;
     // Every acknowledged delivery is there (some answered 503 may be too: their retry is a repeat).
