@@ -258,6 +258,9 @@ fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig 
         retention: events.retention,
         max_events: u64::from(events.max),
         replicas: usize::from(events.replicas),
+        nkey_file: events.nats_nkey.clone(),
+        ca_file: events.nats_ca.clone(),
+        client_cert: events.nats_tls_cert.clone().zip(events.nats_tls_key.clone()),
     }
 }
 

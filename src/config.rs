@@ -132,6 +132,18 @@ pub struct EventsSettings {
     /// NATS token.
     #[arg(long = "events-nats-token", env = "CALLBOT_EVENTS_NATS_TOKEN", hide_env_values = true, value_parser = parse_api_key)]
     pub nats_token: Option<ApiKey>,
+    /// A file holding an NKey seed (`SU...`) to authenticate with.
+    #[arg(long = "events-nats-nkey", env = "CALLBOT_EVENTS_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM root certificates to verify the NATS servers with (TLS then required).
+    #[arg(long = "events-nats-ca", env = "CALLBOT_EVENTS_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS (mTLS), with --events-nats-tls-key.
+    #[arg(long = "events-nats-tls-cert", env = "CALLBOT_EVENTS_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of --events-nats-tls-cert.
+    #[arg(long = "events-nats-tls-key", env = "CALLBOT_EVENTS_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
 }
 
 /// Listeners, limits, shutdown and logs.

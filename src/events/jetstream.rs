@@ -70,6 +70,12 @@ pub(crate) struct NatsConfig {
     pub(crate) max_events: u64,
     /// `num_replicas` of a stream this facade creates; the least an existing one may have.
     pub(crate) replicas: usize,
+    /// A file with an NKey seed.
+    pub(crate) nkey_file: Option<std::path::PathBuf>,
+    /// PEM roots for the servers' certificates (TLS required when set).
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key (mTLS).
+    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// The URLs without credentials, for messages.
@@ -142,6 +148,21 @@ impl JetStreamStore {
         }
         if let Some(token) = &config.token {
             options = options.token(token.clone());
+        }
+        if let Some(path) = &config.nkey_file {
+            // The seed is a secret: the error names the file, never its content.
+            let seed =
+                std::fs::read_to_string(path).map_err(|e| format!("--events-nats-nkey {}: {e}", path.display()))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(path) = &config.ca_file {
+            if !path.is_file() {
+                return Err(format!("--events-nats-ca {}: not a readable file", path.display()));
+            }
+            options = options.add_root_certificates(path.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &config.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
         }
         let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         let client = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(servers)).await {

@@ -541,3 +541,50 @@ async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_n
     assert_eq!(followed.lock().unwrap().1, 0, "the watcher saw no event twice");
     follow_task.abort();
 }
+
+/// What `Application::build` says for these settings on `nats` (`Ok` = it started).
+async fn start_result(nats_url: String, adjust: impl FnOnce(&mut Settings)) -> Result<(), String> {
+    let mut settings = Settings::for_tests();
+    settings.events.nats_url = Some(nats_url);
+    adjust(&mut settings);
+    Application::build(settings).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn nats_credentials_and_tls_are_used_and_wrong_ones_refuse_the_start() {
+    // User and password.
+    let mut nats = Nats::new(vec!["--user".into(), "callbot".into(), "--pass".into(), "s3cret-pass".into()]);
+    nats.restart().await;
+    let right = |s: &mut Settings| {
+        s.events.nats_user = Some("callbot".into());
+        s.events.nats_password = Some(ApiKey::new("s3cret-pass"));
+    };
+    assert_eq!(start_result(nats.url(), right).await, Ok(()));
+    let why = start_result(nats.url(), |s| {
+        s.events.nats_user = Some("callbot".into());
+        s.events.nats_password = Some(ApiKey::new("wrong-pass"));
+    })
+    .await
+    .unwrap_err();
+    assert!(why.contains("cannot connect to NATS") && !why.contains("wrong-pass"), "{why}");
+    assert!(start_result(nats.url(), |_| {}).await.is_err(), "no credentials");
+    drop(nats);
+
+    // TLS: the servers' certificate verified against --events-nats-ca.
+    let pki = super::tls::Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let mut nats = Nats::new(vec![
+        "--tls".into(),
+        "--tlscert".into(),
+        cert.to_string_lossy().into_owned(),
+        "--tlskey".into(),
+        key.to_string_lossy().into_owned(),
+    ]);
+    nats.restart().await;
+    let ca = pki.path("ca.pem");
+    assert_eq!(start_result(nats.url(), |s| s.events.nats_ca = Some(ca.clone())).await, Ok(()));
+    let why = start_result(nats.url(), |_| {}).await.unwrap_err();
+    assert!(why.contains("NATS"), "without the CA the server's certificate is not trusted: {why}");
+    let why = start_result(nats.url(), |s| s.events.nats_ca = Some("/nonexistent/ca.pem".into())).await.unwrap_err();
+    assert!(why.contains("--events-nats-ca /nonexistent/ca.pem"), "{why}");
+}
