@@ -21,27 +21,29 @@ use tonic_health::ServingStatus;
 use crate::{
     catalog::ScriptCatalog,
     config::Settings,
-    events::{
-        EventStore,
-        jetstream::{JetStreamStore, NatsConfig},
-        memory::{Bounds, MemoryStore, system_clock},
-    },
+    events::EventStore,
     metrics::Metrics,
-    middleware::{CallerTokens, CallerTokensError, Callers, RpcLayer},
+    middleware::{Callers, RpcLayer},
     pb::{self, call_bot_service_server::CallBotServiceServer},
-    reload::{Reloader, Source, read_key},
+    reload::Reloader,
     service::{CallBotApi, EventWiring},
-    simulator, tenants,
+    simulator,
     tenants::ConfiguredKey,
-    tenants::TenantTable,
-    upstream::{ApiKey, UpstreamClient},
+    upstream::UpstreamClient,
     webhook::{
         Receiver,
-        directory::{DEFAULT_TENANT, Directory, Tenancy},
+        directory::{DEFAULT_TENANT, Directory},
         registrar::Registrar,
         resolver::Resolver,
     },
 };
+
+#[path = "app_events.rs"]
+mod events_wiring;
+#[path = "app_secrets.rs"]
+mod secrets;
+use events_wiring::{EventParts, follow_store_health};
+use secrets::SecretSources;
 
 /// The gRPC service name health reports on.
 pub const SERVICE_NAME: &str = "callbot.v1.CallBotService";
@@ -149,144 +151,6 @@ fn server_tls(files: &crate::config::TlsFiles) -> Result<Option<ServerTlsConfig>
     Ok(Some(config))
 }
 
-/// The secret files, read once (a bad one is a start-up error), not yet watched.
-struct SecretSources {
-    api_key: Option<Source<ApiKey>>,
-    caller_tokens: Option<Source<CallerTokens>>,
-    tenants: Option<Source<TenantTable>>,
-}
-
-impl SecretSources {
-    fn load(settings: &Settings) -> Result<Self, AppError> {
-        let api_key = settings
-            .upstream
-            .api_key_file
-            .clone()
-            .map(|path| {
-                Source::load("api_key_file", move |inputs| {
-                    read_key(inputs, &path).map_err(|why| format!("--api-key-file: {why}"))
-                })
-            })
-            .transpose()
-            .map_err(AppError::Secrets)?;
-        let caller_tokens = settings
-            .security
-            .caller_tokens_file
-            .clone()
-            .map(|path| {
-                Source::load("caller_tokens_file", move |inputs| {
-                    let text = inputs.read(&path).map_err(|e| CallerTokensError::Read(e).to_string())?;
-                    CallerTokens::from_text(&text).map_err(|e| e.to_string())
-                })
-            })
-            .transpose()
-            .map_err(AppError::Secrets)?;
-        let tenants = settings
-            .security
-            .tenants_file
-            .clone()
-            .map(|path| {
-                Source::load("tenants_file", move |inputs| {
-                    tenants::load(&path, inputs, &|var: &str| std::env::var(var).ok())
-                })
-            })
-            .transpose()
-            .map_err(AppError::Secrets)?;
-        Ok(SecretSources { api_key, caller_tokens, tenants })
-    }
-
-    /// Puts the sources under watch. A reload that retires keys drops their cached token and
-    /// scripts at once (the new key gets a fresh token on its first call in any case: the
-    /// caches are keyed by the key itself).
-    fn watch(
-        self,
-        settings: &Settings,
-        upstream: &Arc<UpstreamClient>,
-        catalog: &Arc<ScriptCatalog>,
-        metrics: &Arc<Metrics>,
-    ) -> (ConfiguredKey, Callers, Reloader) {
-        let mut reloader = Reloader::new(settings.security.secrets_poll_interval, metrics.clone());
-        let forget = {
-            let (upstream, catalog) = (upstream.clone(), catalog.clone());
-            move |retired: &ApiKey| {
-                upstream.forget_key(retired);
-                catalog.forget(retired);
-            }
-        };
-        let api_key = match self.api_key {
-            Some(source) => {
-                let forget = forget.clone();
-                let source = source.on_replace(move |old: &ApiKey, new: &ApiKey| {
-                    if old != new {
-                        forget(old);
-                    }
-                });
-                let live = source.live();
-                reloader.watch(Arc::new(source));
-                ConfiguredKey::File(live)
-            }
-            None => ConfiguredKey::Fixed(settings.upstream.key()),
-        };
-        let callers = match (self.tenants, self.caller_tokens) {
-            (Some(source), _) => {
-                let source = source.on_replace(move |old: &TenantTable, new: &TenantTable| {
-                    let kept: Vec<&ApiKey> = new.keys().collect();
-                    old.keys().filter(|k| !kept.contains(k)).for_each(&forget);
-                });
-                let live = source.live();
-                reloader.watch(Arc::new(source));
-                Callers::Tenants(live)
-            }
-            (None, Some(source)) => {
-                let live = source.live();
-                reloader.watch(Arc::new(source));
-                Callers::Tokens(live)
-            }
-            (None, None) => Callers::Open,
-        };
-        (api_key, callers, reloader)
-    }
-}
-
-fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
-    NatsConfig {
-        url: url.trim().to_owned(),
-        stream: events.stream.clone(),
-        creds_file: events.nats_creds.clone(),
-        user: events.nats_user.clone().zip(events.nats_password.as_ref().map(|p| p.expose().to_owned())),
-        token: events.nats_token.as_ref().map(|t| t.expose().to_owned()),
-        retention: events.retention,
-        max_events: u64::from(events.max),
-        replicas: usize::from(events.replicas),
-        nkey_file: events.nats_nkey.clone(),
-        ca_file: events.nats_ca.clone(),
-        client_cert: events.nats_tls_cert.clone().zip(events.nats_tls_key.clone()),
-    }
-}
-
-/// Keeps the event store's health status and `callbot_event_store_up` following the store.
-fn follow_store_health(
-    events: &Arc<dyn EventStore>,
-    health: tonic_health::server::HealthReporter,
-    metrics: Arc<Metrics>,
-) {
-    let Some(mut up) = events.health() else {
-        metrics.events().store_up(true);
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            let now = *up.borrow_and_update();
-            metrics.events().store_up(now);
-            let status = if now { ServingStatus::Serving } else { ServingStatus::NotServing };
-            health.set_service_status(EVENT_STORE_SERVICE_NAME, status).await;
-            if up.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
 impl Application {
     /// Binds everything and starts the built-in simulator when no upstream URL is set.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
@@ -328,41 +192,8 @@ impl Application {
         let (api_key, callers, reloader) = secrets.watch(&settings, &upstream, &catalog, &metrics);
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
-        let simulated = settings.upstream.url.is_none();
-        let webhook = match (settings.events.webhook_listen, simulated) {
-            (Some(addr), _) => Some(bind(addr).await?),
-            (None, true) => Some(bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?),
-            (None, false) => None,
-        };
-        let webhook_base = match (&settings.events.webhook_public_url, &webhook, simulated) {
-            (Some(url), _, _) => Some(url.clone()),
-            (None, Some(listener), true) => listener.local_addr().ok().map(|mut a| {
-                if a.ip().is_unspecified() {
-                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{a}")
-            }),
-            _ => None,
-        };
-        let events: Arc<dyn EventStore> = match &settings.events.nats_url {
-            Some(url) => {
-                Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
-            }
-            None => Arc::new(MemoryStore::new(
-                Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
-                system_clock(),
-            )),
-        };
-        // Without a configured secret (the built-in simulator, or no receiver), tokens need only
-        // be unguessable for this process.
-        let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
-            ApiKey::new(uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string())
-        });
-        let tenancy = match &callers {
-            Callers::Tenants(table) => Tenancy::File(table.clone()),
-            _ => Tenancy::Configured(api_key.clone()),
-        };
-        let directory = Arc::new(Directory::new(secret, tenancy));
+        let EventParts { webhook, webhook_base, events, directory } =
+            events_wiring::build(&settings, &callers, &api_key).await?;
         Ok(Application {
             settings,
             grpc,

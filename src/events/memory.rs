@@ -71,83 +71,6 @@ pub(crate) struct Bounds {
     pub(crate) max_events: usize,
 }
 
-/// One event as the ring keeps it (88 bytes plus the call id's and the phone's allocations): the
-/// tenant and the two provider words are indices into small tables, the time a u32 of seconds.
-struct Stored {
-    call_id: Arc<str>,
-    session_id: Arc<str>,
-    phone: Arc<str>,
-    occurred_at_ms: u64,
-    tenant: u32,
-    /// Seconds since the store was made.
-    stored_at_s: u32,
-    ring_s: u32,
-    talk_s: u32,
-    attempt: u32,
-    hangup_cause: u16,
-    disposition: u16,
-    fact: Fact,
-    outcome: CallOutcome,
-    has_recording: bool,
-}
-
-impl Stored {
-    fn to_event(&self, g: &Inner, store: u64, seq: u64) -> CallEvent {
-        CallEvent {
-            cursor: Cursor { store, seq },
-            fact: self.fact,
-            call_id: self.call_id.clone(),
-            session_id: self.session_id.clone(),
-            phone: self.phone.clone(),
-            outcome: self.outcome,
-            occurred_at_ms: self.occurred_at_ms,
-            ring_s: self.ring_s,
-            talk_s: self.talk_s,
-            hangup_cause: g.words.get(self.hangup_cause),
-            disposition: g.words.get(self.disposition),
-            has_recording: self.has_recording,
-            attempt: self.attempt,
-        }
-    }
-}
-
-/// Small interning tables: index -> value and value -> index.
-struct Table {
-    values: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, u32>,
-    cap: usize,
-}
-
-impl Table {
-    fn new(cap: usize, first: &str) -> Self {
-        let first: Arc<str> = Arc::from(first);
-        Table { values: vec![first.clone()], index: HashMap::from([(first, 0)]), cap }
-    }
-
-    /// The index of `value`, added when new; index 0 (the first value) once the table is full.
-    fn intern(&mut self, value: &str) -> u32 {
-        if let Some(&i) = self.index.get(value) {
-            return i;
-        }
-        if self.values.len() >= self.cap {
-            return 0;
-        }
-        let i = self.values.len() as u32;
-        let value: Arc<str> = Arc::from(value);
-        self.values.push(value.clone());
-        self.index.insert(value, i);
-        i
-    }
-
-    fn find(&self, value: &str) -> Option<u32> {
-        self.index.get(value).copied()
-    }
-
-    fn get(&self, i: impl Into<u32>) -> Arc<str> {
-        self.values.get(i.into() as usize).unwrap_or(&self.values[0]).clone()
-    }
-}
-
 struct Contact {
     national: Box<str>,
     /// Distinct calls seen to it.
@@ -488,50 +411,6 @@ impl Shared {
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
     }
-
-    /// Where a subscription starting at `start` begins, or why it cannot.
-    fn start_seq(&self, start: Start) -> Result<u64, StoreError> {
-        let now = (self.clock)();
-        let mut g = self.lock();
-        self.expire(&mut g, now);
-        let next = g.first_seq + g.events.len() as u64;
-        let earliest = self.cursor(g.first_seq - 1);
-        match start {
-            Start::Live => Ok(next),
-            Start::Replay => Ok(g.first_seq),
-            Start::After(c) if c.store != self.id => Err(StoreError::CursorExpired { earliest }),
-            Start::After(c) if c.seq.saturating_add(1) < g.first_seq => Err(StoreError::CursorExpired { earliest }),
-            Start::After(c) => Ok(c.seq.saturating_add(1).min(next)),
-        }
-    }
-
-    /// Copies the next matching events from `*next` on into `out`; `Err` when `*next` has
-    /// left the window.
-    /// `Ok(true)` when `*next` reached the end of the ring.
-    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<CallEvent>) -> Result<bool, StoreError> {
-        let now = (self.clock)();
-        let mut g = self.lock();
-        self.expire(&mut g, now);
-        if *next < g.first_seq {
-            return Err(StoreError::CursorExpired { earliest: self.cursor(g.first_seq - 1) });
-        }
-        let from = usize::try_from(*next - g.first_seq).unwrap_or(usize::MAX);
-        let tenant = g.tenants.find(&filter.tenant);
-        for (i, e) in g.events.iter().enumerate().skip(from).take(SCAN_BATCH) {
-            *next = g.first_seq + i as u64 + 1;
-            if Some(e.tenant) != tenant
-                || (!filter.session_id.is_empty() && *e.session_id != *filter.session_id)
-                || (!filter.phone_national.is_empty() && national(&e.phone) != filter.phone_national)
-            {
-                continue;
-            }
-            out.push_back(e.to_event(&g, self.id, *next - 1));
-            if out.len() >= READ_BATCH {
-                break;
-            }
-        }
-        Ok(*next >= g.first_seq + g.events.len() as u64)
-    }
 }
 
 /// Takes `session` off the open sessions holding `number`.
@@ -554,54 +433,6 @@ fn reserve_gently<T>(ring: &mut VecDeque<T>, max: usize) {
     }
 }
 
-struct Reader {
-    shared: Arc<Shared>,
-    filter: Filter,
-    next: u64,
-    buffer: VecDeque<CallEvent>,
-    /// Woken by appends of events this reader's filter may take.
-    notify: Arc<Notify>,
-    waiter: (WaitKey, u64),
-    done: bool,
-}
-
-impl Reader {
-    async fn next_event(&mut self) -> Option<Result<CallEvent, StoreError>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(e) = self.buffer.pop_front() {
-                return Some(Ok(e));
-            }
-            let caught_up = match self.shared.read(&self.filter, &mut self.next, &mut self.buffer) {
-                Ok(caught_up) => caught_up,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            };
-            // An append after the read left a permit: the wait returns at once.
-            if self.buffer.is_empty() && caught_up {
-                self.notify.notified().await;
-            }
-        }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        let mut g = self.shared.lock();
-        let (key, id) = &self.waiter;
-        if let Some(list) = g.waiters.get_mut(key) {
-            list.retain(|(i, _)| i != id);
-            if list.is_empty() {
-                g.waiters.remove(key);
-            }
-        }
-    }
-}
-
 impl EventStore for MemoryStore {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let appended = self.shared.append_now(event);
@@ -614,30 +445,7 @@ impl EventStore for MemoryStore {
     }
 
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>> {
-        let result = self.shared.start_seq(start).map(|next| {
-            let notify = Arc::new(Notify::new());
-            let waiter = {
-                let mut g = self.shared.lock();
-                // Not interned here: only the receiver's (verified) tenants enter the table.
-                let tenant = filter.tenant.clone();
-                let session: Arc<str> = Arc::from(filter.session_id.as_str());
-                let id = g.next_waiter;
-                g.next_waiter += 1;
-                g.waiters.entry((tenant.clone(), session.clone())).or_default().push((id, notify.clone()));
-                ((tenant, session), id)
-            };
-            let reader = Reader {
-                shared: self.shared.clone(),
-                filter,
-                next,
-                buffer: VecDeque::new(),
-                notify,
-                waiter,
-                done: false,
-            };
-            let stream = futures::stream::unfold(reader, |mut r| async move { r.next_event().await.map(|e| (e, r)) });
-            Box::pin(stream) as Subscription
-        });
+        let result = read::subscribe(&self.shared, filter, start);
         async move { result }.boxed()
     }
 
@@ -656,6 +464,13 @@ impl EventStore for MemoryStore {
         }
     }
 }
+
+#[path = "memory_read.rs"]
+mod read;
+#[path = "memory_slot.rs"]
+mod slot;
+
+use slot::{Stored, Table};
 
 #[cfg(test)]
 #[path = "memory_tests.rs"]

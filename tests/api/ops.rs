@@ -443,6 +443,11 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
         assert_eq!(found.len(), 1, "one {kind} expected");
         &found[0].1
     };
+    let named = |kind: &str, name: &str| -> &Value {
+        let found: Vec<_> = all.iter().filter(|(k, v)| k == kind && v["metadata"]["name"] == name).collect();
+        assert_eq!(found.len(), 1, "one {kind} {name} expected");
+        &found[0].1
+    };
 
     let deploy = one("Deployment");
     assert_eq!(deploy["apiVersion"], "apps/v1");
@@ -470,7 +475,7 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
         .iter()
         .map(|p| (p["name"].as_str().unwrap(), p["containerPort"].as_u64().unwrap()))
         .collect();
-    assert_eq!(ports, [("grpc", 50051), ("admin", 9090)]);
+    assert_eq!(ports, [("grpc", 50051), ("admin", 9090), ("webhook", 8080)]);
     let env = c["env"].as_array().unwrap();
     let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}"));
     let key = &var("CALLBOT_API_KEY")["valueFrom"]["secretKeyRef"];
@@ -482,12 +487,28 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(pre_stop > 0 && pre_stop + grace < termination, "{pre_stop} + {grace} < {termination}");
 
-    let svc = one("Service");
+    // The call events: the receiver on, its secret from a Secret, the store on the three-node
+    // JetStream below with three copies.
+    assert_eq!(var("CALLBOT_WEBHOOK_LISTEN")["value"], "0.0.0.0:8080");
+    assert!(var("CALLBOT_WEBHOOK_SECRET")["valueFrom"]["secretKeyRef"]["key"].is_string());
+    assert!(var("CALLBOT_WEBHOOK_PUBLIC_URL")["value"].as_str().unwrap().starts_with("https://"));
+    assert_eq!(var("CALLBOT_EVENTS_REPLICAS")["value"], "3");
+    let nats_urls = var("CALLBOT_EVENTS_NATS_URL")["value"].as_str().unwrap();
+    assert_eq!(nats_urls.split(',').count(), 3, "{nats_urls}");
+    let nats = one("StatefulSet");
+    assert_eq!(nats["spec"]["replicas"], 3);
+    assert_eq!(nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
+    let conf = named("ConfigMap", "callbot-nats-config")["data"]["nats.conf"].as_str().unwrap();
+    assert!(conf.contains("sync_interval: always") && conf.contains("store_dir: /data/jetstream"), "{conf}");
+    assert_eq!(named("PodDisruptionBudget", "callbot-nats")["spec"]["maxUnavailable"], 1);
+
+    let svc = named("Service", "callbot-facade");
     let ports = svc["spec"]["ports"].as_array().unwrap();
     let grpc = ports.iter().find(|p| p["name"] == "grpc").expect("a port named grpc");
     assert_eq!(grpc["appProtocol"], "grpc");
     assert_eq!(grpc["port"], 50051);
     assert!(ports.iter().any(|p| p["name"] == "admin" && p["port"] == 9090));
+    assert!(ports.iter().any(|p| p["name"] == "webhook" && p["port"] == 8080));
     let selector = &svc["spec"]["selector"];
     assert_eq!(selector, &deploy["spec"]["selector"]["matchLabels"]);
 
@@ -496,7 +517,7 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], deploy["metadata"]["name"]);
     assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
 
-    let pdb = one("PodDisruptionBudget");
+    let pdb = named("PodDisruptionBudget", "callbot-facade");
     assert_eq!(pdb["apiVersion"], "policy/v1");
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
     assert!(pdb["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 1));

@@ -1,0 +1,113 @@
+//! The call-event part of assembly: the webhook receiver's listener and the base URL to register,
+//! the event store (embedded, or NATS JetStream with `--events-nats-url`), the tenants' directory,
+//! and the event store's health.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tonic_health::ServingStatus;
+
+use super::{AppError, EVENT_STORE_SERVICE_NAME, bind};
+use crate::{
+    config::Settings,
+    events::{
+        EventStore,
+        jetstream::{JetStreamStore, NatsConfig},
+        memory::{Bounds, MemoryStore, system_clock},
+    },
+    metrics::Metrics,
+    middleware::Callers,
+    tenants::ConfiguredKey,
+    upstream::ApiKey,
+    webhook::directory::{Directory, Tenancy},
+};
+
+/// What the events part gives the application.
+pub(super) struct EventParts {
+    pub(super) webhook: Option<tokio::net::TcpListener>,
+    pub(super) webhook_base: Option<String>,
+    pub(super) events: Arc<dyn EventStore>,
+    pub(super) directory: Arc<Directory>,
+}
+
+/// Binds the receiver (when on), opens the store, builds the directory.
+pub(super) async fn build(
+    settings: &Settings,
+    callers: &Callers,
+    api_key: &ConfiguredKey,
+) -> Result<EventParts, AppError> {
+    let simulated = settings.upstream.url.is_none();
+    let webhook = match (settings.events.webhook_listen, simulated) {
+        (Some(addr), _) => Some(bind(addr).await?),
+        (None, true) => Some(bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?),
+        (None, false) => None,
+    };
+    let webhook_base = match (&settings.events.webhook_public_url, &webhook, simulated) {
+        (Some(url), _, _) => Some(url.clone()),
+        (None, Some(listener), true) => listener.local_addr().ok().map(|mut a| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{a}")
+        }),
+        _ => None,
+    };
+    let events: Arc<dyn EventStore> = match &settings.events.nats_url {
+        Some(url) => {
+            Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
+        }
+        None => Arc::new(MemoryStore::new(
+            Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
+            system_clock(),
+        )),
+    };
+    // Without a configured secret (the built-in simulator, or no receiver), tokens need only
+    // be unguessable for this process.
+    let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
+        ApiKey::new(uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string())
+    });
+    let tenancy = match &callers {
+        Callers::Tenants(table) => Tenancy::File(table.clone()),
+        _ => Tenancy::Configured(api_key.clone()),
+    };
+    let directory = Arc::new(Directory::new(secret, tenancy));
+    Ok(EventParts { webhook, webhook_base, events, directory })
+}
+
+fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
+    NatsConfig {
+        url: url.trim().to_owned(),
+        stream: events.stream.clone(),
+        creds_file: events.nats_creds.clone(),
+        user: events.nats_user.clone().zip(events.nats_password.as_ref().map(|p| p.expose().to_owned())),
+        token: events.nats_token.as_ref().map(|t| t.expose().to_owned()),
+        retention: events.retention,
+        max_events: u64::from(events.max),
+        replicas: usize::from(events.replicas),
+        nkey_file: events.nats_nkey.clone(),
+        ca_file: events.nats_ca.clone(),
+        client_cert: events.nats_tls_cert.clone().zip(events.nats_tls_key.clone()),
+    }
+}
+
+/// Keeps the event store's health status and `callbot_event_store_up` following the store.
+pub(super) fn follow_store_health(
+    events: &Arc<dyn EventStore>,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+) {
+    let Some(mut up) = events.health() else {
+        metrics.events().store_up(true);
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            let now = *up.borrow_and_update();
+            metrics.events().store_up(now);
+            let status = if now { ServingStatus::Serving } else { ServingStatus::NotServing };
+            health.set_service_status(EVENT_STORE_SERVICE_NAME, status).await;
+            if up.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,96 @@
+//! The `EventsSettings` group of the settings tree: the webhook receiver and the call-event store
+//! (the embedded one, or NATS JetStream), parsed like the rest of `config.rs`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use super::{ApiKey, ConfigError, parse_api_key, parse_duration};
+
+/// The webhook receiver (the provider's calls in) and the call-event store (README, "Call outcomes").
+#[derive(Debug, Clone, Args)]
+pub struct EventsSettings {
+    /// Where the webhook receiver listens (plain HTTP/1.1 and h2c); unset = off, except with the
+    /// built-in simulator (then on loopback, registered with it).
+    #[arg(long = "webhook-listen", env = "CALLBOT_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The secret the per-tenant URL tokens are derived from; required with --webhook-listen and a
+    /// real upstream (every replica must share it).
+    #[arg(long = "webhook-secret", env = "CALLBOT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_api_key)]
+    pub webhook_secret: Option<ApiKey>,
+    /// The base URL the provider reaches the receiver at; when set, each tenant served gets
+    /// `<base>/webhooks/callbot/<token>` registered.
+    #[arg(long = "webhook-public-url", env = "CALLBOT_WEBHOOK_PUBLIC_URL")]
+    pub webhook_public_url: Option<String>,
+    /// How long call events (and the ids that recognize a redelivery) are kept.
+    #[arg(long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Events the store keeps at most (for JetStream: the stream's max_msgs, session records included).
+    #[arg(long = "events-max", env = "CALLBOT_EVENTS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub max: u32,
+    /// A NATS server with JetStream (`nats://host:4222`, comma-separated for several) to keep the
+    /// events in, shared by every replica; unset = the embedded store (README, "Many replicas").
+    #[arg(long = "events-nats-url", env = "CALLBOT_EVENTS_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// The JetStream stream (created when missing).
+    #[arg(long = "events-stream", env = "CALLBOT_EVENTS_STREAM", default_value = "CALLBOT_EVENTS")]
+    pub stream: String,
+    /// Copies of the stream a new one is created with (3 on a three-node cluster: an acknowledged
+    /// delivery then survives the loss of one node); an existing stream's count must not be lower.
+    #[arg(long = "events-replicas", env = "CALLBOT_EVENTS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+    /// A NATS credentials file (JWT and nkey seed).
+    #[arg(long = "events-nats-creds", env = "CALLBOT_EVENTS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// NATS user (with --events-nats-password).
+    #[arg(long = "events-nats-user", env = "CALLBOT_EVENTS_NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long = "events-nats-password", env = "CALLBOT_EVENTS_NATS_PASSWORD", hide_env_values = true, requires = "nats_user", value_parser = parse_api_key)]
+    pub nats_password: Option<ApiKey>,
+    /// NATS token.
+    #[arg(long = "events-nats-token", env = "CALLBOT_EVENTS_NATS_TOKEN", hide_env_values = true, value_parser = parse_api_key)]
+    pub nats_token: Option<ApiKey>,
+    /// A file holding an NKey seed (`SU...`) to authenticate with.
+    #[arg(long = "events-nats-nkey", env = "CALLBOT_EVENTS_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM root certificates to verify the NATS servers with (TLS then required).
+    #[arg(long = "events-nats-ca", env = "CALLBOT_EVENTS_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS (mTLS), with --events-nats-tls-key.
+    #[arg(long = "events-nats-tls-cert", env = "CALLBOT_EVENTS_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of --events-nats-tls-cert.
+    #[arg(long = "events-nats-tls-key", env = "CALLBOT_EVENTS_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+impl EventsSettings {
+    pub(super) fn check(&mut self, real_upstream: bool) -> Result<(), ConfigError> {
+        if self.retention.is_zero() {
+            return Err(ConfigError::ZeroRetention);
+        }
+        if self.webhook_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            self.webhook_secret = None;
+        }
+        if self.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            self.nats_url = None;
+        }
+        self.stream = self.stream.trim().to_owned();
+        let stream = &self.stream;
+        if stream.is_empty() || stream.chars().any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c)) {
+            return Err(ConfigError::BadEventsStream);
+        }
+        if real_upstream && self.webhook_listen.is_some() && self.webhook_secret.is_none() {
+            return Err(ConfigError::MissingWebhookSecret);
+        }
+        self.webhook_public_url = match self.webhook_public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(_) => return Err(ConfigError::BadWebhookPublicUrl),
+        };
+        Ok(())
+    }
+}
