@@ -222,8 +222,7 @@ impl Application {
     /// The receiver URL the provider is to post the configured tenant's calls to (its path holds
     /// the tenant's secret token), when the receiver is on.
     pub fn webhook_url(&self) -> Option<String> {
-        let addr = self.webhook_addr()?;
-        Some(format!("http://{addr}/webhooks/callbot/{}", self.directory.token(DEFAULT_TENANT)))
+        self.webhook_url_of(DEFAULT_TENANT)
     }
 
     /// The receiver URL of a tenant of the tenants file, when the receiver is on.
