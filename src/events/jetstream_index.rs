@@ -1,22 +1,22 @@
 //! What the JetStream store keeps in memory on every replica: the subjects and the JSON of its
 //! messages, and the attribution index (session records and calls) built by consuming the stream.
 //!
-//! The attribution rules are the embedded store's (`memory.rs`): a fact without a session id gets
-//! the session of its call when known, else (live states only) the one open session of the tenant
-//! holding the number. The appending replica decides with its index and writes the result into
+//! The attribution rules and index are the embedded store's (`attribution.rs`): a fact without a
+//! session id gets the session of its call when known, else (live states only) the one open
+//! session of the tenant holding the number. The appending replica decides with its index and writes the result into
 //! the message (session and attempt); every replica applies the stored messages in stream order,
 //! so their indexes converge. Two replicas attributing two new calls of one contact at the same
 //! instant may give both the same attempt number (the index is eventually consistent).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{CallEvent, CallOutcome, Cursor, Fact, NewEvent, SessionRecord, TenantId};
+use super::{
+    CallEvent, CallOutcome, Cursor, Fact, NewEvent, SessionRecord, TenantId,
+    attribution::{Attribution, FactRef},
+};
 use crate::domain::national;
 
 /// The stream subjects.
@@ -168,84 +168,42 @@ impl WireSession {
     }
 }
 
-struct Contact {
-    national: Box<str>,
-    /// The highest attempt number seen to it.
-    dialled: u32,
-    finished: bool,
-}
-
-struct Entry {
-    record: SessionRecord,
-    contacts: Vec<Contact>,
-    by_number: HashMap<Box<str>, usize>,
-}
-
-type Key = (TenantId, Arc<str>);
-
-/// The attribution index: bounded by the retention window and by `--events-max` calls
-/// (and twice as many session contacts), as the embedded store.
+/// The attribution index (`attribution.rs`, as the embedded store's), fed in stream order:
+/// bounded by the retention window, `--events-max` calls and twice as many session contacts.
 pub(crate) struct Index {
-    retention_ms: u64,
-    max: usize,
-    sessions: HashMap<Key, Entry>,
-    sessions_order: VecDeque<(Key, u64)>,
-    contacts: usize,
-    calls: HashMap<Key, (Arc<str>, u32)>,
-    calls_order: VecDeque<(Key, u64)>,
-    open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    attribution: Attribution,
     /// The last stream sequence applied by the consumer.
     pub(crate) applied: u64,
 }
 
+fn fact_ref<'a>(
+    tenant: &'a TenantId,
+    call_id: &'a str,
+    phone_national: &'a str,
+    fact: Fact,
+    outcome: CallOutcome,
+) -> FactRef<'a> {
+    FactRef { tenant, call_id, phone_national, fact, outcome }
+}
+
 impl Index {
     pub(crate) fn new(retention_ms: u64, max: usize) -> Self {
-        Index {
-            retention_ms,
-            max: max.max(1),
-            sessions: HashMap::new(),
-            sessions_order: VecDeque::new(),
-            contacts: 0,
-            calls: HashMap::new(),
-            calls_order: VecDeque::new(),
-            open: HashMap::new(),
-            applied: 0,
-        }
+        Index { attribution: Attribution::new(retention_ms, max, max.saturating_mul(2)), applied: 0 }
     }
 
     pub(crate) fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.attribution.sessions()
     }
 
     pub(crate) fn record(&self, tenant: &TenantId, session: &str) -> Option<SessionRecord> {
-        self.sessions.get(&(tenant.clone(), Arc::from(session))).map(|e| e.record.clone())
+        self.attribution.record_of(tenant, session).cloned()
     }
 
     /// The session and attempt of a new fact (nothing changes until it is stored and applied).
     pub(crate) fn attribute(&self, e: &NewEvent) -> (Option<Arc<str>>, u32) {
         let phone = national(&e.phone);
-        let known = self.calls.get(&(e.tenant.clone(), Arc::from(e.call_id.as_str())));
-        let session: Option<Arc<str>> = if !e.session_id.is_empty() {
-            Some(Arc::from(e.session_id.as_str()))
-        } else if let Some((s, _)) = known {
-            Some(s.clone())
-        } else if e.fact != Fact::Record {
-            match self.open.get(&(e.tenant.clone(), phone.clone().into_boxed_str())) {
-                Some(list) if list.len() == 1 => Some(list[0].clone()),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let mut attempt = known.filter(|(s, _)| Some(s) == session.as_ref()).map_or(0, |(_, a)| *a);
-        if attempt == 0 {
-            if let Some(entry) = session.as_ref().and_then(|s| self.sessions.get(&(e.tenant.clone(), s.clone()))) {
-                if let Some(&i) = entry.by_number.get(phone.as_str()) {
-                    attempt = entry.contacts[i].dialled + 1;
-                }
-            }
-        }
-        (session, attempt)
+        let given = (!e.session_id.is_empty()).then(|| Arc::from(e.session_id.as_str()));
+        self.attribution.attribute(fact_ref(&e.tenant, &e.call_id, &phone, e.fact, e.outcome), given)
     }
 
     /// Applies a stored event (idempotent: the appending replica applies it at once, and again
@@ -257,89 +215,16 @@ impl Index {
         }
         let tenant: TenantId = Arc::from(w.tenant.as_str());
         let session: Arc<str> = Arc::from(w.session_id.as_str());
-        let outcome = outcome_from(&w.outcome);
-        let mut close = None;
-        if let Some(entry) = self.sessions.get_mut(&(tenant.clone(), session.clone())) {
-            if let Some(&i) = entry.by_number.get(national(&w.phone).as_str()) {
-                let contact = &mut entry.contacts[i];
-                contact.dialled = contact.dialled.max(w.attempt);
-                let final_outcome =
-                    matches!(outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
-                        || w.attempt > entry.record.redials;
-                if fact == Fact::Record && final_outcome && !contact.finished {
-                    contact.finished = true;
-                    close = Some(contact.national.clone());
-                }
-            }
-        }
-        if let Some(number) = close {
-            self.close(&tenant, &number, &session);
-        }
-        let key = (tenant, Arc::from(w.call_id.as_str()));
-        let known = self.calls.contains_key(&key);
-        if (!known || w.attempt != 0) && self.calls.insert(key.clone(), (session, w.attempt)).is_none() {
-            self.calls_order.push_back((key, now));
-        }
-        self.expire(now);
+        let phone = national(&w.phone);
+        let f = fact_ref(&tenant, &w.call_id, &phone, fact, outcome_from(&w.outcome));
+        self.attribution.apply(f, &session, w.attempt, now);
+        self.attribution.expire(now);
     }
 
     /// Applies a session record (the first one of a session counts).
     pub(crate) fn apply_session(&mut self, w: &WireSession, now: u64) {
-        let record = w.record();
-        let session: Arc<str> = Arc::from(record.session_id.as_str());
-        let key = (record.tenant.clone(), session.clone());
-        if self.sessions.contains_key(&key) {
-            return;
-        }
-        let mut contacts = Vec::with_capacity(record.contacts.len());
-        let mut by_number = HashMap::with_capacity(record.contacts.len());
-        for phone in &record.contacts {
-            let n: Box<str> = national(phone).into_boxed_str();
-            if by_number.contains_key(&n) {
-                continue;
-            }
-            by_number.insert(n.clone(), contacts.len());
-            self.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
-            contacts.push(Contact { national: n, dialled: 0, finished: false });
-        }
-        self.contacts += contacts.len();
-        self.sessions.insert(key.clone(), Entry { record, contacts, by_number });
-        self.sessions_order.push_back((key, now));
-        self.expire(now);
-    }
-
-    fn close(&mut self, tenant: &TenantId, number: &str, session: &Arc<str>) {
-        let key = (tenant.clone(), Box::<str>::from(number));
-        if let Some(list) = self.open.get_mut(&key) {
-            list.retain(|s| s != session);
-            if list.is_empty() {
-                self.open.remove(&key);
-            }
-        }
-    }
-
-    fn expire(&mut self, now: u64) {
-        let horizon = now.saturating_sub(self.retention_ms);
-        while let Some((key, at)) = self.calls_order.front() {
-            if *at >= horizon && self.calls_order.len() <= self.max {
-                break;
-            }
-            let key = key.clone();
-            self.calls_order.pop_front();
-            self.calls.remove(&key);
-        }
-        while let Some((key, at)) = self.sessions_order.front() {
-            if *at >= horizon && self.contacts <= self.max.saturating_mul(2) {
-                break;
-            }
-            let key = key.clone();
-            self.sessions_order.pop_front();
-            if let Some(entry) = self.sessions.remove(&key) {
-                self.contacts -= entry.contacts.len();
-                for c in &entry.contacts {
-                    self.close(&key.0, &c.national, &key.1);
-                }
-            }
+        if self.attribution.record(w.record(), now) {
+            self.attribution.expire(now);
         }
     }
 }

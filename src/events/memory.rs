@@ -12,6 +12,8 @@
 //! - Calls: which session and attempt each call id belongs to (at most `--events-max` / 2 calls), once known (from a record, or
 //!   from the attribution above), so the call's later facts inherit it.
 //!
+//! Sessions and calls are the attribution index (`attribution.rs`), shared with the JetStream store.
+//!
 //! One lock; an append holds it for a few hash lookups. Watchers read from the ring at their
 //! own pace (a watch channel says "something new"), so a slow watcher delays nobody: if it
 //! falls out of the window its subscription ends with `CursorExpired`.
@@ -27,8 +29,10 @@ use futures::{FutureExt as _, future::BoxFuture};
 use tokio::sync::Notify;
 
 use super::{
-    Appended, CallEvent, CallOutcome, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start,
-    StoreError, Subscription, TenantId, store::StoreStats,
+    Appended, CallEvent, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start, StoreError,
+    Subscription, TenantId,
+    attribution::{Attribution, FactRef, reserve_gently},
+    store::StoreStats,
 };
 use crate::domain::national;
 
@@ -71,25 +75,6 @@ pub(crate) struct Bounds {
     pub(crate) max_events: usize,
 }
 
-struct Contact {
-    national: Box<str>,
-    /// Distinct calls seen to it.
-    dialled: u32,
-    finished: bool,
-}
-
-struct SessionEntry {
-    record: SessionRecord,
-    session: Arc<str>,
-    contacts: Vec<Contact>,
-    by_number: HashMap<Box<str>, usize>,
-}
-
-struct CallInfo {
-    session: Arc<str>,
-    attempt: u32,
-}
-
 /// What a watcher waits on: (tenant, session; "" = every event of the tenant).
 type WaitKey = (TenantId, Arc<str>);
 
@@ -99,13 +84,8 @@ struct Inner {
     first_seq: u64,
     seen: HashSet<u64>,
     seen_order: VecDeque<(u64, u64)>,
-    calls: HashMap<u64, CallInfo>,
-    calls_order: VecDeque<(u64, u64)>,
-    sessions: HashMap<(TenantId, Arc<str>), SessionEntry>,
-    sessions_order: VecDeque<((TenantId, Arc<str>), u64)>,
-    contacts_recorded: usize,
-    /// Open sessions holding a number: (tenant, national number) -> sessions.
-    open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    /// Sessions recorded and calls known.
+    attribution: Attribution,
     /// Provider words (index 0 is "", index 1 is the overflow marker `~`).
     words: Table,
     tenants: Table,
@@ -144,12 +124,11 @@ impl MemoryStore {
             first_seq: 1,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
-            calls: HashMap::new(),
-            calls_order: VecDeque::new(),
-            sessions: HashMap::new(),
-            sessions_order: VecDeque::new(),
-            contacts_recorded: 0,
-            open: HashMap::new(),
+            attribution: Attribution::new(
+                u64::try_from(bounds.retention.as_millis()).unwrap_or(u64::MAX),
+                bounds.max_events / CALLS_PER_EVENT_DIVISOR,
+                bounds.max_events.saturating_mul(CONTACTS_PER_EVENT),
+            ),
             words: {
                 let mut t = Table::new(MAX_WORDS, "");
                 t.intern("~");
@@ -188,8 +167,8 @@ impl Shared {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn key(&self, tenant: &str, call_id: &str, fact: Option<Fact>) -> u64 {
-        self.hasher.hash_one((tenant, call_id, fact.map(|f| f as u8)))
+    fn key(&self, tenant: &str, call_id: &str, fact: Fact) -> u64 {
+        self.hasher.hash_one((tenant, call_id, fact as u8))
     }
 
     fn retention_ms(&self) -> u64 {
@@ -223,27 +202,7 @@ impl Shared {
             g.seen_order.pop_front();
             g.seen.remove(&key);
         }
-        while let Some(&(key, at)) = g.calls_order.front() {
-            if at >= horizon && g.calls_order.len() <= max / CALLS_PER_EVENT_DIVISOR {
-                break;
-            }
-            g.calls_order.pop_front();
-            g.calls.remove(&key);
-        }
-        let max_contacts = max.saturating_mul(CONTACTS_PER_EVENT);
-        while let Some((key, at)) = g.sessions_order.front() {
-            if *at >= horizon && g.contacts_recorded <= max_contacts {
-                break;
-            }
-            let key = key.clone();
-            g.sessions_order.pop_front();
-            if let Some(entry) = g.sessions.remove(&key) {
-                g.contacts_recorded -= entry.contacts.len();
-                for c in &entry.contacts {
-                    close(&mut g.open, &key.0, &c.national, &entry.session);
-                }
-            }
-        }
+        g.attribution.expire(now);
     }
 
     fn append_now(&self, e: NewEvent) -> Appended {
@@ -251,21 +210,17 @@ impl Shared {
         let mut guard = self.lock();
         let g = &mut *guard;
         self.expire(g, now);
-        let fact_key = self.key(&e.tenant, &e.call_id, Some(e.fact));
+        let fact_key = self.key(&e.tenant, &e.call_id, e.fact);
         if g.seen.contains(&fact_key) {
             g.stats.duplicates_total += 1;
             return Appended::Duplicate;
         }
-        let call_key = self.key(&e.tenant, &e.call_id, None);
         let phone_national = national(&e.phone);
-        // Which session: the delivery's; else the call's, once known; else, for a live state,
-        // the one open session of the tenant holding the number.
-        let known = g.calls.get(&call_key).map(|c| (c.session.clone(), c.attempt));
-        let session: Option<Arc<str>> = if !e.session_id.is_empty() {
-            match g.sessions.get_key_value(&(e.tenant.clone(), Arc::from(e.session_id.as_str()))) {
-                Some((key, _)) => Some(key.1.clone()),
-                // A session not created here: one shared copy of its id for all its events.
-                None => Some(match g.session_names.get(e.session_id.as_str()) {
+        // The delivery's session, as one shared copy of its id: the record's when recorded here,
+        // else the store's copy for sessions not created here.
+        let given = (!e.session_id.is_empty()).then(|| {
+            g.attribution.session_name(&e.tenant, &e.session_id).unwrap_or_else(|| {
+                match g.session_names.get(e.session_id.as_str()) {
                     Some(name) => name.clone(),
                     None => {
                         if g.session_names.len() >= self.bounds.max_events {
@@ -275,44 +230,19 @@ impl Shared {
                         g.session_names.insert(name.clone());
                         name
                     }
-                }),
-            }
-        } else if let Some((s, _)) = &known {
-            Some(s.clone())
-        } else if e.fact != Fact::Record {
-            match g.open.get(&(e.tenant.clone(), phone_national.clone().into_boxed_str())) {
-                Some(sessions) if sessions.len() == 1 => Some(sessions[0].clone()),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let mut attempt = known.as_ref().filter(|(s, _)| Some(s) == session.as_ref()).map_or(0, |(_, a)| *a);
-        if let Some(s) = &session {
-            if let Some(entry) = g.sessions.get_mut(&(e.tenant.clone(), s.clone())) {
-                if let Some(&i) = entry.by_number.get(phone_national.as_str()) {
-                    let contact = &mut entry.contacts[i];
-                    if attempt == 0 {
-                        contact.dialled += 1;
-                        attempt = contact.dialled;
-                    }
-                    let final_outcome =
-                        matches!(e.outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
-                            || (e.fact == Fact::Record && attempt > entry.record.redials);
-                    if e.fact == Fact::Record && final_outcome && !contact.finished {
-                        contact.finished = true;
-                        let national = contact.national.clone();
-                        let session = entry.session.clone();
-                        close(&mut g.open, &e.tenant, &national, &session);
-                    }
                 }
-            }
-            if (known.is_none() || attempt != 0)
-                && g.calls.insert(call_key, CallInfo { session: s.clone(), attempt }).is_none()
-            {
-                reserve_gently(&mut g.calls_order, self.bounds.max_events / CALLS_PER_EVENT_DIVISOR + 1);
-                g.calls_order.push_back((call_key, now));
-            }
+            })
+        });
+        let fact = FactRef {
+            tenant: &e.tenant,
+            call_id: &e.call_id,
+            phone_national: &phone_national,
+            fact: e.fact,
+            outcome: e.outcome,
+        };
+        let (session, attempt) = g.attribution.attribute(fact, given);
+        if let Some(s) = &session {
+            g.attribution.apply(fact, s, attempt, now);
         }
         let word = |g: &mut Inner, w: &str| -> u16 {
             u16::try_from(g.words.intern(w)).unwrap_or(1).max(u16::from(!w.is_empty()))
@@ -365,26 +295,9 @@ impl Shared {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
-        let session: Arc<str> = Arc::from(record.session_id.as_str());
-        let key = (record.tenant.clone(), session.clone());
-        if g.sessions.contains_key(&key) {
-            return;
+        if g.attribution.record(record, now) {
+            self.expire(g, now);
         }
-        let mut contacts = Vec::with_capacity(record.contacts.len());
-        let mut by_number = HashMap::with_capacity(record.contacts.len());
-        for phone in &record.contacts {
-            let n: Box<str> = national(phone).into_boxed_str();
-            if by_number.contains_key(&n) {
-                continue;
-            }
-            by_number.insert(n.clone(), contacts.len());
-            g.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
-            contacts.push(Contact { national: n, dialled: 0, finished: false });
-        }
-        g.contacts_recorded += contacts.len();
-        g.sessions.insert(key.clone(), SessionEntry { record, session, contacts, by_number });
-        g.sessions_order.push_back((key, now));
-        self.expire(g, now);
     }
 
     /// The session's record and events (two passes: which calls are the session's, then every
@@ -394,7 +307,7 @@ impl Shared {
         let mut guard = self.lock();
         let g = &mut *guard;
         self.expire(g, now);
-        let record = g.sessions.get(&(tenant.clone(), Arc::from(session_id))).map(|s| s.record.clone());
+        let record = g.attribution.record_of(tenant, session_id).cloned();
         let t = g.tenants.find(tenant);
         let calls: HashSet<&str> = g
             .events
@@ -410,26 +323,6 @@ impl Shared {
             .map(|(i, e)| e.to_event(g, self.id, g.first_seq + i as u64))
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
-    }
-}
-
-/// Takes `session` off the open sessions holding `number`.
-fn close(open: &mut HashMap<(TenantId, Box<str>), Vec<Arc<str>>>, tenant: &TenantId, number: &str, session: &Arc<str>) {
-    let key = (tenant.clone(), Box::<str>::from(number));
-    if let Some(list) = open.get_mut(&key) {
-        list.retain(|s| s != session);
-        if list.is_empty() {
-            open.remove(&key);
-        }
-    }
-}
-
-/// Grows the ring by a quarter at a time (never past `max`), rather than doubling: at the bound
-/// the ring holds at most a quarter of slack, not a half.
-fn reserve_gently<T>(ring: &mut VecDeque<T>, max: usize) {
-    if ring.len() == ring.capacity() {
-        let grow = (ring.len() / 4).max(256).min(max.saturating_sub(ring.len()).max(1));
-        ring.reserve_exact(grow);
     }
 }
 
@@ -459,7 +352,7 @@ impl EventStore for MemoryStore {
         StoreStats {
             events: g.events.len() as u64,
             ids_remembered: g.seen.len() as u64,
-            sessions: g.sessions.len() as u64,
+            sessions: g.attribution.sessions() as u64,
             ..g.stats
         }
     }

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::StreamExt as _;
 
 use super::*;
+use crate::events::CallOutcome;
 
 fn tenant(name: &str) -> TenantId {
     Arc::from(name)

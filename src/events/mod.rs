@@ -13,6 +13,7 @@
 //!
 //! No tonic here: the service converts (`convert.rs`) and classifies errors (`status.rs`).
 
+pub(crate) mod attribution;
 pub(crate) mod cursor;
 pub(crate) mod jetstream;
 pub(crate) mod jetstream_index;

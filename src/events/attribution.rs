@@ -1,0 +1,341 @@
+//! Attribution: which session, and which attempt at its contact, a call fact belongs to. One
+//! index, used by both stores (the embedded one under its lock; the JetStream one on every
+//! replica, fed in stream order).
+//!
+//! The rules, in order:
+//! 1. the session id the delivery carries;
+//! 2. else the session of the call, once known (from an earlier fact of it);
+//! 3. else, for a live state (never an end-of-call record, which the call history attributes),
+//!    the one open session of the tenant holding the number (a contact not final yet); with two
+//!    or more open sessions holding it the fact stays unattributed rather than guessed.
+//!
+//! The attempt is the call's, once known; else, for a contact of a recorded session, one more
+//! than the highest attempt seen to it. A contact is final (its session no longer "open" for it)
+//! after an end-of-call record that answered, was rejected or failed, or used the last redial.
+//!
+//! Bounds: sessions and calls are kept for the retention window, at most `max_contacts` session
+//! contacts and `max_calls` calls; the oldest go first.
+
+use std::{
+    collections::{HashMap, VecDeque, hash_map::RandomState},
+    hash::BuildHasher,
+    sync::Arc,
+};
+
+use super::{CallOutcome, Fact, SessionRecord, TenantId};
+use crate::domain::national;
+
+struct Contact {
+    national: Box<str>,
+    /// The highest attempt number seen to it.
+    dialled: u32,
+    finished: bool,
+}
+
+struct Entry {
+    record: SessionRecord,
+    contacts: Vec<Contact>,
+    by_number: HashMap<Box<str>, usize>,
+}
+
+struct Call {
+    session: Arc<str>,
+    attempt: u32,
+}
+
+type SessionKey = (TenantId, Arc<str>);
+
+/// A fact as attribution sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FactRef<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) call_id: &'a str,
+    /// The number in national form (`domain::national`).
+    pub(crate) phone_national: &'a str,
+    pub(crate) fact: Fact,
+    pub(crate) outcome: CallOutcome,
+}
+
+/// The attribution index.
+pub(crate) struct Attribution {
+    retention_ms: u64,
+    max_calls: usize,
+    max_contacts: usize,
+    hasher: RandomState,
+    sessions: HashMap<SessionKey, Entry>,
+    sessions_order: VecDeque<(SessionKey, u64)>,
+    contacts: usize,
+    /// Calls by a keyed 64-bit hash of (tenant, call id).
+    calls: HashMap<u64, Call>,
+    calls_order: VecDeque<(u64, u64)>,
+    /// Open sessions holding a number: (tenant, national number) -> sessions.
+    open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+}
+
+impl Attribution {
+    pub(crate) fn new(retention_ms: u64, max_calls: usize, max_contacts: usize) -> Self {
+        Attribution {
+            retention_ms,
+            max_calls: max_calls.max(1),
+            max_contacts: max_contacts.max(1),
+            hasher: RandomState::new(),
+            sessions: HashMap::new(),
+            sessions_order: VecDeque::new(),
+            contacts: 0,
+            calls: HashMap::new(),
+            calls_order: VecDeque::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Sessions recorded (and not expired).
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A recorded session's record.
+    pub(crate) fn record_of(&self, tenant: &TenantId, session: &str) -> Option<&SessionRecord> {
+        self.sessions.get(&(tenant.clone(), Arc::from(session))).map(|e| &e.record)
+    }
+
+    /// The shared copy of a recorded session's id (so its events share one allocation).
+    pub(crate) fn session_name(&self, tenant: &TenantId, session: &str) -> Option<Arc<str>> {
+        self.sessions.get_key_value(&(tenant.clone(), Arc::from(session))).map(|(k, _)| k.1.clone())
+    }
+
+    fn call_key(&self, tenant: &str, call_id: &str) -> u64 {
+        self.hasher.hash_one((tenant, call_id))
+    }
+
+    /// The session and attempt of a new fact; `given` is the session id its delivery carries.
+    /// Nothing changes until [`Attribution::apply`].
+    pub(crate) fn attribute(&self, f: FactRef<'_>, given: Option<Arc<str>>) -> (Option<Arc<str>>, u32) {
+        let known = self.calls.get(&self.call_key(f.tenant, f.call_id));
+        let session = given.or_else(|| known.map(|c| c.session.clone())).or_else(|| {
+            if f.fact == Fact::Record {
+                return None;
+            }
+            match self.open.get(&(f.tenant.clone(), Box::from(f.phone_national))) {
+                Some(list) if list.len() == 1 => Some(list[0].clone()),
+                _ => None,
+            }
+        });
+        let Some(s) = session else { return (None, 0) };
+        let mut attempt = known.filter(|c| c.session == s).map_or(0, |c| c.attempt);
+        if attempt == 0 {
+            if let Some(entry) = self.sessions.get(&(f.tenant.clone(), s.clone())) {
+                if let Some(&i) = entry.by_number.get(f.phone_national) {
+                    attempt = entry.contacts[i].dialled.saturating_add(1);
+                }
+            }
+        }
+        (Some(s), attempt)
+    }
+
+    /// Learns from a stored fact attributed to `session` with `attempt` (idempotent: applying a
+    /// fact twice changes nothing the second time).
+    pub(crate) fn apply(&mut self, f: FactRef<'_>, session: &Arc<str>, attempt: u32, now: u64) {
+        let mut close = None;
+        if let Some(entry) = self.sessions.get_mut(&(f.tenant.clone(), session.clone())) {
+            if let Some(&i) = entry.by_number.get(f.phone_national) {
+                let contact = &mut entry.contacts[i];
+                contact.dialled = contact.dialled.max(attempt);
+                let final_outcome =
+                    matches!(f.outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
+                        || attempt > entry.record.redials;
+                if f.fact == Fact::Record && final_outcome && !contact.finished {
+                    contact.finished = true;
+                    close = Some(contact.national.clone());
+                }
+            }
+        }
+        if let Some(number) = close {
+            close_open(&mut self.open, f.tenant, &number, session);
+        }
+        let key = self.call_key(f.tenant, f.call_id);
+        let known = self.calls.contains_key(&key);
+        if (!known || attempt != 0) && self.calls.insert(key, Call { session: session.clone(), attempt }).is_none() {
+            reserve_gently(&mut self.calls_order, self.max_calls + 1);
+            self.calls_order.push_back((key, now));
+        }
+    }
+
+    /// Records a session (its contacts open); the first record of a session counts. Whether it
+    /// was new.
+    pub(crate) fn record(&mut self, record: SessionRecord, now: u64) -> bool {
+        let session: Arc<str> = Arc::from(record.session_id.as_str());
+        let key = (record.tenant.clone(), session.clone());
+        if self.sessions.contains_key(&key) {
+            return false;
+        }
+        let mut contacts = Vec::with_capacity(record.contacts.len());
+        let mut by_number = HashMap::with_capacity(record.contacts.len());
+        for phone in &record.contacts {
+            let n: Box<str> = national(phone).into_boxed_str();
+            if by_number.contains_key(&n) {
+                continue;
+            }
+            by_number.insert(n.clone(), contacts.len());
+            self.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
+            contacts.push(Contact { national: n, dialled: 0, finished: false });
+        }
+        self.contacts += contacts.len();
+        self.sessions.insert(key.clone(), Entry { record, contacts, by_number });
+        self.sessions_order.push_back((key, now));
+        true
+    }
+
+    /// Drops what is past the retention window or over the bounds.
+    pub(crate) fn expire(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.retention_ms);
+        while let Some(&(key, at)) = self.calls_order.front() {
+            if at >= horizon && self.calls_order.len() <= self.max_calls {
+                break;
+            }
+            self.calls_order.pop_front();
+            self.calls.remove(&key);
+        }
+        while let Some((key, at)) = self.sessions_order.front() {
+            if *at >= horizon && self.contacts <= self.max_contacts {
+                break;
+            }
+            let key = key.clone();
+            self.sessions_order.pop_front();
+            if let Some(entry) = self.sessions.remove(&key) {
+                self.contacts -= entry.contacts.len();
+                for c in &entry.contacts {
+                    close_open(&mut self.open, &key.0, &c.national, &key.1);
+                }
+            }
+        }
+    }
+}
+
+/// Takes `session` off the open sessions holding `number`.
+fn close_open(
+    open: &mut HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    tenant: &TenantId,
+    number: &str,
+    session: &Arc<str>,
+) {
+    let key = (tenant.clone(), Box::<str>::from(number));
+    if let Some(list) = open.get_mut(&key) {
+        list.retain(|s| s != session);
+        if list.is_empty() {
+            open.remove(&key);
+        }
+    }
+}
+
+/// Grows a ring by a quarter at a time (never past `max`), rather than doubling: at the bound
+/// the ring holds at most a quarter of slack, not a half.
+pub(crate) fn reserve_gently<T>(ring: &mut VecDeque<T>, max: usize) {
+    if ring.len() == ring.capacity() {
+        let grow = (ring.len() / 4).max(256).min(max.saturating_sub(ring.len()).max(1));
+        ring.reserve_exact(grow);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> TenantId {
+        Arc::from("t")
+    }
+
+    fn record(session: &str, contacts: &[&str], redials: u32) -> SessionRecord {
+        SessionRecord {
+            tenant: tenant(),
+            session_id: session.into(),
+            contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
+            redials,
+            created_at_ms: 1,
+        }
+    }
+
+    fn fact<'a>(tenant: &'a TenantId, call: &'a str, phone: &'a str, fact: Fact, outcome: CallOutcome) -> FactRef<'a> {
+        FactRef { tenant, call_id: call, phone_national: phone, fact, outcome }
+    }
+
+    #[test]
+    fn a_live_state_goes_to_the_one_open_session_holding_the_number_and_attempts_count_up() {
+        let t = tenant();
+        let mut a = Attribution::new(60_000, 100, 200);
+        assert!(a.record(record("s1", &["84912345670"], 1), 1));
+        assert!(!a.record(record("s1", &["0999999999"], 0), 1), "the first record counts");
+        let n = "0912345670";
+        let ringing = fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified);
+        let (s, attempt) = a.attribute(ringing, None);
+        assert_eq!((s.as_deref(), attempt), (Some("s1"), 1));
+        let s = s.unwrap();
+        a.apply(ringing, &s, attempt, 2);
+        a.apply(ringing, &s, attempt, 2);
+        // The call's later facts inherit its attempt; the contact's next call is attempt 2.
+        assert_eq!(a.attribute(fact(&t, "c1", n, Fact::Hangup, CallOutcome::NoAnswer), None), (Some(s.clone()), 1));
+        assert_eq!(a.attribute(fact(&t, "c2", n, Fact::Ringing, CallOutcome::Unspecified), None), (Some(s.clone()), 2));
+        // A record is never guessed from the number (the call history attributes it)...
+        assert_eq!(a.attribute(fact(&t, "c9", n, Fact::Record, CallOutcome::NoAnswer), None), (None, 0));
+        // ...but inherits its call's session.
+        assert_eq!(a.attribute(fact(&t, "c1", n, Fact::Record, CallOutcome::NoAnswer), None), (Some(s.clone()), 1));
+        assert_eq!(a.record_of(&t, "s1").map(|r| r.redials), Some(1));
+        assert!(Arc::ptr_eq(&a.session_name(&t, "s1").unwrap(), &s));
+        // Another tenant's number is not this session's.
+        let other: TenantId = Arc::from("u");
+        assert_eq!(a.attribute(fact(&other, "c3", n, Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
+    }
+
+    #[test]
+    fn a_number_in_two_open_sessions_stays_unattributed_until_one_of_them_is_final() {
+        let t = tenant();
+        let mut a = Attribution::new(60_000, 100, 200);
+        a.record(record("s1", &["0912345675"], 1), 1);
+        a.record(record("s2", &["0912345675"], 0), 1);
+        let n = "0912345675";
+        assert_eq!(a.attribute(fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
+        // s2's call, attributed by its delivery, ends: no redials left, so s2 is final for it.
+        let s2: Arc<str> = Arc::from("s2");
+        let end = fact(&t, "c2", n, Fact::Record, CallOutcome::Busy);
+        let (s, attempt) = a.attribute(end, Some(s2.clone()));
+        assert_eq!((s.as_deref(), attempt), (Some("s2"), 1));
+        a.apply(end, &s2, attempt, 2);
+        assert_eq!(
+            a.attribute(fact(&t, "c3", n, Fact::Ringing, CallOutcome::Unspecified), None).0.as_deref(),
+            Some("s1")
+        );
+        // s1 has a redial: a busy first attempt leaves it open, an answered one closes it.
+        let s1: Arc<str> = Arc::from("s1");
+        a.apply(fact(&t, "c3", n, Fact::Record, CallOutcome::Busy), &s1, 1, 3);
+        assert_eq!(
+            a.attribute(fact(&t, "c4", n, Fact::Ringing, CallOutcome::Unspecified), None),
+            (Some(s1.clone()), 2)
+        );
+        a.apply(fact(&t, "c4", n, Fact::Record, CallOutcome::Answered), &s1, 2, 4);
+        assert_eq!(a.attribute(fact(&t, "c5", n, Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
+    }
+
+    #[test]
+    fn sessions_and_calls_leave_by_age_and_by_bound() {
+        let t = tenant();
+        let mut a = Attribution::new(1_000, 2, 3);
+        a.record(record("s1", &["0900000001", "0900000002"], 0), 0);
+        a.record(record("s2", &["0900000003", "0900000004"], 0), 10);
+        a.expire(10);
+        // Four contacts over a bound of three: the oldest session went, its numbers with it.
+        assert!(a.record_of(&t, "s1").is_none() && a.record_of(&t, "s2").is_some());
+        assert_eq!(a.attribute(fact(&t, "c", "0900000001", Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
+        let s2: Arc<str> = Arc::from("s2");
+        for (i, call) in ["c1", "c2", "c3"].into_iter().enumerate() {
+            a.apply(fact(&t, call, "0900000003", Fact::Ringing, CallOutcome::Unspecified), &s2, i as u32 + 1, 20);
+        }
+        a.expire(20);
+        // Three calls over a bound of two: the first is forgotten.
+        let first = fact(&t, "c1", "0999999999", Fact::Hangup, CallOutcome::NoAnswer);
+        assert_eq!(a.attribute(first, None), (None, 0));
+        assert_eq!(a.attribute(fact(&t, "c3", "0999999999", Fact::Hangup, CallOutcome::NoAnswer), None).1, 3);
+        // Past the retention window everything goes.
+        a.expire(2_000);
+        assert_eq!(a.sessions(), 0);
+        assert_eq!(a.attribute(fact(&t, "c3", "0999999999", Fact::Hangup, CallOutcome::NoAnswer), None), (None, 0));
+    }
+}
