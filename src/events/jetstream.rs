@@ -281,6 +281,7 @@ async fn follow(weak: std::sync::Weak<Shared>) {
             let now = system_clock()();
             let subject = message.subject.as_str();
             let mut index = shared.lock();
+            index.chains.note(seq, subject);
             if subject.starts_with(EVENTS_PREFIX) {
                 if let Ok(w) = serde_json::from_slice::<WireEvent>(&message.payload) {
                     index.apply_event(&w, now);

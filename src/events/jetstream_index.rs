@@ -8,7 +8,10 @@
 //! so their indexes converge. Two replicas attributing two new calls of one contact at the same
 //! instant may give both the same attempt number (the index is eventually consistent).
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -168,10 +171,100 @@ impl WireSession {
     }
 }
 
+/// Where an event's predecessors are: the stream sequence of the previous event on its subject
+/// (its session's) and on its tenant's events; 0 when there is none since `floor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub(crate) seq: u64,
+    pub(crate) prev_subject: u64,
+    pub(crate) prev_tenant: u64,
+    pub(crate) floor: u64,
+}
+
+impl Link {
+    /// Whether this event shows that a watcher missed one: an earlier event of its filter (the
+    /// session's subject, or the whole tenant's) after `mark` (the last stream sequence the
+    /// watcher's consumer delivered, or its start − 1) that never came, because it left the
+    /// stream before it was read. `None`: the chain does not reach back to `mark`.
+    pub(crate) fn reveals_gap(&self, tenant_wide: bool, mark: u64) -> Option<bool> {
+        let prev = if tenant_wide { self.prev_tenant } else { self.prev_subject };
+        if prev != 0 {
+            Some(prev > mark)
+        } else if self.floor <= mark.saturating_add(1) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// The chains of events by subject and by tenant, as the index's consumer reads the stream
+/// (every subject, in order), for the last `max` events: what makes a watcher's gap check exact
+/// (a sequence jump alone may be other sessions' events).
+pub(crate) struct Chains {
+    max: usize,
+    links: VecDeque<Link>,
+    last_subject: HashMap<Box<str>, u64>,
+    last_tenant: HashMap<Box<str>, u64>,
+    /// The chains hold every event from this sequence on.
+    floor: u64,
+    /// The last stream sequence noted.
+    seen: u64,
+}
+
+impl Chains {
+    pub(crate) fn new(max: usize) -> Self {
+        Chains {
+            max: max.max(1),
+            links: VecDeque::new(),
+            last_subject: HashMap::new(),
+            last_tenant: HashMap::new(),
+            floor: 0,
+            seen: 0,
+        }
+    }
+
+    /// Notes a stream message (any subject; in stream order).
+    pub(crate) fn note(&mut self, seq: u64, subject: &str) {
+        if seq <= self.seen {
+            return;
+        }
+        if seq != self.seen + 1 {
+            // What came between is unknown (gone before it was read): the chains restart here.
+            self.floor = seq;
+            self.last_subject.clear();
+            self.last_tenant.clear();
+        }
+        self.seen = seq;
+        let Some(rest) = subject.strip_prefix(EVENTS_PREFIX) else { return };
+        let tenant = rest.split('.').next().unwrap_or_default();
+        let prev_subject = self.last_subject.insert(Box::from(rest), seq).unwrap_or(0);
+        let prev_tenant = self.last_tenant.insert(Box::from(tenant), seq).unwrap_or(0);
+        self.links.push_back(Link { seq, prev_subject, prev_tenant, floor: self.floor });
+        while self.links.len() > self.max {
+            self.links.pop_front();
+        }
+        if self.last_subject.len() > self.max.saturating_mul(2).max(1024) {
+            // Subjects whose last event is older than every link: no event of theirs since then.
+            let front = self.links.front().map_or(seq, |l| l.seq);
+            self.last_subject.retain(|_, last| *last >= front);
+            self.last_tenant.retain(|_, last| *last >= front);
+            self.floor = self.floor.max(front);
+        }
+    }
+
+    /// The links of the event at `seq`, when still held.
+    pub(crate) fn link(&self, seq: u64) -> Option<Link> {
+        self.links.binary_search_by_key(&seq, |l| l.seq).ok().map(|i| self.links[i])
+    }
+}
+
 /// The attribution index (`attribution.rs`, as the embedded store's), fed in stream order:
 /// bounded by the retention window, `--events-max` calls and twice as many session contacts.
 pub(crate) struct Index {
     attribution: Attribution,
+    /// The events' chains (for watchers' gap checks).
+    pub(crate) chains: Chains,
     /// The last stream sequence applied by the consumer.
     pub(crate) applied: u64,
 }
@@ -188,7 +281,11 @@ fn fact_ref<'a>(
 
 impl Index {
     pub(crate) fn new(retention_ms: u64, max: usize) -> Self {
-        Index { attribution: Attribution::new(retention_ms, max, max.saturating_mul(2)), applied: 0 }
+        Index {
+            attribution: Attribution::new(retention_ms, max, max.saturating_mul(2)),
+            chains: Chains::new(max),
+            applied: 0,
+        }
     }
 
     pub(crate) fn sessions(&self) -> usize {
@@ -280,5 +377,44 @@ mod tests {
         assert_eq!(index.attribute(&live("c1", Fact::Hangup)), (session.clone(), 1));
         assert_eq!(index.attribute(&live("c2", Fact::Ringing)), (session, 2));
         assert_eq!(index.record(&tenant, "s1"), Some(record));
+    }
+
+    #[test]
+    fn chains_tell_a_missed_event_from_other_sessions_events() {
+        let t = hash16("t");
+        let (a, b) = (format!("{EVENTS_PREFIX}{t}.a"), format!("{EVENTS_PREFIX}{t}.b"));
+        let other = format!("{EVENTS_PREFIX}{}.a", hash16("u"));
+        let mut chains = Chains::new(100);
+        chains.note(1, &a);
+        for seq in 2..=50 {
+            chains.note(seq, &b);
+        }
+        chains.note(51, &format!("{SESSIONS_PREFIX}{t}.c"));
+        chains.note(52, &other);
+        chains.note(53, &a);
+        let link = chains.link(53).unwrap();
+        assert_eq!((link.prev_subject, link.prev_tenant), (1, 50));
+        // A watcher of session a that read 1 missed nothing, whatever b did in between; one that
+        // started after 1 missed nothing either; one of the whole tenant that read up to 40 did.
+        assert_eq!(link.reveals_gap(false, 1), Some(false));
+        assert_eq!(link.reveals_gap(false, 10), Some(false));
+        assert_eq!(link.reveals_gap(false, 0), Some(true), "event 1 was after the start and never came");
+        assert_eq!(link.reveals_gap(true, 40), Some(true));
+        assert_eq!(link.reveals_gap(true, 50), Some(false));
+        assert_eq!(chains.link(51), None, "session records are not events");
+        // Repeats change nothing; a jump restarts the chains (what came between is unknown).
+        chains.note(53, &b);
+        chains.note(60, &a);
+        let link = chains.link(60).unwrap();
+        assert_eq!((link.prev_subject, link.floor), (0, 60));
+        assert_eq!(link.reveals_gap(false, 59), Some(false));
+        assert_eq!(link.reveals_gap(false, 53), None, "54..59 are unknown");
+        // Only the last `max` events are held.
+        let mut small = Chains::new(3);
+        for seq in 1..=5 {
+            small.note(seq, &a);
+        }
+        assert_eq!(small.link(2), None);
+        assert_eq!(small.link(5).map(|l| l.prev_subject), Some(4));
     }
 }

@@ -1,18 +1,19 @@
 //! WatchCallEvents on JetStream: an ordered consumer filtered to the tenant's (or the session's)
 //! subject, from the watcher's start; the phone filter is applied here.
 //!
-//! JetStream silently clips a start below the stream's first sequence, and skips messages that
-//! expire before a slow consumer reads them: both are checked here against the stream's first
-//! sequence, and end the subscription with `CursorExpired` rather than a silent gap. `next` is
-//! the first stream sequence not accounted for: each message delivered advances it, and so does
-//! an idle moment when the consumer had nothing pending (up to the stream's last sequence then).
-//!
-//! The check is conservative: when the stream's first sequence passed `next` between two messages
-//! of this watcher (the whole stream turned over by `--events-max` with no idle second between),
-//! the subscription ends with `CursorExpired` even if only other subjects' messages expired; the
-//! watcher resumes from `earliest_cursor` (it may then see nothing missing).
+//! JetStream silently clips a start below the stream's first sequence: checked at the start. And
+//! it skips messages that leave the stream (by `--events-max` or the retention) before a slow
+//! consumer reads them: each message delivered is checked against the index's chains
+//! (`jetstream_index::Chains`: the previous event on the same session's subject, or of the same
+//! tenant). When that previous event came after the last one this consumer delivered, it was
+//! missed, and the subscription ends with `CursorExpired` rather than a silent gap. A sequence
+//! jump made of other sessions' events is no gap. Where the chains do not reach back (the
+//! watcher is more than `--events-max` events behind, or the index itself missed some), the check
+//! falls back to the stream's first sequence, which may end a subscription that missed nothing.
 
 use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt as _;
@@ -23,15 +24,19 @@ use crate::events::{
     jetstream_index::{EVENTS_PREFIX, WireEvent, event_subject, hash16},
 };
 
-/// After this long without a message, a caught-up watcher moves `next` to the stream's end.
+/// After this long without a message, a watcher checks the stream is still reachable.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long a watcher waits for the index to note a message it was delivered.
+const NOTED: Duration = Duration::from_secs(2);
 
 struct Reader {
     shared: Arc<Shared>,
     filter: Filter,
     messages: async_nats::jetstream::consumer::pull::Ordered,
-    next: u64,
-    caught_up: bool,
+    /// The last stream sequence this consumer delivered (its start − 1 before the first).
+    mark: u64,
+    /// The index's progress.
+    applied: watch::Receiver<u64>,
     done: bool,
 }
 
@@ -57,9 +62,9 @@ pub(super) async fn subscribe(shared: Arc<Shared>, filter: Filter, start: Start)
         ..Default::default()
     };
     let consumer = super::bounded("watch", super::ACK_TIMEOUT, shared.stream.create_consumer(config)).await?;
-    let caught_up = consumer.cached_info().num_pending == 0;
     let messages = super::bounded("watch", super::ACK_TIMEOUT, consumer.messages()).await?;
-    let reader = Reader { shared, filter, messages, next, caught_up, done: false };
+    let applied = shared.applied.subscribe();
+    let reader = Reader { shared, filter, messages, mark: next - 1, applied, done: false };
     let stream = futures::stream::unfold(reader, |mut r| async move { r.next_event().await.map(|e| (e, r)) });
     Ok(Box::pin(stream))
 }
@@ -73,11 +78,10 @@ impl Reader {
             let next = match tokio::time::timeout(IDLE, self.messages.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    if self.caught_up {
-                        match self.shared.bounds().await {
-                            Ok((_, last)) => self.next = self.next.max(last + 1),
-                            Err(e) => return self.fail(e),
-                        }
+                    // Quiet: make sure the store is still there (a consumer whose server went away
+                    // may wait in silence; the watcher then resumes elsewhere by its cursor).
+                    if let Err(e) = self.shared.bounds().await {
+                        return self.fail(e);
                     }
                     continue;
                 }
@@ -88,21 +92,14 @@ impl Reader {
                 Some(Ok(m)) => m,
             };
             let Ok(info) = message.info() else { continue };
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            self.caught_up = pending == 0;
-            // A sequence below `next` comes after an idle move (the ordered consumer never
-            // redelivers): new to this watcher. Above it: other subjects' messages, or ours that
-            // expired.
-            if seq > self.next {
-                match self.shared.bounds().await {
-                    Ok((first, _)) if first > self.next => {
-                        return self.fail(StoreError::CursorExpired { earliest: self.shared.cursor(first - 1) });
-                    }
-                    Ok(_) => {}
-                    Err(e) => return self.fail(e),
-                }
+            let seq = info.stream_sequence;
+            if seq <= self.mark {
+                continue;
             }
-            self.next = self.next.max(seq + 1);
+            if let Err(e) = self.check_gap(seq).await {
+                return self.fail(e);
+            }
+            self.mark = seq;
             let Ok(wire) = serde_json::from_slice::<WireEvent>(&message.payload) else { continue };
             if !matches(&self.filter, &wire) {
                 continue;
@@ -111,6 +108,26 @@ impl Reader {
                 return Some(Ok(event));
             }
         }
+    }
+
+    /// `CursorExpired` when the message at `seq` shows an earlier one of this filter was missed.
+    async fn check_gap(&mut self, seq: u64) -> Result<(), StoreError> {
+        if seq == self.mark + 1 {
+            return Ok(());
+        }
+        let noted = tokio::time::timeout(NOTED, self.applied.wait_for(|a| *a >= seq)).await.is_ok_and(|r| r.is_ok());
+        let link = if noted { self.shared.lock().chains.link(seq) } else { None };
+        let tenant_wide = self.filter.session_id.is_empty();
+        let known = link.and_then(|l| l.reveals_gap(tenant_wide, self.mark));
+        if known == Some(false) {
+            return Ok(());
+        }
+        let (first, _) = self.shared.bounds().await?;
+        // Without the chains: whether anything left the stream after `mark`.
+        if known == Some(true) || first > self.mark + 1 {
+            return Err(StoreError::CursorExpired { earliest: self.shared.cursor(first - 1) });
+        }
+        Ok(())
     }
 
     fn fail(&mut self, e: StoreError) -> Option<Result<crate::events::CallEvent, StoreError>> {

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -587,4 +588,87 @@ async fn nats_credentials_and_tls_are_used_and_wrong_ones_refuse_the_start() {
     assert!(why.contains("NATS"), "without the CA the server's certificate is not trusted: {why}");
     let why = start_result(nats.url(), |s| s.events.nats_ca = Some("/nonexistent/ca.pem".into())).await.unwrap_err();
     assert!(why.contains("--events-nats-ca /nonexistent/ca.pem"), "{why}");
+}
+
+fn record_of(call: &str, session: &str, to: &str, hangup_cause: &str) -> Value {
+    json!({"transaction_id": call, "autocall_id": session, "direction": "outbound", "destination_number": to,
+        "disposition": "NO ANSWER", "hangup_cause": hangup_cause, "bill_sec": "0", "duration": 30,
+        "last_updated_date": 1_764_590_100_000u64, "recording_file": ""})
+}
+
+/// Posts `n` end-of-call records of `session` (calls `<prefix>-<i>`), `at_once` at a time, all 204.
+async fn post_records(url: &str, prefix: &str, session: &str, n: usize, at_once: usize, hangup_cause: &str) {
+    let http = reqwest::Client::new();
+    let posts = (0..n).map(|i| {
+        let (http, body) = (http.clone(), record_of(&format!("{prefix}-{i}"), session, "0912345675", hangup_cause));
+        async move { http.post(url).json(&body).send().await.unwrap().status().as_u16() }
+    });
+    let answers: Vec<u16> = futures::stream::iter(posts).buffer_unordered(at_once).collect().await;
+    assert!(answers.iter().all(|a| *a == 204), "{answers:?}");
+}
+
+#[tokio::test]
+async fn a_session_watcher_goes_on_while_other_sessions_turn_the_stream_over() {
+    let nats = Nats::start().await;
+    let a = replica(&nats, |s| s.events.max = 100).await;
+    let url = a.webhook.clone().unwrap();
+    let request = pb::WatchCallEventsRequest { session_id: "quiet".into(), ..Default::default() };
+    let mut quiet = a.client.clone().watch_call_events(request).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    post_records(&url, "q-1", "quiet", 1, 1, "NORMAL_CLEARING").await;
+    assert_eq!(read_events(&mut quiet, 1).await[0].call_id, "q-1-0");
+    // 300 events of another session, one at a time (so the facade's own index reads each before
+    // it leaves): the stream (100 at most) turns over three times, and nothing of "quiet" leaves
+    // it unread, so no CURSOR_EXPIRED. (A sequence jump alone said otherwise.)
+    post_records(&url, "busy", "busy", 300, 1, "NORMAL_CLEARING").await;
+    post_records(&url, "q-2", "quiet", 1, 1, "NORMAL_CLEARING").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), quiet.message()).await.expect("within 5 s");
+    assert_eq!(next.expect("no CURSOR_EXPIRED").expect("open").event.unwrap().call_id, "q-2-0");
+}
+
+#[tokio::test]
+async fn a_watcher_too_slow_for_the_stream_ends_with_cursor_expired_mid_stream_and_resumes_from_the_earliest() {
+    let nats = Nats::start().await;
+    let a = replica(&nats, |s| s.events.max = 20).await;
+    let url = a.webhook.clone().unwrap();
+    // Small HTTP/2 windows, and ~4 KiB events: what the facade and this client can hold unread is
+    // a few hundred events, so most of the 1,500 below leave the stream before it reads them.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    let request = pb::WatchCallEventsRequest { session_id: "slow".into(), ..Default::default() };
+    let mut slow = client.watch_call_events(request).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cause = "X".repeat(4096);
+    post_records(&url, "s", "slow", 1, 1, &cause).await;
+    let first = read_events(&mut slow, 1).await.remove(0);
+    assert_eq!(first.call_id, "s-0");
+    post_records(&url, "t", "slow", 1500, 16, &cause).await;
+    // It reads on: what was held comes in stream order, then the gap is an error, never skipped.
+    let mut got = vec![first];
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(5), slow.message()).await.expect("within 5 s") {
+            Ok(Some(m)) => got.push(m.event.unwrap()),
+            Ok(None) => panic!("the stream ended without an error after {} events", got.len()),
+            Err(e) => break e,
+        }
+    };
+    assert!(got.len() < 1501, "some events left the stream unread");
+    assert_status(&err, Code::OutOfRange, "CURSOR_EXPIRED");
+    assert_eq!(meta(&err, "last_cursor").as_deref(), Some(got.last().unwrap().cursor.as_str()));
+    let earliest = meta(&err, "earliest_cursor").expect("earliest_cursor");
+    // From the earliest cursor: the 20 the stream still holds, the last ones posted.
+    let request =
+        pb::WatchCallEventsRequest { session_id: "slow".into(), after_cursor: earliest, ..Default::default() };
+    let mut again = a.client.clone().watch_call_events(request).await.unwrap().into_inner();
+    let rest = read_events(&mut again, 20).await;
+    let ids: HashSet<String> = rest.iter().map(|e| e.call_id.clone()).collect();
+    assert_eq!(ids.len(), 20);
+    let sent: HashSet<String> = (0..1500).map(|i| format!("t-{i}")).collect();
+    assert!(ids.is_subset(&sent), "{ids:?}");
 }
