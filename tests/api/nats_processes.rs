@@ -1,24 +1,27 @@
 //! The JetStream event store as it is deployed: facade *processes* (the binary, spawned twice) on
 //! one real `nats-server`, sharing one upstream (a standalone simulator) and one webhook secret;
-//! processes SIGKILLed and started again.
+//! processes SIGKILLed and started again; and NATS authentication by NKey and by a creds file
+//! (operator mode: the operator, account and user JWTs are made here, signed with nkeys).
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     os::unix::process::ExitStatusExt as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
+use nkeys::KeyPair;
 use serde_json::{Value, json};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256, Sha512_256};
 use tonic::transport::Channel;
 
 use super::events::{FAST, free_addr, read_events, wait_session_done, wait_until};
-use super::nats::{Nats, from_start, live, post};
+use super::nats::{Nats, from_start, live, post, start_result};
 use super::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_callbot-facade");
@@ -427,4 +430,201 @@ async fn a_process_sigkilled_mid_burst_loses_no_delivery_it_acknowledged_and_rep
     assert!(twice.is_empty(), "seen twice: {twice:?}");
     let missing: Vec<_> = acked.iter().filter(|c| !seen.contains_key(*c)).collect();
     assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+}
+
+/// A `nats-server` with this configuration file (JetStream on, from the harness's flags).
+async fn nats_with_config(dir: &Path, conf: &str) -> Nats {
+    let path = dir.join("nats.conf");
+    std::fs::write(&path, conf).unwrap();
+    let mut nats = Nats::new(vec!["-c".into(), path.to_string_lossy().into_owned()]);
+    nats.restart().await;
+    nats
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn an_nkey_seed_file_authenticates_and_another_seed_or_a_missing_file_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = KeyPair::new_user();
+    let conf = format!("authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n", user.public_key());
+    let nats = nats_with_config(dir.path(), &conf).await;
+    let seed = user.seed().unwrap();
+    let seed_file = write(dir.path(), "user.nk", &format!("{seed}\n"));
+    let with = |path: PathBuf| move |s: &mut Settings| s.events.nats_nkey = Some(path);
+    assert_eq!(start_result(nats.url(), with(seed_file)).await, Ok(()));
+
+    let other = KeyPair::new_user().seed().unwrap();
+    let why = start_result(nats.url(), with(write(dir.path(), "other.nk", &other))).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS") && why.contains("--events-nats-url"), "{why}");
+    assert!(!why.contains('\n') && !why.contains(&other) && !why.contains(&seed), "{why}");
+    assert!(!why.contains(&other[2..20]), "no part of the seed: {why}");
+    let why = start_result(nats.url(), |_| {}).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS"), "the server requires an nkey: {why}");
+
+    // A file that holds no seed: refused, without echoing what it holds.
+    let garbage = "SUNOTASEEDBUTSOMETHINGSECRETLOOKING";
+    let why = start_result(nats.url(), with(write(dir.path(), "garbage.nk", garbage))).await.unwrap_err();
+    assert!(why.contains("NATS") && !why.contains('\n') && !why.contains(garbage), "{why}");
+
+    let missing = dir.path().join("absent.nk");
+    let why = start_result(nats.url(), with(missing.clone())).await.unwrap_err();
+    assert!(why.contains(&format!("--events-nats-nkey {}: ", missing.display())), "{why}");
+    assert!(!why.contains('\n'), "{why}");
+}
+
+/// Unpadded base32 (RFC 4648 alphabet), as nats-io/jwt writes a claim's `jti`.
+fn base32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0u32);
+    for &byte in data {
+        buf = (buf << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buf >> bits) & 31) as usize]));
+        }
+        buf &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buf << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// A NATS JWT v2 (nats-io/jwt `v2/claims.go`): header `{"typ":"JWT","alg":"ed25519-nkey"}`; claims
+/// `jti` (base32 of the SHA-512/256 of the claims without it), `iat`, `iss` (the signer's public
+/// key), `name`, `sub`, and `nats` (the typed part, `version: 2`); signed by `issuer` over
+/// `base64url(header).base64url(claims)`.
+fn jwt(issuer: &KeyPair, subject: &str, name: &str, mut nats: Value) -> String {
+    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut claims = json!({"iat": iat, "iss": issuer.public_key(), "name": name, "sub": subject});
+    claims["jti"] = json!(base32(&Sha512_256::digest(serde_json::to_vec(&claims).unwrap())));
+    nats["version"] = json!(2);
+    claims["nats"] = nats;
+    let header = json!({"typ": "JWT", "alg": "ed25519-nkey"});
+    let signed =
+        format!("{}.{}", b64(&serde_json::to_vec(&header).unwrap()), b64(&serde_json::to_vec(&claims).unwrap()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64(&signature))
+}
+
+/// An account's `nats` claims (`v2/account_claims.go`): no limit on anything; JetStream (memory,
+/// disk, streams, consumers unlimited) when `jetstream`.
+fn account_claims(jetstream: bool) -> Value {
+    let mut limits = json!({"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1});
+    if jetstream {
+        for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            limits[key] = json!(-1);
+        }
+    }
+    json!({"type": "account", "limits": limits, "default_permissions": {"pub": {}, "sub": {}}})
+}
+
+/// A user's `nats` claims (`v2/user_claims.go`): no permission limits.
+fn user_claims() -> Value {
+    json!({"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
+}
+
+/// A `.creds` file as `nsc generate creds` writes it.
+fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    )
+}
+
+#[test]
+fn the_jwts_made_here_have_the_v2_layout() {
+    assert_eq!(base32(b""), "");
+    assert_eq!(base32(b"f"), "MY");
+    assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+    let account = KeyPair::new_account();
+    let user = KeyPair::new_user();
+    let token = jwt(&account, &user.public_key(), "u", user_claims());
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap();
+    let header: Value = serde_json::from_slice(&decode(parts[0])).unwrap();
+    assert_eq!(header, json!({"typ": "JWT", "alg": "ed25519-nkey"}));
+    let claims: Value = serde_json::from_slice(&decode(parts[1])).unwrap();
+    assert_eq!(
+        (claims["iss"].as_str(), claims["sub"].as_str()),
+        (Some(&*account.public_key()), Some(&*user.public_key()))
+    );
+    assert_eq!((&claims["nats"]["type"], &claims["nats"]["version"]), (&json!("user"), &json!(2)));
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 52, "256 bits in base32");
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    KeyPair::from_public_key(&account.public_key()).unwrap().verify(signed.as_bytes(), &decode(parts[2])).unwrap();
+}
+
+#[tokio::test]
+async fn a_creds_file_works_on_an_operator_mode_server_and_a_user_of_another_account_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (operator, system, account) = (KeyPair::new_operator(), KeyPair::new_account(), KeyPair::new_account());
+    let op = jwt(
+        &operator,
+        &operator.public_key(),
+        "callbot-operator",
+        json!({"type": "operator", "system_account": system.public_key()}),
+    );
+    let system_jwt = jwt(&operator, &system.public_key(), "SYS", account_claims(false));
+    let account_jwt = jwt(&operator, &account.public_key(), "callbot", account_claims(true));
+    let op_file = write(dir.path(), "operator.jwt", &op);
+    let conf = format!(
+        "operator: \"{}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{system_jwt}\"\n  {}: \"{account_jwt}\"\n}}\n",
+        op_file.display(),
+        system.public_key(),
+        system.public_key(),
+        account.public_key(),
+    );
+    let nats = nats_with_config(dir.path(), &conf).await;
+
+    let user = KeyPair::new_user();
+    let user_jwt = jwt(&account, &user.public_key(), "facade", user_claims());
+    let good = write(dir.path(), "facade.creds", &creds(&user_jwt, &user.seed().unwrap()));
+    let with = |path: PathBuf| move |s: &mut Settings| s.events.nats_creds = Some(path);
+    assert_eq!(start_result(nats.url(), with(good.clone())).await, Ok(()));
+
+    // A user whose JWT another account signed (one the server does not know).
+    let (stranger, intruder) = (KeyPair::new_account(), KeyPair::new_user());
+    let intruder_jwt = jwt(&stranger, &intruder.public_key(), "intruder", user_claims());
+    let intruder_seed = intruder.seed().unwrap();
+    let bad = write(dir.path(), "intruder.creds", &creds(&intruder_jwt, &intruder_seed));
+    let why = start_result(nats.url(), with(bad)).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS"), "{why}");
+    assert!(!why.contains('\n') && !why.contains(&intruder_seed), "{why}");
+    let why = start_result(nats.url(), |_| {}).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS"), "operator mode requires a user JWT: {why}");
+    let missing = dir.path().join("absent.creds");
+    let why = start_result(nats.url(), with(missing.clone())).await.unwrap_err();
+    assert!(why.contains(&format!("--events-nats-creds {}: ", missing.display())), "{why}");
+
+    // The binary with the flag: ready, and a delivery goes through JetStream in that account.
+    let sim = TestSim::start(SimConfig::default()).await;
+    let mut facade = Facade::new(&nats.url(), &sim.url);
+    facade.arg("--events-nats-creds", &good.to_string_lossy());
+    facade.spawn().await;
+    assert_eq!(post(&facade.webhook(), &live("j-1", "ringing", "0912345670")).await, 204);
+    let got = read_events(&mut facade.watch(from_start()).await, 1).await;
+    assert_eq!(ids(&got), ["j-1/ringing"]);
+    // The stream is that account's: its user sees it, with the one event.
+    let client = async_nats::ConnectOptions::with_credentials_file(&good).await.unwrap().connect(nats.url()).await;
+    let js = async_nats::jetstream::new(client.unwrap());
+    let info = js.get_stream("CALLBOT_EVENTS").await.unwrap().get_info().await.unwrap();
+    assert_eq!(info.state.messages, 1);
+    assert!(!facade.log().contains(&user.seed().unwrap()[2..20]), "the seed is never logged");
 }
