@@ -239,6 +239,35 @@ async fn two_processes_a_delivery_to_a_reaches_a_watcher_on_b_and_a_repeat_to_bo
     }
 }
 
+/// The store-size gauges say what the stream holds, on every replica. They do not (product bug,
+/// reported, not fixed here): under JetStream `callbot_event_store_events` is set only when this
+/// very replica stores a delivery, from the count its monitor sampled up to 500 ms before; a
+/// replica that stores nothing says 0 forever, and one that stored says the count before its own
+/// last event(s). Run with `--ignored` to see it.
+#[tokio::test]
+#[ignore = "product bug: callbot_event_store_events does not follow the JetStream stream (see the doc comment)"]
+async fn the_store_events_gauge_follows_the_stream_on_every_replica() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig::default()).await;
+    let mut a = Facade::new(&nats.url(), &sim.url);
+    a.spawn().await;
+    let mut b = Facade::new(&nats.url(), &sim.url);
+    b.spawn().await;
+    for i in 0..3 {
+        assert_eq!(post(&a.webhook(), &live(&format!("g-{i}"), "ringing", "0912345670")).await, 204);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (on_a, on_b) = (a.metrics().await, b.metrics().await);
+        let gauges = [&on_a, &on_b].map(|page| metric(page, "callbot_event_store_events"));
+        if gauges == [Some(3.0); 2] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "3 events in the stream; the gauges on A and B: {gauges:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_watcher_of_a_process_sigkilled_and_started_again_resumes_by_cursor_with_no_gap_and_no_repeat() {
     let nats = Nats::start().await;
