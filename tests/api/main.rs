@@ -10,6 +10,7 @@ mod events;
 mod fault_matrix;
 mod layout;
 mod nats;
+mod nats_processes;
 mod ops;
 mod reads;
 mod server;

@@ -66,7 +66,7 @@ impl Nats {
         nats
     }
 
-    fn new(extra: Vec<String>) -> Nats {
+    pub(super) fn new(extra: Vec<String>) -> Nats {
         Nats {
             child: None,
             port: free_addr().port(),
@@ -218,12 +218,12 @@ fn follower(app: &TestApp) -> (Followed, tokio::task::JoinHandle<()>) {
     (seen, task)
 }
 
-fn live(call: &str, state: &str, to: &str) -> Value {
+pub(super) fn live(call: &str, state: &str, to: &str) -> Value {
     json!({"call_uuid": call, "state": state, "direction": "outbound", "from_number": "1900",
            "to_number": to, "hotline": "1900", "created_time": 1_764_590_000, "date_time": "2026-12-01 10:00:00"})
 }
 
-async fn post(url: &str, body: &Value) -> u16 {
+pub(super) async fn post(url: &str, body: &Value) -> u16 {
     reqwest::Client::new().post(url).json(body).send().await.unwrap().status().as_u16()
 }
 
@@ -238,7 +238,7 @@ async fn replica(nats: &Nats, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     .0
 }
 
-fn from_start() -> pb::WatchCallEventsRequest {
+pub(super) fn from_start() -> pb::WatchCallEventsRequest {
     pb::WatchCallEventsRequest { from_start: true, ..Default::default() }
 }
 
@@ -544,7 +544,7 @@ async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_n
 }
 
 /// What `Application::build` says for these settings on `nats` (`Ok` = it started).
-async fn start_result(nats_url: String, adjust: impl FnOnce(&mut Settings)) -> Result<(), String> {
+pub(super) async fn start_result(nats_url: String, adjust: impl FnOnce(&mut Settings)) -> Result<(), String> {
     let mut settings = Settings::for_tests();
     settings.events.nats_url = Some(nats_url);
     adjust(&mut settings);
