@@ -89,12 +89,28 @@ fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig 
     }
 }
 
-/// Keeps the event store's health status and `callbot_event_store_up` following the store.
+/// How often `callbot_event_store_{events,ids,sessions}` are read from the store.
+const STORE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the event store's health status, `callbot_event_store_up` and the store's size gauges
+/// following the store (the size as the store sees it: on JetStream, the whole stream, whichever
+/// replica stored its events).
 pub(super) fn follow_store_health(
     events: &Arc<dyn EventStore>,
     health: tonic_health::server::HealthReporter,
     metrics: Arc<Metrics>,
 ) {
+    let (store, gauges) = (Arc::downgrade(events), metrics.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(STORE_SIZE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            let s = store.stats();
+            gauges.events().store_size(s.events, s.ids_remembered, s.sessions);
+        }
+    });
     let Some(mut up) = events.health() else {
         metrics.events().store_up(true);
         return;

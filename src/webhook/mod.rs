@@ -117,8 +117,6 @@ async fn deliver(State(rx): State<Arc<Receiver>>, Path(token): Path<String>, req
                 %tenant, call_id = %call_id, session_id = %stored.session_id, phone = %phone,
                 fact = fact.as_str(), outcome = stored.outcome.as_str(), "call event stored"
             );
-            let s = rx.store.stats();
-            metrics.store_size(s.events, s.ids_remembered, s.sessions);
             metrics.delivery(kind, "stored");
             StatusCode::NO_CONTENT
         }
