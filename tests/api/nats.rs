@@ -672,3 +672,50 @@ async fn a_watcher_too_slow_for_the_stream_ends_with_cursor_expired_mid_stream_a
     let sent: HashSet<String> = (0..1500).map(|i| format!("t-{i}")).collect();
     assert!(ids.is_subset(&sent), "{ids:?}");
 }
+
+#[tokio::test]
+async fn a_nats_token_and_a_client_certificate_are_used_and_wrong_ones_refuse_the_start() {
+    // A token.
+    let mut nats = Nats::new(vec!["--auth".into(), "s3cret-token-1".into()]);
+    nats.restart().await;
+    assert_eq!(start_result(nats.url(), |s| s.events.nats_token = Some(ApiKey::new("s3cret-token-1"))).await, Ok(()));
+    let why = start_result(nats.url(), |s| s.events.nats_token = Some(ApiKey::new("wrong-token-2"))).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS") && !why.contains("wrong-token-2"), "{why}");
+    assert!(start_result(nats.url(), |_| {}).await.is_err(), "no token");
+    drop(nats);
+
+    // Mutual TLS: the server asks for a client certificate of its CA.
+    let pki = super::tls::Pki::new();
+    let (cert, key) = pki.ca.leaf(&["callbot-facade"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(pki.path("client.pem"), cert).unwrap();
+    std::fs::write(pki.path("client.key"), key).unwrap();
+    let rogue = super::tls::Ca::new("another CA");
+    let (rogue_cert, rogue_key) = rogue.leaf(&["callbot-facade"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(pki.path("rogue.pem"), rogue_cert).unwrap();
+    std::fs::write(pki.path("rogue.key"), rogue_key).unwrap();
+    let path = |name: &str| pki.path(name).to_string_lossy().into_owned();
+    let mut nats = Nats::new(vec![
+        "--tlsverify".into(),
+        "--tlscert".into(),
+        path("server.pem"),
+        "--tlskey".into(),
+        path("server.key"),
+        "--tlscacert".into(),
+        path("ca.pem"),
+    ]);
+    nats.restart().await;
+    let with = |cert: &str, key: &str| {
+        let (ca, cert, key) = (pki.path("ca.pem"), pki.path(cert), pki.path(key));
+        move |s: &mut Settings| {
+            s.events.nats_ca = Some(ca);
+            s.events.nats_tls_cert = Some(cert);
+            s.events.nats_tls_key = Some(key);
+        }
+    };
+    assert_eq!(start_result(nats.url(), with("client.pem", "client.key")).await, Ok(()));
+    let why = start_result(nats.url(), with("rogue.pem", "rogue.key")).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS"), "a certificate of another CA: {why}");
+    let ca = pki.path("ca.pem");
+    let why = start_result(nats.url(), |s| s.events.nats_ca = Some(ca)).await.unwrap_err();
+    assert!(why.contains("cannot connect to NATS"), "no client certificate: {why}");
+}

@@ -43,7 +43,7 @@ impl Ca {
     }
 
     /// A leaf certificate and its key (PEM), for these names, for a server or a client.
-    fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    pub(super) fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("client"));
