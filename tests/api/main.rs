@@ -91,6 +91,15 @@ impl TestSim {
         TestSim { url: url.to_owned(), stop: None, http: reqwest::Client::new() }
     }
 
+    /// A request straight to the simulator's REST API, as another client of the provider would
+    /// send it: a token fetched for `key`, then `x-api-key` and the bearer.
+    pub async fn as_client(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let auth: Value =
+            self.http.get(format!("{}/api/auth?apiKey={key}", self.url)).send().await.unwrap().json().await.unwrap();
+        let token = auth["payload"]["access_token"].as_str().expect("a token").to_owned();
+        self.http.request(method, format!("{}{path}", self.url)).header("x-api-key", key).bearer_auth(token)
+    }
+
     /// Sessions the simulator accepted, in arrival order.
     pub async fn sessions(&self) -> Vec<Value> {
         let v: Value = self.http.get(format!("{}/_sim/sessions", self.url)).send().await.unwrap().json().await.unwrap();

@@ -163,21 +163,20 @@ fn cdr(call: &str, session: &str, to: &str, disposition: &str, cause: &str, talk
 
 /// The hooks the upstream holds for the tests' key (what the facade registered).
 async fn registered_hooks(sim: &TestSim) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let auth: Value =
-        http.get(format!("{}/api/auth?apiKey={TEST_KEY}", sim.url)).send().await.unwrap().json().await.unwrap();
-    let bearer = auth["payload"]["access_token"].as_str().unwrap().to_owned();
-    let list: Value = http
-        .get(format!("{}/api/webhooks/list", sim.url))
-        .header("x-api-key", TEST_KEY)
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = sim.as_client(TEST_KEY, reqwest::Method::GET, "/api/webhooks/list").await;
+    let list: Value = request.send().await.unwrap().json().await.unwrap();
     list["payload"].as_array().unwrap().iter().map(|h| h["url"].as_str().unwrap().to_owned()).collect()
+}
+
+/// One nats-server, one simulator, and two facade processes A and B on both, started.
+async fn two_facades() -> (Nats, TestSim, Facade, Facade) {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig::default()).await;
+    let mut a = Facade::new(&nats.url(), &sim.url);
+    a.spawn().await;
+    let mut b = Facade::new(&nats.url(), &sim.url);
+    b.spawn().await;
+    (nats, sim, a, b)
 }
 
 #[tokio::test]
@@ -243,12 +242,7 @@ async fn two_processes_a_delivery_to_a_reaches_a_watcher_on_b_and_a_repeat_to_bo
 /// (they were once set only when the replica itself stored a delivery, from its count before).
 #[tokio::test]
 async fn the_store_events_gauge_follows_the_stream_on_every_replica() {
-    let nats = Nats::start().await;
-    let sim = TestSim::start(SimConfig::default()).await;
-    let mut a = Facade::new(&nats.url(), &sim.url);
-    a.spawn().await;
-    let mut b = Facade::new(&nats.url(), &sim.url);
-    b.spawn().await;
+    let (_nats, _sim, a, b) = two_facades().await;
     for i in 0..3 {
         assert_eq!(post(&a.webhook(), &live(&format!("g-{i}"), "ringing", "0912345670")).await, 204);
     }
@@ -266,12 +260,7 @@ async fn the_store_events_gauge_follows_the_stream_on_every_replica() {
 
 #[tokio::test]
 async fn a_watcher_of_a_process_sigkilled_and_started_again_resumes_by_cursor_with_no_gap_and_no_repeat() {
-    let nats = Nats::start().await;
-    let sim = TestSim::start(SimConfig::default()).await;
-    let mut a = Facade::new(&nats.url(), &sim.url);
-    a.spawn().await;
-    let mut b = Facade::new(&nats.url(), &sim.url);
-    b.spawn().await;
+    let (_nats, _sim, a, mut b) = two_facades().await;
     let url = a.webhook();
     let mut watch_b = b.watch(pb::WatchCallEventsRequest::default()).await;
     for i in 0..3 {
@@ -400,12 +389,7 @@ async fn a_session_created_on_a_with_its_deliveries_split_between_a_and_b_has_on
 
 #[tokio::test]
 async fn a_process_sigkilled_mid_burst_loses_no_delivery_it_acknowledged_and_repeats_none() {
-    let nats = Nats::start().await;
-    let sim = TestSim::start(SimConfig::default()).await;
-    let mut a = Facade::new(&nats.url(), &sim.url);
-    a.spawn().await;
-    let mut b = Facade::new(&nats.url(), &sim.url);
-    b.spawn().await;
+    let (_nats, _sim, mut a, b) = two_facades().await;
     // Four posters, each until its first failure (A gone): what was answered 204, and what was sent.
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let sent = Arc::new(Mutex::new(HashSet::new()));

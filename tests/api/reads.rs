@@ -11,20 +11,8 @@ use super::*;
 const SCORES: &str = "64915bc76a690c0edad14723";
 
 async fn upstream_ids(sim: &TestSim) -> Vec<String> {
-    let http = reqwest::Client::new();
-    let auth: Value =
-        http.get(format!("{}/api/auth?apiKey=direct", sim.url)).send().await.unwrap().json().await.unwrap();
-    let token = auth["payload"]["access_token"].as_str().unwrap().to_owned();
-    let list: Value = http
-        .get(format!("{}/api/call_bot/script/list", sim.url))
-        .header("x-api-key", "direct")
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = sim.as_client("direct", reqwest::Method::GET, "/api/call_bot/script/list").await;
+    let list: Value = request.send().await.unwrap().json().await.unwrap();
     list["payload"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
 }
 

@@ -32,22 +32,9 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> u16 {
 
 /// Starts a session on the simulator directly (as another system would), not through the facade.
 async fn create_upstream(sim: &TestSim, phone: &str) -> String {
-    let http = reqwest::Client::new();
-    let auth: Value =
-        http.get(format!("{}/api/auth?apiKey={TEST_KEY}", sim.url)).send().await.unwrap().json().await.unwrap();
-    let token = auth["payload"]["access_token"].as_str().unwrap().to_owned();
     let body = json!({"bot_script_id": "64915bc76a690c0edad14723", "contact_info": [{"phone": phone}]});
-    let answer: Value = http
-        .post(format!("{}/api/call_bot/execute_by_phone?cid=", sim.url))
-        .header("x-api-key", TEST_KEY)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = sim.as_client(TEST_KEY, reqwest::Method::POST, "/api/call_bot/execute_by_phone?cid=").await;
+    let answer: Value = request.json(&body).send().await.unwrap().json().await.unwrap();
     answer["payload"]["autocall_id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
 }
 
