@@ -72,7 +72,8 @@ impl Clock {
 pub(crate) fn date_time_vn(secs: u64) -> String {
     let t = i64::try_from(secs).unwrap_or(i64::MAX / 2) + 7 * 3600;
     let (days, sod) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm). `cli/clock.rs` has the same
+    // few lines: the simulator stands alone (tests/api/layout.rs), sharing no product code.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
