@@ -355,20 +355,7 @@ mod tests {
             created_at_ms: 1,
         };
         index.apply_session(&WireSession::new(&record), 1);
-        let live = |call: &str, fact| NewEvent {
-            tenant: tenant.clone(),
-            fact,
-            call_id: call.into(),
-            session_id: String::new(),
-            phone: "84912345670".into(),
-            outcome: CallOutcome::Unspecified,
-            occurred_at_ms: 1,
-            ring_s: 0,
-            talk_s: 0,
-            hangup_cause: String::new(),
-            disposition: String::new(),
-            has_recording: false,
-        };
+        let live = |call: &str, fact| NewEvent::live("t", call, fact, "84912345670");
         let first = live("c1", Fact::Ringing);
         let (session, attempt) = index.attribute(&first);
         assert_eq!((session.as_deref(), attempt), (Some("s1"), 1));

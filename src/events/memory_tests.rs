@@ -9,25 +9,8 @@ fn tenant(name: &str) -> TenantId {
     Arc::from(name)
 }
 
-fn live(t: &str, call: &str, fact: Fact, phone: &str) -> NewEvent {
-    NewEvent {
-        tenant: tenant(t),
-        fact,
-        call_id: call.into(),
-        session_id: String::new(),
-        phone: phone.into(),
-        outcome: CallOutcome::Unspecified,
-        occurred_at_ms: 1,
-        ring_s: 0,
-        talk_s: 0,
-        hangup_cause: String::new(),
-        disposition: String::new(),
-        has_recording: false,
-    }
-}
-
 fn record(t: &str, call: &str, session: &str, phone: &str, outcome: CallOutcome) -> NewEvent {
-    NewEvent { session_id: session.into(), outcome, ..live(t, call, Fact::Record, phone) }
+    NewEvent { session_id: session.into(), outcome, ..NewEvent::live(t, call, Fact::Record, phone) }
 }
 
 struct TestClock(Arc<AtomicU64>);
@@ -71,16 +54,16 @@ async fn take(sub: &mut Subscription, n: usize) -> Vec<CallEvent> {
 #[tokio::test]
 async fn a_fact_is_stored_once_even_after_its_event_left_the_ring() {
     let (store, _clock) = TestClock::store(4, 3600);
-    let first = stored(store.append(live("t", "c1", Fact::Ringing, "0912")).await.unwrap());
+    let first = stored(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap());
     assert_eq!((first.cursor.seq, first.id()), (1, "c1/ringing".to_owned()));
-    assert_eq!(store.append(live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
+    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
     // Another tenant's fact with the same id is another fact.
-    stored(store.append(live("u", "c1", Fact::Ringing, "0912")).await.unwrap());
+    stored(store.append(NewEvent::live("u", "c1", Fact::Ringing, "0912")).await.unwrap());
     for i in 0..5 {
-        stored(store.append(live("t", &format!("x{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(NewEvent::live("t", &format!("x{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     assert_eq!(store.stats().events, 4, "bounded by --events-max");
-    assert_eq!(store.append(live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
+    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
     let stats = store.stats();
     assert_eq!((stats.stored_total, stats.duplicates_total, stats.evicted_total), (7, 2, 3));
 }
@@ -88,12 +71,12 @@ async fn a_fact_is_stored_once_even_after_its_event_left_the_ring() {
 #[tokio::test]
 async fn repeats_are_recognized_for_the_retention_window_only() {
     let (store, clock) = TestClock::store(100, 60);
-    stored(store.append(live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
+    stored(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
     clock.advance_s(59);
-    assert_eq!(store.append(live("t", "c1", Fact::Hangup, "0912")).await.unwrap(), Appended::Duplicate);
+    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap(), Appended::Duplicate);
     clock.advance_s(2);
     assert_eq!(store.stats().events, 1);
-    let again = stored(store.append(live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
+    let again = stored(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
     assert_eq!(again.cursor.seq, 2);
     assert_eq!(store.stats().events, 1, "the first one expired");
 }
@@ -111,21 +94,21 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
     store.record_session(rec("s1", &["0912345670", "0912345675"], 1)).await.unwrap();
     store.record_session(rec("s2", &["0912345675"], 0)).await.unwrap();
     // Exactly one open session holds ...670 (written internationally by the provider).
-    let e = stored(store.append(live("t", "a", Fact::Ringing, "84912345670")).await.unwrap());
+    let e = stored(store.append(NewEvent::live("t", "a", Fact::Ringing, "84912345670")).await.unwrap());
     assert_eq!((&*e.session_id, e.attempt), ("s1", 1));
     // Two hold ...675: not attributed.
-    let e = stored(store.append(live("t", "b", Fact::Ringing, "0912345675")).await.unwrap());
+    let e = stored(store.append(NewEvent::live("t", "b", Fact::Ringing, "0912345675")).await.unwrap());
     assert_eq!(&*e.session_id, "");
     // Another tenant's number is never attributed to this tenant's session.
-    let e = stored(store.append(live("u", "z", Fact::Ringing, "0912345670")).await.unwrap());
+    let e = stored(store.append(NewEvent::live("u", "z", Fact::Ringing, "0912345670")).await.unwrap());
     assert_eq!(&*e.session_id, "");
     // The record names the session; the call's later facts inherit it.
     let e = stored(store.append(record("t", "b", "s2", "0912345675", CallOutcome::NoAnswer)).await.unwrap());
     assert_eq!((&*e.session_id, e.attempt), ("s2", 1));
-    let e = stored(store.append(live("t", "b", Fact::Hangup, "0912345675")).await.unwrap());
+    let e = stored(store.append(NewEvent::live("t", "b", Fact::Hangup, "0912345675")).await.unwrap());
     assert_eq!(&*e.session_id, "s2");
     // s2's contact is final (no redials): ...675 now has one open session, s1.
-    let e = stored(store.append(live("t", "b2", Fact::Ringing, "0912345675")).await.unwrap());
+    let e = stored(store.append(NewEvent::live("t", "b2", Fact::Ringing, "0912345675")).await.unwrap());
     assert_eq!((&*e.session_id, e.attempt), ("s1", 1));
     // The report's facts: the record, and every event of the session's calls.
     let facts = store.session(tenant("t"), "s2".into()).await.unwrap().expect("known");
@@ -140,8 +123,8 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
 async fn subscriptions_replay_resume_and_go_live_without_gap_or_repeat() {
     let (store, _clock) = TestClock::store(100, 3600);
     for i in 0..5 {
-        stored(store.append(live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
-        stored(store.append(live("u", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(NewEvent::live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(NewEvent::live("u", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     let mut all = store.subscribe(filter("t"), Start::Replay).await.unwrap();
     let first = take(&mut all, 5).await;
@@ -150,7 +133,7 @@ async fn subscriptions_replay_resume_and_go_live_without_gap_or_repeat() {
     assert_eq!(seqs, [1, 3, 5, 7, 9], "only t's, in store order");
     let mut resumed = store.subscribe(filter("t"), Start::After(first[2].cursor)).await.unwrap();
     let mut live_only = store.subscribe(filter("t"), Start::Live).await.unwrap();
-    stored(store.append(live("t", "new", Fact::Ringing, "0912")).await.unwrap());
+    stored(store.append(NewEvent::live("t", "new", Fact::Ringing, "0912")).await.unwrap());
     let got: Vec<String> = take(&mut resumed, 3).await.iter().map(CallEvent::id).collect();
     assert_eq!(got, ["c3/hangup", "c4/hangup", "new/ringing"]);
     assert_eq!(take(&mut live_only, 1).await[0].id(), "new/ringing");
@@ -158,7 +141,7 @@ async fn subscriptions_replay_resume_and_go_live_without_gap_or_repeat() {
     // A cursor of this store past its end is "live from here".
     let future = Cursor { store: store.id(), seq: 1_000 };
     let mut ahead = store.subscribe(filter("t"), Start::After(future)).await.unwrap();
-    stored(store.append(live("t", "later", Fact::Ringing, "0912")).await.unwrap());
+    stored(store.append(NewEvent::live("t", "later", Fact::Ringing, "0912")).await.unwrap());
     assert_eq!(take(&mut ahead, 1).await[0].id(), "later/ringing");
 }
 
@@ -166,7 +149,7 @@ async fn subscriptions_replay_resume_and_go_live_without_gap_or_repeat() {
 async fn cursors_from_elsewhere_or_past_the_window_are_expired_with_the_earliest() {
     let (store, _clock) = TestClock::store(3, 3600);
     for i in 0..6 {
-        stored(store.append(live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(NewEvent::live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     // Retained: 4, 5, 6. Earliest cursor = 3 (resume after it: 4 comes first).
     let earliest = Cursor { store: store.id(), seq: 3 };
@@ -181,7 +164,7 @@ async fn cursors_from_elsewhere_or_past_the_window_are_expired_with_the_earliest
     // A reader that falls out of the window ends with the error, never with a silent gap.
     let mut slow = store.subscribe(filter("t"), Start::After(Cursor { store: store.id(), seq: 4 })).await.unwrap();
     for i in 0..10 {
-        stored(store.append(live("t", &format!("d{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(NewEvent::live("t", &format!("d{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     match slow.next().await {
         Some(Err(StoreError::CursorExpired { earliest })) => assert_eq!(earliest.seq, 13),

@@ -150,6 +150,25 @@ impl NewEvent {
     pub(crate) fn id(&self) -> String {
         format!("{}/{}", self.call_id, self.fact.as_str())
     }
+
+    /// For tests: a live-state fact of `tenant`'s call to `phone`, with no session id.
+    #[cfg(test)]
+    pub(crate) fn live(tenant: &str, call: &str, fact: Fact, phone: &str) -> NewEvent {
+        NewEvent {
+            tenant: std::sync::Arc::from(tenant),
+            fact,
+            call_id: call.into(),
+            session_id: String::new(),
+            phone: phone.into(),
+            outcome: CallOutcome::Unspecified,
+            occurred_at_ms: 1,
+            ring_s: 0,
+            talk_s: 0,
+            hangup_cause: String::new(),
+            disposition: String::new(),
+            has_recording: false,
+        }
+    }
 }
 
 /// A stored event, as watchers and reports read it.
