@@ -238,8 +238,8 @@ impl Chains {
         self.seen = seq;
         let Some(rest) = subject.strip_prefix(EVENTS_PREFIX) else { return };
         let tenant = rest.split('.').next().unwrap_or_default();
-        let prev_subject = self.last_subject.insert(Box::from(rest), seq).unwrap_or(0);
-        let prev_tenant = self.last_tenant.insert(Box::from(tenant), seq).unwrap_or(0);
+        let prev_subject = swap_last(&mut self.last_subject, rest, seq);
+        let prev_tenant = swap_last(&mut self.last_tenant, tenant, seq);
         self.links.push_back(Link { seq, prev_subject, prev_tenant, floor: self.floor });
         while self.links.len() > self.max {
             self.links.pop_front();
@@ -256,6 +256,17 @@ impl Chains {
     /// The links of the event at `seq`, when still held.
     pub(crate) fn link(&self, seq: u64) -> Option<Link> {
         self.links.binary_search_by_key(&seq, |l| l.seq).ok().map(|i| self.links[i])
+    }
+}
+
+/// Sets `key`'s last sequence to `seq`; the one before (0: none). Allocates only for a new key.
+fn swap_last(map: &mut HashMap<Box<str>, u64>, key: &str, seq: u64) -> u64 {
+    match map.get_mut(key) {
+        Some(last) => std::mem::replace(last, seq),
+        None => {
+            map.insert(Box::from(key), seq);
+            0
+        }
     }
 }
 
