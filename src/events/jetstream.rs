@@ -291,8 +291,7 @@ async fn follow(weak: std::sync::Weak<Shared>) {
                     index.apply_session(&w, now);
                 }
             }
-            index.applied = index.applied.max(seq);
-            let applied = index.applied;
+            let applied = index.chains.seen();
             drop(index);
             shared.applied.send_replace(applied);
         }

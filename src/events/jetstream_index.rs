@@ -253,6 +253,11 @@ impl Chains {
         }
     }
 
+    /// The last stream sequence noted (every message the index's consumer read, in order).
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// The links of the event at `seq`, when still held.
     pub(crate) fn link(&self, seq: u64) -> Option<Link> {
         self.links.binary_search_by_key(&seq, |l| l.seq).ok().map(|i| self.links[i])
@@ -276,8 +281,6 @@ pub(crate) struct Index {
     attribution: Attribution,
     /// The events' chains (for watchers' gap checks).
     pub(crate) chains: Chains,
-    /// The last stream sequence applied by the consumer.
-    pub(crate) applied: u64,
 }
 
 fn fact_ref<'a>(
@@ -292,11 +295,7 @@ fn fact_ref<'a>(
 
 impl Index {
     pub(crate) fn new(retention_ms: u64, max: usize) -> Self {
-        Index {
-            attribution: Attribution::new(retention_ms, max, max.saturating_mul(2)),
-            chains: Chains::new(max),
-            applied: 0,
-        }
+        Index { attribution: Attribution::new(retention_ms, max, max.saturating_mul(2)), chains: Chains::new(max) }
     }
 
     pub(crate) fn sessions(&self) -> usize {
