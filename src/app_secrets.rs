@@ -8,7 +8,7 @@ use crate::{
     catalog::ScriptCatalog,
     config::Settings,
     metrics::Metrics,
-    middleware::{CallerTokens, CallerTokensError, Callers},
+    middleware::{CallerTokens, Callers},
     reload::{Reloader, Source, read_key},
     tenants::{self, ConfiguredKey, TenantTable},
     upstream::{ApiKey, UpstreamClient},
@@ -40,8 +40,10 @@ impl SecretSources {
             .clone()
             .map(|path| {
                 Source::load("caller_tokens_file", move |inputs| {
-                    let text = inputs.read(&path).map_err(|e| CallerTokensError::Read(e).to_string())?;
-                    CallerTokens::from_text(&text).map_err(|e| e.to_string())
+                    let text = inputs
+                        .read(&path)
+                        .map_err(|e| format!("--caller-tokens-file: cannot read {}: {e}", path.display()))?;
+                    CallerTokens::from_text(&text).map_err(|e| format!("--caller-tokens-file {}: {e}", path.display()))
                 })
             })
             .transpose()

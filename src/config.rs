@@ -262,6 +262,10 @@ pub struct CampaignArgs {
     /// GetSessionReport every second), then print the outcome totals.
     #[arg(long)]
     pub watch: bool,
+    /// Write the rows of the contacts the upstream refused to this CSV file (the input's header
+    /// and separator), for a re-run once fixed; their lines and reasons are printed either way.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
     /// With --watch: stop waiting after this long (exit code 2).
     #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "watch")]
     pub watch_timeout: Duration,

@@ -28,10 +28,10 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: which flag and why, not a usage screen.
-            let text = e.to_string();
-            let reason = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            eprintln!("callbot-facade: {}", reason.trim_start_matches("error: "));
+            // clap's whole message: the reason on the first line, then the missing flags, the
+            // usage line and where to read more.
+            let text = e.render().to_string();
+            eprint!("callbot-facade: {}", text.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{CliError, connect, contacts};
 use crate::{
     config::CampaignArgs,
-    domain::ScriptVariables,
+    domain::{ScriptVariables, mask_phone},
     pb::{self, create_campaign_request::Item},
 };
 
@@ -32,6 +32,8 @@ struct Tally {
     resumed: u64,
     accepted: u64,
     rejected: BTreeMap<String, u64>,
+    /// Each refused contact: (phone as sent, reason).
+    refused: Vec<(String, String)>,
     /// The ids of the sessions started by this run, for `--watch`.
     sessions: Vec<String>,
 }
@@ -49,6 +51,7 @@ impl Tally {
         self.accepted = u64::try_from(answer.contacts_total).unwrap_or_default();
         for r in answer.session.iter().flat_map(|s| &s.rejected_contacts) {
             *self.rejected.entry(r.reason.clone()).or_default() += 1;
+            self.refused.push((r.phone.clone(), r.reason.clone()));
         }
     }
 
@@ -66,6 +69,9 @@ impl Tally {
         for (reason, n) in &self.rejected {
             writeln!(out, "  {reason}: {n}")?;
         }
+        if !self.sessions.is_empty() {
+            writeln!(out, "session ids (for report --session and watch --session): {}", self.sessions.join(" "))?;
+        }
         if self.resumed > 0 {
             writeln!(
                 out,
@@ -78,25 +84,37 @@ impl Tally {
 
 /// Runs the command.
 pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
-    let mut client = None;
-    let variables = if args.check_variables {
-        let c = client.insert(connect(&args.server).await?);
-        let script = c
-            .get_script(pb::GetScriptRequest { script_id: args.script.clone() })
-            .await
-            .map_err(CliError::Rpc)?
-            .into_inner()
-            .script
-            .unwrap_or_default();
-        Some(ScriptVariables::new(script.variables.iter().map(|v| (v.field_code.as_str(), v.is_dynamic_attribute))))
-    } else {
-        None
+    let mut client = connect(&args.server).await?;
+    // The script's variables, to say before sending which required ones the file leaves out
+    // (a refusal with --check-variables, a warning without).
+    let variables = match client.get_script(pb::GetScriptRequest { script_id: args.script.clone() }).await {
+        Ok(answer) => {
+            let script = answer.into_inner().script.unwrap_or_default();
+            Some(ScriptVariables::new(script.variables.iter().map(|v| (v.field_code.as_str(), v.is_dynamic_attribute))))
+        }
+        Err(status) if args.check_variables => return Err(CliError::Rpc(status)),
+        Err(status) => {
+            eprintln!("warning: cannot check the CSV against the script's variables: {}", super::describe(&status));
+            None
+        }
     };
     let path = args.csv.clone();
-    let scan = tokio::task::spawn_blocking(move || contacts::scan(&path, variables.as_ref()))
+    let check = args.check_variables;
+    let scan = tokio::task::spawn_blocking(move || contacts::scan(&path, variables.as_ref(), check))
         .await
         .map_err(|e| CliError::Input(e.to_string()))?
         .map_err(CliError::Input)?;
+    if !scan.missing_required.is_empty() {
+        eprintln!(
+            "warning: {} has no column for the script's required variable(s) {}: their calls will read them empty \
+             (--check-variables refuses such a file)",
+            args.csv.display(),
+            scan.missing_required.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if scan.delimiter != b',' {
+        eprintln!("(columns separated by {})", contacts::separator_name(scan.delimiter));
+    }
     let derived = args.campaign_id.is_none();
     let campaign_id = args
         .campaign_id
@@ -115,10 +133,6 @@ pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
         writeln!(out, "(id derived from the file, the script and the chunk size: re-run the same command to resume)")?;
     }
     drop(out);
-    let mut client = match client {
-        Some(c) => c,
-        None => connect(&args.server).await?,
-    };
 
     let (tx, rx) = mpsc::channel(4);
     let spec = pb::CampaignSpec {
@@ -148,11 +162,42 @@ pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     tally.write(&mut out)?;
     drop(out);
+    write_refused(&args, &tally.refused)?;
     result.map_err(CliError::Rpc)?;
     // The facade ends the stream only after our side closed, so the reader is done.
     reader.join().unwrap_or_else(|_| Err("the CSV reader failed".into())).map_err(CliError::Input)?;
     if args.watch {
         super::follow::run(&mut client, tally.sessions, tally.resumed, args.watch_timeout).await?;
+    }
+    Ok(())
+}
+
+/// The refused contacts with their CSV line and reason, and with `--rejects FILE` their rows
+/// (the file's own header and separator) for a re-run once fixed.
+fn write_refused(args: &CampaignArgs, refused: &[(String, String)]) -> Result<(), CliError> {
+    if refused.is_empty() {
+        if let Some(path) = &args.rejects {
+            // An empty file with the header still says "nothing was refused" to a script.
+            contacts::write_rows(&args.csv, path, &[]).map_err(CliError::Input)?;
+        }
+        return Ok(());
+    }
+    let phones: Vec<&str> = refused.iter().map(|(p, _)| p.as_str()).collect();
+    let found = contacts::locate(&args.csv, &phones).map_err(CliError::Input)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "refused contacts (line in {}, phone, reason):", args.csv.display())?;
+    for (phone, reason) in refused {
+        match found.get(phone.as_str()) {
+            Some(line) => writeln!(out, "  line {line}: {} {reason}", mask_phone(phone))?,
+            None => writeln!(out, "  line ?: {} {reason}", mask_phone(phone))?,
+        }
+    }
+    drop(out);
+    if let Some(path) = &args.rejects {
+        let mut lines: Vec<u64> = phones.iter().filter_map(|p| found.get(*p).copied()).collect();
+        lines.sort_unstable();
+        contacts::write_rows(&args.csv, path, &lines).map_err(CliError::Input)?;
+        println!("refused rows written to {} (same columns, for a re-run once fixed)", path.display());
     }
     Ok(())
 }
@@ -192,8 +237,13 @@ impl Progress {
 
     fn chunk(&self, answer: &pb::CreateCampaignResponse, total: u64) {
         let key = answer.session.as_ref().map(|s| s.external_session_id.as_str()).unwrap_or_default();
+        let id = answer.session.as_ref().map(|s| s.id.as_str()).unwrap_or_default();
         let done = u64::try_from(answer.contacts_total).unwrap_or_default();
-        let what = if answer.resumed { "resumed" } else { "started" };
+        let what = if answer.resumed {
+            "resumed (started by an earlier run)".to_owned()
+        } else {
+            format!("started as session {id}")
+        };
         match self {
             Progress::Bar(bar) => {
                 bar.set_position(done);

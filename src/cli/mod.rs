@@ -1,5 +1,5 @@
 //! The operator commands that drive a running facade through the generated gRPC client.
-//! Every command takes `--server URL` (`CALLBOT_SERVER`, default `http://127.0.0.1:50051`),
+//! Every command takes `--server HOST:PORT` or a URL (`CALLBOT_SERVER`, default `http://127.0.0.1:50051`),
 //! exits 0 on success and 1 on an error (the facade's status described by [`describe`]:
 //! code, reason, message, field violations, session key and cursors), `campaign --watch`
 //! 2 when its `--watch-timeout` passed.
@@ -84,21 +84,49 @@ impl CliError {
     }
 }
 
-/// A client of the facade at `server`.
+/// `--server` as a URL: a bare `host:port` (as grpcurl takes it) means `http://host:port`.
+pub fn server_url(server: &str) -> String {
+    let server = server.trim();
+    if server.contains("://") { server.to_owned() } else { format!("http://{server}") }
+}
+
+/// A client of the facade at `server` (`host:port` or a URL).
 pub async fn connect(server: &str) -> Result<CallBotServiceClient<Channel>, CliError> {
-    let err = |detail: String| CliError::Connect { server: server.to_owned(), detail };
-    let endpoint = Channel::from_shared(server.to_owned()).map_err(|e| err(e.to_string()))?;
-    let channel = endpoint.connect().await.map_err(|e| err(error_chain(&e)))?;
+    let url = server_url(server);
+    let err = |detail: String| CliError::Connect { server: url.clone(), detail };
+    let endpoint =
+        Channel::from_shared(url.clone()).map_err(|e| err(format!("not a host:port or URL ({e}); {SERVER_HINT}")))?;
+    let channel = endpoint.connect().await.map_err(|e| err(connect_detail(&e)))?;
     Ok(CallBotServiceClient::new(channel))
 }
 
-/// An error and its causes on one line (tonic's transport errors say little at the top).
+/// How to point a command elsewhere; the end of every connection error.
+const SERVER_HINT: &str = "set --server HOST:PORT (or CALLBOT_SERVER) to the facade's gRPC address";
+
+/// Why a connection failed, and what to do about it.
+fn connect_detail(e: &dyn std::error::Error) -> String {
+    let chain = error_chain(e);
+    if chain.contains("Connection refused") {
+        format!(
+            "connection refused: nothing listens there. Start the facade (`callbot-facade`, gRPC on port 50051) \
+             or {SERVER_HINT}"
+        )
+    } else {
+        format!("{chain}; {SERVER_HINT}")
+    }
+}
+
+/// An error and its causes on one line, each cause once (tonic's transport errors repeat
+/// their source in their own text).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text
@@ -107,6 +135,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A status as an operator needs it: code, reason, message, then the field violations and the
 /// session key, one per line.
 pub fn describe(status: &Status) -> String {
+    // Not a gRPC answer: tonic maps a plain HTTP status (an admin port, a web server, a proxy).
+    if let Some(http) = status.message().split("mapped from HTTP status code ").nth(1) {
+        return format!(
+            "the server answered HTTP {http}, not gRPC: is --server the facade's gRPC address (port 50051 by \
+             default), not its admin port (9090) or a web server?"
+        );
+    }
     let details = status.get_error_details();
     let mut text = format!("{:?}", status.code());
     if let Some(info) = details.error_info() {

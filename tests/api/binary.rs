@@ -13,19 +13,26 @@ use super::*;
 const BIN: &str = env!("CARGO_BIN_EXE_callbot-facade");
 
 #[test]
-fn a_bad_flag_value_exits_non_zero_with_a_one_line_reason() {
-    for args in [
-        &["--upstream-timeout", "soon"][..],
-        &["--listen", "not-an-address"],
-        &["--max-concurrency", "0"],
-        &["--upstream-url", "https://api.example.com"],
-        &["--log-format", "xml"],
+fn a_bad_flag_value_exits_non_zero_with_the_reason_on_the_first_line() {
+    // Refused by clap (exit 2): the reason first, then where to read more. Refused by the
+    // settings check (exit 1): one line.
+    for (args, code, lines) in [
+        (&["--upstream-timeout", "soon"][..], 2, 3),
+        (&["--listen", "not-an-address"], 2, 3),
+        (&["--max-concurrency", "0"], 2, 3),
+        (&["--log-format", "xml"], 2, 4),
+        (&["--upstream-url", "https://api.example.com"], 1, 1),
     ] {
         let out = Command::new(BIN).args(args).env_remove("CALLBOT_API_KEY").output().unwrap();
-        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), lines, "{args:?}: {stderr}");
         assert!(stderr.starts_with("callbot-facade: "), "{args:?}: {stderr}");
+        assert!(!stderr.starts_with("callbot-facade: error:"), "{args:?}: {stderr}");
+        if code == 2 {
+            assert!(stderr.contains(&format!("'{}", args[0])), "{args:?}: the flag is named: {stderr}");
+            assert!(stderr.trim_end().ends_with("For more information, try '--help'."), "{args:?}: {stderr}");
+        }
     }
 }
 

@@ -78,10 +78,18 @@ async fn cli_campaign_streams_a_csv_with_bom_quotes_and_vietnamese_and_prints_a_
     ] {
         assert!(run.stdout.contains(want), "{want:?} not in\n{}", run.stdout);
     }
-    // Not a terminal: plain progress lines.
-    assert!(run.stderr.contains("chunk 0: c1-0 started, 2/3 contacts"), "{}", run.stderr);
-    assert!(run.stderr.contains("chunk 1: c1-1 started, 3/3 contacts"), "{}", run.stderr);
     let sessions = app.sim.sessions().await;
+    let ids: Vec<&str> = sessions.iter().map(|s| s["autocall_id"].as_str().unwrap()).collect();
+    // Not a terminal: plain progress lines, each with its session id.
+    let (first, second) = (ids[0], ids[1]);
+    assert!(run.stderr.contains(&format!("chunk 0: c1-0 started as session {first}, 2/3 contacts")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("chunk 1: c1-1 started as session {second}, 3/3 contacts")), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("session ids (for report --session and watch --session): {first} {second}\n"))
+    );
+    // The refused contact with its CSV line (the header is line 1, BOM and all).
+    assert!(run.stdout.contains("refused contacts (line in"), "{}", run.stdout);
+    assert!(run.stdout.contains("  line 4: *******999 number_dnc\n"), "{}", run.stdout);
     let keys: Vec<_> = sessions.iter().map(|s| s["ext_session_id"].as_str().unwrap()).collect();
     assert_eq!(keys, ["c1-0", "c1-1"]);
     let first = &sessions[0]["body"]["contact_info"][0];
@@ -130,10 +138,10 @@ async fn cli_campaign_reports_bad_rows_by_line_number_and_sends_nothing() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("4 bad row(s); nothing was sent"), "{}", run.stderr);
     for want in [
-        "line 3: phone: must be an optional leading '+' followed by 8 to 15 digits",
+        "line 3: phone \"09-12\": must be an optional leading '+' followed by 8 to 15 digits",
         "line 4: expected 7 columns, found 6",
-        "line 5: phone: repeats the phone of line 2",
-        "line 6: email: must be a plausible email address",
+        "line 5: phone \"0912345001\": repeats the phone of line 2",
+        "line 6: email \"not-an-email\": must be a plausible email address",
     ] {
         assert!(run.stderr.contains(want), "{want:?} not in\n{}", run.stderr);
     }

@@ -4,6 +4,7 @@
 mod binary;
 mod campaign;
 mod cli;
+mod cli_errors;
 mod cli_events;
 mod create_session;
 mod events;
