@@ -8,6 +8,16 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// `kind` of a webhook delivery.
+pub const DELIVERY_KINDS: [&str; 3] = ["live", "record", "unknown"];
+/// `answer` to a webhook delivery.
+pub const DELIVERY_ANSWERS: [&str; 7] =
+    ["stored", "duplicate", "ignored", "bad_request", "unknown_token", "too_large", "unavailable"];
+/// `result` of a call-history lookup.
+pub const LOOKUP_RESULTS: [&str; 4] = ["found", "not_found", "failed", "over_budget"];
+/// `result` of a webhook registration check.
+pub const REGISTRATION_RESULTS: [&str; 3] = ["present", "registered", "failed"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DeliveryLabels {
     kind: &'static str,
@@ -38,44 +48,68 @@ impl EventMetrics {
     /// Registers every series in `registry`.
     pub(super) fn register(registry: &mut Registry) -> Self {
         let m = EventMetrics::default();
-        registry.register(
+        super::register(
+            registry,
             "callbot_webhook_deliveries",
             "Webhook deliveries, by kind (live, record, unknown) and answer (stored, duplicate, ignored, bad_request, unknown_token, too_large, unavailable).",
             m.deliveries.clone(),
         );
-        registry.register(
+        super::register(
+            registry,
             "callbot_webhook_duplicates",
             "Webhook deliveries recognized as repeats of a stored fact.",
             m.duplicates.clone(),
         );
-        registry.register("callbot_events_stored", "Call events stored.", m.stored.clone());
-        registry.register("callbot_event_watchers", "WatchCallEvents streams open now.", m.watchers.clone());
-        registry.register("callbot_event_store_events", "Call events the store retains now.", m.store_events.clone());
-        registry.register(
+        super::register(registry, "callbot_events_stored", "Call events stored.", m.stored.clone());
+        super::register(registry, "callbot_event_watchers", "WatchCallEvents streams open now.", m.watchers.clone());
+        super::register(
+            registry,
+            "callbot_event_store_events",
+            "Call events the store retains now.",
+            m.store_events.clone(),
+        );
+        super::register(
+            registry,
             "callbot_event_store_ids",
             "Fact ids the store remembers to recognize repeats.",
             m.store_ids.clone(),
         );
-        registry.register(
+        super::register(
+            registry,
             "callbot_event_store_sessions",
             "Session records the store retains now.",
             m.store_sessions.clone(),
         );
-        registry.register(
+        super::register(
+            registry,
             "callbot_event_store_up",
             "1 while the call-event store can take and give events (always, for the embedded store; the NATS connection and stream for JetStream).",
             m.store_up.clone(),
         );
-        registry.register(
+        super::register(
+            registry,
             "callbot_call_history_lookups",
             "Sessions looked up in the call history for a record without autocall_id, by result (found, not_found, failed, over_budget).",
             m.lookups.clone(),
         );
-        registry.register(
+        super::register(
+            registry,
             "callbot_webhook_registrations",
             "Webhook registration checks with the upstream, by result (present, registered, failed).",
             m.registrations.clone(),
         );
+        // Zero series for every known label value.
+        for kind in DELIVERY_KINDS {
+            for answer in DELIVERY_ANSWERS {
+                let _ = m.deliveries.get_or_create(&DeliveryLabels { kind, answer });
+            }
+        }
+        for result in LOOKUP_RESULTS {
+            let _ = m.lookups.get_or_create(&ResultLabels { result });
+        }
+        for result in REGISTRATION_RESULTS {
+            let _ = m.registrations.get_or_create(&ResultLabels { result });
+        }
         m
     }
 

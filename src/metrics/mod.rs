@@ -11,7 +11,12 @@
 //!
 //! Label cardinality is bounded: `grpc_service`/`grpc_method` come from the methods the server
 //! registers (from the descriptor sets), anything else is `unknown`; upstream `endpoint` is one of
-//! three paths; `status` is an HTTP status or `error`.
+//! the paths in [`UPSTREAM_ENDPOINTS`]; `status` is an HTTP status or `error`.
+//!
+//! Every counter is present at 0 from the start for its known label values (the facade's
+//! methods and every code, the upstream endpoints, the secret files, the fixed words of the
+//! event metrics), so `rate()`, `increase()` and the alerts of docs/operations.md work before
+//! the first increment. The standard `process_*` metrics come from [`process`].
 
 use std::{collections::HashMap, time::Duration};
 
@@ -23,11 +28,57 @@ use prometheus_client::{
 
 mod events;
 mod methods;
+mod process;
 
 pub use events::EventMetrics;
 
 use methods::known_methods;
 pub use methods::{MethodLabels, RpcType, go_code_name};
+
+/// The upstream paths the facade calls: the `endpoint` label's values.
+pub const UPSTREAM_ENDPOINTS: [&str; 6] = [
+    "/api/auth",
+    "/api/call_bot/script/list",
+    "/api/call_bot/execute_by_phone",
+    "/api/v3/call-transaction/search",
+    "/api/webhooks/list",
+    "/api/webhooks/register",
+];
+
+/// What an upstream answer was, read as an envelope: the `outcome` label's values.
+pub const UPSTREAM_OUTCOMES: [&str; 4] = ["success", "rejected", "malformed", "http_error"];
+
+/// The secret files watched for changes: the `file` label's values.
+pub const SECRET_FILES: [&str; 3] = ["api_key_file", "caller_tokens_file", "tenants_file"];
+
+/// Every gRPC code, for the zero series of `grpc_server_handled_total`.
+const CODES: [tonic::Code; 17] = {
+    use tonic::Code::*;
+    [
+        Ok,
+        Cancelled,
+        Unknown,
+        InvalidArgument,
+        DeadlineExceeded,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        ResourceExhausted,
+        FailedPrecondition,
+        Aborted,
+        OutOfRange,
+        Unimplemented,
+        Internal,
+        Unavailable,
+        DataLoss,
+        Unauthenticated,
+    ]
+};
+
+/// Registers `metric` with `help` as written: prometheus-client appends a full stop itself.
+fn register(registry: &mut Registry, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+    registry.register(name, help.trim_end_matches('.'), metric);
+}
 
 /// The content type of [`Metrics::render`] (OpenMetrics text, which Prometheus asks for first
 /// and which the classic text parser also reads).
@@ -49,6 +100,12 @@ struct HandledLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointOutcomeLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -98,6 +155,7 @@ pub struct Metrics {
     upstream_duration: HistogramFamily<EndpointLabels>,
     upstream_retries: Family<EndpointLabels, Counter>,
     upstream_retries_refused: Family<EndpointLabels, Counter>,
+    upstream_answers: Family<EndpointOutcomeLabels, Counter>,
     token_refreshes: Counter,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -125,95 +183,121 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let started = Family::<MethodLabels, Counter>::default();
-        registry.register("grpc_server_started", "RPCs started on the server.", started.clone());
+        register(&mut registry, "grpc_server_started", "RPCs started on the server.", started.clone());
         let handled = Family::<HandledLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "grpc_server_handled",
             "RPCs completed on the server, whatever the outcome (shed and refused calls included).",
             handled.clone(),
         );
         let handling_seconds: HistogramFamily<MethodLabels> = Family::new_with_constructor(latency_histogram);
-        registry.register(
+        register(
+            &mut registry,
             "grpc_server_handling_seconds",
             "Time from the start of an RPC to its last byte (a whole stream for streaming RPCs).",
             handling_seconds.clone(),
         );
         let msg_sent = Family::<MethodLabels, Counter>::default();
-        registry.register("grpc_server_msg_sent", "gRPC messages sent by the server.", msg_sent.clone());
+        register(&mut registry, "grpc_server_msg_sent", "gRPC messages sent by the server.", msg_sent.clone());
         let msg_received = Family::<MethodLabels, Counter>::default();
-        registry.register("grpc_server_msg_received", "gRPC messages received by the server.", msg_received.clone());
+        register(
+            &mut registry,
+            "grpc_server_msg_received",
+            "gRPC messages received by the server.",
+            msg_received.clone(),
+        );
         let in_flight = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_grpc_in_flight",
             "RPCs being handled now (streams count until they end).",
             in_flight.clone(),
         );
         let upstream_requests = Family::<EndpointStatusLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_upstream_requests",
             "HTTP attempts to the callBot API, by endpoint and HTTP status (`error` when no answer came).",
             upstream_requests.clone(),
         );
         let upstream_duration: HistogramFamily<EndpointLabels> = Family::new_with_constructor(latency_histogram);
-        registry.register(
+        register(
+            &mut registry,
             "callbot_upstream_request_duration_seconds",
             "Duration of one HTTP attempt to the callBot API, body included.",
             upstream_duration.clone(),
         );
         let upstream_retries = Family::<EndpointLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_upstream_retries",
             "Upstream attempts retried after a retryable failure.",
             upstream_retries.clone(),
         );
         let upstream_retries_refused = Family::<EndpointLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_upstream_retries_refused",
             "Retryable upstream failures not retried because the retry budget was spent.",
             upstream_retries_refused.clone(),
         );
+        let upstream_answers = Family::<EndpointOutcomeLabels, Counter>::default();
+        register(
+            &mut registry,
+            "callbot_upstream_answers",
+            "Upstream answers by endpoint and what they said (success; rejected: a refusal in the envelope, HTTP 200 or 4xx; malformed; http_error: an error status without an envelope).",
+            upstream_answers.clone(),
+        );
         let token_refreshes = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_upstream_token_refreshes",
             "Access-token fetches (first use, expiry, or a 401).",
             token_refreshes.clone(),
         );
         let cache_hits = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_script_cache_hits",
             "Script-list lookups served from the cache.",
             cache_hits.clone(),
         );
         let cache_misses = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_script_cache_misses",
             "Script-list lookups that fetched from the upstream (all of them when the cache is off).",
             cache_misses.clone(),
         );
         let shed = Counter::default();
-        registry.register("callbot_shed", "RPCs refused at --max-concurrency.", shed.clone());
+        register(&mut registry, "callbot_shed", "RPCs refused at --max-concurrency.", shed.clone());
         let tenant_handled = Family::<TenantLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_tenant_handled",
             "CallBotService RPCs completed, by the caller's tenant (with --tenants-file), method and code.",
             tenant_handled.clone(),
         );
         let config_reloads = Family::<FileLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_config_reloads",
             "Secret files re-read and put in force after a change or a SIGHUP.",
             config_reloads.clone(),
         );
         let config_reload_failures = Family::<FileLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "callbot_config_reload_failures",
             "Secret files that changed but could not be used; the last good configuration stays in force.",
             config_reload_failures.clone(),
         );
         let events = EventMetrics::register(&mut registry);
+        registry.register_collector(Box::new(process::ProcessCollector));
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("callbot_build_info", "Always 1; the version is in the label.", build_info);
+        register(&mut registry, "callbot_build_info", "Always 1; the version is in the label.", build_info);
 
         let methods = known_methods();
         let unknown_method = MethodLabels {
@@ -225,6 +309,28 @@ impl Metrics {
         for labels in methods.values().filter(|l| l.grpc_service.starts_with("callbot.")) {
             let _ = started.get_or_create(labels);
             let _ = handling_seconds.get_or_create(labels);
+            let _ = msg_sent.get_or_create(labels);
+            let _ = msg_received.get_or_create(labels);
+            for code in CODES {
+                let _ = handled.get_or_create(&HandledLabels {
+                    grpc_type: labels.grpc_type,
+                    grpc_service: labels.grpc_service.clone(),
+                    grpc_method: labels.grpc_method.clone(),
+                    grpc_code: go_code_name(code),
+                });
+            }
+        }
+        for endpoint in UPSTREAM_ENDPOINTS {
+            let _ = upstream_duration.get_or_create(&EndpointLabels { endpoint });
+            let _ = upstream_retries.get_or_create(&EndpointLabels { endpoint });
+            let _ = upstream_retries_refused.get_or_create(&EndpointLabels { endpoint });
+            for outcome in UPSTREAM_OUTCOMES {
+                let _ = upstream_answers.get_or_create(&EndpointOutcomeLabels { endpoint, outcome });
+            }
+        }
+        for file in SECRET_FILES {
+            let _ = config_reloads.get_or_create(&FileLabels { file });
+            let _ = config_reload_failures.get_or_create(&FileLabels { file });
         }
         Metrics {
             registry,
@@ -240,6 +346,7 @@ impl Metrics {
             upstream_duration,
             upstream_retries,
             upstream_retries_refused,
+            upstream_answers,
             token_refreshes,
             cache_hits,
             cache_misses,
@@ -321,6 +428,11 @@ impl Metrics {
     /// A retryable failure is not retried: the retry budget is spent.
     pub fn upstream_retry_refused(&self, endpoint: &'static str) {
         self.upstream_retries_refused.get_or_create(&EndpointLabels { endpoint }).inc();
+    }
+
+    /// An upstream answer was read: `outcome` is one of [`UPSTREAM_OUTCOMES`].
+    pub fn upstream_answer(&self, endpoint: &'static str, outcome: &'static str) {
+        self.upstream_answers.get_or_create(&EndpointOutcomeLabels { endpoint, outcome }).inc();
     }
 
     /// An access token is being fetched.

@@ -191,22 +191,12 @@ fn access_log(
     let latency_us = started.elapsed().as_micros() as u64;
     match code {
         Some(code) => {
-            let name = code_name(tonic::Code::from_i32(code));
+            let name = crate::metrics::go_code_name(tonic::Code::from_i32(code));
             tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = %name, latency_us, "rpc")
         }
         None => {
-            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = "Cancelled", latency_us, "rpc (caller went away)")
+            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = "Canceled", latency_us, "rpc (caller went away)")
         }
-    }
-}
-
-/// The code's name as `tonic::Code`'s `Debug` writes it, without formatting and allocating a
-/// string per access line: grpc-go's names but for two spellings.
-fn code_name(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::Ok => "Ok",
-        tonic::Code::Cancelled => "Cancelled",
-        other => crate::metrics::go_code_name(other),
     }
 }
 
@@ -275,14 +265,6 @@ impl HttpBody for ObservedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_names_are_the_debug_names() {
-        for n in 0..=16 {
-            let code = tonic::Code::from_i32(n);
-            assert_eq!(code_name(code), format!("{code:?}"));
-        }
-    }
 
     #[test]
     fn the_framer_counts_messages_however_the_bytes_are_cut() {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::{
     ApiKey, CallContext, UpstreamClient, UpstreamError,
     envelope::{Envelope, lenient_string},
-    exchange::{decode, http_error},
+    exchange::http_error,
     retry::Idempotency,
 };
 
@@ -84,7 +84,7 @@ impl UpstreamClient {
         if answer.status == StatusCode::UNAUTHORIZED {
             return Err(http_error(&answer));
         }
-        let token = match decode::<AuthPayload>(&answer)? {
+        let token = match self.decode::<AuthPayload>(&answer)? {
             Envelope::Success(p) => p.access_token,
             Envelope::Failure { code } => {
                 return Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() });

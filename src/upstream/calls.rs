@@ -14,7 +14,6 @@ use serde_json::json;
 use super::{
     CallContext, UpstreamClient, UpstreamError,
     envelope::{Envelope, lenient_string, null_as_default},
-    exchange::decode,
     retry::Idempotency,
 };
 
@@ -210,7 +209,7 @@ impl UpstreamClient {
                     .body(body.clone())
             })
             .await?;
-        match decode::<SearchPage>(&answer)? {
+        match self.decode::<SearchPage>(&answer)? {
             Envelope::Success(page) => Ok(page.items),
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }

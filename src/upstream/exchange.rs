@@ -37,6 +37,8 @@ impl Endpoint {
 
 /// One HTTP answer, body read in full.
 pub(super) struct Answer {
+    /// The endpoint's path, for the envelope outcome's metric.
+    endpoint: &'static str,
     pub(super) status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
@@ -135,7 +137,7 @@ impl UpstreamClient {
             let started = std::time::Instant::now();
             // Sent here, not inside `receive`: an `async fn` keeps its arguments for its whole
             // life, and a request builder is a few hundred bytes per call in flight.
-            let result = match receive(request.send()).await {
+            let result = match receive(path, request.send()).await {
                 // The attempt was cut by the call's own deadline, not by the per-attempt bound.
                 Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
                     Err(UpstreamError::DeadlineExceeded)
@@ -195,6 +197,7 @@ impl UpstreamClient {
 
 /// One HTTP attempt (sent), with the body streamed in under the size cap.
 async fn receive(
+    endpoint: &'static str,
     pending: impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
 ) -> Result<Answer, UpstreamError> {
     let mut response = pending.await.map_err(UpstreamError::from_reqwest)?;
@@ -242,7 +245,7 @@ async fn receive(
         Some(only) => only,
         None => body.freeze(),
     };
-    Ok(Answer { status, headers, body })
+    Ok(Answer { endpoint, status, headers, body })
 }
 
 /// An answer with a non-success status as an error.
@@ -251,6 +254,25 @@ pub(super) fn http_error(answer: &Answer) -> UpstreamError {
         status: answer.status.as_u16(),
         retry_after: retry_after(&answer.headers),
         upstream_code: envelope::failure_code(&answer.body),
+    }
+}
+
+impl UpstreamClient {
+    /// [`decode`], counted by what the answer was (`callbot_upstream_answers_total`): an
+    /// upstream refusal comes with HTTP 200, so the HTTP status alone does not show it.
+    pub(super) fn decode<'a, T: serde::Deserialize<'a>>(
+        &self,
+        answer: &'a Answer,
+    ) -> Result<Envelope<T>, UpstreamError> {
+        let result = decode(answer);
+        let outcome = match &result {
+            Ok(Envelope::Success(_)) => "success",
+            Ok(Envelope::Failure { .. }) => "rejected",
+            Err(UpstreamError::Malformed { .. }) => "malformed",
+            Err(_) => "http_error",
+        };
+        self.metrics.upstream_answer(answer.endpoint, outcome);
+        result
     }
 }
 
@@ -322,7 +344,7 @@ mod tests {
         ];
         for (status, body, want) in rows {
             let status = StatusCode::from_u16(status).unwrap();
-            let answer = Answer { status, headers: HeaderMap::new(), body: Bytes::from(body) };
+            let answer = Answer { endpoint: "/test", status, headers: HeaderMap::new(), body: Bytes::from(body) };
             let got = match decode::<ScriptList>(&answer) {
                 Ok(Envelope::Success(_)) => Success,
                 Ok(Envelope::Failure { code }) => Failure(code),

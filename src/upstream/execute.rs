@@ -13,7 +13,6 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 use super::{
     CallContext, UpstreamClient, UpstreamError,
     envelope::{Envelope, lenient_string},
-    exchange::decode,
     retry::Idempotency,
 };
 
@@ -139,7 +138,7 @@ impl UpstreamClient {
                     .body(json.clone())
             })
             .await?;
-        match decode::<ExecutePayload>(&answer)? {
+        match self.decode::<ExecutePayload>(&answer)? {
             Envelope::Success(p) if p.autocall_id.trim().is_empty() => Err(UpstreamError::Malformed {
                 detail: "success without autocall_id".into(),
                 http_status: answer.status.as_u16(),

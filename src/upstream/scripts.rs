@@ -7,7 +7,6 @@ use serde::{Deserialize, Deserializer};
 use super::{
     CallContext, UpstreamClient, UpstreamError,
     envelope::{self, Envelope, lenient_bool, lenient_string, null_as_default},
-    exchange::decode,
     retry::Idempotency,
 };
 
@@ -67,7 +66,7 @@ impl UpstreamClient {
         let answer = self
             .call_with_token(ctx, Idempotency::Read, Method::GET, &self.endpoints.script_list, |request| request)
             .await?;
-        match decode::<ScriptList>(&answer)? {
+        match self.decode::<ScriptList>(&answer)? {
             Envelope::Success(ScriptList(list)) => Ok(list),
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }

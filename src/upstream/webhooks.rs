@@ -9,7 +9,6 @@ use serde_json::json;
 use super::{
     CallContext, UpstreamClient, UpstreamError,
     envelope::{Envelope, lenient_string},
-    exchange::decode,
     retry::Idempotency,
 };
 
@@ -46,7 +45,7 @@ impl UpstreamClient {
     pub async fn list_webhooks(&self, ctx: &CallContext) -> Result<Vec<Webhook>, UpstreamError> {
         let answer =
             self.call_with_token(ctx, Idempotency::Read, Method::GET, &self.endpoints.webhook_list, |r| r).await?;
-        match decode::<WebhookList>(&answer)? {
+        match self.decode::<WebhookList>(&answer)? {
             Envelope::Success(WebhookList(list)) => Ok(list),
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
@@ -63,7 +62,7 @@ impl UpstreamClient {
                 request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone())
             })
             .await?;
-        match decode::<serde::de::IgnoredAny>(&answer)? {
+        match self.decode::<serde::de::IgnoredAny>(&answer)? {
             Envelope::Success(_) => Ok(()),
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }

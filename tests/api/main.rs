@@ -10,6 +10,7 @@ mod create_session;
 mod events;
 mod fault_matrix;
 mod layout;
+mod metrics_docs;
 mod nats;
 mod nats_processes;
 mod ops;

@@ -393,7 +393,8 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
     assert_eq!(access["level"], "INFO");
     assert_eq!(access["trace_id"], "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(access["method"], "/callbot.v1.CallBotService/CreateSession");
-    assert_eq!(access["grpc_code"], "Ok");
+    // The same spelling as the metrics' `grpc_code` (grpc-go's).
+    assert_eq!(access["grpc_code"], "OK");
     assert!(access["latency_us"].is_u64());
     assert!(events.iter().any(|e| e["message"] == "rpc" && e["grpc_code"] == "Unauthenticated"));
     // Upstream lines carry endpoint and status, and the call's ids through its span.
