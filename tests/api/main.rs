@@ -6,6 +6,7 @@ mod campaign;
 mod cli;
 mod cli_events;
 mod create_session;
+mod drain;
 mod events;
 mod fault_matrix;
 mod layout;
