@@ -15,7 +15,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::net::TcpListener;
 
 use crate::metrics::{self, Metrics};
 
@@ -26,8 +26,13 @@ struct Admin {
     metrics: Arc<Metrics>,
 }
 
-/// Serves the admin endpoints until `stop` is notified.
-pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, metrics: Arc<Metrics>, stop: Arc<Notify>) {
+/// Serves the admin endpoints until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -47,7 +52,7 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, metrics: Arc<M
             }),
         )
         .with_state(Admin { ready, metrics });
-    let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await;
+    let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
     if let Err(e) = result {
         tracing::error!(error = %e, "admin listener failed");
     }

@@ -4,37 +4,27 @@
 
 use std::time::Duration;
 
+use http::HeaderMap;
 use tokio::time::Instant;
-use tonic::Request;
-
-/// When a call reached the facade: the middleware stamps every request with it at the moment
-/// tonic starts its own deadline timer, and the handlers anchor the caller's deadline on it.
-#[derive(Debug, Clone, Copy)]
-pub struct CallArrival(pub Instant);
 
 /// The part of a caller's deadline kept back so that our own DEADLINE_EXCEEDED answers before
 /// tonic's deadline timer (which would answer CANCELLED) fires.
 const HEADROOM_MAX: Duration = Duration::from_millis(100);
 
-/// When the call arrived: set by the middleware at the moment tonic starts its own deadline
-/// timer (now, for a call that did not come through it).
-pub fn arrival<T>(request: &Request<T>) -> Instant {
-    request.extensions().get::<CallArrival>().map_or_else(Instant::now, |a| a.0)
-}
-
-/// The caller's deadline (`grpc-timeout` from arrival) less a little headroom, so that our own
-/// DEADLINE_EXCEEDED answers before tonic's timer would answer CANCELLED; `None` without one.
-pub fn caller<T>(request: &Request<T>) -> Option<Instant> {
-    let timeout = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
+/// The caller's deadline (`grpc-timeout` from `arrival`, the moment tonic started its own timer)
+/// less a little headroom, so that our own DEADLINE_EXCEEDED answers before tonic's timer would
+/// answer CANCELLED; `None` without one. Read by the middleware, once per call.
+pub fn caller(arrival: Instant, headers: &HeaderMap) -> Option<Instant> {
+    let timeout = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
     let headroom = (timeout / 10).min(HEADROOM_MAX);
-    Some(arrival(request) + timeout.saturating_sub(headroom))
+    Some(arrival + timeout.saturating_sub(headroom))
 }
 
 /// The bound of a unary call's whole upstream exchange: `upstream_timeout` from arrival, cut by
 /// the caller's deadline.
-pub fn for_call<T>(request: &Request<T>, upstream_timeout: Duration) -> Instant {
-    let own = arrival(request) + upstream_timeout;
-    caller(request).map_or(own, |c| c.min(own))
+pub fn for_call(arrival: Instant, caller: Option<Instant>, upstream_timeout: Duration) -> Instant {
+    let own = arrival + upstream_timeout;
+    caller.map_or(own, |c| c.min(own))
 }
 
 /// The bound of one exchange inside a stream (a campaign chunk): `upstream_timeout` from now,
@@ -88,15 +78,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_earlier_deadline_wins() {
-        let mut request = Request::new(());
         let arrived = Instant::now();
-        request.extensions_mut().insert(CallArrival(arrived));
-        assert_eq!(for_call(&request, Duration::from_secs(10)), arrived + Duration::from_secs(10));
-        request.metadata_mut().insert("grpc-timeout", "2S".parse().unwrap());
+        let mut headers = HeaderMap::new();
+        let bound = |headers: &HeaderMap, upstream| for_call(arrived, caller(arrived, headers), upstream);
+        assert_eq!(bound(&headers, Duration::from_secs(10)), arrived + Duration::from_secs(10));
+        headers.insert("grpc-timeout", "2S".parse().unwrap());
         // 2 s less a tenth of it, at most 100 ms.
-        assert_eq!(for_call(&request, Duration::from_secs(10)), arrived + Duration::from_millis(1900));
-        assert_eq!(for_call(&request, Duration::from_secs(1)), arrived + Duration::from_secs(1));
-        request.metadata_mut().insert("grpc-timeout", "500m".parse().unwrap());
-        assert_eq!(caller(&request), Some(arrived + Duration::from_millis(450)));
+        assert_eq!(bound(&headers, Duration::from_secs(10)), arrived + Duration::from_millis(1900));
+        assert_eq!(bound(&headers, Duration::from_secs(1)), arrived + Duration::from_secs(1));
+        headers.insert("grpc-timeout", "500m".parse().unwrap());
+        assert_eq!(caller(arrived, &headers), Some(arrived + Duration::from_millis(450)));
     }
 }

@@ -27,7 +27,8 @@
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `metrics`, `admin`: the Prometheus registry and the admin endpoints.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
-//! - `tenants`: the tenants file: tenants, their keys by reference, the caller identities of each.
+//! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
+//!   in the middleware; the secret files kept live.
 //! - `reload`: secrets from files kept live: re-read on a change of content and on SIGHUP, the
 //!   last good value kept when a new one is bad.
 #![forbid(unsafe_code)]
@@ -52,7 +53,7 @@ pub(crate) mod service;
 pub mod simulator;
 pub(crate) mod status;
 pub mod telemetry;
-pub(crate) mod tenants;
+pub(crate) mod tenancy;
 pub(crate) mod trace_context;
 pub(crate) mod upstream;
 pub(crate) mod webhook;

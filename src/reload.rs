@@ -23,7 +23,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use crate::{config::ApiKey, metrics::Metrics};
+use crate::{domain::ApiKey, metrics::Metrics};
 
 /// Polls during which a missing file is waited for before the reload counts as failed.
 pub(crate) const MISSING_GRACE_POLLS: u32 = 5;

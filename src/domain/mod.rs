@@ -12,6 +12,7 @@
 //! - [`campaign`]: [`CampaignPlan`], the validated `CampaignSpec`, and per-chunk validation.
 //! - [`variables`]: `check_variables`, contacts against their script's variables.
 
+pub mod api_key;
 pub mod campaign;
 pub mod contact;
 pub mod fold;
@@ -19,6 +20,7 @@ pub mod phone;
 pub mod session;
 pub mod variables;
 
+pub use api_key::ApiKey;
 pub use campaign::CampaignPlan;
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone, national};

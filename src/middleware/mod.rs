@@ -7,10 +7,11 @@
 //!    request id is echoed in the response headers.
 //! 2. `observe`, the start: the call counted as started and in flight, right away so that the
 //!    refused (unauthenticated, shed) calls are in the error rate too.
-//! 3. `auth`, caller authentication (with `--caller-tokens-file` or `--tenants-file`): before any
-//!    work is spent; health and reflection stay open so probes and tooling work. With a tenants
-//!    file it also settles the caller's tenant, which goes into the request's extensions (the
-//!    handlers take its key from there), the call's span and its access line.
+//! 3. tenancy (`crate::tenancy`): who the caller is and as which tenant it calls, in every mode
+//!    (single key, caller key, tenants file), before any work is spent; health and reflection
+//!    stay open so probes and tooling work. The settled [`Call`] (tenant, upstream context,
+//!    deadlines) goes into the request's extensions: handlers take it from there and read no
+//!    metadata. With a tenants file the tenant's name goes into the call's span and access line.
 //! 4. `shed`, load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE +
 //!    RetryInfo instead of queueing; the permit lives in the response body, so a stream counts
 //!    until it ends; health is exempt so that probes do not fail a busy replica.
@@ -23,7 +24,6 @@
 //!    is known; `grpc_server_handled_total` and the latency histogram are taken at the same
 //!    moment.
 
-mod auth;
 mod observe;
 mod refusal;
 mod request_id;
@@ -37,23 +37,41 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response};
+use tokio::time::Instant as Deadline;
 use tonic::body::Body;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-pub use auth::{CallerTokens, CallerTokensError, Callers};
-
 use crate::{
+    deadline,
     metrics::Metrics,
     status::{ErrorContext, FacadeError, to_status},
+    tenancy::{Tenancy, Tenant},
+    upstream::CallContext,
 };
+
+/// A `CallBotService` call as the middleware settled it, in the request's extensions: the one
+/// thing handlers take from the request besides its message.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// The tenant's name (for the event store, metrics and logs).
+    pub(crate) tenant: Arc<str>,
+    /// What the call's upstream requests carry: the tenant's key, the bound of the whole
+    /// exchange (`--upstream-timeout` from arrival, cut by the caller's deadline), the request id
+    /// and the trace context.
+    pub(crate) ctx: CallContext,
+    /// The caller's own deadline, less a little headroom (a stream's bound).
+    pub(crate) caller_deadline: Option<Deadline>,
+}
 
 /// Shared state of the layer.
 #[derive(Debug)]
 struct State {
     limiter: shed::Limiter,
-    callers: Callers,
+    tenancy: Arc<Tenancy>,
     metrics: Arc<Metrics>,
+    /// Bound of a unary call's whole upstream exchange.
+    upstream_timeout: std::time::Duration,
 }
 
 /// The layer (see the module doc for what it does, in order).
@@ -63,10 +81,17 @@ pub struct RpcLayer {
 }
 
 impl RpcLayer {
-    /// `max_concurrency` RPCs in flight at most; `callers` says who may call (and as which
-    /// tenant); everything is counted into `metrics` (the application's registry).
-    pub fn new(max_concurrency: usize, callers: Callers, metrics: Arc<Metrics>) -> Self {
-        RpcLayer { state: Arc::new(State { limiter: shed::Limiter::new(max_concurrency), callers, metrics }) }
+    /// `max_concurrency` RPCs in flight at most; `tenancy` says who may call (and as which
+    /// tenant); a unary call's upstream exchange is bounded by `upstream_timeout`; everything is
+    /// counted into `metrics` (the application's registry).
+    pub(crate) fn new(
+        max_concurrency: usize,
+        tenancy: Arc<Tenancy>,
+        upstream_timeout: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let limiter = shed::Limiter::new(max_concurrency);
+        RpcLayer { state: Arc::new(State { limiter, tenancy, metrics, upstream_timeout }) }
     }
 }
 
@@ -104,17 +129,21 @@ where
         // 2. Counted as started and in flight.
         let mut access =
             observe::Access::start(&self.state.metrics, req.uri().path().to_owned(), ids.text, ids.trace_id, started);
-        // 3. Caller authentication, and the caller's tenant.
-        let tenant = match auth::authorize(&self.state.callers, &req) {
+        // 3. Who calls, as which tenant; the call settled for its handler.
+        let tenant = match self.state.tenancy.resolve(&req) {
             Ok(tenant) => tenant,
             Err(err) => {
                 let res = refuse(err, ids.header, access);
                 return Box::pin(async move { Ok(res) });
             }
         };
-        let tenant_name = tenant.as_ref().map(|t| t.name.clone());
+        let mut tenant_name = None;
         if let Some(tenant) = tenant {
-            req.extensions_mut().insert(tenant);
+            if self.state.tenancy.names_callers() {
+                tenant_name = Some(tenant.name.clone());
+            }
+            let call = self.settle(&req, tenant, access.request_id.clone(), ids.arrival);
+            req.extensions_mut().insert(call);
         }
         access.tenant = tenant_name.clone();
         // 4. Load shedding.
@@ -149,6 +178,22 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+impl<S> RpcService<S> {
+    /// The call as its handler takes it.
+    fn settle<B>(&self, req: &Request<B>, tenant: Tenant, request_id: String, arrival: Deadline) -> Call {
+        let caller_deadline = deadline::caller(arrival, req.headers());
+        let (traceparent, tracestate) = request_id::forwarded_trace(req.headers());
+        let ctx = CallContext {
+            api_key: tenant.key,
+            deadline: deadline::for_call(arrival, caller_deadline, self.state.upstream_timeout),
+            request_id,
+            traceparent,
+            tracestate,
+        };
+        Call { tenant: tenant.name, ctx, caller_deadline }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderValue, Request, Response};
 
-use crate::{deadline::CallArrival, trace_context::TraceParent};
+use crate::trace_context::TraceParent;
 
 const REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
@@ -20,19 +20,28 @@ pub(super) struct Identity {
     pub(super) trace_id: String,
     /// The caller's span, when it sent a valid `traceparent`.
     pub(super) caller: Option<TraceParent>,
+    /// When the call reached the facade: tonic started its own grpc-timeout timer an instant
+    /// before, in the same synchronous call chain, so the caller's deadline measured from here
+    /// ends first.
+    pub(super) arrival: tokio::time::Instant,
 }
 
 /// Stamps `req` with its arrival time, its request id and the facade's server span (so that
 /// the handler and the upstream requests see them) and returns those ids.
 pub(super) fn identify<B>(req: &mut Request<B>) -> Identity {
-    // tonic started its own grpc-timeout timer an instant ago, in the same synchronous call
-    // chain: handlers measure the caller's deadline from here, so theirs ends first.
-    req.extensions_mut().insert(CallArrival(tokio::time::Instant::now()));
+    let arrival = tokio::time::Instant::now();
     let header = request_id(req.headers().get(REQUEST_ID));
     req.headers_mut().insert(REQUEST_ID, header.clone());
     let text = header.to_str().unwrap_or_default().to_owned();
     let (caller, trace) = continue_trace(req.headers_mut());
-    Identity { header, text, trace_id: trace.trace_id_hex(), caller }
+    Identity { header, text, trace_id: trace.trace_id_hex(), caller, arrival }
+}
+
+/// The trace context the call's upstream requests forward: the facade's server span (as
+/// [`identify`] rewrote `traceparent`) and the caller's `tracestate`, when kept.
+pub(super) fn forwarded_trace(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let text = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (text(TRACEPARENT), text(TRACESTATE))
 }
 
 /// Echoes the request id in the response headers, so the caller can quote it.

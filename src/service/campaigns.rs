@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{CallBotApi, fail};
+use super::{Call, CallBotApi, fail};
 use crate::{
     campaign::{self, CampaignRun},
     deadline,
@@ -25,10 +25,9 @@ impl CallBotApi {
         &self,
         request: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
     ) -> Result<Response<ReceiverStream<Result<pb::CreateCampaignResponse, Status>>>, Status> {
-        let (mut ctx, tenant) = self.tenant_context(&request)?;
         // The caller's deadline bounds the whole stream; each chunk's exchange is bounded by
         // --upstream-timeout within it.
-        let stream_deadline = deadline::caller(&request);
+        let Call { mut ctx, tenant, caller_deadline: stream_deadline } = self.call(&request)?;
         let mut incoming = request.into_inner();
         let spec = campaign::read_spec(&mut incoming, stream_deadline).await.map_err(|e| e.into_status(&ctx))?;
         ctx.deadline = deadline::for_exchange(self.settings.upstream_timeout, stream_deadline);

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
-use super::{CallBotApi, fail_with};
+use super::{Call, CallBotApi, fail_with};
 use crate::{
     convert,
     domain::{FieldViolation, ValidationError, is_valid_phone, national},
@@ -30,7 +30,7 @@ pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchCallEven
 /// One watcher's stream state.
 struct Watch {
     subscription: crate::events::Subscription,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
     last: Option<Cursor>,
     request_id: String,
     done: bool,
@@ -87,7 +87,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::WatchCallEventsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let (ctx, tenant) = self.tenant_context(&request)?;
+        let Call { ctx, tenant, .. } = self.call(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         check_session_id(&request.session_id, false, &mut violations);
@@ -138,7 +138,7 @@ impl CallBotApi {
                 let Watch { subscription, shutdown, .. } = &mut w;
                 tokio::select! {
                     biased;
-                    _ = shutdown.wait_for(|stop| *stop) => None,
+                    () = shutdown.cancelled() => None,
                     next = subscription.next() => Some(next),
                 }
             };
@@ -163,7 +163,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::GetSessionReportRequest>,
     ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
-        let (ctx, tenant) = self.tenant_context(&request)?;
+        let Call { ctx, tenant, .. } = self.call(&request)?;
         let session_id = request.into_inner().session_id;
         let mut violations = Vec::new();
         check_session_id(&session_id, true, &mut violations);

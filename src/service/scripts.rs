@@ -27,7 +27,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::ListScriptsRequest>,
     ) -> Result<Response<ReceiverStream<Result<pb::ListScriptsResponse, Status>>>, Status> {
-        let ctx = self.context(&request)?;
+        let ctx = self.call(&request)?.ctx;
         let needle = domain::fold(&request.get_ref().name_contains);
         let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -75,7 +75,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::GetScriptRequest>,
     ) -> Result<Response<pb::GetScriptResponse>, Status> {
-        let ctx = self.context(&request)?;
+        let ctx = self.call(&request)?.ctx;
         let id = &request.get_ref().script_id;
         domain::validate_script_id(id).map_err(|e| fail(&ctx, e))?;
         let catalog = self.catalog.get(&self.upstream, &ctx).await.map_err(|e| fail(&ctx, e))?;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
-use super::{CallBotApi, fail};
+use super::{Call, CallBotApi, fail};
 use crate::{
     convert,
     domain::{self, NewSession, SessionLimits},
@@ -20,7 +20,7 @@ impl CallBotApi {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let (ctx, tenant) = self.tenant_context(&request)?;
+        let Call { ctx, tenant, .. } = self.call(&request)?;
         let limits = SessionLimits { max_contacts: self.max_contacts(), now: SystemTime::now() };
         let request = request.into_inner();
         let check_variables = request.check_variables;

@@ -42,7 +42,7 @@ use auth::AccessToken;
 use exchange::Endpoint;
 use retry::RetryBudget;
 
-pub use crate::config::ApiKey;
+pub use crate::domain::ApiKey;
 use crate::{cache::SingleFlightCache, config::UpstreamSettings, metrics::Metrics};
 
 /// TCP connect timeout of one upstream connection.

@@ -7,59 +7,31 @@
 //! secret derives and accepts the same token, and checks it in constant time without having seen
 //! the tenant before (a caller key seen by another replica). Tokens are never logged.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{
-    events::TenantId,
-    reload::Live,
-    tenants::{ConfiguredKey, TenantTable},
-    upstream::ApiKey,
-};
+use crate::{domain::ApiKey, events::TenantId, tenancy::Tenancy};
 
-/// The id of the configured key's tenant.
-pub(crate) const DEFAULT_TENANT: &str = "default";
 /// Hex digits of the MAC in a token (128 bits).
 const MAC_HEX: usize = 32;
-/// Caller-key tenants remembered (their keys, for history lookups and registration).
-const MAX_CALLER_TENANTS: usize = 10_000;
 
-/// Where tenants come from.
-#[derive(Clone)]
-pub(crate) enum Tenancy {
-    /// One tenant, the configured key (and callers' own keys when allowed).
-    Configured(ConfiguredKey),
-    /// The tenants file.
-    File(Live<TenantTable>),
-}
-
-/// The tenants, their tokens, their keys.
+/// The tenants' URL tokens, over the tenants the tenancy module serves.
 pub(crate) struct Directory {
     secret: ApiKey,
-    tenancy: Tenancy,
-    callers: Mutex<HashMap<TenantId, ApiKey>>,
+    tenancy: Arc<Tenancy>,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The tenant id of a caller's own key.
-pub(crate) fn caller_key_tenant(key: &ApiKey) -> TenantId {
-    let digest = Sha256::digest(key.expose().as_bytes());
-    Arc::from(format!("k-{}", &hex(&digest)[..20]))
-}
-
 impl Directory {
     /// A directory over `tenancy`, tokens keyed by `secret`.
-    pub(crate) fn new(secret: ApiKey, tenancy: Tenancy) -> Self {
-        Directory { secret, tenancy, callers: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(secret: ApiKey, tenancy: Arc<Tenancy>) -> Self {
+        Directory { secret, tenancy }
     }
 
     fn mac(&self, tenant: &str) -> String {
@@ -87,43 +59,18 @@ impl Directory {
         if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
             return None;
         }
-        let served = match &self.tenancy {
-            Tenancy::Configured(_) => tenant == DEFAULT_TENANT || tenant.starts_with("k-"),
-            Tenancy::File(table) => table.get().by_name(tenant).is_some(),
-        };
+        let served = self.tenancy.serves(tenant);
         served.then(|| Arc::from(tenant))
     }
 
     /// The key of `tenant`, when known.
     pub(crate) fn key_of(&self, tenant: &str) -> Option<ApiKey> {
-        match &self.tenancy {
-            Tenancy::Configured(key) if tenant == DEFAULT_TENANT => Some(key.current()),
-            Tenancy::Configured(_) => self.callers.lock().ok()?.get(tenant).cloned(),
-            Tenancy::File(table) => {
-                let table = table.get();
-                table.by_name(tenant).map(|i| table.tenant(i).key.clone())
-            }
-        }
+        self.tenancy.key_of(tenant)
     }
 
     /// The tenants known from the start (the configured key's, or every tenant of the file).
     pub(crate) fn initial_tenants(&self) -> Vec<TenantId> {
-        match &self.tenancy {
-            Tenancy::Configured(_) => vec![Arc::from(DEFAULT_TENANT)],
-            Tenancy::File(table) => table.get().names().map(Arc::from).collect(),
-        }
-    }
-
-    /// Notes a caller-key tenant; true the first time it is seen.
-    pub(crate) fn note_caller_key(&self, tenant: &TenantId, key: &ApiKey) -> bool {
-        let Ok(mut callers) = self.callers.lock() else { return false };
-        if callers.get(tenant).is_some_and(|k| k == key) {
-            return false;
-        }
-        if callers.len() >= MAX_CALLER_TENANTS && !callers.contains_key(tenant) {
-            return false;
-        }
-        callers.insert(tenant.clone(), key.clone()).is_none()
+        self.tenancy.initial_tenants()
     }
 }
 
@@ -131,8 +78,11 @@ impl Directory {
 mod tests {
     use super::*;
 
+    use crate::tenancy::{Callers, ConfiguredKey, DEFAULT_TENANT, caller_key_tenant};
+
     fn directory(secret: &str) -> Directory {
-        Directory::new(ApiKey::new(secret), Tenancy::Configured(ConfiguredKey::Fixed(ApiKey::new("key-1"))))
+        let tenancy = Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("key-1")), true);
+        Directory::new(ApiKey::new(secret), Arc::new(tenancy))
     }
 
     #[test]
@@ -155,10 +105,7 @@ mod tests {
         assert_eq!(a.verify(&a.token(&caller)), Some(caller.clone()));
         // A tenant that is not served here.
         assert_eq!(a.verify(&a.token("school")), None);
-        assert_eq!(a.key_of(&caller), None);
-        assert!(a.note_caller_key(&caller, &ApiKey::new("their-key")));
-        assert!(!a.note_caller_key(&caller, &ApiKey::new("their-key")));
-        assert_eq!(a.key_of(&caller).map(|k| k.expose().to_owned()).as_deref(), Some("their-key"));
+        assert_eq!(a.key_of(&caller), None, "a caller key is known once its tenant called (tenancy's tests)");
         assert_eq!(a.key_of(DEFAULT_TENANT).map(|k| k.expose().to_owned()).as_deref(), Some("key-1"));
     }
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use tokio::time::Instant;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::directory::Directory;
 use crate::{
@@ -34,6 +35,10 @@ pub(crate) struct Registrar {
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
     started: Mutex<HashSet<TenantId>>,
+    /// The application's background tasks: the checks run among them.
+    tasks: TaskTracker,
+    /// The application's shutdown signal: a check still retrying gives up.
+    shutdown: CancellationToken,
 }
 
 impl Registrar {
@@ -43,8 +48,11 @@ impl Registrar {
         upstream: Arc<UpstreamClient>,
         directory: Arc<Directory>,
         metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
-        Arc::new(Registrar { base, upstream, directory, metrics, started: Mutex::new(HashSet::new()) })
+        let started = Mutex::new(HashSet::new());
+        Arc::new(Registrar { base, upstream, directory, metrics, started, tasks, shutdown })
     }
 
     /// The URL the provider is to post `tenant`'s calls to (secret: never logged).
@@ -57,7 +65,13 @@ impl Registrar {
         let first = self.started.lock().map(|mut s| s.insert(tenant.clone())).unwrap_or(false);
         if first {
             let me = self.clone();
-            tokio::spawn(async move { me.check_until_done(tenant).await });
+            let stop = self.shutdown.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    () = me.check_until_done(tenant) => {}
+                    () = stop.cancelled() => {}
+                }
+            });
         }
     }
 

@@ -18,6 +18,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::{
     events::TenantId,
@@ -58,10 +59,11 @@ pub(crate) struct Resolver {
 
 impl Resolver {
     /// Starts the lookup task (it ends when every `Resolver` clone is dropped).
-    pub(crate) fn start(upstream: Arc<UpstreamClient>, metrics: Arc<Metrics>) -> Self {
+    /// It runs among the application's background `tasks`.
+    pub(crate) fn start(upstream: Arc<UpstreamClient>, metrics: Arc<Metrics>, tasks: &TaskTracker) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let found = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(run(rx, upstream, metrics, found.clone()));
+        tasks.spawn(run(rx, upstream, metrics, found.clone()));
         Resolver { tx, found }
     }
 

@@ -7,6 +7,7 @@ mod cli;
 mod cli_errors;
 mod cli_events;
 mod create_session;
+mod drain;
 mod events;
 mod fault_matrix;
 mod layout;

@@ -21,54 +21,19 @@ use std::{
     collections::HashMap,
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use serde::Deserialize;
 use serde_norway::Value;
 
+use super::Tenant;
 use crate::{
-    reload::{Inputs, Live, read_key},
-    upstream::ApiKey,
+    domain::ApiKey,
+    reload::{Inputs, read_key},
 };
 
 /// Longest tenant name (a DNS label's bound: names go into metric labels and log fields).
 const MAX_NAME_LEN: usize = 63;
-
-/// The configured tenant key: fixed (`--api-key`, or the simulator's), or the live content of
-/// `--api-key-file`. Fixed is kept apart so that the common case takes no lock per call.
-#[derive(Debug, Clone)]
-pub enum ConfiguredKey {
-    /// Given once.
-    Fixed(ApiKey),
-    /// Re-read when the file changes.
-    File(Live<ApiKey>),
-}
-
-impl ConfiguredKey {
-    pub(crate) fn current(&self) -> ApiKey {
-        match self {
-            ConfiguredKey::Fixed(key) => key.clone(),
-            ConfiguredKey::File(live) => (*live.get()).clone(),
-        }
-    }
-}
-
-/// A tenant a call runs as: its name (for metrics and logs) and its upstream key (for the
-/// upstream only). The middleware puts it in the request's extensions once the caller is known.
-#[derive(Clone)]
-pub(crate) struct Tenant {
-    /// `[a-z0-9-]+`, unique in the file.
-    pub(crate) name: Arc<str>,
-    /// The key read from the tenant's `api_key_env` or `api_key_file`.
-    pub(crate) key: ApiKey,
-}
-
-impl fmt::Debug for Tenant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tenant({})", self.name)
-    }
-}
 
 /// Who a caller is, as the tenants file lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

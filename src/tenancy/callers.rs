@@ -4,6 +4,11 @@
 //! digests, and the SPIFFE ID and DNS names of an mTLS client certificate), each acting for its
 //! tenant. Health and reflection stay open in every mode.
 
+//! Who a caller is, from what it presents: the bearer tokens of `--caller-tokens-file` (kept as
+//! SHA-256 digests, compared in constant time), the identities of `--tenants-file` (bearer token
+//! digests, and the SPIFFE ID and DNS names of an mTLS client certificate) and the caller's own
+//! `x-api-key`. The metadata keys of caller identity are read here and nowhere else.
+
 use std::{collections::HashSet, sync::Arc};
 
 use http::{HeaderValue, Request};
@@ -12,17 +17,17 @@ use subtle::ConstantTimeEq;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::extensions::GeneralName;
 
-use crate::{
-    reload::Live,
-    status::FacadeError,
-    tenants::{Identity, Tenant, TenantTable},
+use super::{
+    Tenant,
+    file::{Identity, TenantTable},
 };
-
-/// The methods that need a token; health and reflection stay open so probes and tooling work.
-const SERVICE_PREFIX: &str = "/callbot.v1.CallBotService/";
+use crate::status::FacadeError;
 
 /// The metadata a caller names its expected tenant with (README, "Tenants").
 const TENANT_HEADER: &str = "x-callbot-tenant";
+
+/// The metadata a caller sends its own upstream key in (`--allow-caller-api-key`).
+const API_KEY_HEADER: &str = "x-api-key";
 
 /// Accepted caller tokens, kept only as SHA-256 digests and compared in constant time.
 #[derive(Clone)]
@@ -39,9 +44,14 @@ impl std::fmt::Debug for CallerTokens {
 /// Why a tokens file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CallerTokensError {
-    /// The file could not be read.
-    #[error("cannot read the caller tokens file: {0}")]
-    Read(#[from] std::io::Error),
+    /// The file could not be read (the path named: the operator must see which file).
+    #[error("--caller-tokens-file: cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// It holds no token: nobody could call, surely a mistake.
     #[error("the caller tokens file holds no token")]
     Empty,
@@ -80,50 +90,11 @@ fn bearer_digest(authorization: &HeaderValue) -> Option<[u8; 32]> {
     (!token.is_empty()).then(|| Sha256::digest(token.as_bytes()).into())
 }
 
-/// Who may call `CallBotService`, as configured; the files behind it may be reloaded.
-#[derive(Clone, Debug)]
-pub enum Callers {
-    /// Anyone who can connect (no caller authentication).
-    Open,
-    /// The holders of a token of `--caller-tokens-file`.
-    Tokens(Live<CallerTokens>),
-    /// The identities of `--tenants-file`, each acting for its tenant.
-    Tenants(Live<TenantTable>),
-}
-
-/// Whether `req` may proceed and, with a tenants file, as which tenant. Methods outside
-/// `callbot.v1.CallBotService` always proceed, as themselves.
-pub(super) fn authorize<B>(callers: &Callers, req: &Request<B>) -> Result<Option<Tenant>, FacadeError> {
-    match callers {
-        Callers::Open => Ok(None),
-        Callers::Tokens(tokens) => {
-            if admits(Some(&*tokens.get()), req) {
-                Ok(None)
-            } else {
-                Err(FacadeError::CallerUnauthenticated)
-            }
-        }
-        Callers::Tenants(_) if !req.uri().path().starts_with(SERVICE_PREFIX) => Ok(None),
-        Callers::Tenants(table) => tenant_of(&table.get(), req).map(Some),
-    }
-}
-
-/// Whether `req` may proceed: always without `tokens` (authentication off) and for the methods
-/// outside `callbot.v1.CallBotService`, else only with an accepted bearer token.
-pub(super) fn admits<B>(tokens: Option<&CallerTokens>, req: &Request<B>) -> bool {
-    match tokens {
-        Some(tokens) if req.uri().path().starts_with(SERVICE_PREFIX) => {
-            tokens.accepts(req.headers().get(http::header::AUTHORIZATION))
-        }
-        _ => true,
-    }
-}
-
-/// The tenant a `CallBotService` call runs as, in this order: the caller is known (a bearer
-/// token it presents must be listed: a wrong token is never overlooked because a certificate
-/// matched), the tenant it names (if it names one) is one it acts for, and it sends no key of
-/// its own.
-fn tenant_of<B>(table: &TenantTable, req: &Request<B>) -> Result<Tenant, FacadeError> {
+/// The tenant a `CallBotService` call runs as with a tenants file, in this order: the caller is
+/// known (a bearer token it presents must be listed: a wrong token is never overlooked because a
+/// certificate matched), the tenant it names (if it names one) is one it acts for, and it sends no
+/// key of its own.
+pub(super) fn tenant_of<B>(table: &TenantTable, req: &Request<B>) -> Result<Tenant, FacadeError> {
     // Distinct tenants of the caller's listed identities: one, rarely two.
     let mut found: Vec<usize> = Vec::with_capacity(1);
     let mut add = |i: usize| {
@@ -150,10 +121,21 @@ fn tenant_of<B>(table: &TenantTable, req: &Request<B>) -> Result<Tenant, FacadeE
         (None, [only]) => *only,
         (None, _) => return Err(FacadeError::TenantAmbiguous),
     };
-    if req.headers().get("x-api-key").is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()) {
+    if req.headers().get(API_KEY_HEADER).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty()) {
         return Err(FacadeError::CallerApiKeyWithTenants);
     }
     Ok(table.tenant(index).clone())
+}
+
+/// Whether `req` carries `Bearer <a token of tokens>`.
+pub(super) fn presents_token<B>(tokens: &CallerTokens, req: &Request<B>) -> bool {
+    tokens.accepts(req.headers().get(http::header::AUTHORIZATION))
+}
+
+/// The caller's own upstream key (`x-api-key` metadata), trimmed; `None` when absent or blank.
+pub(super) fn caller_api_key<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(API_KEY_HEADER)?.to_str().ok()?.trim();
+    (!value.is_empty()).then_some(value)
 }
 
 /// The identities of the call's mTLS client certificate (none without mTLS): its SPIFFE ID (a
@@ -203,58 +185,6 @@ mod tests {
         assert!(!format!("{tokens:?}").contains("alpha"));
     }
 
-    fn table(yaml: &str) -> TenantTable {
-        let env = |_: &str| Some("key".to_owned());
-        crate::tenants::parse(yaml).unwrap().resolve(std::path::Path::new("."), &mut Default::default(), &env).unwrap()
-    }
-
-    fn digest(token: &str) -> String {
-        Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    #[test]
-    fn the_tenant_of_a_call_follows_its_identity_and_its_metadata() {
-        let table = Live::new(table(&format!(
-            "tenants:\n- name: a\n  api_key_env: A\n  callers:\n  - bearer_sha256: {}\n\
-             - name: b\n  api_key_env: B\n  callers:\n  - bearer_sha256: {}\n",
-            digest("token-a"),
-            digest("token-b")
-        )));
-        let callers = Callers::Tenants(table);
-        let call = |path: &str, headers: &[(&str, &str)]| {
-            let mut b = Request::builder().uri(path);
-            for (k, v) in headers {
-                b = b.header(*k, *v);
-            }
-            let req = b.body(()).unwrap();
-            authorize(&callers, &req).map(|t| t.map(|t| t.name.to_string()))
-        };
-        let get = "/callbot.v1.CallBotService/GetScript";
-        let auth = "authorization";
-        assert_eq!(call(get, &[(auth, "Bearer token-a")]).unwrap().as_deref(), Some("a"));
-        assert_eq!(call(get, &[(auth, "Bearer token-b"), ("x-callbot-tenant", "b")]).unwrap().as_deref(), Some("b"));
-        assert_eq!(call(get, &[(auth, "Bearer token-a"), ("x-api-key", "")]).unwrap().as_deref(), Some("a"));
-        let refused = |headers: &[(&str, &str)]| call(get, headers).unwrap_err().to_string();
-        assert_eq!(refused(&[]), FacadeError::CallerNotListed.to_string());
-        assert_eq!(refused(&[(auth, "Bearer token-c")]), FacadeError::CallerNotListed.to_string());
-        assert_eq!(refused(&[(auth, "token-a")]), FacadeError::CallerNotListed.to_string());
-        assert_eq!(refused(&[("x-callbot-tenant", "a")]), FacadeError::CallerNotListed.to_string());
-        assert_eq!(
-            refused(&[(auth, "Bearer token-a"), ("x-callbot-tenant", "b")]),
-            FacadeError::TenantNotAllowed.to_string()
-        );
-        assert_eq!(
-            refused(&[(auth, "Bearer token-a"), ("x-callbot-tenant", "zzz")]),
-            FacadeError::TenantNotAllowed.to_string()
-        );
-        assert_eq!(
-            refused(&[(auth, "Bearer token-a"), ("x-api-key", "k")]),
-            FacadeError::CallerApiKeyWithTenants.to_string()
-        );
-        // Health and reflection stay open, as themselves.
-        assert_eq!(call("/grpc.health.v1.Health/Check", &[]).unwrap(), None);
-    }
-
     #[test]
     fn certificate_sans_give_spiffe_and_dns_identities() {
         use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
@@ -272,24 +202,5 @@ mod tests {
             [Identity::Spiffe("spiffe://cluster.local/ns/a/sa/b".into()), Identity::Dns("notifier.grades.svc".into())]
         );
         assert_eq!(san_identities(b"not a certificate"), []);
-    }
-
-    #[test]
-    fn only_the_service_methods_need_a_token() {
-        let tokens = CallerTokens::from_text("alpha\n").unwrap();
-        let req = |path: &str, auth: Option<&str>| {
-            let mut b = Request::builder().uri(path);
-            if let Some(auth) = auth {
-                b = b.header(http::header::AUTHORIZATION, auth);
-            }
-            b.body(()).unwrap()
-        };
-        let get_script = "/callbot.v1.CallBotService/GetScript";
-        assert!(!admits(Some(&tokens), &req(get_script, None)));
-        assert!(!admits(Some(&tokens), &req(get_script, Some("Bearer beta"))));
-        assert!(admits(Some(&tokens), &req(get_script, Some("Bearer alpha"))));
-        assert!(admits(Some(&tokens), &req("/grpc.health.v1.Health/Check", None)));
-        assert!(admits(Some(&tokens), &req("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None)));
-        assert!(admits(None, &req(get_script, None)));
     }
 }

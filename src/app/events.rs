@@ -4,6 +4,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::ServingStatus;
 
 use super::{AppError, EVENT_STORE_SERVICE_NAME, bind};
@@ -15,10 +16,9 @@ use crate::{
         memory::{Bounds, MemoryStore, system_clock},
     },
     metrics::Metrics,
-    middleware::Callers,
-    tenants::ConfiguredKey,
+    tenancy::Tenancy,
     upstream::ApiKey,
-    webhook::directory::{Directory, Tenancy},
+    webhook::directory::Directory,
 };
 
 /// What the events part gives the application.
@@ -30,11 +30,7 @@ pub(super) struct EventParts {
 }
 
 /// Binds the receiver (when on), opens the store, builds the directory.
-pub(super) async fn build(
-    settings: &Settings,
-    callers: &Callers,
-    api_key: &ConfiguredKey,
-) -> Result<EventParts, AppError> {
+pub(super) async fn build(settings: &Settings, tenancy: Arc<Tenancy>) -> Result<EventParts, AppError> {
     let simulated = settings.upstream.url.is_none();
     let webhook = match (settings.events.webhook_listen, simulated) {
         (Some(addr), _) => Some(bind(addr).await?),
@@ -65,10 +61,6 @@ pub(super) async fn build(
     let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
         ApiKey::new(uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string())
     });
-    let tenancy = match &callers {
-        Callers::Tenants(table) => Tenancy::File(table.clone()),
-        _ => Tenancy::Configured(api_key.clone()),
-    };
     let directory = Arc::new(Directory::new(secret, tenancy));
     Ok(EventParts { webhook, webhook_base, events, directory })
 }
@@ -95,13 +87,16 @@ const STORE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Keeps the event store's health status, `callbot_event_store_up` and the store's size gauges
 /// following the store (the size as the store sees it: on JetStream, the whole stream, whichever
 /// replica stored its events).
+/// Both tasks run among `tasks` and end on `shutdown`.
 pub(super) fn follow_store_health(
     events: &Arc<dyn EventStore>,
     health: tonic_health::server::HealthReporter,
     metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
 ) {
     let (store, gauges) = (Arc::downgrade(events), metrics.clone());
-    tokio::spawn(async move {
+    tasks.spawn(shutdown.clone().run_until_cancelled_owned(async move {
         let mut every = tokio::time::interval(STORE_SIZE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -110,12 +105,12 @@ pub(super) fn follow_store_health(
             let s = store.stats();
             gauges.events().store_size(s.events, s.ids_remembered, s.sessions);
         }
-    });
+    }));
     let Some(mut up) = events.health() else {
         metrics.events().store_up(true);
         return;
     };
-    tokio::spawn(async move {
+    tasks.spawn(shutdown.clone().run_until_cancelled_owned(async move {
         loop {
             let now = *up.borrow_and_update();
             metrics.events().store_up(now);
@@ -125,5 +120,5 @@ pub(super) fn follow_store_health(
                 return;
             }
         }
-    });
+    }));
 }

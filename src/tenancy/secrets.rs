@@ -1,28 +1,29 @@
-//! The secret files of assembly (`--api-key-file`, `--caller-tokens-file`, `--tenants-file`):
+//! The secret files of tenancy (`--api-key-file`, `--caller-tokens-file`, `--tenants-file`):
 //! read once at start (a bad one stops it), then put under watch (`reload.rs`).
 
 use std::sync::Arc;
 
-use super::AppError;
+use super::{
+    CallerTokens, CallerTokensError, Callers, ConfiguredKey,
+    file::{self, TenantTable},
+};
 use crate::{
-    catalog::ScriptCatalog,
     config::Settings,
+    domain::ApiKey,
     metrics::Metrics,
-    middleware::{CallerTokens, Callers},
     reload::{Reloader, Source, read_key},
-    tenants::{self, ConfiguredKey, TenantTable},
-    upstream::{ApiKey, UpstreamClient},
 };
 
 /// The secret files, read once (a bad one is a start-up error), not yet watched.
-pub(super) struct SecretSources {
+pub(crate) struct SecretSources {
     api_key: Option<Source<ApiKey>>,
     caller_tokens: Option<Source<CallerTokens>>,
     tenants: Option<Source<TenantTable>>,
 }
 
 impl SecretSources {
-    pub(super) fn load(settings: &Settings) -> Result<Self, AppError> {
+    /// Reads the files (one line naming the file and the entry when one cannot be used).
+    pub(crate) fn load(settings: &Settings) -> Result<Self, String> {
         let api_key = settings
             .upstream
             .api_key_file
@@ -32,8 +33,7 @@ impl SecretSources {
                     read_key(inputs, &path).map_err(|why| format!("--api-key-file: {why}"))
                 })
             })
-            .transpose()
-            .map_err(AppError::Secrets)?;
+            .transpose()?;
         let caller_tokens = settings
             .security
             .caller_tokens_file
@@ -42,44 +42,34 @@ impl SecretSources {
                 Source::load("caller_tokens_file", move |inputs| {
                     let text = inputs
                         .read(&path)
-                        .map_err(|e| format!("--caller-tokens-file: cannot read {}: {e}", path.display()))?;
+                        .map_err(|source| CallerTokensError::Read { path: path.clone(), source }.to_string())?;
                     CallerTokens::from_text(&text).map_err(|e| format!("--caller-tokens-file {}: {e}", path.display()))
                 })
             })
-            .transpose()
-            .map_err(AppError::Secrets)?;
+            .transpose()?;
         let tenants = settings
             .security
             .tenants_file
             .clone()
             .map(|path| {
                 Source::load("tenants_file", move |inputs| {
-                    tenants::load(&path, inputs, &|var: &str| std::env::var(var).ok())
+                    file::load(&path, inputs, &|var: &str| std::env::var(var).ok())
                 })
             })
-            .transpose()
-            .map_err(AppError::Secrets)?;
+            .transpose()?;
         Ok(SecretSources { api_key, caller_tokens, tenants })
     }
 
-    /// Puts the sources under watch. A reload that retires keys drops their cached token and
-    /// scripts at once (the new key gets a fresh token on its first call in any case: the
-    /// caches are keyed by the key itself).
-    pub(super) fn watch(
+    /// Puts the sources under watch. A reload that retires keys calls `forget` with each (the
+    /// application drops their cached token and scripts at once; the new key gets a fresh token on
+    /// its first call in any case: the caches are keyed by the key itself).
+    pub(crate) fn watch(
         self,
         settings: &Settings,
-        upstream: &Arc<UpstreamClient>,
-        catalog: &Arc<ScriptCatalog>,
         metrics: &Arc<Metrics>,
+        forget: impl Fn(&ApiKey) + Clone + Send + Sync + 'static,
     ) -> (ConfiguredKey, Callers, Reloader) {
         let mut reloader = Reloader::new(settings.security.secrets_poll_interval, metrics.clone());
-        let forget = {
-            let (upstream, catalog) = (upstream.clone(), catalog.clone());
-            move |retired: &ApiKey| {
-                upstream.forget_key(retired);
-                catalog.forget(retired);
-            }
-        };
         let api_key = match self.api_key {
             Some(source) => {
                 let forget = forget.clone();
