@@ -84,7 +84,7 @@ impl Tally {
 
 /// Runs the command.
 pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = connect(&args.connection).await?;
     // The script's variables, to say before sending which required ones the file leaves out
     // (a refusal with --check-variables, a warning without).
     let variables = match client.get_script(pb::GetScriptRequest { script_id: args.script.clone() }).await {

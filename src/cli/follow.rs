@@ -13,10 +13,10 @@ use std::{
 };
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use super::CliError;
-use crate::pb::{self, call_bot_service_client::CallBotServiceClient};
+use crate::pb;
 
 /// Time between two rounds of reports.
 const POLL: Duration = Duration::from_secs(1);
@@ -73,7 +73,7 @@ impl Totals {
 /// Follows `sessions` (their ids) until each is finished or `timeout` passed; `skipped` is the
 /// number of resumed chunks, whose session ids the facade did not give.
 pub async fn run(
-    client: &mut CallBotServiceClient<Channel>,
+    client: &mut super::Client,
     sessions: Vec<String>,
     skipped: u64,
     timeout: Duration,

@@ -44,10 +44,18 @@ pub mod report;
 pub mod scripts;
 pub mod watch;
 
-use tonic::{Status, transport::Channel};
+use tonic::{
+    Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
 use tonic_types::StatusExt;
 
-use crate::pb::{self, call_bot_service_client::CallBotServiceClient};
+use crate::{
+    config::Connection,
+    pb::{self, call_bot_service_client::CallBotServiceClient},
+};
 
 /// Why a command failed; `main` prints it and exits with [`CliError::exit_code`].
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +98,86 @@ pub fn server_url(server: &str) -> String {
     if server.contains("://") { server.to_owned() } else { format!("http://{server}") }
 }
 
-/// A client of the facade at `server` (`host:port` or a URL).
-pub async fn connect(server: &str) -> Result<CallBotServiceClient<Channel>, CliError> {
-    let url = server_url(server);
+/// A client of the facade, every call carrying the bearer token when one is given.
+pub type Client = CallBotServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a token).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(***)" } else { "Bearer(none)" })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the facade that `connection` names (`--server` as `host:port` or a URL, the
+/// token, TLS).
+pub async fn connect(connection: &Connection) -> Result<Client, CliError> {
+    let bearer = Bearer(bearer_value(connection)?);
+    let tls = tls_config(connection)?;
+    let mut url = server_url(&connection.server);
+    // A CA or a client certificate given with a bare host:port means TLS.
+    if tls.is_some() && url.starts_with("http://") && !connection.server.contains("://") {
+        url = url.replacen("http://", "https://", 1);
+    }
     let err = |detail: String| CliError::Connect { server: url.clone(), detail };
-    let endpoint =
+    let mut endpoint =
         Channel::from_shared(url.clone()).map_err(|e| err(format!("not a host:port or URL ({e}); {SERVER_HINT}")))?;
+    if url.starts_with("https://") {
+        let tls = tls.unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
+        endpoint = endpoint.tls_config(tls).map_err(|e| err(error_chain(&e)))?;
+    } else if tls.is_some() {
+        return Err(err("--ca-cert and --client-cert need TLS: use an https:// URL".into()));
+    }
     let channel = endpoint.connect().await.map_err(|e| err(connect_detail(&e)))?;
-    Ok(CallBotServiceClient::new(channel))
+    Ok(CallBotServiceClient::with_interceptor(channel, bearer))
+}
+
+/// The `authorization` value of `--token` or `--token-file`.
+fn bearer_value(connection: &Connection) -> Result<Option<MetadataValue<Ascii>>, CliError> {
+    let token = match (&connection.token, &connection.token_file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("--token-file: cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Err(CliError::Input("--token / --token-file: the token is empty".into()));
+    }
+    // Never echo the token: it is a secret.
+    MetadataValue::try_from(format!("Bearer {token}"))
+        .map(Some)
+        .map_err(|_| CliError::Input("--token / --token-file: the token holds characters a header cannot carry".into()))
+}
+
+/// The TLS settings of `--ca-cert` and `--client-cert`/`--client-key`; `None` when neither is given.
+fn tls_config(connection: &Connection) -> Result<Option<ClientTlsConfig>, CliError> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| CliError::Input(format!("{flag}: cannot read {}: {e}", path.display())))
+    };
+    let mut tls = None::<ClientTlsConfig>;
+    if let Some(path) = &connection.ca_cert {
+        let pem = read("--ca-cert", path)?;
+        tls = Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
+    }
+    if let (Some(cert), Some(key)) = (&connection.client_cert, &connection.client_key) {
+        let identity = Identity::from_pem(read("--client-cert", cert)?, read("--client-key", key)?);
+        let base = tls.unwrap_or_else(|| ClientTlsConfig::new().with_webpki_roots());
+        tls = Some(base.identity(identity));
+    }
+    Ok(tls)
 }
 
 /// How to point a command elsewhere; the end of every connection error.

@@ -11,7 +11,7 @@ use crate::{config::ReportArgs, domain::mask_phone, pb};
 
 /// Runs the command.
 pub async fn run(args: ReportArgs) -> Result<(), CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = connect(&args.connection).await?;
     let report = client
         .get_session_report(pb::GetSessionReportRequest { session_id: args.session.clone() })
         .await

@@ -11,7 +11,7 @@ use crate::{config::ScriptsArgs, pb};
 
 /// Runs the command.
 pub async fn run(args: ScriptsArgs) -> Result<(), CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = connect(&args.connection).await?;
     let mut stream = client
         .list_scripts(pb::ListScriptsRequest { name_contains: args.name_contains.clone() })
         .await

@@ -12,7 +12,7 @@ use crate::{config::WatchArgs, domain::mask_phone, pb};
 
 /// Runs the command.
 pub async fn run(args: WatchArgs) -> Result<(), CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = connect(&args.connection).await?;
     let request = pb::WatchCallEventsRequest {
         session_id: args.session.clone(),
         phone: args.phone.clone(),
@@ -21,6 +21,8 @@ pub async fn run(args: WatchArgs) -> Result<(), CliError> {
     };
     let follow = async {
         let mut stream = client.watch_call_events(request).await.map_err(CliError::Rpc)?.into_inner();
+        // The stream is open (and the caller authorized): say so before the first event.
+        eprintln!("watching {} (Ctrl-C to stop)", watched(&args));
         while let Some(message) = stream.message().await.map_err(CliError::Rpc)? {
             let Some(event) = message.event else { continue };
             let line = if args.json { json_line(&event) } else { text_line(&event) };
@@ -35,6 +37,18 @@ pub async fn run(args: WatchArgs) -> Result<(), CliError> {
         result = follow => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// What is watched, for the line on stderr.
+fn watched(args: &WatchArgs) -> String {
+    let mut what = match args.session.as_str() {
+        "" => "every call of the tenant".to_owned(),
+        id => format!("session {id}"),
+    };
+    if !args.phone.is_empty() {
+        what.push_str(&format!(", phone {}", mask_phone(&args.phone)));
+    }
+    what
 }
 
 /// `HH:MM:SS  <masked phone>  <state>  [<outcome>]  [ring Ns] [talk Ns]  [attempt N]  session S  cursor C`:

@@ -57,12 +57,40 @@ pub struct SimulateArgs {
     pub log_format: LogFormat,
 }
 
+/// How the operator subcommands reach the facade: its address, the caller's bearer token, TLS.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct Connection {
+    /// The facade's gRPC address: HOST:PORT (plain HTTP/2) or a URL, http:// or https://.
+    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051", value_name = "HOST:PORT|URL")]
+    pub server: String,
+    /// Bearer token sent with every call (`authorization: Bearer ...`), for a facade started
+    /// with --caller-tokens-file or --tenants-file. Conflicts with --token-file.
+    #[arg(long, env = "CALLBOT_TOKEN", hide_env_values = true, conflicts_with = "token_file", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// File holding the bearer token (read whole, surrounding whitespace trimmed), so that the
+    /// token stays out of the shell history and the process list. Conflicts with --token.
+    #[arg(long, env = "CALLBOT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that the facade's TLS certificate must chain to; turns TLS on for a
+    /// HOST:PORT. Default for https://: the public (Mozilla) roots compiled in.
+    #[arg(long, env = "CALLBOT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to a facade that requires mTLS (--tls-client-ca);
+    /// needs --client-key.
+    #[arg(long, env = "CALLBOT_CLIENT_CERT", requires = "client_key", value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert; needs --client-cert.
+    #[arg(long, env = "CALLBOT_CLIENT_KEY", requires = "client_cert", value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+}
+
 /// Flags of `campaign`.
 #[derive(Debug, Clone, Args)]
 pub struct CampaignArgs {
-    /// The facade's gRPC URL.
-    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Where the facade is and how to reach it.
+    #[command(flatten)]
+    pub connection: Connection,
     /// The script every contact's call reads.
     #[arg(long)]
     pub script: String,
@@ -103,9 +131,9 @@ pub struct CampaignArgs {
 /// Flags of `watch`.
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// The facade's gRPC URL.
-    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Where the facade is and how to reach it.
+    #[command(flatten)]
+    pub connection: Connection,
     /// Only that session's calls; default: every call of the tenant.
     #[arg(long, default_value = "")]
     pub session: String,
@@ -127,9 +155,9 @@ pub struct WatchArgs {
 /// Flags of `report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    /// The facade's gRPC URL.
-    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Where the facade is and how to reach it.
+    #[command(flatten)]
+    pub connection: Connection,
     /// The session (autocall_id).
     #[arg(long)]
     pub session: String,
@@ -141,9 +169,9 @@ pub struct ReportArgs {
 /// Flags of `scripts`.
 #[derive(Debug, Clone, Args)]
 pub struct ScriptsArgs {
-    /// The facade's gRPC URL.
-    #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Where the facade is and how to reach it.
+    #[command(flatten)]
+    pub connection: Connection,
     /// Only scripts whose name contains this (case and Vietnamese diacritics folded).
     #[arg(long, default_value = "")]
     pub name_contains: String,
