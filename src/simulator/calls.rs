@@ -276,14 +276,27 @@ struct Progress {
 struct Inner {
     next_seq: u64,
     calls: BTreeMap<u64, CallRecord>,
+    /// The sequence numbers of the ended calls, in the order they ended: the ones [`Calls::insert`]
+    /// forgets first, found without walking the live calls. (Walking `calls` for the oldest ended
+    /// call was a scan of every call per insert once over the cap with none ended, which is every
+    /// call at a slow time scale: a core busy under a lock, and the map growing unbounded.)
+    ended: VecDeque<u64>,
     sessions: HashMap<String, Progress>,
     session_order: VecDeque<String>,
 }
 
 /// Every call placed, in placement order, and the progress of each session.
-#[derive(Default)]
 pub(crate) struct Calls {
     inner: Mutex<Inner>,
+    /// Ended calls beyond this many calls in all are forgotten, oldest ended first
+    /// ([`MAX_CALLS`]; smaller in tests). Live calls are always kept: their sessions bound them.
+    cap: usize,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self::with_cap(MAX_CALLS)
+    }
 }
 
 /// The filters of `GET /_sim/calls`.
@@ -301,6 +314,11 @@ impl CallFilter<'_> {
 }
 
 impl Calls {
+    /// Calls that keep at most `cap` calls when some have ended.
+    pub(crate) fn with_cap(cap: usize) -> Self {
+        Self { inner: Mutex::default(), cap }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -331,9 +349,12 @@ impl Calls {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
+        if call.state == CallState::Ended {
+            inner.ended.push_back(seq);
+        }
         inner.calls.insert(seq, call);
-        while inner.calls.len() > MAX_CALLS {
-            let Some(old) = inner.calls.iter().find(|(_, c)| c.state == CallState::Ended).map(|(k, _)| *k) else {
+        while inner.calls.len() > self.cap {
+            let Some(old) = inner.ended.pop_front() else {
                 break;
             };
             inner.calls.remove(&old);
@@ -345,8 +366,13 @@ impl Calls {
     pub(crate) fn update(&self, seq: u64, f: impl FnOnce(&mut CallRecord)) -> Option<CallRecord> {
         let mut inner = self.lock();
         let call = inner.calls.get_mut(&seq)?;
+        let was_ended = call.state == CallState::Ended;
         f(call);
-        Some(call.clone())
+        let copy = call.clone();
+        if !was_ended && copy.state == CallState::Ended {
+            inner.ended.push_back(seq);
+        }
+        Some(copy)
     }
 
     /// The ended calls of `api_key_id` that `keep` accepts, in placement order.
@@ -390,7 +416,62 @@ impl Calls {
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.calls.clear();
+        inner.ended.clear();
         inner.sessions.clear();
         inner.session_order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(phone: &str, state: CallState) -> CallRecord {
+        CallRecord {
+            call_id: phone.to_owned(),
+            session_id: "s".into(),
+            api_key_id: "k".into(),
+            cid: String::new(),
+            phone: phone.to_owned(),
+            reported_phone: phone.to_owned(),
+            attempt: 1,
+            state,
+            row: outcome_for(phone, 1),
+            started_at_ms: 0,
+            ended_at_ms: None,
+        }
+    }
+
+    fn phones(calls: &Calls) -> Vec<String> {
+        calls.lock().calls.values().map(|c| c.phone.clone()).collect()
+    }
+
+    #[test]
+    fn over_the_cap_the_oldest_ended_calls_go_and_live_calls_stay() {
+        let calls = Calls::with_cap(3);
+        let a = calls.insert(call("a", CallState::Ringing));
+        let b = calls.insert(call("b", CallState::Ringing));
+        calls.insert(call("c", CallState::Ringing));
+        // Nothing ended: a slow time scale. Every live call stays, and nothing is walked.
+        calls.insert(call("d", CallState::Ringing));
+        assert_eq!(phones(&calls), ["a", "b", "c", "d"]);
+        assert!(calls.lock().ended.is_empty());
+        // b ends, then a: the next inserts forget them in that order (the order they ended).
+        calls.update(b, |c| c.state = CallState::Ended).unwrap();
+        calls.update(a, |c| c.state = CallState::Ended).unwrap();
+        // Ending twice is noted once.
+        calls.update(a, |c| c.state = CallState::Ended).unwrap();
+        let e = calls.insert(call("e", CallState::Ringing));
+        assert_eq!(phones(&calls), ["c", "d", "e"]);
+        assert!(calls.lock().ended.is_empty());
+        calls.insert(call("f", CallState::Ringing));
+        assert_eq!(phones(&calls), ["c", "d", "e", "f"]);
+        // e ends after d: d is still live, e goes first.
+        calls.update(e, |c| c.state = CallState::Ended).unwrap();
+        // Over the cap, an ended call goes as soon as it is recorded; live ones stay.
+        calls.insert(call("g", CallState::Ended));
+        assert_eq!(phones(&calls), ["c", "d", "f"]);
+        assert!(calls.lock().ended.is_empty());
+        assert!(calls.update(a, |_| {}).is_none());
     }
 }
