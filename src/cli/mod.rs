@@ -34,7 +34,7 @@
 //! - [`follow`]: `campaign --watch`.
 //! - [`scripts`]: the `scripts` command.
 //! - [`watch`], [`report`]: the `watch` and `report` commands.
-//! - [`clock`]: local time from the system's zone file, RFC 3339 for JSON.
+//! - [`clock`]: local time (jiff: `$TZ` or the system zone, the IANA database compiled in), RFC 3339 for JSON.
 
 pub mod campaign;
 pub mod clock;

@@ -68,20 +68,23 @@ impl Clock {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` of Unix seconds `secs`, in UTC+7.
+/// `YYYY-MM-DD HH:MM:SS` of Unix seconds `secs`, in Vietnam's time (UTC+7, no daylight saving;
+/// the provider's clock), through `jiff` (a crate the product uses too: the simulator shares no
+/// product code, a crate is fine).
 pub(crate) fn date_time_vn(secs: u64) -> String {
-    let t = i64::try_from(secs).unwrap_or(i64::MAX / 2) + 7 * 3600;
-    let (days, sod) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm). `cli/clock.rs` has the same
-    // few lines: the simulator stands alone (tests/api/layout.rs), sharing no product code.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60)
+    let vietnam = jiff::tz::TimeZone::fixed(jiff::tz::offset(7));
+    let at = jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(i64::MAX)).unwrap_or(jiff::Timestamp::MAX);
+    at.to_zoned_datetime(vietnam).strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vietnam_time() {
+        assert_eq!(date_time_vn(0), "1970-01-01 07:00:00");
+        assert_eq!(date_time_vn(1_709_164_800 - 7 * 3600), "2024-02-29 00:00:00");
+        assert_eq!(date_time_vn(1_700_000_000), "2023-11-15 05:13:20");
+    }
 }

@@ -129,6 +129,25 @@ async fn cli_report_of_a_finished_session_prints_the_simulators_outcomes() {
     }
     assert!(!run.stdout.contains("0912345670"), "phones are masked in the table");
 
+    // Local time from an IANA name with no zone database on the machine (TZDIR empty): the
+    // copy compiled into the binary gives Vietnam's +07:00.
+    let no_zoneinfo = tempfile::tempdir().unwrap();
+    let out = command(&app, &["report", "--session", &session])
+        .env("TZ", "Asia/Ho_Chi_Minh")
+        .env("TZDIR", no_zoneinfo.path())
+        .output()
+        .await
+        .unwrap();
+    let local = String::from_utf8(out.stdout).unwrap();
+    let (utc_rows, local_rows): (Vec<&str>, Vec<&str>) = (lines[2..].to_vec(), local.lines().skip(2).collect());
+    for (utc, local) in utc_rows.iter().zip(&local_rows) {
+        let when = |row: &str| {
+            let cells: Vec<String> = row.split_whitespace().map(str::to_owned).collect();
+            format!("{}T{}Z", cells[5], cells[6]).parse::<jiff::Timestamp>().unwrap()
+        };
+        assert_eq!(when(local).as_second() - when(utc).as_second(), 7 * 3600, "{utc} / {local}");
+    }
+
     let run = cli(&app, &["report", "--session", &session, "--json"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
