@@ -22,7 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     catalog::ScriptCatalog,
-    config::Settings,
+    config::{CallerAuth, Settings},
     events::EventStore,
     metrics::Metrics,
     middleware::RpcLayer,
@@ -127,9 +127,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 impl Application {
     /// Reads the files, binds every listener and constructs every component.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        if settings.security.caller_auth == Some(CallerAuth::Mesh) {
+            tracing::warn!(
+                "callers are taken on the mesh's word (--caller-auth mesh): this facade authenticates no caller; \
+                 whoever reaches its gRPC port can place calls"
+            );
+        }
         // Files first: a bad one stops the start before anything is bound or logged.
         let secrets = SecretSources::load(&settings).map_err(AppError::Secrets)?;
-        let tls = grpc::server_tls(&settings.security.tls)?;
+        let tls = grpc::server_tls(&settings.security.tls, settings.events.webhook_header_timeout)?;
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
         let (simulator, upstream_url) = match &settings.upstream.url {
             Some(url) => (None, url.clone()),
@@ -187,6 +193,7 @@ impl Application {
                 store: events.clone(),
                 resolver: Resolver::start(upstream.clone(), metrics.clone(), &tasks),
                 metrics: metrics.clone(),
+                body_timeout: settings.events.webhook_body_timeout,
             });
             (listener, receiver)
         });
@@ -290,11 +297,18 @@ impl Application {
                 }
             }
         };
-        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), std::future::pending());
+        let header_timeout = settings.events.webhook_header_timeout;
+        let limits = crate::http_listener::Limits { header_timeout, max_connections: crate::admin::MAX_CONNECTIONS };
+        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), limits, std::future::pending());
+        let webhook_limits = crate::http_listener::Limits {
+            header_timeout,
+            max_connections: settings.events.webhook_max_connections as usize,
+        };
         let served = async move {
             // The background tasks, each ending on the one signal.
             if let Some((listener, receiver)) = webhook {
-                tasks.spawn(crate::webhook::serve(listener, receiver, shutdown.clone().cancelled_owned()));
+                let stop = shutdown.clone().cancelled_owned();
+                tasks.spawn(crate::webhook::serve(listener, receiver, webhook_limits, stop));
             }
             if !reloader.is_empty() {
                 tasks.spawn(reloader.run(shutdown.clone().cancelled_owned()));
@@ -305,7 +319,7 @@ impl Application {
                 }
             }
             events::follow_store_health(&events, health.clone(), metrics, &tasks, &shutdown);
-            let server = grpc::serve(router, grpc, shutdown.clone().cancelled_owned());
+            let server = grpc::serve(router, grpc, header_timeout, shutdown.clone().cancelled_owned());
             let grace = settings.server.shutdown_grace;
             drain::Serving { health, ready, shutdown, tasks, grace }.serve(server, addrs, stop).await
         };

@@ -12,9 +12,11 @@
 //!    stay open so probes and tooling work. The settled [`Call`] (tenant, upstream context,
 //!    deadlines) goes into the request's extensions: handlers take it from there and read no
 //!    metadata. With a tenants file the tenant's name goes into the call's span and access line.
-//! 4. `shed`, load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE +
-//!    RetryInfo instead of queueing; the permit lives in the response body, so a stream counts
-//!    until it ends; health is exempt so that probes do not fail a busy replica.
+//! 4. `shed`, load shedding: callers' calls at `--max-concurrency` (UNAVAILABLE + RetryInfo at
+//!    once instead of queueing), the open methods (health watches, reflection) in small pools of
+//!    their own (RESOURCE_EXHAUSTED) so they never take a caller's place; the permit lives in the
+//!    response body, so a stream counts until it ends; health checks are exempt so that probes do
+//!    not fail a busy replica.
 //! 5. `refusal`, on the way back: tonic's own refusals of the caller's bytes (oversized,
 //!    undecodable) rewritten with the facade's details, in the answer's headers or in its
 //!    trailers, before the final code is read, so that the code counted and logged is the one
@@ -147,10 +149,17 @@ where
         }
         access.tenant = tenant_name.clone();
         // 4. Load shedding.
-        let Some(permit) = self.state.limiter.admit(req.uri().path()) else {
-            access.metrics.shed();
-            let res = refuse(FacadeError::Overloaded, ids.header, access);
-            return Box::pin(async move { Ok(res) });
+        let permit = match self.state.limiter.admit(req.uri().path()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                access.metrics.shed();
+                let err = match refused {
+                    shed::Refused::Callers => FacadeError::Overloaded,
+                    shed::Refused::Open => FacadeError::OpenStreamsExhausted,
+                };
+                let res = refuse(err, ids.header, access);
+                return Box::pin(async move { Ok(res) });
+            }
         };
 
         // The caller's messages counted as they stream in (`observe`), and the call's span.

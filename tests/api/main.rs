@@ -9,6 +9,7 @@ mod create_session;
 mod drain;
 mod events;
 mod fault_matrix;
+mod hostile;
 mod layout;
 mod nats;
 mod nats_processes;
