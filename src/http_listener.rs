@@ -108,12 +108,14 @@ impl tonic::transport::server::Connected for FirstBytes<TcpStream> {
 }
 
 /// What a listener allows its clients.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// First bytes and whole HTTP/1.1 request headers within this.
     pub(crate) header_timeout: Duration,
     /// Connections served at once.
     pub(crate) max_connections: usize,
+    /// The connections open now (`callbot_http_connections{listener}`).
+    pub(crate) open: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c) within `limits` until `stop` resolves; then
@@ -153,8 +155,11 @@ pub(crate) async fn serve(
         let io = TokioIo::new(FirstBytes::new(stream, limits.header_timeout));
         let service = TowerToHyperService::new(router.clone());
         let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        let open = limits.open.clone();
+        open.inc();
         tokio::spawn(async move {
             let _ = connection.await;
+            open.dec();
             drop(place);
         });
     }

@@ -166,8 +166,11 @@ impl Application {
                 catalog.forget(retired);
             }
         };
-        let (api_key, callers, reloader) = secrets.watch(&settings, &metrics, forget);
-        let tenancy = Arc::new(Tenancy::new(callers, api_key, settings.service.allow_caller_api_key));
+        let (api_key, callers, reloader, revisions) = secrets.watch(&settings, &metrics, forget);
+        let tenancy = Arc::new(Tenancy::new(callers, api_key, settings.service.allow_caller_api_key, revisions));
+        // A caller's own key is remembered once the provider accepted it (issued a token).
+        let accepting = tenancy.clone();
+        upstream.on_key_accepted(move |key| accepting.accepted(key));
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
         let EventParts { webhook, webhook_base, events, directory } = events::build(&settings, tenancy.clone()).await?;
@@ -298,11 +301,16 @@ impl Application {
             }
         };
         let header_timeout = settings.events.webhook_header_timeout;
-        let limits = crate::http_listener::Limits { header_timeout, max_connections: crate::admin::MAX_CONNECTIONS };
+        let limits = crate::http_listener::Limits {
+            header_timeout,
+            max_connections: crate::admin::MAX_CONNECTIONS,
+            open: metrics.listeners().connections("admin"),
+        };
         let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), limits, std::future::pending());
         let webhook_limits = crate::http_listener::Limits {
             header_timeout,
             max_connections: settings.events.webhook_max_connections as usize,
+            open: metrics.listeners().connections("webhook"),
         };
         let served = async move {
             // The background tasks, each ending on the one signal.

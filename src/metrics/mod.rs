@@ -22,9 +22,11 @@ use prometheus_client::{
 };
 
 mod events;
+mod listeners;
 mod methods;
 
 pub use events::EventMetrics;
+pub use listeners::ListenerMetrics;
 
 use methods::known_methods;
 pub use methods::{MethodLabels, RpcType, go_code_name};
@@ -106,6 +108,7 @@ pub struct Metrics {
     config_reloads: Family<FileLabels, Counter>,
     config_reload_failures: Family<FileLabels, Counter>,
     events: EventMetrics,
+    listeners: ListenerMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -211,6 +214,7 @@ impl Metrics {
             config_reload_failures.clone(),
         );
         let events = EventMetrics::register(&mut registry);
+        let listeners = ListenerMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("callbot_build_info", "Always 1; the version is in the label.", build_info);
@@ -248,12 +252,18 @@ impl Metrics {
             config_reloads,
             config_reload_failures,
             events,
+            listeners,
         }
     }
 
     /// The call-event metrics.
     pub fn events(&self) -> &EventMetrics {
         &self.events
+    }
+
+    /// The client-facing HTTP listeners' metrics.
+    pub fn listeners(&self) -> &ListenerMetrics {
+        &self.listeners
     }
 
     /// The Prometheus text exposition of every metric.

@@ -66,6 +66,9 @@ pub(crate) struct Call {
     pub(crate) caller_deadline: Option<Deadline>,
 }
 
+/// The stream a reload may have to end when it withdraws the caller.
+const WATCH_PATH: &str = "/callbot.v1.CallBotService/WatchCallEvents";
+
 /// Shared state of the layer.
 #[derive(Debug)]
 struct State {
@@ -143,6 +146,12 @@ where
         if let Some(tenant) = tenant {
             if self.state.tenancy.names_callers() {
                 tenant_name = Some(tenant.name.clone());
+            }
+            if req.uri().path() == WATCH_PATH {
+                // A stream outlives a reload: it re-checks its caller after each (`tenancy`).
+                if let Some(revocable) = self.state.tenancy.revocable(&req, &tenant.name) {
+                    req.extensions_mut().insert(revocable);
+                }
             }
             let call = self.settle(&req, tenant, access.request_id.clone(), ids.arrival);
             req.extensions_mut().insert(call);

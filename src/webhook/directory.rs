@@ -81,7 +81,8 @@ mod tests {
     use crate::tenancy::{Callers, ConfiguredKey, DEFAULT_TENANT, caller_key_tenant};
 
     fn directory(secret: &str) -> Directory {
-        let tenancy = Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("key-1")), true);
+        let revisions = tokio::sync::watch::channel(0).1;
+        let tenancy = Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("key-1")), true, revisions);
         Directory::new(ApiKey::new(secret), Arc::new(tenancy))
     }
 
