@@ -166,14 +166,26 @@ impl Application {
                 catalog.forget(retired);
             }
         };
-        let (api_key, callers, reloader, revisions) = secrets.watch(&settings, &metrics, forget);
+        let (api_key, callers, mut reloader, revisions) = secrets.watch(&settings, &metrics, forget);
         let tenancy = Arc::new(Tenancy::new(callers, api_key, settings.service.allow_caller_api_key, revisions));
         // A caller's own key is remembered once the provider accepted it (issued a token).
         let accepting = tenancy.clone();
         upstream.on_key_accepted(move |key| accepting.accepted(key));
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
-        let EventParts { webhook, webhook_base, events, directory } = events::build(&settings, tenancy.clone()).await?;
+        // A rotated webhook secret changes every URL: the registrar (built below) checks them again.
+        let registrar_slot: Arc<std::sync::OnceLock<Arc<Registrar>>> = Arc::default();
+        let rotated = {
+            let slot = registrar_slot.clone();
+            let tenancy = tenancy.clone();
+            move || {
+                if let Some(registrar) = slot.get() {
+                    registrar.recheck(tenancy.known_tenants());
+                }
+            }
+        };
+        let EventParts { webhook, webhook_base, events, directory } =
+            events::build(&settings, tenancy.clone(), &mut reloader, rotated).await?;
 
         let registrar = webhook_base.map(|base| {
             let registrar = Registrar::new(
@@ -187,6 +199,7 @@ impl Application {
             // A caller-key tenant's first call registers its webhook (a reaction of tenancy).
             let on_new = registrar.clone();
             tenancy.on_new_tenant(move |tenant| on_new.ensure(tenant));
+            let _ = registrar_slot.set(registrar.clone());
             registrar
         });
         let record_sessions = webhook.is_some();

@@ -66,6 +66,23 @@ pub(crate) struct Call {
     pub(crate) caller_deadline: Option<Deadline>,
 }
 
+/// The longest path the logs show whole: a path is the caller's to choose, and a known method's is
+/// far shorter.
+const LOGGED_PATH_MAX: usize = 96;
+
+/// The path as the access line and the span show it: at most [`LOGGED_PATH_MAX`] bytes of it, the
+/// rest counted, so a caller cannot write kilobytes of log per request.
+fn logged_path(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut end = LOGGED_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &path[..end], path.len())
+}
+
 /// The stream a reload may have to end when it withdraws the caller.
 const WATCH_PATH: &str = "/callbot.v1.CallBotService/WatchCallEvents";
 
@@ -133,7 +150,7 @@ where
         let ids = request_id::identify(&mut req);
         // 2. Counted as started and in flight.
         let mut access =
-            observe::Access::start(&self.state.metrics, req.uri().path().to_owned(), ids.text, ids.trace_id, started);
+            observe::Access::start(&self.state.metrics, logged_path(req.uri().path()), ids.text, ids.trace_id, started);
         // 3. Who calls, as which tenant; the call settled for its handler.
         let tenant = match self.state.tenancy.resolve(&req) {
             Ok(tenant) => tenant,
@@ -223,4 +240,19 @@ fn refuse(err: FacadeError, id: HeaderValue, access: observe::Access) -> Respons
     request_id::echo(&mut res, id);
     access.finish(Some(code as i32));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_logged_cut() {
+        assert_eq!(logged_path("/callbot.v1.CallBotService/GetScript"), "/callbot.v1.CallBotService/GetScript");
+        let long = format!("/{}", "a".repeat(16 * 1024));
+        let logged = logged_path(&long);
+        assert!(logged.len() < 130 && logged.ends_with("...(16385 bytes)"), "{logged}");
+        let wide = format!("/{}", "đ".repeat(100));
+        assert!(logged_path(&wide).starts_with("/đđ"));
+    }
 }

@@ -285,6 +285,16 @@ impl Tenancy {
         }
     }
 
+    /// The tenants known now: those of [`Tenancy::initial_tenants`] and the caller-key tenants
+    /// remembered.
+    pub(crate) fn known_tenants(&self) -> Vec<Arc<str>> {
+        let mut known = self.initial_tenants();
+        if let Ok(callers) = self.caller_keys.lock() {
+            known.extend(callers.keys.keys().cloned());
+        }
+        known
+    }
+
     /// The tenants known from the start (the configured key's, or every tenant of the file).
     pub(crate) fn initial_tenants(&self) -> Vec<Arc<str>> {
         match &self.callers {

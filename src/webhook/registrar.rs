@@ -78,6 +78,19 @@ impl Registrar {
         }
     }
 
+    /// Checks `tenants` again, whether or not they were checked before (after a rotation of the
+    /// webhook secret, their URLs changed).
+    pub(crate) fn recheck(self: &Arc<Self>, tenants: Vec<TenantId>) {
+        if let Ok(mut started) = self.started.lock() {
+            for tenant in &tenants {
+                started.remove(tenant);
+            }
+        }
+        for tenant in tenants {
+            self.ensure(tenant);
+        }
+    }
+
     async fn check_until_done(&self, tenant: TenantId) {
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_CHECKS {

@@ -178,3 +178,71 @@ async fn a_body_that_never_ends_is_answered_408() {
     let metrics = reqwest::get(format!("http://{}/metrics", app.admin)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"callbot_webhook_deliveries_total{kind="unknown",answer="timeout"} 1"#), "{metrics}");
 }
+
+#[tokio::test]
+async fn the_webhook_secret_rotates_from_its_file_with_the_previous_one_still_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("webhook-secret");
+    let old = "old-webhook-secret-old-webhook-secret";
+    let new = "new-webhook-secret-new-webhook-secret";
+    // Too short: the start is refused with one line naming the file.
+    std::fs::write(&file, "short\n").unwrap();
+    let sim = TestSim::start(SimConfig::default()).await;
+    let hook = super::events::free_addr();
+    let settings = |sim: &TestSim| {
+        let mut s = test_settings(&sim.url);
+        s.events.webhook_listen = Some(hook);
+        s.events.webhook_secret_file = Some(file.clone());
+        s.events.webhook_secret_previous = Some(ApiKey::new(old));
+        s.events.webhook_public_url = Some(format!("http://{hook}"));
+        s.security.secrets_poll_interval = Duration::from_millis(50);
+        s
+    };
+    let err = Application::build(settings(&sim)).await.err().expect("refused");
+    let line = err.to_string();
+    assert!(line.contains("--webhook-secret-file") && line.contains("32 bytes") && !line.contains('\n'), "{line}");
+
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let app = start(settings(&sim), sim).await;
+    let registered = |n: u64| {
+        let sim_url = app.sim.url.clone();
+        async move {
+            super::events::wait_until(|| async {
+                let v: Value = reqwest::get(format!("{sim_url}/_sim/stats")).await.unwrap().json().await.unwrap();
+                v["webhook_register_calls"].as_u64() == Some(n)
+            })
+            .await;
+        }
+    };
+    registered(1).await;
+    let old_url = app.webhook.clone().unwrap();
+    let body = |call: &str| {
+        json!({"call_uuid": call, "state": "ringing", "direction": "outbound", "from_number": "1900",
+               "to_number": "0912345670", "hotline": "1900", "created_time": 1_764_590_000})
+    };
+    let http = reqwest::Client::new();
+    assert_eq!(http.post(&old_url).json(&body("r-1")).send().await.unwrap().status(), 204);
+    // Rotated: the new URL is registered; the old one is still taken (the previous secret).
+    std::fs::write(&file, format!("{new}\n")).unwrap();
+    registered(2).await;
+    let hooks: Value = app
+        .sim
+        .as_client(TEST_KEY, reqwest::Method::GET, "/api/webhooks/list")
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let urls: Vec<String> =
+        hooks.to_string().split('"').filter(|s| s.starts_with("http://")).map(str::to_owned).collect();
+    let new_url = urls.iter().find(|u| **u != old_url).expect("a second URL registered").clone();
+    assert_eq!(http.post(&new_url).json(&body("r-2")).send().await.unwrap().status(), 204);
+    assert_eq!(http.post(&old_url).json(&body("r-3")).send().await.unwrap().status(), 204);
+    // A token under another secret is not.
+    let mut forged = new_url.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(http.post(&forged).json(&body("r-4")).send().await.unwrap().status(), 404);
+}
