@@ -75,7 +75,14 @@ async fn main() {
     let facade = Guard(
         Command::new(&bin)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
-            .args(["--upstream-url", &format!("http://127.0.0.1:{sim_port}"), "--api-key", "bench-key"])
+            .args([
+                "--upstream-url",
+                &format!("http://127.0.0.1:{sim_port}"),
+                "--api-key",
+                "bench-key",
+                "--caller-auth",
+                "mesh",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

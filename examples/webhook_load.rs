@@ -31,7 +31,7 @@ use sha2::Sha256;
 use tokio::process::Command;
 use tonic::transport::Channel;
 
-const SECRET: &str = "webhook-load-secret";
+const SECRET: &str = "webhook-load-secret-0123456789abcdef";
 const KEY: &str = "webhook-load-key";
 
 struct Args {
@@ -179,7 +179,7 @@ async fn main() {
     let start = |grpc: SocketAddr, hook: SocketAddr| {
         let mut cmd = Command::new(&a.bin);
         cmd.args(["--listen", &grpc.to_string(), "--admin-listen", &free_addr().to_string()])
-            .args(["--upstream-url", &format!("http://{sim_addr}"), "--api-key", KEY])
+            .args(["--upstream-url", &format!("http://{sim_addr}"), "--api-key", KEY, "--caller-auth", "mesh"])
             .args(["--webhook-listen", &hook.to_string(), "--webhook-secret", SECRET])
             .args(["--events-max", &a.events_max.to_string()]);
         if a.nats {

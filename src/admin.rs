@@ -26,11 +26,16 @@ struct Admin {
     metrics: Arc<Metrics>,
 }
 
-/// Serves the admin endpoints until `stop` resolves.
-pub async fn serve(
+/// Connections the admin listener serves at once (probes and scrapers: a handful).
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
+/// Serves the admin endpoints within `limits` (the receiver's header timeout; `crate::http_listener`)
+/// until `stop` resolves.
+pub(crate) async fn serve(
     listener: TcpListener,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    limits: crate::http_listener::Limits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
@@ -52,8 +57,5 @@ pub async fn serve(
             }),
         )
         .with_state(Admin { ready, metrics });
-    let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "admin listener failed");
-    }
+    crate::http_listener::serve("admin", listener, app, limits, stop).await;
 }

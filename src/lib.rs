@@ -44,6 +44,7 @@ pub(crate) mod convert;
 pub(crate) mod deadline;
 pub(crate) mod domain;
 pub(crate) mod events;
+pub(crate) mod http_listener;
 pub(crate) mod logwriter;
 pub(crate) mod metrics;
 pub(crate) mod middleware;

@@ -50,7 +50,7 @@ impl<T> Live<T> {
     }
 
     /// Puts `value` in place; returns the value it replaced.
-    fn replace(&self, value: T) -> Arc<T> {
+    pub(crate) fn replace(&self, value: T) -> Arc<T> {
         let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
         std::mem::replace(&mut *current, Arc::new(value))
     }

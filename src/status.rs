@@ -53,6 +53,12 @@ pub enum FacadeError {
     /// Too many calls in flight; shed.
     #[error("too many calls in flight")]
     Overloaded,
+    /// Too many open health watches or reflection streams (the methods open without credentials).
+    #[error("too many open health watch or reflection streams")]
+    OpenStreamsExhausted,
+    /// A watcher's credentials were withdrawn by a reload while its stream was open.
+    #[error("the caller's credentials were revoked")]
+    CallerRevoked,
     /// A request message over `--max-message-bytes`.
     #[error("request message over the size limit")]
     MessageTooLarge,
@@ -151,6 +157,14 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
             "x-api-key metadata is not accepted: the caller's identity chooses the tenant and its key",
         ),
         FacadeError::Overloaded => retry(row(Unavailable, "OVERLOADED", "too many calls in flight; retry later"), None),
+        FacadeError::OpenStreamsExhausted => row(
+            ResourceExhausted,
+            "OPEN_STREAMS_EXHAUSTED",
+            "too many open health watch or reflection streams; close some and retry",
+        ),
+        FacadeError::CallerRevoked => {
+            row(Unauthenticated, "CALLER_REVOKED", "the caller's credentials were revoked while the stream was open")
+        }
         FacadeError::MessageTooLarge => row(
             ResourceExhausted,
             "MESSAGE_TOO_LARGE",
@@ -338,6 +352,8 @@ mod tests {
             (FacadeError::TenantAmbiguous, false, PermissionDenied, "TENANT_NOT_ALLOWED", None),
             (FacadeError::CallerApiKeyWithTenants, false, PermissionDenied, "CALLER_API_KEY_NOT_ALLOWED", None),
             (FacadeError::Overloaded, false, Unavailable, "OVERLOADED", d),
+            (FacadeError::OpenStreamsExhausted, false, ResourceExhausted, "OPEN_STREAMS_EXHAUSTED", None),
+            (FacadeError::CallerRevoked, false, Unauthenticated, "CALLER_REVOKED", None),
             (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
             (FacadeError::MalformedMessage, false, Internal, "MALFORMED_REQUEST_MESSAGE", None),
             (http(401), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),

@@ -50,7 +50,7 @@ pub(crate) async fn start_facade(
     let started = Instant::now();
     let mut facade = Command::new(program)
         .args(["--listen", &grpc_addr.to_string(), "--admin-listen", &admin_addr.to_string()])
-        .args(["--upstream-url", sim_url, "--api-key", API_KEY])
+        .args(["--upstream-url", sim_url, "--api-key", API_KEY, "--caller-auth", "mesh"])
         .args(extra)
         .args(&args.facade_args)
         .env("RUST_LOG", &args.facade_log_level)

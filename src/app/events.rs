@@ -9,6 +9,7 @@ use tonic_health::ServingStatus;
 
 use super::{AppError, EVENT_STORE_SERVICE_NAME, bind};
 use crate::{
+    config::MIN_WEBHOOK_SECRET_BYTES,
     config::Settings,
     events::{
         EventStore,
@@ -16,7 +17,8 @@ use crate::{
         memory::{Bounds, MemoryStore, system_clock},
     },
     metrics::Metrics,
-    tenancy::Tenancy,
+    reload::{Reloader, Source, read_key},
+    tenancy::{ConfiguredKey, Tenancy},
     upstream::ApiKey,
     webhook::directory::Directory,
 };
@@ -30,7 +32,13 @@ pub(super) struct EventParts {
 }
 
 /// Binds the receiver (when on), opens the store, builds the directory.
-pub(super) async fn build(settings: &Settings, tenancy: Arc<Tenancy>) -> Result<EventParts, AppError> {
+/// `rotated` is called when `--webhook-secret-file` changes (the registrations are checked again).
+pub(super) async fn build(
+    settings: &Settings,
+    tenancy: Arc<Tenancy>,
+    reloader: &mut Reloader,
+    rotated: impl Fn() + Send + Sync + 'static,
+) -> Result<EventParts, AppError> {
     let simulated = settings.upstream.url.is_none();
     let webhook = match (settings.events.webhook_listen, simulated) {
         (Some(addr), _) => Some(bind(addr).await?),
@@ -56,13 +64,48 @@ pub(super) async fn build(settings: &Settings, tenancy: Arc<Tenancy>) -> Result<
             system_clock(),
         )),
     };
-    // Without a configured secret (the built-in simulator, or no receiver), tokens need only
-    // be unguessable for this process.
-    let secret = settings.events.webhook_secret.clone().unwrap_or_else(|| {
-        ApiKey::new(uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string())
-    });
-    let directory = Arc::new(Directory::new(secret, tenancy));
+    let secret = webhook_secret(settings, reloader, rotated)?;
+    let previous = settings.events.webhook_secret_previous.clone();
+    let directory = Arc::new(Directory::new(secret, previous, tenancy));
     Ok(EventParts { webhook, webhook_base, events, directory })
+}
+
+/// The webhook secret: `--webhook-secret`, or `--webhook-secret-file` read now (a bad file stops
+/// the start) and kept live (a bad new content keeps the last good one), or, without either (the
+/// built-in simulator, or no receiver), a random one: tokens then need only be unguessable for
+/// this process.
+fn webhook_secret(
+    settings: &Settings,
+    reloader: &mut Reloader,
+    rotated: impl Fn() + Send + Sync + 'static,
+) -> Result<ConfiguredKey, AppError> {
+    if let Some(secret) = &settings.events.webhook_secret {
+        return Ok(ConfiguredKey::Fixed(secret.clone()));
+    }
+    let Some(path) = settings.events.webhook_secret_file.clone() else {
+        let random = uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple().to_string();
+        return Ok(ConfiguredKey::Fixed(ApiKey::new(random)));
+    };
+    let source = Source::load("webhook_secret_file", move |inputs| {
+        let secret = read_key(inputs, &path).map_err(|why| format!("--webhook-secret-file: {why}"))?;
+        if secret.expose().len() < MIN_WEBHOOK_SECRET_BYTES {
+            return Err(format!(
+                "--webhook-secret-file {}: the secret has fewer than {MIN_WEBHOOK_SECRET_BYTES} bytes",
+                path.display()
+            ));
+        }
+        Ok(secret)
+    })
+    .map_err(AppError::Secrets)?
+    .on_replace(move |old: &ApiKey, new: &ApiKey| {
+        if old != new {
+            tracing::info!("webhook secret rotated: registrations are checked again");
+            rotated();
+        }
+    });
+    let live = source.live();
+    reloader.watch(Arc::new(source));
+    Ok(ConfiguredKey::File(live))
 }
 
 fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {

@@ -1,7 +1,9 @@
 //! The gRPC side of assembly: the server's TLS (checked at start), reflection, and the router:
 //! health, reflection and `CallBotService` behind the facade's layer (`middleware`).
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
+
+use futures::StreamExt;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::{Router, TcpIncoming};
@@ -11,6 +13,7 @@ use tower::layer::util::{Identity as NoLayer, Stack};
 use super::{AppError, MAX_HEADER_LIST_BYTES};
 use crate::{
     config::Settings,
+    http_listener::FirstBytes,
     middleware::RpcLayer,
     pb::{self, call_bot_service_server::CallBotServiceServer},
     service::CallBotApi,
@@ -22,10 +25,21 @@ pub(super) type GrpcRouter = Router<Stack<RpcLayer, NoLayer>>;
 /// Largest message the facade encodes (a script list page, a report).
 const MAX_ENCODING_BYTES: usize = 16 * 1024 * 1024;
 
+/// HTTP/2 PING every so often on every connection; a peer that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is gone and its connection (and streams) closed.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Reads the TLS files and checks that they make a usable server configuration now, at start-up,
 /// so that a missing, unreadable or garbage file stops the process with one line saying which
 /// (rather than surfacing later as an opaque transport error).
-pub(super) fn server_tls(files: &crate::config::TlsFiles) -> Result<Option<ServerTlsConfig>, AppError> {
+/// The handshake must end within `handshake`, as a plaintext connection's first bytes must come
+/// (`--webhook-header-timeout`, one bound for every listener): half-open connections hold no
+/// descriptor for long.
+pub(super) fn server_tls(
+    files: &crate::config::TlsFiles,
+    handshake: Duration,
+) -> Result<Option<ServerTlsConfig>, AppError> {
     let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
         return Ok(None);
     };
@@ -33,7 +47,7 @@ pub(super) fn server_tls(files: &crate::config::TlsFiles) -> Result<Option<Serve
         std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read the {what} {}: {e}", p.display())))
     };
     let (cert, key) = (read("certificate", cert)?, read("private key", key)?);
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(handshake);
     if let Some(ca) = &files.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
     }
@@ -71,6 +85,9 @@ pub(super) fn router(
     }
     Ok(builder
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+        .max_concurrent_streams(Some(settings.server.grpc_max_streams_per_connection))
+        .http2_keepalive_interval(Some(KEEPALIVE_EVERY))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(layer)
         .add_service(health)
         .add_service(reflection_v1)
@@ -79,11 +96,16 @@ pub(super) fn router(
 }
 
 /// Serves `router` on `listener` until `stop` resolves; then it stops accepting and ends when
-/// the calls in flight have.
+/// the calls in flight have. Each connection must send its first bytes (the HTTP/2 preface, or a
+/// TLS ClientHello) within `first_bytes` (`FirstBytes`).
 pub(super) fn serve(
     router: GrpcRouter,
     listener: TcpListener,
+    first_bytes: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), tonic::transport::Error>> {
-    router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|stream| FirstBytes::new(stream, first_bytes)));
+    router.serve_with_incoming_shutdown(incoming, stop)
 }

@@ -22,7 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     catalog::ScriptCatalog,
-    config::Settings,
+    config::{CallerAuth, Settings},
     events::EventStore,
     metrics::Metrics,
     middleware::RpcLayer,
@@ -127,9 +127,15 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 impl Application {
     /// Reads the files, binds every listener and constructs every component.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        if settings.security.caller_auth == Some(CallerAuth::Mesh) {
+            tracing::warn!(
+                "callers are taken on the mesh's word (--caller-auth mesh): this facade authenticates no caller; \
+                 whoever reaches its gRPC port can place calls"
+            );
+        }
         // Files first: a bad one stops the start before anything is bound or logged.
         let secrets = SecretSources::load(&settings).map_err(AppError::Secrets)?;
-        let tls = grpc::server_tls(&settings.security.tls)?;
+        let tls = grpc::server_tls(&settings.security.tls, settings.events.webhook_header_timeout)?;
         let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
         let (simulator, upstream_url) = match &settings.upstream.url {
             Some(url) => (None, url.clone()),
@@ -160,11 +166,26 @@ impl Application {
                 catalog.forget(retired);
             }
         };
-        let (api_key, callers, reloader) = secrets.watch(&settings, &metrics, forget);
-        let tenancy = Arc::new(Tenancy::new(callers, api_key, settings.service.allow_caller_api_key));
+        let (api_key, callers, mut reloader, revisions) = secrets.watch(&settings, &metrics, forget);
+        let tenancy = Arc::new(Tenancy::new(callers, api_key, settings.service.allow_caller_api_key, revisions));
+        // A caller's own key is remembered once the provider accepted it (issued a token).
+        let accepting = tenancy.clone();
+        upstream.on_key_accepted(move |key| accepting.accepted(key));
         let grpc = bind(settings.server.listen).await?;
         let admin = bind(settings.server.admin_listen).await?;
-        let EventParts { webhook, webhook_base, events, directory } = events::build(&settings, tenancy.clone()).await?;
+        // A rotated webhook secret changes every URL: the registrar (built below) checks them again.
+        let registrar_slot: Arc<std::sync::OnceLock<Arc<Registrar>>> = Arc::default();
+        let rotated = {
+            let slot = registrar_slot.clone();
+            let tenancy = tenancy.clone();
+            move || {
+                if let Some(registrar) = slot.get() {
+                    registrar.recheck(tenancy.known_tenants());
+                }
+            }
+        };
+        let EventParts { webhook, webhook_base, events, directory } =
+            events::build(&settings, tenancy.clone(), &mut reloader, rotated).await?;
 
         let registrar = webhook_base.map(|base| {
             let registrar = Registrar::new(
@@ -178,6 +199,7 @@ impl Application {
             // A caller-key tenant's first call registers its webhook (a reaction of tenancy).
             let on_new = registrar.clone();
             tenancy.on_new_tenant(move |tenant| on_new.ensure(tenant));
+            let _ = registrar_slot.set(registrar.clone());
             registrar
         });
         let record_sessions = webhook.is_some();
@@ -187,6 +209,7 @@ impl Application {
                 store: events.clone(),
                 resolver: Resolver::start(upstream.clone(), metrics.clone(), &tasks),
                 metrics: metrics.clone(),
+                body_timeout: settings.events.webhook_body_timeout,
             });
             (listener, receiver)
         });
@@ -290,11 +313,23 @@ impl Application {
                 }
             }
         };
-        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), std::future::pending());
+        let header_timeout = settings.events.webhook_header_timeout;
+        let limits = crate::http_listener::Limits {
+            header_timeout,
+            max_connections: crate::admin::MAX_CONNECTIONS,
+            open: metrics.listeners().connections("admin"),
+        };
+        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), limits, std::future::pending());
+        let webhook_limits = crate::http_listener::Limits {
+            header_timeout,
+            max_connections: settings.events.webhook_max_connections as usize,
+            open: metrics.listeners().connections("webhook"),
+        };
         let served = async move {
             // The background tasks, each ending on the one signal.
             if let Some((listener, receiver)) = webhook {
-                tasks.spawn(crate::webhook::serve(listener, receiver, shutdown.clone().cancelled_owned()));
+                let stop = shutdown.clone().cancelled_owned();
+                tasks.spawn(crate::webhook::serve(listener, receiver, webhook_limits, stop));
             }
             if !reloader.is_empty() {
                 tasks.spawn(reloader.run(shutdown.clone().cancelled_owned()));
@@ -305,7 +340,7 @@ impl Application {
                 }
             }
             events::follow_store_health(&events, health.clone(), metrics, &tasks, &shutdown);
-            let server = grpc::serve(router, grpc, shutdown.clone().cancelled_owned());
+            let server = grpc::serve(router, grpc, header_timeout, shutdown.clone().cancelled_owned());
             let grace = settings.server.shutdown_grace;
             drain::Serving { health, ready, shutdown, tasks, grace }.serve(server, addrs, stop).await
         };

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::{ApiKey, ConfigError, parse_api_key, parse_duration};
+use super::{ApiKey, ConfigError, MIN_WEBHOOK_SECRET_BYTES, parse_api_key, parse_duration};
 
 /// The webhook receiver (the provider's calls in) and the call-event store (README, "Call outcomes").
 #[derive(Debug, Clone, Args)]
@@ -16,8 +16,28 @@ pub struct EventsSettings {
     pub webhook_listen: Option<SocketAddr>,
     /// The secret the per-tenant URL tokens are derived from; required with --webhook-listen and a
     /// real upstream (every replica must share it).
-    #[arg(long = "webhook-secret", env = "CALLBOT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_api_key)]
+    /// At least 32 bytes.
+    #[arg(long = "webhook-secret", env = "CALLBOT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_api_key, conflicts_with = "webhook_secret_file")]
     pub webhook_secret: Option<ApiKey>,
+    /// A file holding the webhook secret (at least 32 bytes), re-read when it changes and on SIGHUP;
+    /// instead of --webhook-secret.
+    #[arg(long = "webhook-secret-file", env = "CALLBOT_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The secret before a rotation: tokens derived from it are still accepted (the provider may
+    /// post to the old URLs until they are replaced); new URLs use the current secret.
+    #[arg(long = "webhook-secret-previous", env = "CALLBOT_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true, value_parser = parse_api_key)]
+    pub webhook_secret_previous: Option<ApiKey>,
+    /// The receiver drops a connection that has not sent a request's whole headers within this.
+    #[arg(long = "webhook-header-timeout", env = "CALLBOT_WEBHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_header_timeout: Duration,
+    /// The receiver answers 408 and drops a connection that has not sent a request's whole body
+    /// within this (after its headers).
+    #[arg(long = "webhook-body-timeout", env = "CALLBOT_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub webhook_body_timeout: Duration,
+    /// Connections the receiver keeps open at most; more wait in the listen backlog, so slow or
+    /// abandoned clients cannot take the file descriptors the gRPC API and health checks need.
+    #[arg(long = "webhook-max-connections", env = "CALLBOT_WEBHOOK_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_connections: u32,
     /// The base URL the provider reaches the receiver at; when set, each tenant served gets
     /// `<base>/webhooks/callbot/<token>` registered.
     #[arg(long = "webhook-public-url", env = "CALLBOT_WEBHOOK_PUBLIC_URL")]
@@ -73,6 +93,16 @@ impl EventsSettings {
         if self.webhook_secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
             self.webhook_secret = None;
         }
+        if self.webhook_secret_previous.as_ref().is_some_and(|s| s.expose().is_empty()) {
+            self.webhook_secret_previous = None;
+        }
+        let weak = |s: &Option<ApiKey>| s.as_ref().is_some_and(|s| s.expose().len() < MIN_WEBHOOK_SECRET_BYTES);
+        if weak(&self.webhook_secret) || weak(&self.webhook_secret_previous) {
+            return Err(ConfigError::WeakWebhookSecret);
+        }
+        if self.webhook_header_timeout.is_zero() || self.webhook_body_timeout.is_zero() {
+            return Err(ConfigError::ZeroWebhookTimeout);
+        }
         if self.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
             self.nats_url = None;
         }
@@ -81,7 +111,8 @@ impl EventsSettings {
         if stream.is_empty() || stream.chars().any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c)) {
             return Err(ConfigError::BadEventsStream);
         }
-        if real_upstream && self.webhook_listen.is_some() && self.webhook_secret.is_none() {
+        let secret_given = self.webhook_secret.is_some() || self.webhook_secret_file.is_some();
+        if real_upstream && self.webhook_listen.is_some() && !secret_given {
             return Err(ConfigError::MissingWebhookSecret);
         }
         self.webhook_public_url = match self.webhook_public_url.as_deref().map(str::trim) {

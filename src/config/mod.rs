@@ -70,6 +70,10 @@ pub struct ServerSettings {
     /// Time given to in-flight calls after SIGTERM/SIGINT.
     #[arg(long, env = "CALLBOT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Most concurrent streams (calls) one gRPC connection may have open (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); a client wanting more opens more connections.
+    #[arg(long, env = "CALLBOT_GRPC_MAX_STREAMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams_per_connection: u32,
 }
 
 /// The upstream REST API: target, key, bounds and retry budget.
@@ -146,9 +150,21 @@ pub struct SecuritySettings {
     /// checked for a change. Hidden: the default suits production; tests shorten it.
     #[arg(long, env = "CALLBOT_SECRETS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
     pub secrets_poll_interval: Duration,
+    /// `mesh`: take callers on the service mesh's word (no caller authentication here). Required
+    /// with --upstream-url when neither --caller-tokens-file nor --tenants-file is given, so that a
+    /// facade placing real calls is never open to whoever reaches its port by mistake.
+    #[arg(long, env = "CALLBOT_CALLER_AUTH", value_enum)]
+    pub caller_auth: Option<CallerAuth>,
     /// TLS on the gRPC listener.
     #[command(flatten)]
     pub tls: TlsFiles,
+}
+
+/// How callers are authenticated when no tokens or tenants file says who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallerAuth {
+    /// The mesh (mTLS between sidecars, network policies) decides who reaches the facade.
+    Mesh,
 }
 
 /// PEM files for TLS: on when `--tls-cert` and `--tls-key` are given (clap refuses one alone).
@@ -191,18 +207,41 @@ pub enum ConfigError {
     #[error("--api-key must not be empty")]
     EmptyApiKey,
     /// A receiver facing a real provider needs the secret its URL tokens come from.
-    #[error("--webhook-secret (CALLBOT_WEBHOOK_SECRET) is required with --webhook-listen and --upstream-url")]
+    #[error(
+        "--webhook-secret (CALLBOT_WEBHOOK_SECRET) or --webhook-secret-file is required with --webhook-listen and --upstream-url"
+    )]
     MissingWebhookSecret,
     /// The public URL must be an http(s) base the provider can reach.
     #[error("--webhook-public-url must be an http:// or https:// URL")]
     BadWebhookPublicUrl,
+    /// A zero timeout would drop every delivery.
+    #[error("--webhook-header-timeout and --webhook-body-timeout must be more than 0s")]
+    ZeroWebhookTimeout,
     /// A zero retention keeps nothing.
     #[error("--events-retention must be more than 0s")]
     ZeroRetention,
+    /// A real upstream with nobody checking who calls.
+    #[error(
+        "with --upstream-url, say how callers are authenticated: --caller-tokens-file (bearer tokens), \
+         --tenants-file (bearer tokens or mTLS identities per tenant), or --caller-auth mesh \
+         (CALLBOT_CALLER_AUTH=mesh: the service mesh decides who reaches the facade)"
+    )]
+    NoCallerAuth,
+    /// A webhook secret short enough to be guessed offline from a tenant's own token.
+    #[error(
+        "--webhook-secret (CALLBOT_WEBHOOK_SECRET) and --webhook-secret-previous need at least {min} bytes \
+         (e.g. `openssl rand -hex 32`)",
+        min = MIN_WEBHOOK_SECRET_BYTES
+    )]
+    WeakWebhookSecret,
     /// The stream name must be a JetStream stream name.
     #[error("--events-stream must be a JetStream stream name (no spaces, '.', '*', '>', '/' or '\\')")]
     BadEventsStream,
 }
+
+/// The shortest webhook secret accepted: every tenant sees its own URL token, an HMAC of the secret,
+/// so a short secret could be found offline and any tenant's outcomes forged.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 32;
 
 /// The key the facade uses against its own built-in simulator (which accepts any non-empty key).
 pub const SIMULATOR_API_KEY: &str = "simulator-key";
@@ -240,6 +279,10 @@ impl Settings {
             (None, None) => Some(ApiKey::new(SIMULATOR_API_KEY)),
             (Some(_), None) => return Err(ConfigError::MissingApiKey),
         };
+        let authenticated = self.security.caller_tokens_file.is_some() || self.security.tenants_file.is_some();
+        if self.upstream.url.is_some() && !authenticated && self.security.caller_auth.is_none() {
+            return Err(ConfigError::NoCallerAuth);
+        }
         Ok(self)
     }
 
@@ -385,7 +428,8 @@ mod tests {
             parse(&["--upstream-url", "https://api.example.com/"]).unwrap_err(),
             ConfigError::MissingApiKey.to_string()
         );
-        let s = parse(&["--upstream-url", "https://api.example.com/", "--api-key", "k"]).unwrap();
+        let s =
+            parse(&["--upstream-url", "https://api.example.com/", "--api-key", "k", "--caller-auth", "mesh"]).unwrap();
         assert_eq!(s.upstream.url.as_deref(), Some("https://api.example.com"));
         assert_eq!(s.upstream.key().expose(), "k");
         assert_eq!(
@@ -462,11 +506,51 @@ mod tests {
             err,
             "--api-key-file (CALLBOT_API_KEY_FILE) cannot be used with --api-key (CALLBOT_API_KEY): give the key one way"
         );
-        let s = parse(&["--upstream-url", "https://api.example.com", "--api-key-file", "k.txt"]).unwrap();
+        let s =
+            parse(&["--upstream-url", "https://api.example.com", "--api-key-file", "k.txt", "--caller-auth", "mesh"])
+                .unwrap();
         assert_eq!((s.upstream.api_key, s.upstream.api_key_file.unwrap().to_str()), (None, Some("k.txt")));
         assert_eq!(parse(&["--secrets-poll-interval", "0s"]).unwrap_err(), ConfigError::ZeroPollInterval.to_string());
         let s = parse(&["--secrets-poll-interval", "50ms"]).unwrap();
         assert_eq!(s.security.secrets_poll_interval, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_real_upstream_needs_callers_authenticated_or_the_mesh_trusted_explicitly() {
+        let real = ["--upstream-url", "https://api.example.com", "--api-key", "k"];
+        let with = |extra: &[&str]| parse(&[&real[..], extra].concat());
+        let err = with(&[]).unwrap_err();
+        assert_eq!(err, ConfigError::NoCallerAuth.to_string());
+        for way in ["--caller-tokens-file", "--tenants-file", "--caller-auth mesh"] {
+            assert!(err.contains(way), "{err} names {way}");
+        }
+        assert_eq!(with(&["--caller-auth", "mesh"]).unwrap().security.caller_auth, Some(CallerAuth::Mesh));
+        assert!(with(&["--caller-tokens-file", "t.txt"]).is_ok());
+        assert!(with(&["--caller-auth", "none"]).is_err(), "mesh is the only explicit trust");
+        // The built-in simulator places no real call: no need to say.
+        assert_eq!(parse(&[]).unwrap().security.caller_auth, None);
+        assert_eq!(parse(&[]).unwrap().server.grpc_max_streams_per_connection, 100);
+    }
+
+    #[test]
+    fn webhook_secrets_are_long_enough_and_the_receiver_bounds_its_clients() {
+        let strong = "0123456789abcdef0123456789abcdef";
+        let s = parse(&["--webhook-secret", strong, "--webhook-secret-previous", &strong.replace('0', "x")]).unwrap();
+        assert_eq!(s.events.webhook_secret.as_ref().map(ApiKey::expose), Some(strong));
+        for weak in [&["--webhook-secret", "a"][..], &["--webhook-secret-previous", &strong[1..]]] {
+            assert_eq!(parse(weak).unwrap_err(), ConfigError::WeakWebhookSecret.to_string(), "{weak:?}");
+        }
+        assert!(parse(&["--webhook-secret", strong, "--webhook-secret-file", "s.txt"]).is_err(), "one way");
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.events.webhook_header_timeout, Duration::from_secs(10));
+        assert_eq!(s.events.webhook_body_timeout, Duration::from_secs(30));
+        assert_eq!(s.events.webhook_max_connections, 1024);
+        assert_eq!(parse(&["--webhook-body-timeout", "0s"]).unwrap_err(), ConfigError::ZeroWebhookTimeout.to_string());
+        // A secret file stands for the secret with a real upstream.
+        let real = ["--upstream-url", "https://x.example", "--api-key", "k", "--caller-auth", "mesh"];
+        let listen = ["--webhook-listen", "127.0.0.1:0"];
+        assert_eq!(parse(&[&real[..], &listen].concat()).unwrap_err(), ConfigError::MissingWebhookSecret.to_string());
+        assert!(parse(&[&real[..], &listen, &["--webhook-secret-file", "s.txt"]].concat()).is_ok());
     }
 
     #[test]

@@ -27,10 +27,12 @@ use prometheus_client::{
 };
 
 mod events;
+mod listeners;
 mod methods;
 mod process;
 
 pub use events::EventMetrics;
+pub use listeners::ListenerMetrics;
 
 use methods::known_methods;
 pub use methods::{MethodLabels, RpcType, go_code_name};
@@ -164,6 +166,7 @@ pub struct Metrics {
     config_reloads: Family<FileLabels, Counter>,
     config_reload_failures: Family<FileLabels, Counter>,
     events: EventMetrics,
+    listeners: ListenerMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -295,6 +298,7 @@ impl Metrics {
         );
         let events = EventMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector));
+        let listeners = ListenerMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         register(&mut registry, "callbot_build_info", "Always 1; the version is in the label.", build_info);
@@ -355,12 +359,18 @@ impl Metrics {
             config_reloads,
             config_reload_failures,
             events,
+            listeners,
         }
     }
 
     /// The call-event metrics.
     pub fn events(&self) -> &EventMetrics {
         &self.events
+    }
+
+    /// The client-facing HTTP listeners' metrics.
+    pub fn listeners(&self) -> &ListenerMetrics {
+        &self.listeners
     }
 
     /// The Prometheus text exposition of every metric.

@@ -12,9 +12,11 @@
 //!    stay open so probes and tooling work. The settled [`Call`] (tenant, upstream context,
 //!    deadlines) goes into the request's extensions: handlers take it from there and read no
 //!    metadata. With a tenants file the tenant's name goes into the call's span and access line.
-//! 4. `shed`, load shedding at `--max-concurrency`: refuses at once with UNAVAILABLE +
-//!    RetryInfo instead of queueing; the permit lives in the response body, so a stream counts
-//!    until it ends; health is exempt so that probes do not fail a busy replica.
+//! 4. `shed`, load shedding: callers' calls at `--max-concurrency` (UNAVAILABLE + RetryInfo at
+//!    once instead of queueing), the open methods (health watches, reflection) in small pools of
+//!    their own (RESOURCE_EXHAUSTED) so they never take a caller's place; the permit lives in the
+//!    response body, so a stream counts until it ends; health checks are exempt so that probes do
+//!    not fail a busy replica.
 //! 5. `refusal`, on the way back: tonic's own refusals of the caller's bytes (oversized,
 //!    undecodable) rewritten with the facade's details, in the answer's headers or in its
 //!    trailers, before the final code is read, so that the code counted and logged is the one
@@ -63,6 +65,26 @@ pub(crate) struct Call {
     /// The caller's own deadline, less a little headroom (a stream's bound).
     pub(crate) caller_deadline: Option<Deadline>,
 }
+
+/// The longest path the logs show whole: a path is the caller's to choose, and a known method's is
+/// far shorter.
+const LOGGED_PATH_MAX: usize = 96;
+
+/// The path as the access line and the span show it: at most [`LOGGED_PATH_MAX`] bytes of it, the
+/// rest counted, so a caller cannot write kilobytes of log per request.
+fn logged_path(path: &str) -> String {
+    if path.len() <= LOGGED_PATH_MAX {
+        return path.to_owned();
+    }
+    let mut end = LOGGED_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &path[..end], path.len())
+}
+
+/// The stream a reload may have to end when it withdraws the caller.
+const WATCH_PATH: &str = "/callbot.v1.CallBotService/WatchCallEvents";
 
 /// Shared state of the layer.
 #[derive(Debug)]
@@ -128,7 +150,7 @@ where
         let ids = request_id::identify(&mut req);
         // 2. Counted as started and in flight.
         let mut access =
-            observe::Access::start(&self.state.metrics, req.uri().path().to_owned(), ids.text, ids.trace_id, started);
+            observe::Access::start(&self.state.metrics, logged_path(req.uri().path()), ids.text, ids.trace_id, started);
         // 3. Who calls, as which tenant; the call settled for its handler.
         let tenant = match self.state.tenancy.resolve(&req) {
             Ok(tenant) => tenant,
@@ -142,15 +164,28 @@ where
             if self.state.tenancy.names_callers() {
                 tenant_name = Some(tenant.name.clone());
             }
+            if req.uri().path() == WATCH_PATH {
+                // A stream outlives a reload: it re-checks its caller after each (`tenancy`).
+                if let Some(revocable) = self.state.tenancy.revocable(&req, &tenant.name) {
+                    req.extensions_mut().insert(revocable);
+                }
+            }
             let call = self.settle(&req, tenant, access.request_id.clone(), ids.arrival);
             req.extensions_mut().insert(call);
         }
         access.tenant = tenant_name.clone();
         // 4. Load shedding.
-        let Some(permit) = self.state.limiter.admit(req.uri().path()) else {
-            access.metrics.shed();
-            let res = refuse(FacadeError::Overloaded, ids.header, access);
-            return Box::pin(async move { Ok(res) });
+        let permit = match self.state.limiter.admit(req.uri().path()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                access.metrics.shed();
+                let err = match refused {
+                    shed::Refused::Callers => FacadeError::Overloaded,
+                    shed::Refused::Open => FacadeError::OpenStreamsExhausted,
+                };
+                let res = refuse(err, ids.header, access);
+                return Box::pin(async move { Ok(res) });
+            }
         };
 
         // The caller's messages counted as they stream in (`observe`), and the call's span.
@@ -205,4 +240,19 @@ fn refuse(err: FacadeError, id: HeaderValue, access: observe::Access) -> Respons
     request_id::echo(&mut res, id);
     access.finish(Some(code as i32));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_paths_are_logged_cut() {
+        assert_eq!(logged_path("/callbot.v1.CallBotService/GetScript"), "/callbot.v1.CallBotService/GetScript");
+        let long = format!("/{}", "a".repeat(16 * 1024));
+        let logged = logged_path(&long);
+        assert!(logged.len() < 130 && logged.ends_with("...(16385 bytes)"), "{logged}");
+        let wide = format!("/{}", "đ".repeat(100));
+        assert!(logged_path(&wide).starts_with("/đđ"));
+    }
 }

@@ -22,6 +22,7 @@ use crate::{
     events::{Cursor, Filter, SessionLog, Start, StoreError, TenantId, report},
     pb,
     status::FacadeError,
+    tenancy::Revocable,
 };
 
 /// The stream type of WatchCallEvents.
@@ -31,6 +32,8 @@ pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchCallEven
 struct Watch {
     subscription: crate::events::Subscription,
     shutdown: tokio_util::sync::CancellationToken,
+    /// Resolves when a reload withdrew the caller (never without a tokens or tenants file).
+    revoked: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     last: Option<Cursor>,
     request_id: String,
     done: bool,
@@ -88,6 +91,10 @@ impl CallBotApi {
         request: Request<pb::WatchCallEventsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let Call { ctx, tenant, .. } = self.call(&request)?;
+        let revoked = match request.extensions().get::<Revocable>().cloned() {
+            Some(revocable) => revocable.revoked(),
+            None => Box::pin(std::future::pending()),
+        };
         let request = request.into_inner();
         let mut violations = Vec::new();
         check_session_id(&request.session_id, false, &mut violations);
@@ -125,6 +132,7 @@ impl CallBotApi {
         let state = Watch {
             subscription,
             shutdown: self.shutdown.clone(),
+            revoked,
             last: None,
             request_id: ctx.request_id.clone(),
             done: false,
@@ -135,21 +143,23 @@ impl CallBotApi {
                 return None;
             }
             let next = {
-                let Watch { subscription, shutdown, .. } = &mut w;
+                let Watch { subscription, shutdown, revoked, .. } = &mut w;
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => None,
-                    next = subscription.next() => Some(next),
+                    () = revoked => Some(Some(Err(None))),
+                    next = subscription.next() => Some(next.map(|n| n.map_err(Some))),
                 }
             };
             let err = match next {
                 None => FacadeError::ShuttingDown { last_cursor: w.last.map(|c| c.encode()) },
+                Some(Some(Err(None))) => FacadeError::CallerRevoked,
                 Some(None) => return None,
                 Some(Some(Ok(event))) => {
                     w.last = Some(event.cursor);
                     return Some((Ok(pb::WatchCallEventsResponse { event: Some(convert::event_to_pb(&event)) }), w));
                 }
-                Some(Some(Err(e))) => store_error(e, w.last.as_ref()),
+                Some(Some(Err(Some(e)))) => store_error(e, w.last.as_ref()),
             };
             w.done = true;
             let status = fail_with(&w.request_id, err);

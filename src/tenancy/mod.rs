@@ -28,11 +28,15 @@ mod secrets;
 use std::{
     collections::HashMap,
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, OnceLock},
 };
 
 use http::Request;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 pub use callers::{CallerTokens, CallerTokensError};
 pub(crate) use secrets::SecretSources;
@@ -47,8 +51,12 @@ pub(crate) const DEFAULT_TENANT: &str = "default";
 /// mode, so probes and tooling work.
 const SERVICE_PREFIX: &str = "/callbot.v1.CallBotService/";
 
-/// Caller-key tenants remembered (their keys, for history lookups and registration).
+/// Caller-key tenants remembered (their keys, for history lookups and registration); past it the
+/// least recently accepted leaves.
 const MAX_CALLER_TENANTS: usize = 10_000;
+
+/// The metadata a revocation check replays (every other key is irrelevant to who the caller is).
+const IDENTITY_HEADERS: [&str; 3] = ["authorization", "x-callbot-tenant", "x-api-key"];
 
 /// The configured tenant key: fixed (`--api-key`, or the simulator's), or the live content of
 /// `--api-key-file`. Fixed is kept apart so that the common case takes no lock per call.
@@ -108,10 +116,21 @@ pub(crate) struct Tenancy {
     allow_caller_api_key: bool,
     /// `default`, allocated once.
     default_name: Arc<str>,
-    /// The caller-key tenants seen by this process, with their keys (bounded).
-    caller_keys: Mutex<HashMap<Arc<str>, ApiKey>>,
+    /// The caller-key tenants whose key the provider accepted, with their keys and when last
+    /// accepted (bounded: the least recently accepted leaves).
+    caller_keys: Mutex<CallerKeys>,
+    /// Bumped by every reload of the tokens or tenants file: open streams re-check their caller.
+    revisions: watch::Receiver<u64>,
     /// The reaction to a caller-key tenant's first call (the webhook registration).
     on_new_tenant: OnceLock<NewTenantHook>,
+}
+
+/// The remembered caller keys.
+#[derive(Default)]
+struct CallerKeys {
+    keys: HashMap<Arc<str>, (ApiKey, u64)>,
+    /// Counts acceptances, to tell the least recent.
+    tick: u64,
 }
 
 impl fmt::Debug for Tenancy {
@@ -128,16 +147,29 @@ pub(crate) fn caller_key_tenant(key: &ApiKey) -> Arc<str> {
 }
 
 impl Tenancy {
-    /// Tenancy over `callers`, the `default` tenant's `configured` key, and the caller-key rule.
-    pub(crate) fn new(callers: Callers, configured: ConfiguredKey, allow_caller_api_key: bool) -> Self {
+    /// Tenancy over `callers`, the `default` tenant's `configured` key, and the caller-key rule;
+    /// `revisions` changes when a reload replaced the callers (`SecretSources::watch`).
+    pub(crate) fn new(
+        callers: Callers,
+        configured: ConfiguredKey,
+        allow_caller_api_key: bool,
+        revisions: watch::Receiver<u64>,
+    ) -> Self {
         Tenancy {
             callers,
             configured,
             allow_caller_api_key,
             default_name: Arc::from(DEFAULT_TENANT),
-            caller_keys: Mutex::new(HashMap::new()),
+            caller_keys: Mutex::new(CallerKeys::default()),
+            revisions,
             on_new_tenant: OnceLock::new(),
         }
+    }
+
+    /// Tenancy whose callers never change (tests).
+    #[cfg(test)]
+    fn fixed(callers: Callers, configured: ConfiguredKey, allow_caller_api_key: bool) -> Self {
+        Tenancy::new(callers, configured, allow_caller_api_key, watch::channel(0).1)
     }
 
     /// Sets the reaction to a caller-key tenant's first call (once; later calls are ignored).
@@ -167,32 +199,67 @@ impl Tenancy {
         match callers::caller_api_key(req) {
             None => Ok(Some(Tenant { name: self.default_name.clone(), key: self.configured.current() })),
             Some(_) if !self.allow_caller_api_key => Err(FacadeError::CallerApiKeyNotAllowed),
-            Some(key) => Ok(Some(self.caller_key(ApiKey::new(key)))),
-        }
-    }
-
-    /// The tenant of a caller's own key, noted (its key is then known to the receiver) and, the
-    /// first time, reacted to.
-    fn caller_key(&self, key: ApiKey) -> Tenant {
-        let name = caller_key_tenant(&key);
-        if self.note_caller_key(&name, &key) {
-            if let Some(hook) = self.on_new_tenant.get() {
-                hook(name.clone());
+            Some(key) => {
+                let key = ApiKey::new(key);
+                Ok(Some(Tenant { name: caller_key_tenant(&key), key }))
             }
         }
-        Tenant { name, key }
     }
 
-    /// Notes a caller-key tenant; true the first time it is seen.
+    /// The provider accepted `key` (it issued a token for it): a caller's own key is remembered
+    /// from now on (the receiver then knows its tenant's key) and, the first time, reacted to
+    /// (its webhook registered). Until then a caller key is nobody: bogus keys leave no trace.
+    pub(crate) fn accepted(&self, key: &ApiKey) {
+        if !self.allow_caller_api_key || !matches!(self.callers, Callers::Open | Callers::Tokens(_)) {
+            return;
+        }
+        if *key == self.configured.current() {
+            return;
+        }
+        let name = caller_key_tenant(key);
+        if self.note_caller_key(&name, key) {
+            if let Some(hook) = self.on_new_tenant.get() {
+                hook(name);
+            }
+        }
+    }
+
+    /// Notes a caller-key tenant as accepted now; true the first time it is seen.
     fn note_caller_key(&self, tenant: &Arc<str>, key: &ApiKey) -> bool {
         let Ok(mut known) = self.caller_keys.lock() else { return false };
-        if known.get(tenant).is_some_and(|k| k == key) {
+        known.tick += 1;
+        let tick = known.tick;
+        if let Some(entry) = known.keys.get_mut(tenant) {
+            *entry = (key.clone(), tick);
             return false;
         }
-        if known.len() >= MAX_CALLER_TENANTS && !known.contains_key(tenant) {
-            return false;
+        if known.keys.len() >= MAX_CALLER_TENANTS {
+            let oldest = known.keys.iter().min_by_key(|(_, (_, at))| *at).map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                known.keys.remove(&oldest);
+            }
         }
-        known.insert(tenant.clone(), key.clone()).is_none()
+        known.keys.insert(tenant.clone(), (key.clone(), tick));
+        true
+    }
+
+    /// What an open stream of `req`'s caller, running as `tenant`, needs to learn that a reload
+    /// withdrew the caller; `None` when nothing can withdraw it (no tokens or tenants file).
+    pub(crate) fn revocable<B>(self: &Arc<Self>, req: &Request<B>, tenant: &Arc<str>) -> Option<Revocable> {
+        if matches!(self.callers, Callers::Open) {
+            return None;
+        }
+        let mut probe = Request::builder().uri(req.uri().clone());
+        for name in IDENTITY_HEADERS {
+            if let Some(value) = req.headers().get(name) {
+                probe = probe.header(name, value.clone());
+            }
+        }
+        let mut probe = probe.body(()).ok()?;
+        if let Some(tls) = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() {
+            probe.extensions_mut().insert(tls.clone());
+        }
+        Some(Revocable { tenancy: self.clone(), probe: Arc::new(probe), tenant: tenant.clone() })
     }
 
     /// Whether `tenant` is served here: a tenant of the file, or (without one) `default` and any
@@ -212,8 +279,20 @@ impl Tenancy {
                 table.by_name(tenant).map(|i| table.tenant(i).key.clone())
             }
             Callers::Open | Callers::Tokens(_) if tenant == DEFAULT_TENANT => Some(self.configured.current()),
-            Callers::Open | Callers::Tokens(_) => self.caller_keys.lock().ok()?.get(tenant).cloned(),
+            Callers::Open | Callers::Tokens(_) => {
+                self.caller_keys.lock().ok()?.keys.get(tenant).map(|(k, _)| k.clone())
+            }
         }
+    }
+
+    /// The tenants known now: those of [`Tenancy::initial_tenants`] and the caller-key tenants
+    /// remembered.
+    pub(crate) fn known_tenants(&self) -> Vec<Arc<str>> {
+        let mut known = self.initial_tenants();
+        if let Ok(callers) = self.caller_keys.lock() {
+            known.extend(callers.keys.keys().cloned());
+        }
+        known
     }
 
     /// The tenants known from the start (the configured key's, or every tenant of the file).
@@ -225,9 +304,42 @@ impl Tenancy {
     }
 }
 
+/// An open stream's caller, as it was when the stream opened, to check again after each reload.
+#[derive(Clone)]
+pub(crate) struct Revocable {
+    tenancy: Arc<Tenancy>,
+    /// The identity the caller presented: the path, its identity metadata, its certificate.
+    probe: Arc<Request<()>>,
+    tenant: Arc<str>,
+}
+
+impl fmt::Debug for Revocable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Revocable({})", self.tenant)
+    }
+}
+
+impl Revocable {
+    /// Resolves once a reload no longer lets the caller act as its tenant (never, otherwise).
+    pub(crate) fn revoked(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut revisions = self.tenancy.revisions.clone();
+            revisions.mark_unchanged();
+            loop {
+                if revisions.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                match self.tenancy.resolve(&self.probe) {
+                    Ok(Some(now)) if now.name == self.tenant => {}
+                    _ => return,
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -263,7 +375,7 @@ mod tests {
             digest("token-a"),
             digest("token-b")
         )));
-        let tenancy = Tenancy::new(Callers::Tenants(table), fixed("unused"), false);
+        let tenancy = Tenancy::fixed(Callers::Tenants(table), fixed("unused"), false);
         let call = |path: &str, headers: &[(&str, &str)]| {
             tenancy.resolve(&request(path, headers)).map(|t| t.map(|t| t.name.to_string()))
         };
@@ -298,7 +410,7 @@ mod tests {
     #[test]
     fn only_the_service_methods_need_a_token() {
         let tokens = Live::new(CallerTokens::from_text("alpha\n").unwrap());
-        let tenancy = Tenancy::new(Callers::Tokens(tokens), fixed("key-1"), false);
+        let tenancy = Tenancy::fixed(Callers::Tokens(tokens), fixed("key-1"), false);
         let name = |path: &str, headers: &[(&str, &str)]| {
             tenancy
                 .resolve(&request(path, headers))
@@ -320,31 +432,83 @@ mod tests {
     }
 
     #[test]
-    fn a_callers_own_key_is_its_tenant_noted_once_and_reacted_to_once() {
-        let tenancy = Tenancy::new(Callers::Open, fixed("key-1"), true);
-        let reactions = Arc::new(AtomicUsize::new(0));
+    fn a_callers_own_key_is_remembered_only_once_the_provider_accepted_it() {
+        let tenancy = Tenancy::fixed(Callers::Open, fixed("key-1"), true);
+        let reactions = Arc::new(Mutex::new(Vec::new()));
         let seen = reactions.clone();
-        tenancy.on_new_tenant(move |name| {
-            assert!(name.starts_with("k-"));
-            seen.fetch_add(1, Ordering::SeqCst);
-        });
+        tenancy.on_new_tenant(move |name| seen.lock().unwrap().push(name));
         let tenant = |headers: &[(&str, &str)]| tenancy.resolve(&request(GET, headers)).unwrap().unwrap();
         let default = tenant(&[("x-api-key", "  ")]);
         assert_eq!((&*default.name, default.key.expose()), (DEFAULT_TENANT, "key-1"));
-        assert_eq!(reactions.load(Ordering::SeqCst), 0);
         let theirs = tenant(&[("x-api-key", " their-key ")]);
         assert_eq!(theirs.key.expose(), "their-key");
         assert_eq!(theirs.name, caller_key_tenant(&ApiKey::new("their-key")));
         assert!(theirs.name.starts_with("k-") && theirs.name.len() == 22 && !theirs.name.contains("their"));
-        assert_eq!(tenant(&[("x-api-key", "their-key")]).name, theirs.name);
-        assert_eq!(reactions.load(Ordering::SeqCst), 1, "one reaction per tenant");
+        // Calls alone (bogus keys among them) leave no trace and start nothing.
+        for i in 0..1000 {
+            tenant(&[("x-api-key", &format!("bogus-{i}"))]);
+        }
+        assert!(reactions.lock().unwrap().is_empty());
+        assert_eq!(tenancy.key_of(&theirs.name), None, "not accepted yet");
+        // The provider accepts it: remembered, reacted to once.
+        tenancy.accepted(&theirs.key);
+        tenancy.accepted(&theirs.key);
+        tenancy.accepted(&ApiKey::new("key-1"));
+        assert_eq!(*reactions.lock().unwrap(), std::slice::from_ref(&theirs.name), "one, none for the configured key");
         assert_eq!(tenancy.key_of(&theirs.name).map(|k| k.expose().to_owned()).as_deref(), Some("their-key"));
         assert_eq!(tenancy.key_of(DEFAULT_TENANT).map(|k| k.expose().to_owned()).as_deref(), Some("key-1"));
         assert_eq!(tenancy.key_of("k-00000000000000000000"), None);
         assert!(tenancy.serves("k-00000000000000000000") && tenancy.serves(DEFAULT_TENANT) && !tenancy.serves("a"));
-        // Without --allow-caller-api-key, a caller's key is refused.
-        let strict = Tenancy::new(Callers::Open, fixed("key-1"), false);
+        // Without --allow-caller-api-key, a caller's key is refused, and an accepted key is nobody's.
+        let strict = Tenancy::fixed(Callers::Open, fixed("key-1"), false);
         let refused = strict.resolve(&request(GET, &[("x-api-key", "k")])).unwrap_err();
         assert_eq!(refused.to_string(), FacadeError::CallerApiKeyNotAllowed.to_string());
+        strict.accepted(&ApiKey::new("k"));
+        assert_eq!(strict.key_of(&caller_key_tenant(&ApiKey::new("k"))), None);
+    }
+
+    #[test]
+    fn remembered_caller_keys_are_bounded_the_least_recently_accepted_leaving() {
+        let tenancy = Tenancy::fixed(Callers::Open, fixed("key-1"), true);
+        let key = |i: usize| ApiKey::new(format!("key-{i:05}-x"));
+        for i in 0..MAX_CALLER_TENANTS {
+            tenancy.accepted(&key(i));
+        }
+        tenancy.accepted(&key(0)); // accepted again: the most recent now
+        tenancy.accepted(&key(MAX_CALLER_TENANTS));
+        let known = |i: usize| tenancy.key_of(&caller_key_tenant(&key(i))).is_some();
+        assert!(known(0) && known(MAX_CALLER_TENANTS) && known(2));
+        assert!(!known(1), "the least recently accepted left");
+        assert_eq!(tenancy.caller_keys.lock().unwrap().keys.len(), MAX_CALLER_TENANTS);
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_withdraws_the_caller_ends_what_it_left_open() {
+        let make = |holder: &str| {
+            table(&format!(
+                "tenants:\n- name: a\n  api_key_env: A\n  callers:\n  - bearer_sha256: {}\n\
+                 - name: b\n  api_key_env: B\n  callers:\n  - bearer_sha256: {}\n",
+                digest(holder),
+                digest("token-b")
+            ))
+        };
+        let live = Live::new(make("token-a"));
+        let (bump, revisions) = watch::channel(0u64);
+        let tenancy = Arc::new(Tenancy::new(Callers::Tenants(live.clone()), fixed("unused"), false, revisions));
+        let req = request("/callbot.v1.CallBotService/WatchCallEvents", &[(AUTH, "Bearer token-a")]);
+        let name = tenancy.resolve(&req).unwrap().unwrap().name;
+        let revoked = tokio::spawn(tenancy.revocable(&req, &name).unwrap().revoked());
+        // A reload that keeps the caller changes nothing.
+        live.replace(make("token-a"));
+        bump.send_modify(|r| *r += 1);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!revoked.is_finished());
+        // One that gives tenant a another token ends it.
+        live.replace(make("token-a2"));
+        bump.send_modify(|r| *r += 1);
+        tokio::time::timeout(std::time::Duration::from_secs(2), revoked).await.unwrap().unwrap();
+        // Without a tokens or tenants file nothing can withdraw a caller.
+        let open = Arc::new(Tenancy::fixed(Callers::Open, fixed("k"), false));
+        assert!(open.revocable(&req, &name).is_none());
     }
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::{
     CallerTokens, CallerTokensError, Callers, ConfiguredKey,
     file::{self, TenantTable},
@@ -68,8 +70,11 @@ impl SecretSources {
         settings: &Settings,
         metrics: &Arc<Metrics>,
         forget: impl Fn(&ApiKey) + Clone + Send + Sync + 'static,
-    ) -> (ConfiguredKey, Callers, Reloader) {
+    ) -> (ConfiguredKey, Callers, Reloader, watch::Receiver<u64>) {
         let mut reloader = Reloader::new(settings.security.secrets_poll_interval, metrics.clone());
+        // Bumped after every reload of the callers (tokens or tenants file): open streams re-check.
+        let (revision, revisions) = watch::channel(0u64);
+        let revision = Arc::new(revision);
         let api_key = match self.api_key {
             Some(source) => {
                 let forget = forget.clone();
@@ -86,21 +91,26 @@ impl SecretSources {
         };
         let callers = match (self.tenants, self.caller_tokens) {
             (Some(source), _) => {
+                let revision = revision.clone();
                 let source = source.on_replace(move |old: &TenantTable, new: &TenantTable| {
                     let kept: Vec<&ApiKey> = new.keys().collect();
                     old.keys().filter(|k| !kept.contains(k)).for_each(&forget);
+                    revision.send_modify(|r| *r += 1);
                 });
                 let live = source.live();
                 reloader.watch(Arc::new(source));
                 Callers::Tenants(live)
             }
             (None, Some(source)) => {
+                let revision = revision.clone();
+                let source =
+                    source.on_replace(move |_: &CallerTokens, _: &CallerTokens| revision.send_modify(|r| *r += 1));
                 let live = source.live();
                 reloader.watch(Arc::new(source));
                 Callers::Tokens(live)
             }
             (None, None) => Callers::Open,
         };
-        (api_key, callers, reloader)
+        (api_key, callers, reloader, revisions)
     }
 }

@@ -97,6 +97,9 @@ impl UpstreamClient {
         let lifetime = lifetime(&token, SystemTime::now());
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(serial, lifetime_s = lifetime.as_secs(), "fetched an access token");
+        if let Some(accepted) = self.key_accepted.get() {
+            accepted(&ctx.api_key);
+        }
         Ok((AccessToken { header, serial }, Instant::now() + lifetime))
     }
 }

@@ -107,6 +107,49 @@ pub enum Delivery {
 #[error("{0}")]
 pub struct NotACallEvent(pub String);
 
+/// Longest call or session id accepted (`call_uuid`, `transaction_id`, `autocall_id`).
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest phone number field accepted.
+pub const MAX_PHONE_CHARS: usize = 32;
+/// Longest word accepted (`state`, `direction`, `disposition`, `hangup_cause`).
+pub const MAX_WORD_CHARS: usize = 64;
+
+/// `value` is at most `max` characters, all printable (no control characters, so it can split no
+/// log line and steer no terminal); otherwise why not, naming `field`.
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), NotACallEvent> {
+    if value.chars().count() > max {
+        return Err(NotACallEvent(format!("{field} is longer than {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(NotACallEvent(format!("{field} holds control characters")));
+    }
+    Ok(())
+}
+
+impl LiveState {
+    /// Every text field within its bound (API.md: ids 128, phones 32, words 64, printable).
+    pub fn check_bounds(&self) -> Result<(), NotACallEvent> {
+        bounded("call_uuid", &self.call_uuid, MAX_ID_CHARS)?;
+        bounded("state", &self.state, MAX_WORD_CHARS)?;
+        bounded("direction", &self.direction, MAX_WORD_CHARS)?;
+        bounded("from_number", &self.from_number, MAX_PHONE_CHARS)?;
+        bounded("to_number", &self.to_number, MAX_PHONE_CHARS)
+    }
+}
+
+impl CallRecord {
+    /// Every text field within its bound (API.md: ids 128, phones 32, words 64, printable).
+    pub fn check_bounds(&self) -> Result<(), NotACallEvent> {
+        bounded("transaction_id", &self.transaction_id, MAX_ID_CHARS)?;
+        bounded("autocall_id", &self.autocall_id, MAX_ID_CHARS)?;
+        bounded("direction", &self.direction, MAX_WORD_CHARS)?;
+        bounded("source_number", &self.source_number, MAX_PHONE_CHARS)?;
+        bounded("destination_number", &self.destination_number, MAX_PHONE_CHARS)?;
+        bounded("disposition", &self.disposition, MAX_WORD_CHARS)?;
+        bounded("hangup_cause", &self.hangup_cause, MAX_WORD_CHARS)
+    }
+}
+
 /// Parses one webhook body: a JSON object with `transaction_id` (a CDR) or `call_uuid` and
 /// `state` (a live state). Never panics, whatever the bytes.
 pub fn parse_delivery(body: &[u8]) -> Result<Delivery, NotACallEvent> {
@@ -121,6 +164,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, NotACallEvent> {
         if record.transaction_id.trim().is_empty() {
             return Err(NotACallEvent("empty transaction_id".into()));
         }
+        record.check_bounds()?;
         return Ok(Delivery::Record(record));
     }
     if object.get("call_uuid").is_some_and(|v| !v.is_null()) {
@@ -128,6 +172,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, NotACallEvent> {
         if live.call_uuid.trim().is_empty() || live.state.trim().is_empty() {
             return Err(NotACallEvent("a live state needs call_uuid and state".into()));
         }
+        live.check_bounds()?;
         return Ok(Delivery::Live(live));
     }
     Err(NotACallEvent("neither a live call state (call_uuid) nor an end-of-call record (transaction_id)".into()))
@@ -210,7 +255,9 @@ impl UpstreamClient {
             })
             .await?;
         match self.decode::<SearchPage>(&answer)? {
-            Envelope::Success(page) => Ok(page.items),
+            // Items whose fields are over their bounds are the provider's junk: left out, as a
+            // webhook body with them would be refused.
+            Envelope::Success(page) => Ok(page.items.into_iter().filter(|i| i.check_bounds().is_ok()).collect()),
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
     }
@@ -253,6 +300,44 @@ mod tests {
             b"{\"transaction_id\":\"c\"",
         ] {
             assert!(parse_delivery(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn every_text_field_is_bounded_and_printable() {
+        let id = "c".repeat(MAX_ID_CHARS);
+        let record = |field: &str, value: &str| {
+            let mut v = serde_json::json!({"transaction_id": "t-1", "autocall_id": "s-1", "disposition": "answered",
+                "destination_number": "84912345670", "hangup_cause": "NORMAL_CLEARING"});
+            v[field] = serde_json::json!(value);
+            parse_delivery(v.to_string().as_bytes())
+        };
+        let live = |field: &str, value: &str| {
+            let mut v = serde_json::json!({"call_uuid": "c-1", "state": "ringing", "to_number": "0912345670"});
+            v[field] = serde_json::json!(value);
+            parse_delivery(v.to_string().as_bytes())
+        };
+        assert!(record("transaction_id", &id).is_ok() && live("call_uuid", &id).is_ok(), "at the bound");
+        let over = |max: usize| "9".repeat(max + 1);
+        for (field, max) in [
+            ("transaction_id", MAX_ID_CHARS),
+            ("autocall_id", MAX_ID_CHARS),
+            ("destination_number", MAX_PHONE_CHARS),
+            ("source_number", MAX_PHONE_CHARS),
+            ("disposition", MAX_WORD_CHARS),
+            ("hangup_cause", MAX_WORD_CHARS),
+            ("direction", MAX_WORD_CHARS),
+        ] {
+            let err = record(field, &over(max)).unwrap_err();
+            assert_eq!(err.0, format!("{field} is longer than {max} characters"));
+        }
+        for (field, max) in [("call_uuid", MAX_ID_CHARS), ("state", MAX_WORD_CHARS), ("to_number", MAX_PHONE_CHARS)] {
+            assert!(live(field, &over(max)).is_err(), "{field}");
+        }
+        // Multi-byte characters count as characters, not bytes.
+        assert!(record("disposition", &"đ".repeat(MAX_WORD_CHARS)).is_ok());
+        for forged in ["t-1\nINFO forged line", "\u{1b}]0;title\u{7}", "a\rb"] {
+            assert_eq!(record("transaction_id", forged).unwrap_err().0, "transaction_id holds control characters");
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct CallContext {
     pub tracestate: Option<String>,
 }
 
+/// What is told each key the provider issued a token for.
+type KeyAccepted = Box<dyn Fn(&ApiKey) + Send + Sync>;
+
 /// Why [`UpstreamClient::new`] could not build a client: a start-up error, never a call's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
@@ -92,6 +95,8 @@ pub struct UpstreamClient {
     serial: AtomicU64,
     /// Where attempts, retries and token fetches are counted for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Told each key the provider issued a token for (tenancy remembers callers' own keys then).
+    key_accepted: std::sync::OnceLock<KeyAccepted>,
 }
 
 /// One named field per endpoint: an endpoint without a URL does not compile, and a base URL
@@ -149,7 +154,13 @@ impl UpstreamClient {
             budget: RetryBudget::new(settings.retry_budget_percent, settings.retry_budget_min),
             serial: AtomicU64::new(0),
             metrics,
+            key_accepted: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what is told each key the provider issued a token for (once; later calls are ignored).
+    pub(crate) fn on_key_accepted(&self, hook: impl Fn(&ApiKey) + Send + Sync + 'static) {
+        let _ = self.key_accepted.set(Box::new(hook));
     }
 }
 

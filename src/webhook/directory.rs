@@ -13,14 +13,21 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::{domain::ApiKey, events::TenantId, tenancy::Tenancy};
+use crate::{
+    domain::ApiKey,
+    events::TenantId,
+    tenancy::{ConfiguredKey, Tenancy},
+};
 
 /// Hex digits of the MAC in a token (128 bits).
 const MAC_HEX: usize = 32;
 
 /// The tenants' URL tokens, over the tenants the tenancy module serves.
 pub(crate) struct Directory {
-    secret: ApiKey,
+    /// What new tokens are derived from: fixed, or the live content of `--webhook-secret-file`.
+    secret: ConfiguredKey,
+    /// The secret before a rotation (`--webhook-secret-previous`): its tokens are still accepted.
+    previous: Option<ApiKey>,
     tenancy: Arc<Tenancy>,
 }
 
@@ -29,21 +36,28 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Directory {
-    /// A directory over `tenancy`, tokens keyed by `secret`.
-    pub(crate) fn new(secret: ApiKey, tenancy: Arc<Tenancy>) -> Self {
-        Directory { secret, tenancy }
+    /// A directory over `tenancy`, tokens keyed by `secret` (and `previous`, still accepted).
+    pub(crate) fn new(secret: ConfiguredKey, previous: Option<ApiKey>, tenancy: Arc<Tenancy>) -> Self {
+        Directory { secret, previous, tenancy }
     }
 
     fn mac(&self, tenant: &str) -> String {
-        // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes()) else {
-            return String::new();
-        };
-        mac.update(b"callbot-webhook:");
-        mac.update(tenant.as_bytes());
-        hex(&mac.finalize().into_bytes())[..MAC_HEX].to_owned()
+        mac_of(&self.secret.current(), tenant)
     }
+}
 
+/// The MAC of `tenant`'s token under `secret`, as hex.
+fn mac_of(secret: &ApiKey, tenant: &str) -> String {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+        return String::new();
+    };
+    mac.update(b"callbot-webhook:");
+    mac.update(tenant.as_bytes());
+    hex(&mac.finalize().into_bytes())[..MAC_HEX].to_owned()
+}
+
+impl Directory {
     /// The URL token of `tenant`.
     pub(crate) fn token(&self, tenant: &str) -> String {
         format!("{tenant}.{}", self.mac(tenant))
@@ -55,8 +69,11 @@ impl Directory {
         if tenant.is_empty() || tenant.len() > 64 || mac.len() != MAC_HEX {
             return None;
         }
-        let expected = self.mac(tenant);
-        if !bool::from(expected.as_bytes().ct_eq(mac.as_bytes())) {
+        let current = bool::from(self.mac(tenant).as_bytes().ct_eq(mac.as_bytes()));
+        // Checked whether or not the current one matched, so the time taken says nothing.
+        let previous =
+            self.previous.as_ref().is_some_and(|p| bool::from(mac_of(p, tenant).as_bytes().ct_eq(mac.as_bytes())));
+        if !(current | previous) {
             return None;
         }
         let served = self.tenancy.serves(tenant);
@@ -78,11 +95,15 @@ impl Directory {
 mod tests {
     use super::*;
 
-    use crate::tenancy::{Callers, ConfiguredKey, DEFAULT_TENANT, caller_key_tenant};
+    use crate::{
+        reload::Live,
+        tenancy::{Callers, DEFAULT_TENANT, caller_key_tenant},
+    };
 
     fn directory(secret: &str) -> Directory {
-        let tenancy = Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("key-1")), true);
-        Directory::new(ApiKey::new(secret), Arc::new(tenancy))
+        let revisions = tokio::sync::watch::channel(0).1;
+        let tenancy = Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("key-1")), true, revisions);
+        Directory::new(ConfiguredKey::Fixed(ApiKey::new(secret)), None, Arc::new(tenancy))
     }
 
     #[test]
@@ -107,5 +128,27 @@ mod tests {
         assert_eq!(a.verify(&a.token("school")), None);
         assert_eq!(a.key_of(&caller), None, "a caller key is known once its tenant called (tenancy's tests)");
         assert_eq!(a.key_of(DEFAULT_TENANT).map(|k| k.expose().to_owned()).as_deref(), Some("key-1"));
+    }
+
+    #[test]
+    fn during_a_rotation_both_secrets_tokens_are_taken_and_new_ones_use_the_current() {
+        let old = directory("old-secret-old-secret-old-secret-00");
+        let old_token = old.token(DEFAULT_TENANT);
+        let live = Live::new(ApiKey::new("new-secret-new-secret-new-secret-00"));
+        let revisions = tokio::sync::watch::channel(0).1;
+        let tenancy = Arc::new(Tenancy::new(Callers::Open, ConfiguredKey::Fixed(ApiKey::new("k")), true, revisions));
+        let previous = Some(ApiKey::new("old-secret-old-secret-old-secret-00"));
+        let rotating = Directory::new(ConfiguredKey::File(live.clone()), previous, tenancy.clone());
+        let new_token = rotating.token(DEFAULT_TENANT);
+        assert_ne!(new_token, old_token);
+        assert_eq!(rotating.verify(&old_token).as_deref(), Some(DEFAULT_TENANT), "the previous secret's");
+        assert_eq!(rotating.verify(&new_token).as_deref(), Some(DEFAULT_TENANT), "the current one's");
+        assert_eq!(directory("a-third-secret-a-third-secret-000").verify(&new_token), None);
+        // The file changes: new tokens follow it; without a previous secret, old tokens are refused.
+        live.replace(ApiKey::new("newer-secret-newer-secret-newer-0"));
+        assert_ne!(rotating.token(DEFAULT_TENANT), new_token);
+        let done = Directory::new(ConfiguredKey::File(live), None, tenancy);
+        assert_eq!(done.verify(&old_token), None);
+        assert_eq!(done.verify(&done.token(DEFAULT_TENANT)).as_deref(), Some(DEFAULT_TENANT));
     }
 }

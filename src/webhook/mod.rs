@@ -39,8 +39,6 @@ use resolver::Resolver;
 
 /// Largest body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
-/// How long a connection may take to send its request head and body.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handler needs.
 pub(crate) struct Receiver {
@@ -48,6 +46,8 @@ pub(crate) struct Receiver {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) resolver: Resolver,
     pub(crate) metrics: Arc<Metrics>,
+    /// A request's whole body within this (`--webhook-body-timeout`), or 408.
+    pub(crate) body_timeout: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -72,15 +72,19 @@ async fn deliver(State(rx): State<Arc<Receiver>>, Path(token): Path<String>, req
         return StatusCode::PAYLOAD_TOO_LARGE;
     }
     let limited = http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES);
-    let body = match tokio::time::timeout(READ_TIMEOUT, limited.collect()).await {
+    let body = match tokio::time::timeout(rx.body_timeout, limited.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             metrics.delivery("unknown", "too_large");
             return StatusCode::PAYLOAD_TOO_LARGE;
         }
-        Ok(Err(_)) | Err(_) => {
+        Ok(Err(_)) => {
             metrics.delivery("unknown", "bad_request");
             return StatusCode::BAD_REQUEST;
+        }
+        Err(_) => {
+            metrics.delivery("unknown", "timeout");
+            return StatusCode::REQUEST_TIMEOUT;
         }
     };
     let delivery = match parse_delivery(&body) {
@@ -141,15 +145,14 @@ pub(crate) fn router(receiver: Arc<Receiver>) -> Router {
     Router::new().route("/webhooks/callbot/{token}", post(deliver)).fallback(not_found).with_state(receiver)
 }
 
-/// Serves the receiver on `listener` (HTTP/1.1 and h2c) until `stop` resolves, letting the
-/// requests under way finish.
+/// Serves the receiver on `listener` (HTTP/1.1 and h2c) within `limits` (`crate::http_listener`:
+/// the provider's side faces the internet) until `stop` resolves, letting the requests under way
+/// finish.
 pub(crate) async fn serve(
     listener: TcpListener,
     receiver: Arc<Receiver>,
+    limits: crate::http_listener::Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let result = axum::serve(listener, router(receiver)).with_graceful_shutdown(stop).await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "webhook listener failed");
-    }
+    crate::http_listener::serve("webhook", listener, router(receiver), limits, stop).await;
 }

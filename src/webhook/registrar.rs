@@ -25,6 +25,9 @@ use crate::{
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest wait between checks.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Checks of one tenant before giving up (about 8.5 minutes of backoff): a key the provider
+/// keeps refusing, or an endpoint that stays down, does not keep a task retrying for ever.
+const MAX_CHECKS: u32 = 10;
 /// Bound of one list or register exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -75,15 +78,32 @@ impl Registrar {
         }
     }
 
+    /// Checks `tenants` again, whether or not they were checked before (after a rotation of the
+    /// webhook secret, their URLs changed).
+    pub(crate) fn recheck(self: &Arc<Self>, tenants: Vec<TenantId>) {
+        if let Ok(mut started) = self.started.lock() {
+            for tenant in &tenants {
+                started.remove(tenant);
+            }
+        }
+        for tenant in tenants {
+            self.ensure(tenant);
+        }
+    }
+
     async fn check_until_done(&self, tenant: TenantId) {
         let mut backoff = FIRST_BACKOFF;
-        loop {
+        for attempt in 1..=MAX_CHECKS {
             match self.check(&tenant).await {
                 Ok(registered) => {
                     let result = if registered { "registered" } else { "present" };
                     self.metrics.events().registration(result);
                     tracing::info!(%tenant, result, "webhook registration checked");
                     return;
+                }
+                Err(why) if attempt == MAX_CHECKS => {
+                    self.metrics.events().registration("given_up");
+                    tracing::error!(%tenant, error = %why, attempts = attempt, "webhook registration given up (restart, or rotate the webhook secret, to try again)");
                 }
                 Err(why) => {
                     self.metrics.events().registration("failed");

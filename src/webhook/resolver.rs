@@ -3,8 +3,9 @@
 //!
 //! - Batched: the lookups of one tenant waiting within [`BATCH_WINDOW`] go in one search (at
 //!   most a page, 50 ids).
-//! - Budgeted: at most [`SEARCHES_PER_SECOND`] searches a second (a burst of [`BURST`]); over it,
-//!   the answer is "unknown" at once.
+//! - Budgeted per tenant: at most [`SEARCHES_PER_SECOND`] searches a second of each tenant (a
+//!   burst of [`BURST`]); over it, the answer is "unknown" at once. One tenant's deliveries never
+//!   spend another's budget.
 //! - Bounded in time: a delivery waits at most [`WAIT`] for its answer.
 //! - Remembered: found sessions are kept ([`REMEMBERED`] calls), so a redelivery costs nothing.
 //!
@@ -32,6 +33,8 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const SEARCHES_PER_SECOND: f64 = 5.0;
 /// Searches allowed back to back.
 const BURST: f64 = 10.0;
+/// Tenants whose budget is tracked at once; past it, the full (idle) buckets are forgotten.
+const TRACKED_TENANTS: usize = 10_000;
 /// Longest a delivery waits for its lookup.
 pub(crate) const WAIT: Duration = Duration::from_secs(3);
 /// Bound of one search exchange.
@@ -84,6 +87,21 @@ struct Bucket {
     at: Instant,
 }
 
+/// Each tenant's bucket.
+#[derive(Default)]
+struct Budgets(HashMap<TenantId, Bucket>);
+
+impl Budgets {
+    /// Takes one search from `tenant`'s budget, if it has one left.
+    fn take(&mut self, tenant: &TenantId) -> bool {
+        if self.0.len() >= TRACKED_TENANTS && !self.0.contains_key(tenant) {
+            let now = Instant::now();
+            self.0.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * SEARCHES_PER_SECOND < BURST);
+        }
+        self.0.entry(tenant.clone()).or_insert_with(|| Bucket { tokens: BURST, at: Instant::now() }).take()
+    }
+}
+
 impl Bucket {
     fn take(&mut self) -> bool {
         let now = Instant::now();
@@ -110,7 +128,7 @@ async fn run(
     metrics: Arc<Metrics>,
     found: Arc<Mutex<HashMap<(TenantId, String), String>>>,
 ) {
-    let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
+    let mut budgets = Budgets::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let until = Instant::now() + BATCH_WINDOW;
@@ -126,7 +144,7 @@ async fn run(
             by_tenant.entry(l.tenant.clone()).or_default().push(l);
         }
         for (tenant, lookups) in by_tenant {
-            if !bucket.take() {
+            if !budgets.take(&tenant) {
                 for l in lookups {
                     metrics.events().lookup("over_budget");
                     let _ = l.reply.send(None);
@@ -170,5 +188,26 @@ async fn run(
                 let _ = l.reply.send(session);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_tenant_has_its_own_budget() {
+        let mut budgets = Budgets::default();
+        let (a, b): (TenantId, TenantId) = (Arc::from("a"), Arc::from("b"));
+        for _ in 0..BURST as usize {
+            assert!(budgets.take(&a));
+        }
+        assert!(!budgets.take(&a), "a spent its burst");
+        for _ in 0..BURST as usize {
+            assert!(budgets.take(&b), "b's budget is its own");
+        }
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(budgets.take(&a), "refilled at SEARCHES_PER_SECOND");
+        assert!(!budgets.take(&a));
     }
 }

@@ -35,7 +35,8 @@ async fn sigterm_under_load_drains_in_order_and_exits_0_within_the_grace() {
     let mut child = Reaped::new(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", &admin.to_string(), "--log-format", "json"])
-            .args(["--upstream-url", &sim.url, "--shutdown-grace", "10s", "--webhook-listen", &hook.to_string()])
+            .args(["--upstream-url", &sim.url, "--caller-auth", "mesh", "--shutdown-grace", "10s"])
+            .args(["--webhook-listen", &hook.to_string()])
             .env("CALLBOT_API_KEY", TEST_KEY)
             .env("CALLBOT_WEBHOOK_SECRET", SECRET)
             .stderr(Stdio::piped())

@@ -11,6 +11,7 @@ mod create_session;
 mod drain;
 mod events;
 mod fault_matrix;
+mod hostile;
 mod layout;
 mod metrics_docs;
 mod nats;

@@ -631,8 +631,9 @@ async fn a_watcher_too_slow_for_the_stream_ends_with_cursor_expired_mid_stream_a
     let nats = Nats::start().await;
     let a = replica(&nats, |s| s.events.max = 20).await;
     let url = a.webhook.clone().unwrap();
-    // Small HTTP/2 windows, and ~4 KiB events: what the facade and this client can hold unread is
-    // a few hundred events, so most of the 1,500 below leave the stream before it reads them.
+    // Small HTTP/2 windows, and events with the longest hangup cause a delivery may carry (64
+    // characters): what the facade and this client can hold unread is a few hundred events, so
+    // most of the 1,500 below leave the stream before it reads them.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.addr))
         .unwrap()
         .initial_stream_window_size(65_535)
@@ -644,7 +645,7 @@ async fn a_watcher_too_slow_for_the_stream_ends_with_cursor_expired_mid_stream_a
     let request = pb::WatchCallEventsRequest { session_id: "slow".into(), ..Default::default() };
     let mut slow = client.watch_call_events(request).await.unwrap().into_inner();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cause = "X".repeat(4096);
+    let cause = "X".repeat(64);
     post_records(&url, "s", "slow", 1, 1, &cause).await;
     let first = read_events(&mut slow, 1).await.remove(0);
     assert_eq!(first.call_id, "s-0");

@@ -62,6 +62,7 @@ impl Facade {
             ("--webhook-listen", hook.to_string()),
             ("--webhook-secret", SECRET.to_owned()),
             ("--upstream-url", upstream.to_owned()),
+            ("--caller-auth", "mesh".to_owned()),
             ("--api-key", TEST_KEY.to_owned()),
             ("--events-nats-url", nats_url.to_owned()),
         ]

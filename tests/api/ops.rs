@@ -479,9 +479,29 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     assert_eq!(ports, [("grpc", 50051), ("admin", 9090), ("webhook", 8080)]);
     let env = c["env"].as_array().unwrap();
     let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}"));
-    let key = &var("CALLBOT_API_KEY")["valueFrom"]["secretKeyRef"];
-    assert!(key["name"].is_string() && key["key"].is_string(), "the API key comes from a Secret");
-    assert!(var("CALLBOT_API_KEY").get("value").is_none());
+    // Secrets are files of a Secret volume, never environment values; callers are authenticated.
+    let mounts = c["volumeMounts"].as_array().expect("volume mounts");
+    let secret_dir = |volume: &str| {
+        let mount = mounts.iter().find(|m| m["name"] == volume).unwrap_or_else(|| panic!("no mount {volume}"));
+        assert_eq!(mount["readOnly"], true);
+        mount["mountPath"].as_str().unwrap().to_owned()
+    };
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let secret_of = |volume: &str| {
+        let v = volumes.iter().find(|v| v["name"] == volume).unwrap_or_else(|| panic!("no volume {volume}"));
+        v["secret"]["secretName"].as_str().unwrap_or_else(|| panic!("{volume} is not a Secret")).to_owned()
+    };
+    let secrets = secret_dir("secrets");
+    for (name, file) in [
+        ("CALLBOT_API_KEY_FILE", "api-key"),
+        ("CALLBOT_CALLER_TOKENS_FILE", "caller-tokens"),
+        ("CALLBOT_WEBHOOK_SECRET_FILE", "webhook-secret"),
+    ] {
+        assert_eq!(var(name)["value"], format!("{secrets}/{file}"), "{name}");
+    }
+    for gone in ["CALLBOT_API_KEY", "CALLBOT_WEBHOOK_SECRET", "CALLBOT_CALLER_AUTH"] {
+        assert!(env.iter().all(|e| e["name"] != gone), "{gone} must not be set");
+    }
     // The drain fits: preStop sleep + shutdown grace < terminationGracePeriodSeconds.
     let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("a preStop sleep");
     let grace = seconds(var("CALLBOT_SHUTDOWN_GRACE")["value"].as_str().unwrap());
@@ -491,16 +511,40 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     // The call events: the receiver on, its secret from a Secret, the store on the three-node
     // JetStream below with three copies.
     assert_eq!(var("CALLBOT_WEBHOOK_LISTEN")["value"], "0.0.0.0:8080");
-    assert!(var("CALLBOT_WEBHOOK_SECRET")["valueFrom"]["secretKeyRef"]["key"].is_string());
     assert!(var("CALLBOT_WEBHOOK_PUBLIC_URL")["value"].as_str().unwrap().starts_with("https://"));
     assert_eq!(var("CALLBOT_EVENTS_REPLICAS")["value"], "3");
     let nats_urls = var("CALLBOT_EVENTS_NATS_URL")["value"].as_str().unwrap();
     assert_eq!(nats_urls.split(',').count(), 3, "{nats_urls}");
+    assert!(nats_urls.split(',').all(|u| u.starts_with("tls://")), "NATS over TLS: {nats_urls}");
+    assert_eq!(var("CALLBOT_EVENTS_NATS_CA")["value"], format!("{}/ca.crt", secret_dir("nats-ca")));
+    assert_eq!(secret_of("nats-ca"), "callbot-nats-tls");
+    let password = &var("CALLBOT_EVENTS_NATS_PASSWORD")["valueFrom"]["secretKeyRef"];
+    assert_eq!(password["name"], "callbot-nats-auth");
     let nats = one("StatefulSet");
     assert_eq!(nats["spec"]["replicas"], 3);
     assert_eq!(nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data");
     let conf = named("ConfigMap", "callbot-nats-config")["data"]["nats.conf"].as_str().unwrap();
     assert!(conf.contains("sync_interval: always") && conf.contains("store_dir: /data/jetstream"), "{conf}");
+    // Clients and routes over TLS; only the account's user (no anonymous connections).
+    assert!(conf.matches("cert_file: /etc/nats/tls/tls.crt").count() == 2, "{conf}");
+    assert!(conf.contains("accounts {") && conf.contains("password: $CALLBOT_NATS_PASSWORD"), "{conf}");
+    assert!(!conf.contains("no_auth_user"), "{conf}");
+
+    // Network policies: each port open to its one kind of client.
+    let policy = named("NetworkPolicy", "callbot-facade");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let ingress_ports: Vec<&str> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().unwrap().iter().map(|p| p["port"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ingress_ports, ["grpc", "admin", "webhook"]);
+    let nats_policy = named("NetworkPolicy", "callbot-nats");
+    let clients = &nats_policy["spec"]["ingress"][0];
+    assert_eq!(clients["ports"][0]["port"], 4222);
+    assert_eq!(clients["from"][0]["podSelector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
     assert_eq!(named("PodDisruptionBudget", "callbot-nats")["spec"]["maxUnavailable"], 1);
 
     let svc = named("Service", "callbot-facade");
@@ -523,7 +567,12 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     assert_eq!(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["selector"]["matchLabels"]);
     assert!(pdb["spec"]["minAvailable"].as_u64().is_some_and(|n| n >= 1));
 
-    let secret = one("Secret");
-    assert_eq!(secret["metadata"]["name"], key["name"]);
-    assert!(secret["stringData"].get(key["key"].as_str().unwrap()).is_some());
+    let secret = named("Secret", &secret_of("secrets"));
+    for file in ["api-key", "caller-tokens", "webhook-secret"] {
+        assert!(secret["stringData"].get(file).is_some(), "{file}");
+    }
+    let example = secret["stringData"]["webhook-secret"].as_str().unwrap();
+    assert!(example.len() >= 32, "the example webhook secret shows the length it needs");
+    assert!(named("Secret", "callbot-nats-auth")["stringData"]["password"].is_string());
+    assert!(named("Secret", "callbot-nats-tls")["stringData"]["ca.crt"].is_string());
 }

@@ -766,3 +766,44 @@ async fn a_bad_reload_keeps_the_last_good_state_and_says_so() {
     wait_for_series(&app, &failures, 2.0).await;
     get_script(&mut app.client, &As::token("token-2"), "64915bc76a690c0edad14723").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_that_removes_a_caller_ends_its_open_watch_streams_and_no_one_elses() {
+    let secrets = Secrets::new();
+    secrets.write("a.key", "key-a\n");
+    secrets.write("b.key", "key-b\n");
+    let file = |a_tokens: &[&str]| {
+        tenants_yaml(&[
+            ("school", secrets.path("a.key"), a_tokens.iter().map(|t| bearer(t)).collect()),
+            ("clinic", secrets.path("b.key"), vec![bearer("token-b")]),
+        ])
+    };
+    secrets.write("tenants.yaml", &file(&["token-a", "token-a2"]));
+    let app = spawn_tenants(SimConfig::default(), &secrets.path("tenants.yaml")).await;
+    let watch = |who: As| {
+        let mut client = app.client.clone();
+        async move {
+            let request = who.request(pb::WatchCallEventsRequest { from_start: true, ..Default::default() });
+            client.watch_call_events(request).await.unwrap().into_inner()
+        }
+    };
+    let mut revoked = watch(As::token("token-a")).await;
+    let mut kept = watch(As::token("token-a2")).await;
+    let mut other = watch(As::token("token-b")).await;
+    // token-a leaves the file; token-a2 stays with the same tenant.
+    secrets.write("tenants.yaml", &file(&["token-a2"]));
+    let err = tokio::time::timeout(Duration::from_secs(5), revoked.message()).await.expect("ended").unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "CALLER_REVOKED");
+    // The others stay open.
+    for stream in [&mut kept, &mut other] {
+        assert!(tokio::time::timeout(Duration::from_millis(300), stream.message()).await.is_err(), "still open");
+    }
+    // And the revoked token opens nothing new.
+    let mut client = app.client.clone();
+    let request = As::token("token-a").request(pb::WatchCallEventsRequest { from_start: true, ..Default::default() });
+    assert_status(
+        &client.watch_call_events(request).await.unwrap_err(),
+        Code::Unauthenticated,
+        "CALLER_UNAUTHENTICATED",
+    );
+}
