@@ -8,6 +8,7 @@ mod cli_errors;
 mod cli_events;
 mod cli_secured;
 mod create_session;
+mod docs_commands;
 mod drain;
 mod events;
 mod fault_matrix;
