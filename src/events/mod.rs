@@ -6,8 +6,11 @@
 //! - `cursor.rs`: the opaque cursor (the store's identity and a sequence number);
 //! - `log.rs`: the session records `CreateSession` and `CreateCampaign` leave for reports;
 //! - `store.rs`: the [`EventStore`] trait every store implements, and what it takes and gives;
-//! - `memory.rs`: the embedded store (one process; the default);
-//! - `jetstream.rs`: the NATS JetStream store, shared by many replicas (`--events-nats-url`);
+//! - `memory/`: the embedded store (one process; the default): the store, its ring slot, its
+//!   readers;
+//! - `jetstream/`: the NATS JetStream store, shared by many replicas (`--events-nats-url`): the
+//!   store, the attribution index every replica builds, the watchers;
+//! - `attribution.rs`: which session and attempt a fact belongs to, for both stores;
 //! - `report.rs`: a session's report from its record and its events, by precedence, so that
 //!   reordering and repeats change nothing.
 //!
@@ -16,7 +19,6 @@
 pub(crate) mod attribution;
 pub(crate) mod cursor;
 pub(crate) mod jetstream;
-pub(crate) mod jetstream_index;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub(crate) mod normalize;

@@ -1,6 +1,6 @@
 //! The event store's contract: what the webhook receiver, `CreateSession`/`CreateCampaign`,
 //! `WatchCallEvents` and `GetSessionReport` need from wherever events are kept. The embedded
-//! store (`memory.rs`) is the first implementation; a store shared by many replicas implements
+//! store (`memory/`) is the first implementation; a store shared by many replicas implements
 //! the same five methods.
 //!
 //! Every implementation promises:

@@ -358,13 +358,10 @@ impl EventStore for MemoryStore {
     }
 }
 
-#[path = "memory_read.rs"]
 mod read;
-#[path = "memory_slot.rs"]
 mod slot;
 
 use slot::{Stored, Table};
 
 #[cfg(test)]
-#[path = "memory_tests.rs"]
 mod tests;

@@ -16,11 +16,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{
+use crate::domain::national;
+use crate::events::{
     CallEvent, CallOutcome, Cursor, Fact, NewEvent, SessionRecord, TenantId,
     attribution::{Attribution, FactRef},
 };
-use crate::domain::national;
 
 /// The stream subjects.
 pub(crate) const EVENTS_PREFIX: &str = "callbot.events.";

@@ -11,7 +11,7 @@
 //!   `duplicate` is [`Appended::Duplicate`]. The cursor is (store identity, stream sequence); the
 //!   identity is derived from the stream's name and creation time.
 //! - Attribution uses an index every replica builds by consuming the whole stream
-//!   (`jetstream_index.rs`).
+//!   (`index.rs`).
 //! - While NATS is unreachable, every method answers [`StoreError::Unavailable`]; the client
 //!   reconnects on its own.
 
@@ -40,14 +40,14 @@ use tokio::sync::watch;
 
 use super::{
     Appended, CallEvent, Cursor, EventStore, Filter, NewEvent, SessionFacts, SessionRecord, Start, StoreError,
-    Subscription, TenantId,
-    jetstream_index::{
-        EVENTS_PREFIX, Index, SESSIONS_PREFIX, WireEvent, WireSession, event_subject, hash16, msg_id, session_subject,
-    },
-    memory::system_clock,
-    store::StoreStats,
+    Subscription, TenantId, memory::system_clock, store::StoreStats,
 };
 use crate::domain::national;
+use index::{
+    EVENTS_PREFIX, Index, SESSIONS_PREFIX, WireEvent, WireSession, event_subject, hash16, msg_id, session_subject,
+};
+
+mod index;
 
 /// How long an append waits for its PubAck.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -416,8 +416,7 @@ impl Shared {
     }
 }
 
-#[path = "jetstream_watch.rs"]
-mod watch_reader;
+mod watcher;
 
 impl EventStore for JetStreamStore {
     fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
@@ -429,7 +428,7 @@ impl EventStore for JetStreamStore {
     }
 
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>> {
-        watch_reader::subscribe(self.shared.clone(), filter, start).boxed()
+        watcher::subscribe(self.shared.clone(), filter, start).boxed()
     }
 
     fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>> {

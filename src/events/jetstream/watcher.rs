@@ -4,7 +4,7 @@
 //! JetStream silently clips a start below the stream's first sequence: checked at the start. And
 //! it skips messages that leave the stream (by `--events-max` or the retention) before a slow
 //! consumer reads them: each message delivered is checked against the index's chains
-//! (`jetstream_index::Chains`: the previous event on the same session's subject, or of the same
+//! (`index::Chains`: the previous event on the same session's subject, or of the same
 //! tenant). When that previous event came after the last one this consumer delivered, it was
 //! missed, and the subscription ends with `CursorExpired` rather than a silent gap. A sequence
 //! jump made of other sessions' events is no gap. Where the chains do not reach back (the
@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt as _;
 
-use super::{Shared, matches};
-use crate::events::{
-    Filter, Start, StoreError, Subscription,
-    jetstream_index::{EVENTS_PREFIX, WireEvent, event_subject, hash16},
+use super::{
+    Shared,
+    index::{EVENTS_PREFIX, WireEvent, event_subject, hash16},
+    matches,
 };
+use crate::events::{Filter, Start, StoreError, Subscription};
 
 /// After this long without a message, a watcher checks the stream is still reachable.
 const IDLE: Duration = Duration::from_secs(1);
