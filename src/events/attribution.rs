@@ -160,11 +160,11 @@ impl Attribution {
         }
     }
 
-    /// Records a session (its contacts open); the first record of a session counts. Whether it
-    /// was new.
-    pub(crate) fn record(&mut self, record: SessionRecord, now: u64) -> bool {
+    /// Records a session of `tenant` (its contacts open); the first record of a session counts.
+    /// Whether it was new.
+    pub(crate) fn record(&mut self, tenant: &TenantId, record: SessionRecord, now: u64) -> bool {
         let session: Arc<str> = Arc::from(record.session_id.as_str());
-        let key = (record.tenant.clone(), session.clone());
+        let key = (tenant.clone(), session.clone());
         if self.sessions.contains_key(&key) {
             return false;
         }
@@ -176,7 +176,7 @@ impl Attribution {
                 continue;
             }
             by_number.insert(n.clone(), contacts.len());
-            self.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
+            self.open.entry((tenant.clone(), n.clone())).or_default().push(session.clone());
             contacts.push(Contact { national: n, dialled: 0, finished: false });
         }
         self.contacts += contacts.len();
@@ -246,7 +246,6 @@ mod tests {
 
     fn record(session: &str, contacts: &[&str], redials: u32) -> SessionRecord {
         SessionRecord {
-            tenant: tenant(),
             session_id: session.into(),
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
@@ -262,8 +261,8 @@ mod tests {
     fn a_live_state_goes_to_the_one_open_session_holding_the_number_and_attempts_count_up() {
         let t = tenant();
         let mut a = Attribution::new(60_000, 100, 200);
-        assert!(a.record(record("s1", &["84912345670"], 1), 1));
-        assert!(!a.record(record("s1", &["0999999999"], 0), 1), "the first record counts");
+        assert!(a.record(&t, record("s1", &["84912345670"], 1), 1));
+        assert!(!a.record(&t, record("s1", &["0999999999"], 0), 1), "the first record counts");
         let n = "0912345670";
         let ringing = fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified);
         let (s, attempt) = a.attribute(ringing, None);
@@ -289,8 +288,8 @@ mod tests {
     fn a_number_in_two_open_sessions_stays_unattributed_until_one_of_them_is_final() {
         let t = tenant();
         let mut a = Attribution::new(60_000, 100, 200);
-        a.record(record("s1", &["0912345675"], 1), 1);
-        a.record(record("s2", &["0912345675"], 0), 1);
+        a.record(&t, record("s1", &["0912345675"], 1), 1);
+        a.record(&t, record("s2", &["0912345675"], 0), 1);
         let n = "0912345675";
         assert_eq!(a.attribute(fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
         // s2's call, attributed by its delivery, ends: no redials left, so s2 is final for it.
@@ -318,8 +317,8 @@ mod tests {
     fn sessions_and_calls_leave_by_age_and_by_bound() {
         let t = tenant();
         let mut a = Attribution::new(1_000, 2, 3);
-        a.record(record("s1", &["0900000001", "0900000002"], 0), 0);
-        a.record(record("s2", &["0900000003", "0900000004"], 0), 10);
+        a.record(&t, record("s1", &["0900000001", "0900000002"], 0), 0);
+        a.record(&t, record("s2", &["0900000003", "0900000004"], 0), 10);
         a.expire(10);
         // Four contacts over a bound of three: the oldest session went, its numbers with it.
         assert!(a.record_of(&t, "s1").is_none() && a.record_of(&t, "s2").is_some());

@@ -29,7 +29,7 @@ use futures::{FutureExt as _, future::BoxFuture};
 use tokio::sync::Notify;
 
 use super::{
-    Appended, CallEvent, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start, StoreError,
+    Appended, CallEvent, Cursor, EventStore, Fact, Filter, SessionFacts, SessionRecord, Start, StoreError, StoredEvent,
     Subscription, TenantId,
     attribution::{Attribution, FactRef, reserve_gently},
     store::StoreStats,
@@ -79,7 +79,7 @@ pub(crate) struct Bounds {
 type WaitKey = (TenantId, Arc<str>);
 
 struct Inner {
-    events: VecDeque<Stored>,
+    events: VecDeque<Slot>,
     /// Sequence number of `events[0]` (of the next event when empty).
     first_seq: u64,
     seen: HashSet<u64>,
@@ -205,12 +205,12 @@ impl Shared {
         g.attribution.expire(now);
     }
 
-    fn append_now(&self, e: NewEvent) -> Appended {
+    fn append_now(&self, tenant_id: TenantId, mut e: CallEvent) -> Appended {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
         self.expire(g, now);
-        let fact_key = self.key(&e.tenant, &e.call_id, e.fact);
+        let fact_key = self.key(&tenant_id, &e.call_id, e.fact);
         if g.seen.contains(&fact_key) {
             g.stats.duplicates_total += 1;
             return Appended::Duplicate;
@@ -219,14 +219,14 @@ impl Shared {
         // The delivery's session, as one shared copy of its id: the record's when recorded here,
         // else the store's copy for sessions not created here.
         let given = (!e.session_id.is_empty()).then(|| {
-            g.attribution.session_name(&e.tenant, &e.session_id).unwrap_or_else(|| {
-                match g.session_names.get(e.session_id.as_str()) {
+            g.attribution.session_name(&tenant_id, &e.session_id).unwrap_or_else(|| {
+                match g.session_names.get(&*e.session_id) {
                     Some(name) => name.clone(),
                     None => {
                         if g.session_names.len() >= self.bounds.max_events {
                             g.session_names.clear();
                         }
-                        let name: Arc<str> = Arc::from(e.session_id.as_str());
+                        let name = e.session_id.clone();
                         g.session_names.insert(name.clone());
                         name
                     }
@@ -234,7 +234,7 @@ impl Shared {
             })
         });
         let fact = FactRef {
-            tenant: &e.tenant,
+            tenant: &tenant_id,
             call_id: &e.call_id,
             phone_national: &phone_national,
             fact: e.fact,
@@ -244,34 +244,15 @@ impl Shared {
         if let Some(s) = &session {
             g.attribution.apply(fact, s, attempt, now);
         }
-        let word = |g: &mut Inner, w: &str| -> u16 {
-            u16::try_from(g.words.intern(w)).unwrap_or(1).max(u16::from(!w.is_empty()))
-        };
-        let hangup_cause = word(g, &e.hangup_cause);
-        let disposition = word(g, &e.disposition);
-        let tenant = g.tenants.intern(&e.tenant);
-        let tenant_id = e.tenant.clone();
+        let tenant = g.tenants.intern(&tenant_id);
         let session_id = session.unwrap_or_else(|| g.empty.clone());
-        let stored = Stored {
-            call_id: Arc::from(e.call_id),
-            session_id: session_id.clone(),
-            phone: Arc::from(e.phone),
-            occurred_at_ms: e.occurred_at_ms,
-            tenant,
-            stored_at_s: self.seconds(now),
-            ring_s: e.ring_s,
-            talk_s: e.talk_s,
-            attempt,
-            hangup_cause,
-            disposition,
-            fact: e.fact,
-            outcome: e.outcome,
-            has_recording: e.has_recording,
-        };
+        e.session_id = session_id.clone();
+        e.attempt = attempt;
+        let slot = Slot::new(e, tenant, self.seconds(now), &mut g.words);
         let seq = g.first_seq + g.events.len() as u64;
-        let event = stored.to_event(g, self.id, seq);
+        let event = slot.stored(&g.words, self.cursor(seq));
         reserve_gently(&mut g.events, self.bounds.max_events);
-        g.events.push_back(stored);
+        g.events.push_back(slot);
         g.seen.insert(fact_key);
         reserve_gently(&mut g.seen_order, self.bounds.max_events.saturating_mul(IDS_PER_EVENT));
         g.seen_order.push_back((fact_key, now));
@@ -291,11 +272,11 @@ impl Shared {
         Appended::Stored(event)
     }
 
-    fn record_now(&self, record: SessionRecord) {
+    fn record_now(&self, tenant: &TenantId, record: SessionRecord) {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
-        if g.attribution.record(record, now) {
+        if g.attribution.record(tenant, record, now) {
             self.expire(g, now);
         }
     }
@@ -312,28 +293,30 @@ impl Shared {
         let calls: HashSet<&str> = g
             .events
             .iter()
-            .filter(|e| Some(e.tenant) == t && *e.session_id == *session_id)
-            .map(|e| &*e.call_id)
+            .filter(|s| Some(s.tenant) == t && *s.event.session_id == *session_id)
+            .map(|s| &*s.event.call_id)
             .collect();
-        let events: Vec<CallEvent> = g
+        let events: Vec<StoredEvent> = g
             .events
             .iter()
             .enumerate()
-            .filter(|(_, e)| Some(e.tenant) == t && (*e.session_id == *session_id || calls.contains(&*e.call_id)))
-            .map(|(i, e)| e.to_event(g, self.id, g.first_seq + i as u64))
+            .filter(|(_, s)| {
+                Some(s.tenant) == t && (*s.event.session_id == *session_id || calls.contains(&*s.event.call_id))
+            })
+            .map(|(i, s)| s.stored(&g.words, self.cursor(g.first_seq + i as u64)))
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
     }
 }
 
 impl EventStore for MemoryStore {
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let appended = self.shared.append_now(event);
+    fn append(&self, tenant: TenantId, event: CallEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let appended = self.shared.append_now(tenant, event);
         async move { Ok(appended) }.boxed()
     }
 
-    fn record_session(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.shared.record_now(record);
+    fn record_session(&self, tenant: TenantId, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.shared.record_now(&tenant, record);
         async { Ok(()) }.boxed()
     }
 
@@ -358,13 +341,10 @@ impl EventStore for MemoryStore {
     }
 }
 
-#[path = "memory_read.rs"]
 mod read;
-#[path = "memory_slot.rs"]
 mod slot;
 
-use slot::{Stored, Table};
+use slot::{Slot, Table};
 
 #[cfg(test)]
-#[path = "memory_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use super::{READ_BATCH, SCAN_BATCH, Shared, WaitKey};
 use crate::{
     domain::national,
-    events::{CallEvent, Filter, Start, StoreError, Subscription},
+    events::{Filter, Start, StoreError, StoredEvent, Subscription},
 };
 
 impl Shared {
@@ -32,7 +32,7 @@ impl Shared {
     /// Copies the next matching events from `*next` on into `out`; `Err` when `*next` has
     /// left the window.
     /// `Ok(true)` when `*next` reached the end of the ring.
-    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<CallEvent>) -> Result<bool, StoreError> {
+    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<StoredEvent>) -> Result<bool, StoreError> {
         let now = (self.clock)();
         let mut g = self.lock();
         self.expire(&mut g, now);
@@ -41,15 +41,16 @@ impl Shared {
         }
         let from = usize::try_from(*next - g.first_seq).unwrap_or(usize::MAX);
         let tenant = g.tenants.find(&filter.tenant);
-        for (i, e) in g.events.iter().enumerate().skip(from).take(SCAN_BATCH) {
+        for (i, slot) in g.events.iter().enumerate().skip(from).take(SCAN_BATCH) {
             *next = g.first_seq + i as u64 + 1;
-            if Some(e.tenant) != tenant
+            let e = &slot.event;
+            if Some(slot.tenant) != tenant
                 || (!filter.session_id.is_empty() && *e.session_id != *filter.session_id)
                 || (!filter.phone_national.is_empty() && national(&e.phone) != filter.phone_national)
             {
                 continue;
             }
-            out.push_back(e.to_event(&g, self.id, *next - 1));
+            out.push_back(slot.stored(&g.words, self.cursor(*next - 1)));
             if out.len() >= READ_BATCH {
                 break;
             }
@@ -62,7 +63,7 @@ struct Reader {
     shared: Arc<Shared>,
     filter: Filter,
     next: u64,
-    buffer: VecDeque<CallEvent>,
+    buffer: VecDeque<StoredEvent>,
     /// Woken by appends of events this reader's filter may take.
     notify: Arc<Notify>,
     waiter: (WaitKey, u64),
@@ -70,7 +71,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn next_event(&mut self) -> Option<Result<CallEvent, StoreError>> {
+    async fn next_event(&mut self) -> Option<Result<StoredEvent, StoreError>> {
         loop {
             if self.done {
                 return None;

@@ -9,8 +9,8 @@ fn tenant(name: &str) -> TenantId {
     Arc::from(name)
 }
 
-fn record(t: &str, call: &str, session: &str, phone: &str, outcome: CallOutcome) -> NewEvent {
-    NewEvent { session_id: session.into(), outcome, ..NewEvent::live(t, call, Fact::Record, phone) }
+fn record(call: &str, session: &str, phone: &str, outcome: CallOutcome) -> CallEvent {
+    CallEvent { session_id: session.into(), outcome, ..CallEvent::live(call, Fact::Record, phone) }
 }
 
 struct TestClock(Arc<AtomicU64>);
@@ -31,7 +31,7 @@ impl TestClock {
     }
 }
 
-fn stored(a: Appended) -> CallEvent {
+fn stored(a: Appended) -> StoredEvent {
     match a {
         Appended::Stored(e) => e,
         Appended::Duplicate => panic!("unexpected duplicate"),
@@ -42,7 +42,7 @@ fn filter(t: &str) -> Filter {
     Filter { tenant: tenant(t), session_id: String::new(), phone_national: String::new() }
 }
 
-async fn take(sub: &mut Subscription, n: usize) -> Vec<CallEvent> {
+async fn take(sub: &mut Subscription, n: usize) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     for _ in 0..n {
         let next = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("an event in time");
@@ -54,16 +54,22 @@ async fn take(sub: &mut Subscription, n: usize) -> Vec<CallEvent> {
 #[tokio::test]
 async fn a_fact_is_stored_once_even_after_its_event_left_the_ring() {
     let (store, _clock) = TestClock::store(4, 3600);
-    let first = stored(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap());
-    assert_eq!((first.cursor.seq, first.id()), (1, "c1/ringing".to_owned()));
-    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
+    let first = stored(store.append(tenant("t"), CallEvent::live("c1", Fact::Ringing, "0912")).await.unwrap());
+    assert_eq!((first.cursor.seq, first.event.id()), (1, "c1/ringing".to_owned()));
+    assert_eq!(
+        store.append(tenant("t"), CallEvent::live("c1", Fact::Ringing, "0912")).await.unwrap(),
+        Appended::Duplicate
+    );
     // Another tenant's fact with the same id is another fact.
-    stored(store.append(NewEvent::live("u", "c1", Fact::Ringing, "0912")).await.unwrap());
+    stored(store.append(tenant("u"), CallEvent::live("c1", Fact::Ringing, "0912")).await.unwrap());
     for i in 0..5 {
-        stored(store.append(NewEvent::live("t", &format!("x{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(tenant("t"), CallEvent::live(&format!("x{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     assert_eq!(store.stats().events, 4, "bounded by --events-max");
-    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Ringing, "0912")).await.unwrap(), Appended::Duplicate);
+    assert_eq!(
+        store.append(tenant("t"), CallEvent::live("c1", Fact::Ringing, "0912")).await.unwrap(),
+        Appended::Duplicate
+    );
     let stats = store.stats();
     assert_eq!((stats.stored_total, stats.duplicates_total, stats.evicted_total), (7, 2, 3));
 }
@@ -71,12 +77,15 @@ async fn a_fact_is_stored_once_even_after_its_event_left_the_ring() {
 #[tokio::test]
 async fn repeats_are_recognized_for_the_retention_window_only() {
     let (store, clock) = TestClock::store(100, 60);
-    stored(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
+    stored(store.append(tenant("t"), CallEvent::live("c1", Fact::Hangup, "0912")).await.unwrap());
     clock.advance_s(59);
-    assert_eq!(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap(), Appended::Duplicate);
+    assert_eq!(
+        store.append(tenant("t"), CallEvent::live("c1", Fact::Hangup, "0912")).await.unwrap(),
+        Appended::Duplicate
+    );
     clock.advance_s(2);
     assert_eq!(store.stats().events, 1);
-    let again = stored(store.append(NewEvent::live("t", "c1", Fact::Hangup, "0912")).await.unwrap());
+    let again = stored(store.append(tenant("t"), CallEvent::live("c1", Fact::Hangup, "0912")).await.unwrap());
     assert_eq!(again.cursor.seq, 2);
     assert_eq!(store.stats().events, 1, "the first one expired");
 }
@@ -85,35 +94,34 @@ async fn repeats_are_recognized_for_the_retention_window_only() {
 async fn live_states_are_attributed_to_the_one_open_session_holding_the_number() {
     let (store, _clock) = TestClock::store(100, 3600);
     let rec = |s: &str, contacts: &[&str], redials| SessionRecord {
-        tenant: tenant("t"),
         session_id: s.into(),
         contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
         redials,
         created_at_ms: 0,
     };
-    store.record_session(rec("s1", &["0912345670", "0912345675"], 1)).await.unwrap();
-    store.record_session(rec("s2", &["0912345675"], 0)).await.unwrap();
+    store.record_session(tenant("t"), rec("s1", &["0912345670", "0912345675"], 1)).await.unwrap();
+    store.record_session(tenant("t"), rec("s2", &["0912345675"], 0)).await.unwrap();
     // Exactly one open session holds ...670 (written internationally by the provider).
-    let e = stored(store.append(NewEvent::live("t", "a", Fact::Ringing, "84912345670")).await.unwrap());
-    assert_eq!((&*e.session_id, e.attempt), ("s1", 1));
+    let e = stored(store.append(tenant("t"), CallEvent::live("a", Fact::Ringing, "84912345670")).await.unwrap());
+    assert_eq!((&*e.event.session_id, e.event.attempt), ("s1", 1));
     // Two hold ...675: not attributed.
-    let e = stored(store.append(NewEvent::live("t", "b", Fact::Ringing, "0912345675")).await.unwrap());
-    assert_eq!(&*e.session_id, "");
+    let e = stored(store.append(tenant("t"), CallEvent::live("b", Fact::Ringing, "0912345675")).await.unwrap());
+    assert_eq!(&*e.event.session_id, "");
     // Another tenant's number is never attributed to this tenant's session.
-    let e = stored(store.append(NewEvent::live("u", "z", Fact::Ringing, "0912345670")).await.unwrap());
-    assert_eq!(&*e.session_id, "");
+    let e = stored(store.append(tenant("u"), CallEvent::live("z", Fact::Ringing, "0912345670")).await.unwrap());
+    assert_eq!(&*e.event.session_id, "");
     // The record names the session; the call's later facts inherit it.
-    let e = stored(store.append(record("t", "b", "s2", "0912345675", CallOutcome::NoAnswer)).await.unwrap());
-    assert_eq!((&*e.session_id, e.attempt), ("s2", 1));
-    let e = stored(store.append(NewEvent::live("t", "b", Fact::Hangup, "0912345675")).await.unwrap());
-    assert_eq!(&*e.session_id, "s2");
+    let e = stored(store.append(tenant("t"), record("b", "s2", "0912345675", CallOutcome::NoAnswer)).await.unwrap());
+    assert_eq!((&*e.event.session_id, e.event.attempt), ("s2", 1));
+    let e = stored(store.append(tenant("t"), CallEvent::live("b", Fact::Hangup, "0912345675")).await.unwrap());
+    assert_eq!(&*e.event.session_id, "s2");
     // s2's contact is final (no redials): ...675 now has one open session, s1.
-    let e = stored(store.append(NewEvent::live("t", "b2", Fact::Ringing, "0912345675")).await.unwrap());
-    assert_eq!((&*e.session_id, e.attempt), ("s1", 1));
+    let e = stored(store.append(tenant("t"), CallEvent::live("b2", Fact::Ringing, "0912345675")).await.unwrap());
+    assert_eq!((&*e.event.session_id, e.event.attempt), ("s1", 1));
     // The report's facts: the record, and every event of the session's calls.
     let facts = store.session(tenant("t"), "s2".into()).await.unwrap().expect("known");
     assert_eq!(facts.record.as_ref().map(|r| r.contacts.len()), Some(1));
-    let ids: Vec<String> = facts.events.iter().map(CallEvent::id).collect();
+    let ids: Vec<String> = facts.events.iter().map(|e| e.event.id()).collect();
     assert_eq!(ids, ["b/ringing", "b/cdr", "b/hangup"], "the unattributed ringing belongs to the call");
     assert_eq!(store.session(tenant("t"), "nope".into()).await.unwrap(), None);
     assert_eq!(store.session(tenant("u"), "s2".into()).await.unwrap(), None, "tenants apart");
@@ -123,33 +131,33 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
 async fn subscriptions_replay_resume_and_go_live_without_gap_or_repeat() {
     let (store, _clock) = TestClock::store(100, 3600);
     for i in 0..5 {
-        stored(store.append(NewEvent::live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
-        stored(store.append(NewEvent::live("u", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(tenant("t"), CallEvent::live(&format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(tenant("u"), CallEvent::live(&format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     let mut all = store.subscribe(filter("t"), Start::Replay).await.unwrap();
     let first = take(&mut all, 5).await;
-    assert!(first.iter().all(|e| e.call_id.starts_with('c')));
+    assert!(first.iter().all(|e| e.event.call_id.starts_with('c')));
     let seqs: Vec<u64> = first.iter().map(|e| e.cursor.seq).collect();
     assert_eq!(seqs, [1, 3, 5, 7, 9], "only t's, in store order");
     let mut resumed = store.subscribe(filter("t"), Start::After(first[2].cursor)).await.unwrap();
     let mut live_only = store.subscribe(filter("t"), Start::Live).await.unwrap();
-    stored(store.append(NewEvent::live("t", "new", Fact::Ringing, "0912")).await.unwrap());
-    let got: Vec<String> = take(&mut resumed, 3).await.iter().map(CallEvent::id).collect();
+    stored(store.append(tenant("t"), CallEvent::live("new", Fact::Ringing, "0912")).await.unwrap());
+    let got: Vec<String> = take(&mut resumed, 3).await.iter().map(|e| e.event.id()).collect();
     assert_eq!(got, ["c3/hangup", "c4/hangup", "new/ringing"]);
-    assert_eq!(take(&mut live_only, 1).await[0].id(), "new/ringing");
-    assert_eq!(take(&mut all, 1).await[0].id(), "new/ringing");
+    assert_eq!(take(&mut live_only, 1).await[0].event.id(), "new/ringing");
+    assert_eq!(take(&mut all, 1).await[0].event.id(), "new/ringing");
     // A cursor of this store past its end is "live from here".
     let future = Cursor { store: store.id(), seq: 1_000 };
     let mut ahead = store.subscribe(filter("t"), Start::After(future)).await.unwrap();
-    stored(store.append(NewEvent::live("t", "later", Fact::Ringing, "0912")).await.unwrap());
-    assert_eq!(take(&mut ahead, 1).await[0].id(), "later/ringing");
+    stored(store.append(tenant("t"), CallEvent::live("later", Fact::Ringing, "0912")).await.unwrap());
+    assert_eq!(take(&mut ahead, 1).await[0].event.id(), "later/ringing");
 }
 
 #[tokio::test]
 async fn cursors_from_elsewhere_or_past_the_window_are_expired_with_the_earliest() {
     let (store, _clock) = TestClock::store(3, 3600);
     for i in 0..6 {
-        stored(store.append(NewEvent::live("t", &format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(tenant("t"), CallEvent::live(&format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     // Retained: 4, 5, 6. Earliest cursor = 3 (resume after it: 4 comes first).
     let earliest = Cursor { store: store.id(), seq: 3 };
@@ -164,7 +172,7 @@ async fn cursors_from_elsewhere_or_past_the_window_are_expired_with_the_earliest
     // A reader that falls out of the window ends with the error, never with a silent gap.
     let mut slow = store.subscribe(filter("t"), Start::After(Cursor { store: store.id(), seq: 4 })).await.unwrap();
     for i in 0..10 {
-        stored(store.append(NewEvent::live("t", &format!("d{i}"), Fact::Hangup, "0912")).await.unwrap());
+        stored(store.append(tenant("t"), CallEvent::live(&format!("d{i}"), Fact::Hangup, "0912")).await.unwrap());
     }
     match slow.next().await {
         Some(Err(StoreError::CursorExpired { earliest })) => assert_eq!(earliest.seq, 13),
@@ -176,16 +184,16 @@ async fn cursors_from_elsewhere_or_past_the_window_are_expired_with_the_earliest
 #[tokio::test]
 async fn filters_by_session_and_number() {
     let (store, _clock) = TestClock::store(100, 3600);
-    stored(store.append(record("t", "a", "s1", "0912345670", CallOutcome::Answered)).await.unwrap());
-    stored(store.append(record("t", "b", "s2", "84912345671", CallOutcome::Busy)).await.unwrap());
-    stored(store.append(record("t", "c", "s1", "+84912345671", CallOutcome::Failed)).await.unwrap());
+    stored(store.append(tenant("t"), record("a", "s1", "0912345670", CallOutcome::Answered)).await.unwrap());
+    stored(store.append(tenant("t"), record("b", "s2", "84912345671", CallOutcome::Busy)).await.unwrap());
+    stored(store.append(tenant("t"), record("c", "s1", "+84912345671", CallOutcome::Failed)).await.unwrap());
     let by_session = Filter { session_id: "s1".into(), ..filter("t") };
     let mut s = store.subscribe(by_session, Start::Replay).await.unwrap();
-    let ids: Vec<String> = take(&mut s, 2).await.iter().map(CallEvent::id).collect();
+    let ids: Vec<String> = take(&mut s, 2).await.iter().map(|e| e.event.id()).collect();
     assert_eq!(ids, ["a/cdr", "c/cdr"]);
     let by_number = Filter { phone_national: "0912345671".into(), ..filter("t") };
     let mut s = store.subscribe(by_number, Start::Replay).await.unwrap();
-    let ids: Vec<String> = take(&mut s, 2).await.iter().map(CallEvent::id).collect();
+    let ids: Vec<String> = take(&mut s, 2).await.iter().map(|e| e.event.id()).collect();
     assert_eq!(ids, ["b/cdr", "c/cdr"]);
 }
 
@@ -211,8 +219,8 @@ async fn a_closed_subscription_leaves_no_waiter_behind() {
     // A watcher of one session is woken by its session's events (and not starved by others').
     let mut one = store.subscribe(Filter { session_id: "s1".into(), ..filter("t") }, Start::Live).await.unwrap();
     for i in 0..3 {
-        stored(store.append(record("t", &format!("o{i}"), "other", "0912", CallOutcome::Busy)).await.unwrap());
+        stored(store.append(tenant("t"), record(&format!("o{i}"), "other", "0912", CallOutcome::Busy)).await.unwrap());
     }
-    stored(store.append(record("t", "mine", "s1", "0912", CallOutcome::Busy)).await.unwrap());
-    assert_eq!(take(&mut one, 1).await[0].id(), "mine/cdr");
+    stored(store.append(tenant("t"), record("mine", "s1", "0912", CallOutcome::Busy)).await.unwrap());
+    assert_eq!(take(&mut one, 1).await[0].event.id(), "mine/cdr");
 }
