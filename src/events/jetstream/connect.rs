@@ -92,13 +92,24 @@ pub(super) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, S
     Ok(client)
 }
 
+/// Bytes of stream per message `--events-max` allows: an event's fields are bounded (ids 128,
+/// phones 32, words 64 characters), so its message is well under a kilobyte; session records are
+/// larger but fewer. The stream's `max_bytes` is this times `--events-max`.
+pub(crate) const STREAM_BYTES_PER_MESSAGE: i64 = 2048;
+
+/// Largest message the stream takes: a session record of `--max-contacts` (10,000) numbers.
+const MAX_MESSAGE_BYTES: i32 = 1024 * 1024;
+
 fn stream_config(config: &NatsConfig) -> Config {
+    let max_messages = i64::try_from(config.max_events).unwrap_or(i64::MAX);
     Config {
         name: config.stream.clone(),
         subjects: vec![format!("{EVENTS_PREFIX}>"), format!("{SESSIONS_PREFIX}>")],
         storage: StorageType::File,
         max_age: config.retention,
-        max_messages: i64::try_from(config.max_events).unwrap_or(i64::MAX),
+        max_messages,
+        max_bytes: max_messages.saturating_mul(STREAM_BYTES_PER_MESSAGE),
+        max_message_size: MAX_MESSAGE_BYTES,
         duplicate_window: config.retention,
         num_replicas: config.replicas,
         ..Default::default()
@@ -128,6 +139,15 @@ pub(super) async fn ensure_stream(js: &Context, config: &NatsConfig) -> Result<S
                     have.num_replicas.max(1),
                     want.num_replicas
                 ));
+            }
+            if have.max_bytes <= 0 {
+                // A stream made before byte bounds (or by hand without one): bounded now.
+                let bounded = Config { max_bytes: want.max_bytes, ..have.clone() };
+                js.update_stream(bounded)
+                    .await
+                    .map_err(|e| format!("cannot bound the JetStream stream {name}: {e}"))?;
+                tracing::info!(stream = %name, max_bytes = want.max_bytes, "the JetStream stream is now bounded in bytes");
+                return js.get_stream(name).await.map_err(|e| format!("cannot read the JetStream stream {name}: {e}"));
             }
             Ok(stream)
         }

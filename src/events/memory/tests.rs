@@ -224,3 +224,51 @@ async fn a_closed_subscription_leaves_no_waiter_behind() {
     stored(store.append(tenant("t"), record("mine", "s1", "0912", CallOutcome::Busy)).await.unwrap());
     assert_eq!(take(&mut one, 1).await[0].event.id(), "mine/cdr");
 }
+
+#[tokio::test]
+async fn one_tenants_flood_evicts_only_its_own_events_and_ids() {
+    let (store, _clock) = TestClock::store(100, 3600);
+    // A quiet tenant's calls, and a watcher that has read them.
+    for i in 0..10 {
+        store
+            .append(tenant("quiet"), record(&format!("q{i}"), "s-q", "0912000001", CallOutcome::Answered))
+            .await
+            .unwrap();
+    }
+    let mut quiet = store.subscribe(filter("quiet"), Start::Replay).await.unwrap();
+    let read = take(&mut quiet, 10).await;
+    let last_quiet = read.last().unwrap().cursor;
+    let flood_start = store.subscribe(filter("loud"), Start::Live).await.unwrap();
+    drop(flood_start);
+    // A loud tenant posts ten times the store's bound.
+    let mut first_loud = None;
+    for i in 0..1000 {
+        let e = stored(
+            store
+                .append(tenant("loud"), record(&format!("l{i}"), "s-l", "0912000002", CallOutcome::Busy))
+                .await
+                .unwrap(),
+        );
+        first_loud.get_or_insert(e.cursor);
+    }
+    assert_eq!(store.stats().events, 100, "the bound holds");
+    // The quiet tenant's events, report and ids are all still there.
+    let facts = store.session(tenant("quiet"), "s-q".into()).await.unwrap().expect("its session");
+    assert_eq!(facts.events.len(), 10);
+    for i in 0..10 {
+        let again = store.append(tenant("quiet"), record(&format!("q{i}"), "s-q", "0912000001", CallOutcome::Answered));
+        assert_eq!(again.await.unwrap(), Appended::Duplicate, "q{i} is still recognized");
+    }
+    // Its cursor resumes with no gap, and its live watcher sees its next event right after.
+    let mut resumed = store.subscribe(filter("quiet"), Start::After(last_quiet)).await.unwrap();
+    store.append(tenant("quiet"), record("q10", "s-q", "0912000001", CallOutcome::Answered)).await.unwrap();
+    assert_eq!(take(&mut resumed, 1).await[0].event.call_id.as_ref(), "q10");
+    assert_eq!(take(&mut quiet, 1).await[0].event.call_id.as_ref(), "q10");
+    // The loud tenant lost its own oldest: a cursor from its start is expired, with the earliest.
+    let err = match store.subscribe(filter("loud"), Start::After(first_loud.unwrap())).await {
+        Err(StoreError::CursorExpired { earliest }) => earliest,
+        other => panic!("expected CursorExpired, got {:?}", other.map(|_| ())),
+    };
+    let rest = take(&mut store.subscribe(filter("loud"), Start::After(err)).await.unwrap(), 89).await;
+    assert_eq!(rest.last().unwrap().event.call_id.as_ref(), "l999", "the loud tenant keeps its newest");
+}
