@@ -5,7 +5,7 @@
 
 use crate::{
     domain::{NewSession, ScriptVariables, ValidContact},
-    events::{CallEvent, CallOutcome, CallState, Fact, report::Report},
+    events::{CallOutcome, CallState, Fact, StoredEvent, report::Report},
     pb,
     upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
 };
@@ -141,11 +141,12 @@ fn outcome_to_pb(outcome: CallOutcome) -> pb::CallOutcome {
 
 /// A stored event as watchers get it. Durations only on the end-of-call record (the live
 /// states carry none).
-pub fn event_to_pb(e: &CallEvent) -> pb::CallEvent {
+pub fn event_to_pb(stored: &StoredEvent) -> pb::CallEvent {
+    let e = &stored.event;
     let record = e.fact == Fact::Record;
     pb::CallEvent {
         id: e.id(),
-        cursor: e.cursor.encode(),
+        cursor: stored.cursor.encode(),
         session_id: e.session_id.to_string(),
         call_id: e.call_id.to_string(),
         phone: e.phone.to_string(),

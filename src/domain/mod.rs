@@ -10,11 +10,14 @@
 //! - [`phone`]: the phone number rule, and masking for logs.
 //! - [`session`]: [`NewSession`], the validated `CreateSessionRequest`, and the `script_id` rule.
 //! - [`campaign`]: [`CampaignPlan`], the validated `CampaignSpec`, and per-chunk validation.
+//! - [`event`]: [`CallEvent`], the normalized call event, and [`SessionRecord`], what a created
+//!   session leaves for its report: the one shape every event store keeps.
 //! - [`variables`]: `check_variables`, contacts against their script's variables.
 
 pub mod api_key;
 pub mod campaign;
 pub mod contact;
+pub mod event;
 pub mod fold;
 pub mod phone;
 pub mod session;
@@ -22,6 +25,7 @@ pub mod variables;
 
 pub use api_key::ApiKey;
 pub use campaign::CampaignPlan;
+pub use event::{CallEvent, CallOutcome, CallState, Fact, SessionRecord, no_text};
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone, national};
 pub use session::{NewSession, SessionLimits, ValidContact, validate_contacts, validate_script_id};

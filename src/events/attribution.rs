@@ -14,7 +14,10 @@
 //! after an end-of-call record that answered, was rejected or failed, or used the last redial.
 //!
 //! Bounds: sessions and calls are kept for the retention window, at most `max_contacts` session
-//! contacts and `max_calls` calls; the oldest go first.
+//! contacts and `max_calls` calls; the oldest go first. Over the contacts' bound, the session that
+//! goes is the oldest of the tenant that recorded last when it holds its share (`max_contacts` /
+//! tenants holding any) or more, else of the tenant holding the most: one tenant's sessions never
+//! push out another's while that one holds no more than its share.
 
 use std::{
     collections::{HashMap, VecDeque, hash_map::RandomState},
@@ -36,6 +39,15 @@ struct Entry {
     record: SessionRecord,
     contacts: Vec<Contact>,
     by_number: HashMap<Box<str>, usize>,
+    /// When recorded (tells an entry from a stale place in the orders after a re-record).
+    at: u64,
+}
+
+/// One tenant's recorded sessions, oldest first, and their contacts.
+#[derive(Default)]
+struct TenantSessions {
+    order: VecDeque<(Arc<str>, u64)>,
+    contacts: usize,
 }
 
 struct Call {
@@ -65,6 +77,10 @@ pub(crate) struct Attribution {
     sessions: HashMap<SessionKey, Entry>,
     sessions_order: VecDeque<(SessionKey, u64)>,
     contacts: usize,
+    /// Each tenant's sessions, for the fair bound.
+    by_tenant: HashMap<TenantId, TenantSessions>,
+    /// The tenant that recorded last (the first candidate to give a session back).
+    last_recorder: Option<TenantId>,
     /// Calls by a keyed 64-bit hash of (tenant, call id).
     calls: HashMap<u64, Call>,
     calls_order: VecDeque<(u64, u64)>,
@@ -82,6 +98,8 @@ impl Attribution {
             sessions: HashMap::new(),
             sessions_order: VecDeque::new(),
             contacts: 0,
+            by_tenant: HashMap::new(),
+            last_recorder: None,
             calls: HashMap::new(),
             calls_order: VecDeque::new(),
             open: HashMap::new(),
@@ -160,11 +178,11 @@ impl Attribution {
         }
     }
 
-    /// Records a session (its contacts open); the first record of a session counts. Whether it
-    /// was new.
-    pub(crate) fn record(&mut self, record: SessionRecord, now: u64) -> bool {
+    /// Records a session of `tenant` (its contacts open); the first record of a session counts.
+    /// Whether it was new.
+    pub(crate) fn record(&mut self, tenant: &TenantId, record: SessionRecord, now: u64) -> bool {
         let session: Arc<str> = Arc::from(record.session_id.as_str());
-        let key = (record.tenant.clone(), session.clone());
+        let key = (tenant.clone(), session.clone());
         if self.sessions.contains_key(&key) {
             return false;
         }
@@ -176,13 +194,52 @@ impl Attribution {
                 continue;
             }
             by_number.insert(n.clone(), contacts.len());
-            self.open.entry((record.tenant.clone(), n.clone())).or_default().push(session.clone());
+            self.open.entry((tenant.clone(), n.clone())).or_default().push(session.clone());
             contacts.push(Contact { national: n, dialled: 0, finished: false });
         }
         self.contacts += contacts.len();
-        self.sessions.insert(key.clone(), Entry { record, contacts, by_number });
+        let mine = self.by_tenant.entry(tenant.clone()).or_default();
+        mine.contacts += contacts.len();
+        mine.order.push_back((session, now));
+        self.sessions.insert(key.clone(), Entry { record, contacts, by_number, at: now });
         self.sessions_order.push_back((key, now));
+        self.last_recorder = Some(tenant.clone());
         true
+    }
+
+    /// Forgets the session at `key` if it is the one recorded at `at`.
+    fn forget_session(&mut self, key: &SessionKey, at: u64) {
+        if self.sessions.get(key).is_none_or(|e| e.at != at) {
+            return;
+        }
+        let Some(entry) = self.sessions.remove(key) else { return };
+        self.contacts -= entry.contacts.len();
+        if let Some(mine) = self.by_tenant.get_mut(&key.0) {
+            mine.contacts -= entry.contacts.len();
+            if mine.contacts == 0
+                && mine
+                    .order
+                    .iter()
+                    .all(|(s, a)| self.sessions.get(&(key.0.clone(), s.clone())).is_none_or(|e| e.at != *a))
+            {
+                self.by_tenant.remove(&key.0);
+            }
+        }
+        for c in &entry.contacts {
+            close_open(&mut self.open, &key.0, &c.national, &key.1);
+        }
+    }
+
+    /// The tenant whose oldest session goes when the contacts are over their bound.
+    fn session_victim(&self) -> Option<TenantId> {
+        let holders = self.by_tenant.values().filter(|t| t.contacts > 0).count().max(1);
+        let share = (self.max_contacts / holders).max(1);
+        if let Some(last) = &self.last_recorder {
+            if self.by_tenant.get(last).is_some_and(|t| t.contacts >= share) {
+                return Some(last.clone());
+            }
+        }
+        self.by_tenant.iter().filter(|(_, t)| t.contacts > 0).max_by_key(|(_, t)| t.contacts).map(|(n, _)| n.clone())
     }
 
     /// Drops what is past the retention window or over the bounds.
@@ -195,17 +252,33 @@ impl Attribution {
             self.calls_order.pop_front();
             self.calls.remove(&key);
         }
+        // By age: in recording order (a place whose session left already is skipped).
         while let Some((key, at)) = self.sessions_order.front() {
-            if *at >= horizon && self.contacts <= self.max_contacts {
+            if *at >= horizon {
                 break;
             }
-            let key = key.clone();
+            let (key, at) = (key.clone(), *at);
             self.sessions_order.pop_front();
-            if let Some(entry) = self.sessions.remove(&key) {
-                self.contacts -= entry.contacts.len();
-                for c in &entry.contacts {
-                    close_open(&mut self.open, &key.0, &c.national, &key.1);
-                }
+            self.forget_session(&key, at);
+        }
+        // By bound: fairly among tenants.
+        while self.contacts > self.max_contacts {
+            let Some(victim) = self.session_victim() else { break };
+            let Some(mine) = self.by_tenant.get_mut(&victim) else { break };
+            let Some((session, at)) = mine.order.pop_front() else {
+                self.by_tenant.remove(&victim);
+                continue;
+            };
+            self.forget_session(&(victim, session), at);
+        }
+        // The orders keep places of sessions gone by bound: compact them when they outgrow the
+        // sessions (amortized: at most once per as many records).
+        if self.sessions_order.len() > 2 * self.sessions.len() + 1024 {
+            let sessions = &self.sessions;
+            let live = |key: &SessionKey, at: u64| sessions.get(key).is_some_and(|e| e.at == at);
+            self.sessions_order.retain(|(key, at)| live(key, *at));
+            for (tenant, mine) in &mut self.by_tenant {
+                mine.order.retain(|(s, at)| live(&(tenant.clone(), s.clone()), *at));
             }
         }
     }
@@ -246,7 +319,6 @@ mod tests {
 
     fn record(session: &str, contacts: &[&str], redials: u32) -> SessionRecord {
         SessionRecord {
-            tenant: tenant(),
             session_id: session.into(),
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
@@ -262,8 +334,8 @@ mod tests {
     fn a_live_state_goes_to_the_one_open_session_holding_the_number_and_attempts_count_up() {
         let t = tenant();
         let mut a = Attribution::new(60_000, 100, 200);
-        assert!(a.record(record("s1", &["84912345670"], 1), 1));
-        assert!(!a.record(record("s1", &["0999999999"], 0), 1), "the first record counts");
+        assert!(a.record(&t, record("s1", &["84912345670"], 1), 1));
+        assert!(!a.record(&t, record("s1", &["0999999999"], 0), 1), "the first record counts");
         let n = "0912345670";
         let ringing = fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified);
         let (s, attempt) = a.attribute(ringing, None);
@@ -289,8 +361,8 @@ mod tests {
     fn a_number_in_two_open_sessions_stays_unattributed_until_one_of_them_is_final() {
         let t = tenant();
         let mut a = Attribution::new(60_000, 100, 200);
-        a.record(record("s1", &["0912345675"], 1), 1);
-        a.record(record("s2", &["0912345675"], 0), 1);
+        a.record(&t, record("s1", &["0912345675"], 1), 1);
+        a.record(&t, record("s2", &["0912345675"], 0), 1);
         let n = "0912345675";
         assert_eq!(a.attribute(fact(&t, "c1", n, Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
         // s2's call, attributed by its delivery, ends: no redials left, so s2 is final for it.
@@ -315,11 +387,38 @@ mod tests {
     }
 
     #[test]
+    fn one_tenants_sessions_push_out_only_its_own_while_others_hold_their_share() {
+        let (quiet, loud): (TenantId, TenantId) = (Arc::from("quiet"), Arc::from("loud"));
+        let mut a = Attribution::new(1_000_000, 100, 100);
+        a.record(&quiet, record("q1", &["0900000001", "0900000002"], 0), 0);
+        for i in 0..500 {
+            a.record(&loud, record(&format!("l{i}"), &["0911111111", "0922222222"], 0), 1 + i);
+            a.expire(1 + i);
+        }
+        assert!(a.record_of(&quiet, "q1").is_some(), "the quiet tenant's session stays");
+        assert!(a.contacts <= 100);
+        assert!(a.record_of(&loud, "l0").is_none() && a.record_of(&loud, "l499").is_some());
+        // Its numbers are still attributed to it.
+        let f = fact(&quiet, "c", "0900000001", Fact::Ringing, CallOutcome::Unspecified);
+        assert_eq!(a.attribute(f, None).0.as_deref(), Some("q1"));
+        // The orders do not keep what left.
+        assert!(a.sessions_order.len() <= 2 * a.sessions.len() + 1024);
+        // A tenant over its share loses its own oldest when another records.
+        let mut b = Attribution::new(1_000_000, 100, 10);
+        for i in 0..5 {
+            b.record(&loud, record(&format!("l{i}"), &["0911111111", "0922222222"], 0), i);
+        }
+        b.record(&quiet, record("q1", &["0900000001", "0900000002"], 0), 10);
+        b.expire(10);
+        assert!(b.record_of(&quiet, "q1").is_some() && b.record_of(&loud, "l0").is_none());
+    }
+
+    #[test]
     fn sessions_and_calls_leave_by_age_and_by_bound() {
         let t = tenant();
         let mut a = Attribution::new(1_000, 2, 3);
-        a.record(record("s1", &["0900000001", "0900000002"], 0), 0);
-        a.record(record("s2", &["0900000003", "0900000004"], 0), 10);
+        a.record(&t, record("s1", &["0900000001", "0900000002"], 0), 0);
+        a.record(&t, record("s2", &["0900000003", "0900000004"], 0), 10);
         a.expire(10);
         // Four contacts over a bound of three: the oldest session went, its numbers with it.
         assert!(a.record_of(&t, "s1").is_none() && a.record_of(&t, "s2").is_some());

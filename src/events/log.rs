@@ -29,14 +29,9 @@ impl SessionLog {
             let refused: HashSet<String> = refused.iter().map(|p| national(p)).collect();
             contacts.retain(|c| !refused.contains(&national(c)));
         }
-        let record = SessionRecord {
-            tenant: tenant.clone(),
-            session_id: session_id.to_owned(),
-            contacts,
-            redials,
-            created_at_ms: system_clock()(),
-        };
-        if let Err(e) = store.record_session(record).await {
+        let record =
+            SessionRecord { session_id: session_id.to_owned(), contacts, redials, created_at_ms: system_clock()() };
+        if let Err(e) = store.record_session(tenant.clone(), record).await {
             // The session started: the caller gets it; only its report lacks the contact list.
             tracing::warn!(session_id, error = %e, "session not recorded in the event store");
         }

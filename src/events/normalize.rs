@@ -1,4 +1,4 @@
-//! THE normalization table: a webhook delivery (docs/upstream.md §11.2) to a [`NewEvent`].
+//! THE normalization table: a webhook delivery (docs/upstream.md §11.2) to a [`CallEvent`].
 //!
 //! Live states (`state`, case-insensitive):
 //!
@@ -33,7 +33,8 @@
 //! receiver's clock when none is given. Ring time: `time_start_to_answer` when answered, else
 //! `duration - bill_sec`.
 
-use super::{CallOutcome, Fact, NewEvent, TenantId};
+use super::{CallEvent, CallOutcome, Fact};
+use crate::domain::no_text;
 use crate::upstream::{CallRecord, Delivery, LiveState};
 
 /// Why a delivery gives no event.
@@ -96,54 +97,58 @@ fn contact_number<'a>(direction: &str, outbound: &'a str, inbound: &'a str) -> &
     if direction.trim().eq_ignore_ascii_case("inbound") { inbound } else { outbound }
 }
 
-/// The event of one delivery for `tenant`, received at `now_ms`.
-pub(crate) fn normalize(tenant: &TenantId, delivery: Delivery, now_ms: u64) -> Result<NewEvent, Skipped> {
+/// The event of one delivery, received at `now_ms` (not attributed yet: attempt 0).
+pub(crate) fn normalize(delivery: Delivery, now_ms: u64) -> Result<CallEvent, Skipped> {
     match delivery {
-        Delivery::Live(live) => normalize_live(tenant, live, now_ms),
-        Delivery::Record(record) => Ok(normalize_record(tenant, record, now_ms)),
+        Delivery::Live(live) => normalize_live(live, now_ms),
+        Delivery::Record(record) => Ok(normalize_record(record, now_ms)),
     }
 }
 
-fn normalize_live(tenant: &TenantId, live: LiveState, now_ms: u64) -> Result<NewEvent, Skipped> {
+/// The text of a trimmed field, shared when empty.
+fn text(s: &str) -> std::sync::Arc<str> {
+    let s = s.trim();
+    if s.is_empty() { no_text() } else { s.into() }
+}
+
+fn normalize_live(live: LiveState, now_ms: u64) -> Result<CallEvent, Skipped> {
     let fact = live_fact(&live.state).ok_or_else(|| Skipped::UnknownState(live.state.clone()))?;
-    let phone = contact_number(&live.direction, &live.to_number, &live.from_number).trim().to_owned();
-    Ok(NewEvent {
-        tenant: tenant.clone(),
+    Ok(CallEvent {
         fact,
-        call_id: live.call_uuid.trim().to_owned(),
-        session_id: String::new(),
-        phone,
+        call_id: text(&live.call_uuid),
+        session_id: no_text(),
+        phone: text(contact_number(&live.direction, &live.to_number, &live.from_number)),
         outcome: CallOutcome::Unspecified,
         occurred_at_ms: live.created_time.map_or(now_ms, |s| s.saturating_mul(1000)),
         ring_s: 0,
         talk_s: 0,
-        hangup_cause: String::new(),
-        disposition: String::new(),
+        hangup_cause: no_text(),
+        disposition: no_text(),
         has_recording: false,
+        attempt: 0,
     })
 }
 
-fn normalize_record(tenant: &TenantId, r: CallRecord, now_ms: u64) -> NewEvent {
+fn normalize_record(r: CallRecord, now_ms: u64) -> CallEvent {
     let talk = r.bill_sec.unwrap_or(0);
     let outcome = record_outcome(&r.disposition, &r.hangup_cause, talk);
     let ring = match outcome {
         CallOutcome::Answered => r.time_start_to_answer.unwrap_or(0),
         _ => r.duration.unwrap_or(0).saturating_sub(talk),
     };
-    let phone = contact_number(&r.direction, &r.destination_number, &r.source_number).trim().to_owned();
-    NewEvent {
-        tenant: tenant.clone(),
+    CallEvent {
         fact: Fact::Record,
-        call_id: r.transaction_id.trim().to_owned(),
-        session_id: r.autocall_id.trim().to_owned(),
-        phone,
+        call_id: text(&r.transaction_id),
+        session_id: text(&r.autocall_id),
+        phone: text(contact_number(&r.direction, &r.destination_number, &r.source_number)),
         outcome,
         occurred_at_ms: r.last_updated_date.or(r.created_date).unwrap_or(now_ms),
         ring_s: clamp_u32(ring),
         talk_s: clamp_u32(talk),
-        hangup_cause: r.hangup_cause.trim().to_owned(),
-        disposition: r.disposition.trim().to_owned(),
+        hangup_cause: text(&r.hangup_cause),
+        disposition: text(&r.disposition),
         has_recording: r.has_recording_file || r.record_seconds.unwrap_or(0) > 0,
+        attempt: 0,
     }
 }
 
@@ -226,7 +231,6 @@ mod tests {
 
     #[test]
     fn deliveries_become_events() {
-        let tenant: TenantId = "default".into();
         let live = LiveState {
             call_uuid: " c1 ".into(),
             state: "early".into(),
@@ -235,14 +239,11 @@ mod tests {
             to_number: "84912345678".into(),
             created_time: Some(1_700_000_000),
         };
-        let e = normalize(&tenant, Delivery::Live(live.clone()), 5).unwrap();
-        assert_eq!(
-            (e.id().as_str(), e.phone.as_str(), e.occurred_at_ms),
-            ("c1/ringing", "84912345678", 1_700_000_000_000)
-        );
+        let e = normalize(Delivery::Live(live.clone()), 5).unwrap();
+        assert_eq!((e.id().as_str(), &*e.phone, e.occurred_at_ms), ("c1/ringing", "84912345678", 1_700_000_000_000));
         assert_eq!(e.outcome, Unspecified);
         let unknown = LiveState { state: "parked".into(), created_time: None, ..live };
-        assert_eq!(normalize(&tenant, Delivery::Live(unknown), 5), Err(Skipped::UnknownState("parked".into())));
+        assert_eq!(normalize(Delivery::Live(unknown), 5), Err(Skipped::UnknownState("parked".into())));
 
         let record = CallRecord {
             transaction_id: "c1".into(),
@@ -258,9 +259,9 @@ mod tests {
             last_updated_date: Some(1_700_000_047_000),
             ..CallRecord::default()
         };
-        let e = normalize(&tenant, Delivery::Record(record.clone()), 5).unwrap();
+        let e = normalize(Delivery::Record(record.clone()), 5).unwrap();
         assert_eq!(e.id(), "c1/cdr");
-        assert_eq!((e.session_id.as_str(), e.outcome, e.ring_s, e.talk_s), ("s1", Answered, 7, 40));
+        assert_eq!((&*e.session_id, e.outcome, e.ring_s, e.talk_s), ("s1", Answered, 7, 40));
         assert!(e.has_recording);
         let missed = CallRecord {
             disposition: "no answer".into(),
@@ -271,7 +272,7 @@ mod tests {
             created_date: Some(9),
             ..record
         };
-        let e = normalize(&tenant, Delivery::Record(missed), 5).unwrap();
+        let e = normalize(Delivery::Record(missed), 5).unwrap();
         assert_eq!((e.outcome, e.ring_s, e.talk_s, e.occurred_at_ms, e.has_recording), (NoAnswer, 30, 0, 9, false));
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::{CallEvent, CallOutcome, CallState, Fact, SessionFacts};
+use super::{CallOutcome, CallState, Fact, SessionFacts, StoredEvent};
 use crate::domain::national;
 
 /// One contact of the report.
@@ -75,12 +75,13 @@ struct ContactAcc {
     last_event_ms: Option<u64>,
 }
 
-fn apply(contact: &mut ContactAcc, e: &CallEvent) {
+fn apply(contact: &mut ContactAcc, stored: &StoredEvent) {
+    let e = &stored.event;
     contact.last_event_ms = contact.last_event_ms.max(Some(e.occurred_at_ms));
     let call = contact
         .calls
         .entry(e.call_id.to_string())
-        .or_insert_with(|| Call { first_seq: e.cursor.seq, ..Call::default() });
+        .or_insert_with(|| Call { first_seq: stored.cursor.seq, ..Call::default() });
     if call.attempt == 0 {
         call.attempt = e.attempt;
     }
@@ -106,7 +107,8 @@ pub(crate) fn build(facts: &SessionFacts) -> Report {
     // The number of a call is the one its first fact with a number gave (records and live
     // states may write it differently; the national form is the same).
     let mut number_of_call: HashMap<&str, String> = HashMap::new();
-    for e in &facts.events {
+    for stored in &facts.events {
+        let e = &stored.event;
         let n = match number_of_call.get(&*e.call_id) {
             Some(n) => n.clone(),
             None if e.phone.is_empty() => continue,
@@ -120,7 +122,7 @@ pub(crate) fn build(facts: &SessionFacts) -> Report {
             order.push(n.clone());
             ContactAcc { phone: e.phone.to_string(), ..ContactAcc::default() }
         });
-        apply(contact, e);
+        apply(contact, stored);
     }
     let mut report = Report { contacts_total: order.len() as u64, ..Report::default() };
     for n in &order {
@@ -162,29 +164,23 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::events::{Cursor, SessionRecord};
+    use crate::events::{CallEvent, Cursor, SessionRecord};
 
-    fn ev(seq: u64, call: &str, fact: Fact, phone: &str, outcome: CallOutcome, attempt: u32) -> CallEvent {
-        CallEvent {
-            cursor: Cursor { store: 1, seq },
-            fact,
-            call_id: Arc::from(call),
+    fn ev(seq: u64, call: &str, fact: Fact, phone: &str, outcome: CallOutcome, attempt: u32) -> StoredEvent {
+        let event = CallEvent {
             session_id: Arc::from("s1"),
-            phone: Arc::from(phone),
             outcome,
             occurred_at_ms: seq * 1000,
             ring_s: 1,
             talk_s: if outcome == CallOutcome::Answered { 30 } else { 0 },
-            hangup_cause: Arc::from(""),
-            disposition: Arc::from(""),
-            has_recording: false,
             attempt,
-        }
+            ..CallEvent::live(call, fact, phone)
+        };
+        StoredEvent { cursor: Cursor { store: 1, seq }, event }
     }
 
     fn record(contacts: &[&str], redials: u32) -> Option<SessionRecord> {
         Some(SessionRecord {
-            tenant: Arc::from("default"),
             session_id: "s1".into(),
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,

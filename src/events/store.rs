@@ -1,6 +1,6 @@
 //! The event store's contract: what the webhook receiver, `CreateSession`/`CreateCampaign`,
 //! `WatchCallEvents` and `GetSessionReport` need from wherever events are kept. The embedded
-//! store (`memory.rs`) is the first implementation; a store shared by many replicas implements
+//! store (`memory/`) is the first implementation; a store shared by many replicas implements
 //! the same five methods.
 //!
 //! Every implementation promises:
@@ -13,22 +13,15 @@
 
 use futures::{future::BoxFuture, stream::BoxStream};
 
-use super::{CallEvent, Cursor, NewEvent, TenantId};
+use super::{CallEvent, Cursor, SessionRecord, TenantId};
 
-/// What `CreateSession` and each `CreateCampaign` chunk record about a session, so that its
-/// report knows every contact (also those never dialled) and when a contact is final.
+/// A stored event: the event and its place in the store (what watchers and reports read).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SessionRecord {
-    /// Whose.
-    pub(crate) tenant: TenantId,
-    /// The upstream's `autocall_id`.
-    pub(crate) session_id: String,
-    /// The contacts the upstream accepted (those it refused are not dialled), as given.
-    pub(crate) contacts: Vec<String>,
-    /// Redials of an unanswered contact (`retry_count`, upstream default 0).
-    pub(crate) redials: u32,
-    /// Unix milliseconds.
-    pub(crate) created_at_ms: u64,
+pub(crate) struct StoredEvent {
+    /// Its place in the store.
+    pub(crate) cursor: Cursor,
+    /// The event, with the session and attempt the store attributed.
+    pub(crate) event: CallEvent,
 }
 
 /// Which events a watcher wants: always one tenant's; optionally one session's, one number's.
@@ -57,7 +50,7 @@ pub(crate) enum Start {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Appended {
     /// Kept, as this event.
-    Stored(CallEvent),
+    Stored(StoredEvent),
     /// This fact was stored before (a redelivery): nothing changed.
     Duplicate,
 }
@@ -69,7 +62,7 @@ pub(crate) struct SessionFacts {
     /// still retained.
     pub(crate) record: Option<SessionRecord>,
     /// The session's retained events, in store order.
-    pub(crate) events: Vec<CallEvent>,
+    pub(crate) events: Vec<StoredEvent>,
 }
 
 /// Why the store could not do it.
@@ -90,15 +83,16 @@ pub(crate) enum StoreError {
 }
 
 /// A watcher's events, in store order; ends with an error when it cannot go on without a gap.
-pub(crate) type Subscription = BoxStream<'static, Result<CallEvent, StoreError>>;
+pub(crate) type Subscription = BoxStream<'static, Result<StoredEvent, StoreError>>;
 
 /// Where events are kept. Object-safe (boxed futures), so the application picks one at start.
 pub(crate) trait EventStore: Send + Sync + 'static {
-    /// Stores one fact (once), attributing it to a session and an attempt when it can.
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    /// Stores one fact of `tenant` (once), attributing it to a session and an attempt when it
+    /// can (the event's own `session_id` when it has one; its `attempt` is the store's to set).
+    fn append(&self, tenant: TenantId, event: CallEvent) -> BoxFuture<'_, Result<Appended, StoreError>>;
 
-    /// Records a session created through this deployment.
-    fn record_session(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records a session of `tenant` created through this deployment.
+    fn record_session(&self, tenant: TenantId, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The events matching `filter` from `start`, then live ones as they are stored.
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>>;

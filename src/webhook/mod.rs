@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     domain::mask_phone,
-    events::{Appended, EventStore, Fact, normalize},
+    events::{Appended, EventStore, Fact, StoredEvent, normalize},
     metrics::Metrics,
     upstream::{Delivery, parse_delivery},
 };
@@ -99,7 +99,7 @@ async fn deliver(State(rx): State<Arc<Receiver>>, Path(token): Path<String>, req
         Delivery::Live(_) => "live",
         Delivery::Record(_) => "record",
     };
-    let mut event = match normalize::normalize(&tenant, delivery, now_ms()) {
+    let mut event = match normalize::normalize(delivery, now_ms()) {
         Ok(e) => e,
         Err(skipped) => {
             tracing::debug!(%tenant, ?skipped, "webhook delivery ignored");
@@ -110,13 +110,13 @@ async fn deliver(State(rx): State<Arc<Receiver>>, Path(token): Path<String>, req
     if event.fact == Fact::Record && event.session_id.is_empty() {
         if let Some(key) = rx.directory.key_of(&tenant) {
             if let Some(session) = rx.resolver.session_of(&tenant, key, &event.call_id).await {
-                event.session_id = session;
+                event.session_id = session.into();
             }
         }
     }
     let (call_id, phone, fact) = (event.call_id.clone(), mask_phone(&event.phone), event.fact);
-    match rx.store.append(event).await {
-        Ok(Appended::Stored(stored)) => {
+    match rx.store.append(tenant.clone(), event).await {
+        Ok(Appended::Stored(StoredEvent { event: stored, .. })) => {
             tracing::debug!(
                 %tenant, call_id = %call_id, session_id = %stored.session_id, phone = %phone,
                 fact = fact.as_str(), outcome = stored.outcome.as_str(), "call event stored"

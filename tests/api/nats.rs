@@ -507,6 +507,8 @@ async fn on_a_three_node_cluster_with_replicas_3_a_node_killed_mid_burst_loses_n
     })
     .await
     .0;
+    let bound = stream.info().await.unwrap().config.max_bytes;
+    assert_eq!(bound, 100_000 * 2048, "a stream made without a byte bound is bounded at start");
     let url = a.webhook.clone().unwrap();
     // A watcher connected through the kill: it must go on (resuming by cursor), missing and
     // repeating nothing.

@@ -636,5 +636,7 @@ async fn a_creds_file_works_on_an_operator_mode_server_and_a_user_of_another_acc
     let js = async_nats::jetstream::new(client.unwrap());
     let info = js.get_stream("CALLBOT_EVENTS").await.unwrap().get_info().await.unwrap();
     assert_eq!(info.state.messages, 1);
+    // Bounded in bytes as in messages (API.md §12): --events-max × 2 KiB.
+    assert_eq!(info.config.max_bytes, 100_000 * 2048);
     assert!(!facade.log().contains(&user.seed().unwrap()[2..20]), "the seed is never logged");
 }

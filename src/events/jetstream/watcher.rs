@@ -4,7 +4,7 @@
 //! JetStream silently clips a start below the stream's first sequence: checked at the start. And
 //! it skips messages that leave the stream (by `--events-max` or the retention) before a slow
 //! consumer reads them: each message delivered is checked against the index's chains
-//! (`jetstream_index::Chains`: the previous event on the same session's subject, or of the same
+//! (`index::Chains`: the previous event on the same session's subject, or of the same
 //! tenant). When that previous event came after the last one this consumer delivered, it was
 //! missed, and the subscription ends with `CursorExpired` rather than a silent gap. A sequence
 //! jump made of other sessions' events is no gap. Where the chains do not reach back (the
@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt as _;
 
-use super::{Shared, matches};
-use crate::events::{
-    Filter, Start, StoreError, Subscription,
-    jetstream_index::{EVENTS_PREFIX, WireEvent, event_subject, hash16},
+use super::{
+    Shared, matches,
+    wire::{self, EVENTS_PREFIX, event_subject, hash16},
 };
+use crate::events::{CallEvent, Filter, Start, StoreError, StoredEvent, Subscription};
 
 /// After this long without a message, a watcher checks the stream is still reachable.
 const IDLE: Duration = Duration::from_secs(1);
@@ -70,7 +70,7 @@ pub(super) async fn subscribe(shared: Arc<Shared>, filter: Filter, start: Start)
 }
 
 impl Reader {
-    async fn next_event(&mut self) -> Option<Result<crate::events::CallEvent, StoreError>> {
+    async fn next_event(&mut self) -> Option<Result<StoredEvent, StoreError>> {
         loop {
             if self.done {
                 return None;
@@ -100,12 +100,9 @@ impl Reader {
                 return self.fail(e);
             }
             self.mark = seq;
-            let Ok(wire) = serde_json::from_slice::<WireEvent>(&message.payload) else { continue };
-            if !matches(&self.filter, &wire) {
-                continue;
-            }
-            if let Some(event) = wire.to_event(self.shared.cursor(seq)) {
-                return Some(Ok(event));
+            let Some((tenant, event)) = wire::decode::<CallEvent>(&message.payload) else { continue };
+            if matches(&self.filter, &tenant, &event) {
+                return Some(Ok(StoredEvent { cursor: self.shared.cursor(seq), event }));
             }
         }
     }
@@ -130,7 +127,7 @@ impl Reader {
         Ok(())
     }
 
-    fn fail(&mut self, e: StoreError) -> Option<Result<crate::events::CallEvent, StoreError>> {
+    fn fail(&mut self, e: StoreError) -> Option<Result<StoredEvent, StoreError>> {
         self.done = true;
         Some(Err(e))
     }

@@ -1,5 +1,5 @@
-//! What the JetStream store keeps in memory on every replica: the subjects and the JSON of its
-//! messages, and the attribution index (session records and calls) built by consuming the stream.
+//! What the JetStream store keeps in memory on every replica: the attribution index (session
+//! records and calls) built by consuming the stream, and the events' chains (for watchers).
 //!
 //! The attribution rules and index are the embedded store's (`attribution.rs`): a fact without a
 //! session id gets the session of its call when known, else (live states only) the one open
@@ -13,163 +13,12 @@ use std::{
     sync::Arc,
 };
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-
-use super::{
-    CallEvent, CallOutcome, Cursor, Fact, NewEvent, SessionRecord, TenantId,
+use super::wire::EVENTS_PREFIX;
+use crate::domain::national;
+use crate::events::{
+    CallEvent, CallOutcome, Fact, SessionRecord, TenantId,
     attribution::{Attribution, FactRef},
 };
-use crate::domain::national;
-
-/// The stream subjects.
-pub(crate) const EVENTS_PREFIX: &str = "callbot.events.";
-/// Session records travel with the events, in the same stream.
-pub(crate) const SESSIONS_PREFIX: &str = "callbot.sessions.";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// First 16 hex digits of SHA-256 of `s`.
-pub(crate) fn hash16(s: &str) -> String {
-    hex(&Sha256::digest(s.as_bytes())[..8])
-}
-
-/// A session id as one subject token: as it is when plainly safe, else `h_` and its hash (readers
-/// compare the session id in the payload, so a collision only costs a filtered-out message).
-pub(crate) fn session_token(session: &str) -> String {
-    let safe = !session.is_empty()
-        && session != "_"
-        && session.len() <= 64
-        && session.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if safe { session.to_owned() } else { format!("h_{}", hash16(session)) }
-}
-
-/// The subject of an event (`_` when unattributed).
-pub(crate) fn event_subject(tenant: &str, session: &str) -> String {
-    let token = if session.is_empty() { "_".to_owned() } else { session_token(session) };
-    format!("{EVENTS_PREFIX}{}.{token}", hash16(tenant))
-}
-
-/// The subject of a session record.
-pub(crate) fn session_subject(tenant: &str, session: &str) -> String {
-    format!("{SESSIONS_PREFIX}{}.{}", hash16(tenant), session_token(session))
-}
-
-/// The `Nats-Msg-Id`: `<tenant>/<id>`, hashed when it holds what a header value cannot.
-pub(crate) fn msg_id(tenant: &str, id: &str) -> String {
-    let raw = format!("{tenant}/{id}");
-    if raw.len() <= 256 && raw.chars().all(|c| !c.is_control()) {
-        raw
-    } else {
-        format!("h/{}", hex(&Sha256::digest(raw)))
-    }
-}
-
-fn fact_from(s: &str) -> Option<Fact> {
-    [Fact::Ringing, Fact::Answered, Fact::Hangup, Fact::Record].into_iter().find(|f| f.as_str() == s)
-}
-
-fn outcome_from(s: &str) -> CallOutcome {
-    [CallOutcome::Answered, CallOutcome::NoAnswer, CallOutcome::Busy, CallOutcome::Rejected, CallOutcome::Failed]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-        .unwrap_or_default()
-}
-
-/// An event as stored in the stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WireEvent {
-    pub(crate) tenant: String,
-    pub(crate) fact: String,
-    pub(crate) call_id: String,
-    pub(crate) session_id: String,
-    pub(crate) phone: String,
-    pub(crate) outcome: String,
-    pub(crate) occurred_at_ms: u64,
-    pub(crate) ring_s: u32,
-    pub(crate) talk_s: u32,
-    pub(crate) hangup_cause: String,
-    pub(crate) disposition: String,
-    pub(crate) has_recording: bool,
-    pub(crate) attempt: u32,
-}
-
-impl WireEvent {
-    pub(crate) fn new(e: NewEvent, session: Option<Arc<str>>, attempt: u32) -> Self {
-        WireEvent {
-            tenant: e.tenant.to_string(),
-            fact: e.fact.as_str().to_owned(),
-            call_id: e.call_id,
-            session_id: session.map(|s| s.to_string()).unwrap_or_default(),
-            phone: e.phone,
-            outcome: e.outcome.as_str().to_owned(),
-            occurred_at_ms: e.occurred_at_ms,
-            ring_s: e.ring_s,
-            talk_s: e.talk_s,
-            hangup_cause: e.hangup_cause,
-            disposition: e.disposition,
-            has_recording: e.has_recording,
-            attempt,
-        }
-    }
-
-    pub(crate) fn fact(&self) -> Option<Fact> {
-        fact_from(&self.fact)
-    }
-
-    /// As watchers read it (`None` for a fact this version does not know).
-    pub(crate) fn to_event(&self, cursor: Cursor) -> Option<CallEvent> {
-        Some(CallEvent {
-            cursor,
-            fact: self.fact()?,
-            call_id: Arc::from(self.call_id.as_str()),
-            session_id: Arc::from(self.session_id.as_str()),
-            phone: Arc::from(self.phone.as_str()),
-            outcome: outcome_from(&self.outcome),
-            occurred_at_ms: self.occurred_at_ms,
-            ring_s: self.ring_s,
-            talk_s: self.talk_s,
-            hangup_cause: Arc::from(self.hangup_cause.as_str()),
-            disposition: Arc::from(self.disposition.as_str()),
-            has_recording: self.has_recording,
-            attempt: self.attempt,
-        })
-    }
-}
-
-/// A session record as stored in the stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WireSession {
-    pub(crate) tenant: String,
-    pub(crate) session_id: String,
-    pub(crate) contacts: Vec<String>,
-    pub(crate) redials: u32,
-    pub(crate) created_at_ms: u64,
-}
-
-impl WireSession {
-    pub(crate) fn new(r: &SessionRecord) -> Self {
-        WireSession {
-            tenant: r.tenant.to_string(),
-            session_id: r.session_id.clone(),
-            contacts: r.contacts.clone(),
-            redials: r.redials,
-            created_at_ms: r.created_at_ms,
-        }
-    }
-
-    fn record(&self) -> SessionRecord {
-        SessionRecord {
-            tenant: Arc::from(self.tenant.as_str()),
-            session_id: self.session_id.clone(),
-            contacts: self.contacts.clone(),
-            redials: self.redials,
-            created_at_ms: self.created_at_ms,
-        }
-    }
-}
 
 /// Where an event's predecessors are: the stream sequence of the previous event on its subject
 /// (its session's) and on its tenant's events; 0 when there is none since `floor`.
@@ -306,31 +155,29 @@ impl Index {
         self.attribution.record_of(tenant, session).cloned()
     }
 
-    /// The session and attempt of a new fact (nothing changes until it is stored and applied).
-    pub(crate) fn attribute(&self, e: &NewEvent) -> (Option<Arc<str>>, u32) {
+    /// The session and attempt of `tenant`'s new fact (nothing changes until it is stored and
+    /// applied).
+    pub(crate) fn attribute(&self, tenant: &TenantId, e: &CallEvent) -> (Option<Arc<str>>, u32) {
         let phone = national(&e.phone);
-        let given = (!e.session_id.is_empty()).then(|| Arc::from(e.session_id.as_str()));
-        self.attribution.attribute(fact_ref(&e.tenant, &e.call_id, &phone, e.fact, e.outcome), given)
+        let given = (!e.session_id.is_empty()).then(|| e.session_id.clone());
+        self.attribution.attribute(fact_ref(tenant, &e.call_id, &phone, e.fact, e.outcome), given)
     }
 
     /// Applies a stored event (idempotent: the appending replica applies it at once, and again
     /// when the consumer reads it).
-    pub(crate) fn apply_event(&mut self, w: &WireEvent, now: u64) {
-        let Some(fact) = w.fact() else { return };
-        if w.session_id.is_empty() {
+    pub(crate) fn apply_event(&mut self, tenant: &TenantId, e: &CallEvent, now: u64) {
+        if e.session_id.is_empty() {
             return;
         }
-        let tenant: TenantId = Arc::from(w.tenant.as_str());
-        let session: Arc<str> = Arc::from(w.session_id.as_str());
-        let phone = national(&w.phone);
-        let f = fact_ref(&tenant, &w.call_id, &phone, fact, outcome_from(&w.outcome));
-        self.attribution.apply(f, &session, w.attempt, now);
+        let phone = national(&e.phone);
+        let f = fact_ref(tenant, &e.call_id, &phone, e.fact, e.outcome);
+        self.attribution.apply(f, &e.session_id, e.attempt, now);
         self.attribution.expire(now);
     }
 
     /// Applies a session record (the first one of a session counts).
-    pub(crate) fn apply_session(&mut self, w: &WireSession, now: u64) {
-        if self.attribution.record(w.record(), now) {
+    pub(crate) fn apply_session(&mut self, tenant: &TenantId, record: SessionRecord, now: u64) {
+        if self.attribution.record(tenant, record, now) {
             self.attribution.expire(now);
         }
     }
@@ -339,40 +186,28 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subjects_are_safe_tokens_and_ids_are_header_safe() {
-        assert_eq!(hash16("default").len(), 16);
-        assert_eq!(event_subject("default", ""), format!("callbot.events.{}._", hash16("default")));
-        assert!(event_subject("t", "abc-123_x").ends_with(".abc-123_x"));
-        for odd in ["a.b", "a b", "*", ">", "_", &"x".repeat(100)] {
-            let token = session_token(odd);
-            assert!(token.starts_with("h_") && !token.contains(['.', '*', '>', ' ']), "{odd} -> {token}");
-        }
-        assert_eq!(msg_id("default", "c-1/ringing"), "default/c-1/ringing");
-        assert!(msg_id("t", "a\nb").starts_with("h/"));
-    }
+    use crate::events::jetstream::wire::{SESSIONS_PREFIX, hash16};
 
     #[test]
     fn a_live_state_without_session_goes_to_the_one_open_session_and_attempts_count_up() {
         let mut index = Index::new(60_000, 100);
         let tenant: TenantId = Arc::from("t");
         let record = SessionRecord {
-            tenant: tenant.clone(),
             session_id: "s1".into(),
             contacts: vec!["0912345670".into()],
             redials: 1,
             created_at_ms: 1,
         };
-        index.apply_session(&WireSession::new(&record), 1);
-        let live = |call: &str, fact| NewEvent::live("t", call, fact, "84912345670");
+        index.apply_session(&tenant, record.clone(), 1);
+        let live = |call: &str, fact| CallEvent::live(call, fact, "84912345670");
         let first = live("c1", Fact::Ringing);
-        let (session, attempt) = index.attribute(&first);
+        let (session, attempt) = index.attribute(&tenant, &first);
         assert_eq!((session.as_deref(), attempt), (Some("s1"), 1));
-        index.apply_event(&WireEvent::new(first, session.clone(), attempt), 2);
+        let stored = CallEvent { session_id: session.clone().unwrap_or_default(), attempt, ..first };
+        index.apply_event(&tenant, &stored, 2);
         // The call's later facts inherit; a second call is attempt 2.
-        assert_eq!(index.attribute(&live("c1", Fact::Hangup)), (session.clone(), 1));
-        assert_eq!(index.attribute(&live("c2", Fact::Ringing)), (session, 2));
+        assert_eq!(index.attribute(&tenant, &live("c1", Fact::Hangup)), (session.clone(), 1));
+        assert_eq!(index.attribute(&tenant, &live("c2", Fact::Ringing)), (session, 2));
         assert_eq!(index.record(&tenant, "s1"), Some(record));
     }
 

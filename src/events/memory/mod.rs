@@ -1,10 +1,14 @@
 //! The embedded event store: one process's memory, bounded whatever the load.
 //!
-//! - Events: a ring in store order, at most `--events-max`, none older than
-//!   `--events-retention` (by the store's clock: when it was stored). The oldest go first.
+//! - Events: one ring per tenant in store order (sequence numbers are the store's, so cursors
+//!   order every tenant's events), at most `--events-max` in all, none older than
+//!   `--events-retention` (by the store's clock: when it was stored). Over the bound, the tenant
+//!   appending loses its own oldest event when it holds its share (`--events-max` / tenants with
+//!   events) or more, else the tenant holding the most does: one tenant's deliveries can evict only
+//!   its own events while others hold no more than their share.
 //! - Repeats: the ids of stored facts are remembered (as 64-bit keyed hashes) for the retention
-//!   window and at most [`IDS_PER_EVENT`] × `--events-max` of them, so a fact redelivered hours
-//!   later, after its event left the ring, is still recognized.
+//!   window and at most [`IDS_PER_EVENT`] × `--events-max` of them, shared among tenants the same
+//!   way, so a fact redelivered hours later, after its event left the ring, is still recognized.
 //! - Sessions recorded by `CreateSession`/`CreateCampaign`: kept for the retention window, at
 //!   most [`CONTACTS_PER_EVENT`] × `--events-max` contacts in all. They give reports their
 //!   contacts, and live states (which carry no session id) their session: a number held by
@@ -29,7 +33,7 @@ use futures::{FutureExt as _, future::BoxFuture};
 use tokio::sync::Notify;
 
 use super::{
-    Appended, CallEvent, Cursor, EventStore, Fact, Filter, NewEvent, SessionFacts, SessionRecord, Start, StoreError,
+    Appended, CallEvent, Cursor, EventStore, Fact, Filter, SessionFacts, SessionRecord, Start, StoreError, StoredEvent,
     Subscription, TenantId,
     attribution::{Attribution, FactRef, reserve_gently},
     store::StoreStats,
@@ -78,12 +82,34 @@ pub(crate) struct Bounds {
 /// What a watcher waits on: (tenant, session; "" = every event of the tenant).
 type WaitKey = (TenantId, Arc<str>);
 
-struct Inner {
-    events: VecDeque<Stored>,
-    /// Sequence number of `events[0]` (of the next event when empty).
-    first_seq: u64,
-    seen: HashSet<u64>,
+/// Appends between two sweeps of every tenant's ring for age (the appending tenant's ring is
+/// swept at each append, a watched one at each read).
+const SWEEP_EVERY: u32 = 1024;
+
+/// One tenant's events, in store order.
+#[derive(Default)]
+struct Ring {
+    /// (sequence number, slot).
+    events: VecDeque<(u64, Slot)>,
+    /// The sequence number of the last event of the tenant that left (0: none yet): a watcher
+    /// whose next event is at or below it missed some.
+    evicted_through: u64,
+    /// The tenant's remembered fact ids, oldest first: (key, when stored).
     seen_order: VecDeque<(u64, u64)>,
+}
+
+struct Inner {
+    /// Each tenant's events, by the tenant's index in `tenants`.
+    rings: HashMap<u32, Ring>,
+    /// Events in all rings.
+    total: usize,
+    /// Fact ids in all rings' `seen_order`.
+    total_ids: usize,
+    /// The next event's sequence number.
+    next_seq: u64,
+    /// Appends since every ring was swept for age.
+    since_sweep: u32,
+    seen: HashSet<u64>,
     /// Sessions recorded and calls known.
     attribution: Attribution,
     /// Provider words (index 0 is "", index 1 is the overflow marker `~`).
@@ -120,10 +146,12 @@ impl MemoryStore {
     pub(crate) fn new(bounds: Bounds, clock: Clock) -> Self {
         let empty: Arc<str> = Arc::from("");
         let inner = Inner {
-            events: VecDeque::new(),
-            first_seq: 1,
+            rings: HashMap::new(),
+            total: 0,
+            total_ids: 0,
+            next_seq: 1,
+            since_sweep: 0,
             seen: HashSet::new(),
-            seen_order: VecDeque::new(),
             attribution: Attribution::new(
                 u64::try_from(bounds.retention.as_millis()).unwrap_or(u64::MAX),
                 bounds.max_events / CALLS_PER_EVENT_DIVISOR,
@@ -184,33 +212,74 @@ impl Shared {
         Cursor { store: self.id, seq }
     }
 
-    /// Drops what is past the retention window or over the bounds.
-    fn expire(&self, g: &mut Inner, now: u64) {
+    /// Drops what is past the retention window: `tenant`'s (`None`: every tenant's), and the
+    /// attribution index's.
+    fn expire(&self, g: &mut Inner, now: u64, tenant: Option<u32>) {
         let horizon = now.saturating_sub(self.retention_ms());
         let horizon_s = self.seconds(horizon);
-        let max = self.bounds.max_events;
-        while g.events.front().is_some_and(|e| e.stored_at_s < horizon_s) || g.events.len() > max {
-            g.events.pop_front();
-            g.first_seq += 1;
-            g.stats.evicted_total += 1;
-        }
-        let max_ids = max.saturating_mul(IDS_PER_EVENT);
-        while let Some(&(key, at)) = g.seen_order.front() {
-            if at >= horizon && g.seen_order.len() <= max_ids {
-                break;
+        let Inner { rings, total, total_ids, seen, stats, .. } = g;
+        let mut sweep = |ring: &mut Ring| {
+            while ring.events.front().is_some_and(|(_, e)| e.stored_at_s < horizon_s) {
+                if let Some((seq, _)) = ring.events.pop_front() {
+                    ring.evicted_through = seq;
+                    *total -= 1;
+                    stats.evicted_total += 1;
+                }
             }
-            g.seen_order.pop_front();
-            g.seen.remove(&key);
+            while ring.seen_order.front().is_some_and(|&(_, at)| at < horizon) {
+                if let Some((key, _)) = ring.seen_order.pop_front() {
+                    seen.remove(&key);
+                    *total_ids -= 1;
+                }
+            }
+        };
+        match tenant {
+            Some(t) => {
+                if let Some(ring) = rings.get_mut(&t) {
+                    sweep(ring);
+                }
+            }
+            None => rings.values_mut().for_each(sweep),
         }
         g.attribution.expire(now);
     }
 
-    fn append_now(&self, e: NewEvent) -> Appended {
+    /// Brings the events and the fact ids back under their bounds after `tenant` appended: each
+    /// leaves from the tenant that holds its share or more (itself first).
+    fn bound(&self, g: &mut Inner, tenant: u32) {
+        let max = self.bounds.max_events;
+        while g.total > max {
+            let victim = fair_victim(&g.rings, tenant, max, |r| r.events.len());
+            let Some(ring) = g.rings.get_mut(&victim) else { break };
+            let Some((seq, _)) = ring.events.pop_front() else { break };
+            ring.evicted_through = seq;
+            g.total -= 1;
+            g.stats.evicted_total += 1;
+        }
+        let max_ids = max.saturating_mul(IDS_PER_EVENT);
+        while g.total_ids > max_ids {
+            let victim = fair_victim(&g.rings, tenant, max_ids, |r| r.seen_order.len());
+            let Some(ring) = g.rings.get_mut(&victim) else { break };
+            let Some((key, _)) = ring.seen_order.pop_front() else { break };
+            g.seen.remove(&key);
+            g.total_ids -= 1;
+        }
+    }
+
+    fn append_now(&self, tenant_id: TenantId, mut e: CallEvent) -> Appended {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
-        self.expire(g, now);
-        let fact_key = self.key(&e.tenant, &e.call_id, e.fact);
+        // Only the receiver's (verified) tenants are appended: their number is bounded.
+        let tenant = g.tenants.intern(&tenant_id);
+        g.since_sweep += 1;
+        if g.since_sweep >= SWEEP_EVERY {
+            g.since_sweep = 0;
+            self.expire(g, now, None);
+        } else {
+            self.expire(g, now, Some(tenant));
+        }
+        let fact_key = self.key(&tenant_id, &e.call_id, e.fact);
         if g.seen.contains(&fact_key) {
             g.stats.duplicates_total += 1;
             return Appended::Duplicate;
@@ -219,14 +288,14 @@ impl Shared {
         // The delivery's session, as one shared copy of its id: the record's when recorded here,
         // else the store's copy for sessions not created here.
         let given = (!e.session_id.is_empty()).then(|| {
-            g.attribution.session_name(&e.tenant, &e.session_id).unwrap_or_else(|| {
-                match g.session_names.get(e.session_id.as_str()) {
+            g.attribution.session_name(&tenant_id, &e.session_id).unwrap_or_else(|| {
+                match g.session_names.get(&*e.session_id) {
                     Some(name) => name.clone(),
                     None => {
                         if g.session_names.len() >= self.bounds.max_events {
                             g.session_names.clear();
                         }
-                        let name: Arc<str> = Arc::from(e.session_id.as_str());
+                        let name = e.session_id.clone();
                         g.session_names.insert(name.clone());
                         name
                     }
@@ -234,7 +303,7 @@ impl Shared {
             })
         });
         let fact = FactRef {
-            tenant: &e.tenant,
+            tenant: &tenant_id,
             call_id: &e.call_id,
             phone_national: &phone_national,
             fact: e.fact,
@@ -244,39 +313,23 @@ impl Shared {
         if let Some(s) = &session {
             g.attribution.apply(fact, s, attempt, now);
         }
-        let word = |g: &mut Inner, w: &str| -> u16 {
-            u16::try_from(g.words.intern(w)).unwrap_or(1).max(u16::from(!w.is_empty()))
-        };
-        let hangup_cause = word(g, &e.hangup_cause);
-        let disposition = word(g, &e.disposition);
-        let tenant = g.tenants.intern(&e.tenant);
-        let tenant_id = e.tenant.clone();
         let session_id = session.unwrap_or_else(|| g.empty.clone());
-        let stored = Stored {
-            call_id: Arc::from(e.call_id),
-            session_id: session_id.clone(),
-            phone: Arc::from(e.phone),
-            occurred_at_ms: e.occurred_at_ms,
-            tenant,
-            stored_at_s: self.seconds(now),
-            ring_s: e.ring_s,
-            talk_s: e.talk_s,
-            attempt,
-            hangup_cause,
-            disposition,
-            fact: e.fact,
-            outcome: e.outcome,
-            has_recording: e.has_recording,
-        };
-        let seq = g.first_seq + g.events.len() as u64;
-        let event = stored.to_event(g, self.id, seq);
-        reserve_gently(&mut g.events, self.bounds.max_events);
-        g.events.push_back(stored);
+        e.session_id = session_id.clone();
+        e.attempt = attempt;
+        let slot = Slot::new(e, self.seconds(now), &mut g.words);
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        let event = slot.stored(&g.words, self.cursor(seq));
+        let ring = g.rings.entry(tenant).or_default();
+        reserve_gently(&mut ring.events, self.bounds.max_events);
+        ring.events.push_back((seq, slot));
+        reserve_gently(&mut ring.seen_order, self.bounds.max_events.saturating_mul(IDS_PER_EVENT));
+        ring.seen_order.push_back((fact_key, now));
         g.seen.insert(fact_key);
-        reserve_gently(&mut g.seen_order, self.bounds.max_events.saturating_mul(IDS_PER_EVENT));
-        g.seen_order.push_back((fact_key, now));
+        g.total += 1;
+        g.total_ids += 1;
         g.stats.stored_total += 1;
-        self.expire(g, now);
+        self.bound(g, tenant);
         // Wake only the watchers this event can interest: its session's, and the tenant's.
         let mut wake: Vec<Arc<Notify>> = Vec::new();
         for key in [(tenant_id.clone(), session_id), (tenant_id, g.empty.clone())] {
@@ -291,12 +344,12 @@ impl Shared {
         Appended::Stored(event)
     }
 
-    fn record_now(&self, record: SessionRecord) {
+    fn record_now(&self, tenant: &TenantId, record: SessionRecord) {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
-        if g.attribution.record(record, now) {
-            self.expire(g, now);
+        if g.attribution.record(tenant, record, now) {
+            g.attribution.expire(now);
         }
     }
 
@@ -306,34 +359,41 @@ impl Shared {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
-        self.expire(g, now);
-        let record = g.attribution.record_of(tenant, session_id).cloned();
         let t = g.tenants.find(tenant);
-        let calls: HashSet<&str> = g
-            .events
-            .iter()
-            .filter(|e| Some(e.tenant) == t && *e.session_id == *session_id)
-            .map(|e| &*e.call_id)
-            .collect();
-        let events: Vec<CallEvent> = g
-            .events
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| Some(e.tenant) == t && (*e.session_id == *session_id || calls.contains(&*e.call_id)))
-            .map(|(i, e)| e.to_event(g, self.id, g.first_seq + i as u64))
+        self.expire(g, now, t);
+        let record = g.attribution.record_of(tenant, session_id).cloned();
+        let ring = t.and_then(|t| g.rings.get(&t));
+        let slots = || ring.into_iter().flat_map(|r| r.events.iter());
+        let calls: HashSet<&str> =
+            slots().filter(|(_, s)| *s.event.session_id == *session_id).map(|(_, s)| &*s.event.call_id).collect();
+        let events: Vec<StoredEvent> = slots()
+            .filter(|(_, s)| *s.event.session_id == *session_id || calls.contains(&*s.event.call_id))
+            .map(|(seq, s)| s.stored(&g.words, self.cursor(*seq)))
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
     }
 }
 
+/// The tenant an event (or id) leaves from when `count` over every ring exceeds `max` after
+/// `appending` added one: `appending` itself when it holds its share (`max` / tenants holding
+/// any) or more, else the tenant holding the most.
+fn fair_victim(rings: &HashMap<u32, Ring>, appending: u32, max: usize, count: impl Fn(&Ring) -> usize) -> u32 {
+    let holders = rings.values().filter(|r| count(r) > 0).count().max(1);
+    let share = (max / holders).max(1);
+    if rings.get(&appending).is_some_and(|r| count(r) >= share) {
+        return appending;
+    }
+    rings.iter().max_by_key(|(_, r)| count(r)).map_or(appending, |(t, _)| *t)
+}
+
 impl EventStore for MemoryStore {
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let appended = self.shared.append_now(event);
+    fn append(&self, tenant: TenantId, event: CallEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let appended = self.shared.append_now(tenant, event);
         async move { Ok(appended) }.boxed()
     }
 
-    fn record_session(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.shared.record_now(record);
+    fn record_session(&self, tenant: TenantId, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.shared.record_now(&tenant, record);
         async { Ok(()) }.boxed()
     }
 
@@ -350,7 +410,7 @@ impl EventStore for MemoryStore {
     fn stats(&self) -> StoreStats {
         let g = self.shared.lock();
         StoreStats {
-            events: g.events.len() as u64,
+            events: g.total as u64,
             ids_remembered: g.seen.len() as u64,
             sessions: g.attribution.sessions() as u64,
             ..g.stats
@@ -358,13 +418,10 @@ impl EventStore for MemoryStore {
     }
 }
 
-#[path = "memory_read.rs"]
 mod read;
-#[path = "memory_slot.rs"]
 mod slot;
 
-use slot::{Stored, Table};
+use slot::{Slot, Table};
 
 #[cfg(test)]
-#[path = "memory_tests.rs"]
 mod tests;

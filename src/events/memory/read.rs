@@ -9,52 +9,60 @@ use tokio::sync::Notify;
 use super::{READ_BATCH, SCAN_BATCH, Shared, WaitKey};
 use crate::{
     domain::national,
-    events::{CallEvent, Filter, Start, StoreError, Subscription},
+    events::{Filter, Start, StoreError, StoredEvent, Subscription},
 };
 
 impl Shared {
-    /// Where a subscription starting at `start` begins, or why it cannot.
-    fn start_seq(&self, start: Start) -> Result<u64, StoreError> {
+    /// Where a subscription of `filter`'s tenant starting at `start` begins, or why it cannot.
+    fn start_seq(&self, filter: &Filter, start: Start) -> Result<u64, StoreError> {
         let now = (self.clock)();
         let mut g = self.lock();
-        self.expire(&mut g, now);
-        let next = g.first_seq + g.events.len() as u64;
-        let earliest = self.cursor(g.first_seq - 1);
+        let t = g.tenants.find(&filter.tenant);
+        self.expire(&mut g, now, t);
+        let evicted_through = t.and_then(|t| g.rings.get(&t)).map_or(0, |r| r.evicted_through);
+        let earliest = self.cursor(evicted_through);
         match start {
-            Start::Live => Ok(next),
-            Start::Replay => Ok(g.first_seq),
+            Start::Live => Ok(g.next_seq),
+            Start::Replay => Ok(evicted_through + 1),
             Start::After(c) if c.store != self.id => Err(StoreError::CursorExpired { earliest }),
-            Start::After(c) if c.seq.saturating_add(1) < g.first_seq => Err(StoreError::CursorExpired { earliest }),
-            Start::After(c) => Ok(c.seq.saturating_add(1).min(next)),
+            Start::After(c) if c.seq < evicted_through => Err(StoreError::CursorExpired { earliest }),
+            Start::After(c) => Ok(c.seq.saturating_add(1).min(g.next_seq)),
         }
     }
 
-    /// Copies the next matching events from `*next` on into `out`; `Err` when `*next` has
-    /// left the window.
-    /// `Ok(true)` when `*next` reached the end of the ring.
-    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<CallEvent>) -> Result<bool, StoreError> {
+    /// Copies the next matching events of the filter's tenant from `*next` on into `out`; `Err`
+    /// when an event of the tenant at or after `*next` has left. `Ok(true)` when `*next` reached
+    /// the end of the tenant's ring.
+    fn read(&self, filter: &Filter, next: &mut u64, out: &mut VecDeque<StoredEvent>) -> Result<bool, StoreError> {
         let now = (self.clock)();
         let mut g = self.lock();
-        self.expire(&mut g, now);
-        if *next < g.first_seq {
-            return Err(StoreError::CursorExpired { earliest: self.cursor(g.first_seq - 1) });
+        let Some(t) = g.tenants.find(&filter.tenant) else {
+            return Ok(true);
+        };
+        self.expire(&mut g, now, Some(t));
+        let Some(ring) = g.rings.get(&t) else {
+            return Ok(true);
+        };
+        if *next <= ring.evicted_through {
+            return Err(StoreError::CursorExpired { earliest: self.cursor(ring.evicted_through) });
         }
-        let from = usize::try_from(*next - g.first_seq).unwrap_or(usize::MAX);
-        let tenant = g.tenants.find(&filter.tenant);
-        for (i, e) in g.events.iter().enumerate().skip(from).take(SCAN_BATCH) {
-            *next = g.first_seq + i as u64 + 1;
-            if Some(e.tenant) != tenant
-                || (!filter.session_id.is_empty() && *e.session_id != *filter.session_id)
+        let from = ring.events.partition_point(|(seq, _)| *seq < *next);
+        let mut scanned = 0;
+        for (seq, slot) in ring.events.iter().skip(from).take(SCAN_BATCH) {
+            scanned += 1;
+            *next = seq + 1;
+            let e = &slot.event;
+            if (!filter.session_id.is_empty() && *e.session_id != *filter.session_id)
                 || (!filter.phone_national.is_empty() && national(&e.phone) != filter.phone_national)
             {
                 continue;
             }
-            out.push_back(e.to_event(&g, self.id, *next - 1));
+            out.push_back(slot.stored(&g.words, self.cursor(*seq)));
             if out.len() >= READ_BATCH {
                 break;
             }
         }
-        Ok(*next >= g.first_seq + g.events.len() as u64)
+        Ok(from + scanned >= ring.events.len())
     }
 }
 
@@ -62,7 +70,7 @@ struct Reader {
     shared: Arc<Shared>,
     filter: Filter,
     next: u64,
-    buffer: VecDeque<CallEvent>,
+    buffer: VecDeque<StoredEvent>,
     /// Woken by appends of events this reader's filter may take.
     notify: Arc<Notify>,
     waiter: (WaitKey, u64),
@@ -70,7 +78,7 @@ struct Reader {
 }
 
 impl Reader {
-    async fn next_event(&mut self) -> Option<Result<CallEvent, StoreError>> {
+    async fn next_event(&mut self) -> Option<Result<StoredEvent, StoreError>> {
         loop {
             if self.done {
                 return None;
@@ -108,7 +116,7 @@ impl Drop for Reader {
 
 /// A reader of `shared` from `start`, registered to be woken by the events `filter` may take.
 pub(super) fn subscribe(shared: &Arc<Shared>, filter: Filter, start: Start) -> Result<Subscription, StoreError> {
-    shared.start_seq(start).map(|next| {
+    shared.start_seq(&filter, start).map(|next| {
         let notify = Arc::new(Notify::new());
         let waiter = {
             let mut g = shared.lock();

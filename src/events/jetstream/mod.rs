@@ -11,7 +11,8 @@
 //!   `duplicate` is [`Appended::Duplicate`]. The cursor is (store identity, stream sequence); the
 //!   identity is derived from the stream's name and creation time.
 //! - Attribution uses an index every replica builds by consuming the whole stream
-//!   (`jetstream_index.rs`).
+//!   (`index.rs`); the messages' subjects, ids and bodies are `wire.rs`; connecting and the
+//!   stream's configuration `connect.rs`; watchers `watcher.rs`.
 //! - While NATS is unreachable, every method answers [`StoreError::Unavailable`]; the client
 //!   reconnects on its own.
 
@@ -24,14 +25,12 @@ use std::{
 };
 
 use async_nats::{
-    ConnectOptions,
     connection::State,
     jetstream::{
-        self, Context, ErrorCode,
+        self, Context,
         consumer::{DeliverPolicy, pull::OrderedConfig},
-        context::GetStreamErrorKind,
         message::PublishMessage,
-        stream::{Config, StorageType, Stream},
+        stream::Stream,
     },
 };
 use futures::{FutureExt as _, StreamExt as _, future::BoxFuture};
@@ -39,15 +38,18 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use super::{
-    Appended, CallEvent, Cursor, EventStore, Filter, NewEvent, SessionFacts, SessionRecord, Start, StoreError,
-    Subscription, TenantId,
-    jetstream_index::{
-        EVENTS_PREFIX, Index, SESSIONS_PREFIX, WireEvent, WireSession, event_subject, hash16, msg_id, session_subject,
-    },
-    memory::system_clock,
-    store::StoreStats,
+    Appended, CallEvent, Cursor, EventStore, Filter, SessionFacts, SessionRecord, Start, StoreError, StoredEvent,
+    Subscription, TenantId, memory::system_clock, store::StoreStats,
 };
 use crate::domain::national;
+pub(crate) use connect::NatsConfig;
+use index::Index;
+use wire::{EVENTS_PREFIX, SESSIONS_PREFIX, event_subject, hash16, msg_id, session_subject};
+
+mod connect;
+mod index;
+mod watcher;
+mod wire;
 
 /// How long an append waits for its PubAck.
 pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,41 +59,6 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CATCH_UP: Duration = Duration::from_secs(30);
 /// How long a report's read may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How to reach the server and which stream.
-#[derive(Clone)]
-pub(crate) struct NatsConfig {
-    pub(crate) url: String,
-    pub(crate) stream: String,
-    pub(crate) creds_file: Option<std::path::PathBuf>,
-    pub(crate) user: Option<(String, String)>,
-    pub(crate) token: Option<String>,
-    pub(crate) retention: Duration,
-    pub(crate) max_events: u64,
-    /// `num_replicas` of a stream this facade creates; the least an existing one may have.
-    pub(crate) replicas: usize,
-    /// A file with an NKey seed.
-    pub(crate) nkey_file: Option<std::path::PathBuf>,
-    /// PEM roots for the servers' certificates (TLS required when set).
-    pub(crate) ca_file: Option<std::path::PathBuf>,
-    /// PEM client certificate and key (mTLS).
-    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-/// The URLs without credentials, for messages.
-fn shown(urls: &str) -> String {
-    urls.split(',').map(|u| shown_one(u.trim())).collect::<Vec<_>>().join(",")
-}
-
-fn shown_one(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.rsplit_once('@').map_or_else(|| url.to_owned(), |(_, h)| format!("***@{h}")),
-    }
-}
 
 struct Shared {
     client: async_nats::Client,
@@ -132,47 +99,10 @@ impl JetStreamStore {
     /// Connects (bounded), creates or checks the stream, and reads the stream into the index.
     /// The error is one line for the start-up failure.
     pub(crate) async fn open(config: NatsConfig) -> Result<Self, String> {
-        let url = shown(&config.url);
-        let mut options = ConnectOptions::new()
-            .name("callbot-facade")
-            .connection_timeout(Duration::from_secs(2))
-            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).clamp(100, 2000)));
-        if let Some(path) = &config.creds_file {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|e| format!("--events-nats-creds {}: {e}", path.display()))?;
-        }
-        if let Some((user, password)) = &config.user {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        if let Some(path) = &config.nkey_file {
-            // The seed is a secret: the error names the file, never its content.
-            let seed =
-                std::fs::read_to_string(path).map_err(|e| format!("--events-nats-nkey {}: {e}", path.display()))?;
-            options = options.nkey(seed.trim().to_owned());
-        }
-        if let Some(path) = &config.ca_file {
-            if !path.is_file() {
-                return Err(format!("--events-nats-ca {}: not a readable file", path.display()));
-            }
-            options = options.add_root_certificates(path.clone()).require_tls(true);
-        }
-        if let Some((cert, key)) = &config.client_cert {
-            options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
-        }
-        let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-        let client = match tokio::time::timeout(CONNECT_TIMEOUT, options.connect(servers)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(format!("cannot connect to NATS at {url} (--events-nats-url): {e}")),
-            Err(_) => return Err(format!("NATS at {url} (--events-nats-url) did not answer within 5 s")),
-        };
+        let client = connect::connect(&config).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
-        let stream = ensure_stream(&js, &config).await?;
+        let stream = connect::ensure_stream(&js, &config).await?;
         let info = stream.cached_info().clone();
         let mut h = Sha256::new();
         h.update(config.stream.as_bytes());
@@ -199,54 +129,8 @@ impl JetStreamStore {
         if tokio::time::timeout(CATCH_UP, applied.wait_for(|a| *a >= last)).await.is_err() {
             tracing::warn!(last, "the event index did not catch up with the stream in 30 s; serving anyway");
         }
-        tracing::info!(stream = %config.stream, nats = %url, events = info.state.messages, "event store: NATS JetStream");
+        tracing::info!(stream = %config.stream, nats = %connect::shown(&config.url), events = info.state.messages, "event store: NATS JetStream");
         Ok(JetStreamStore { shared })
-    }
-}
-
-fn stream_config(config: &NatsConfig) -> Config {
-    Config {
-        name: config.stream.clone(),
-        subjects: vec![format!("{EVENTS_PREFIX}>"), format!("{SESSIONS_PREFIX}>")],
-        storage: StorageType::File,
-        max_age: config.retention,
-        max_messages: i64::try_from(config.max_events).unwrap_or(i64::MAX),
-        duplicate_window: config.retention,
-        num_replicas: config.replicas,
-        ..Default::default()
-    }
-}
-
-async fn ensure_stream(js: &Context, config: &NatsConfig) -> Result<Stream, String> {
-    let name = &config.stream;
-    let want = stream_config(config);
-    match js.get_stream(name).await {
-        Ok(stream) => {
-            let have = &stream.cached_info().config;
-            let mut subjects = have.subjects.clone();
-            subjects.sort();
-            let mut wanted = want.subjects.clone();
-            wanted.sort();
-            if have.storage != want.storage || subjects != wanted || have.max_age != want.max_age {
-                return Err(format!(
-                    "the JetStream stream {name} exists with storage {:?}, subjects {:?}, max_age {:?}; \
-                     --events-stream needs storage File, subjects {wanted:?}, max_age {:?} (--events-retention)",
-                    have.storage, have.subjects, have.max_age, want.max_age
-                ));
-            }
-            if have.num_replicas.max(1) < want.num_replicas {
-                return Err(format!(
-                    "the JetStream stream {name} exists with {} replica(s); --events-replicas asks for at least {}",
-                    have.num_replicas.max(1),
-                    want.num_replicas
-                ));
-            }
-            Ok(stream)
-        }
-        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
-            js.create_stream(want).await.map_err(|e| format!("cannot create the JetStream stream {name}: {e}"))
-        }
-        Err(e) => Err(format!("cannot read the JetStream stream {name} (is JetStream on?): {e}")),
     }
 }
 
@@ -283,12 +167,12 @@ async fn follow(weak: std::sync::Weak<Shared>) {
             let mut index = shared.lock();
             index.chains.note(seq, subject);
             if subject.starts_with(EVENTS_PREFIX) {
-                if let Ok(w) = serde_json::from_slice::<WireEvent>(&message.payload) {
-                    index.apply_event(&w, now);
+                if let Some((tenant, event)) = wire::decode::<CallEvent>(&message.payload) {
+                    index.apply_event(&tenant, &event, now);
                 }
             } else if subject.starts_with(SESSIONS_PREFIX) {
-                if let Ok(w) = serde_json::from_slice::<WireSession>(&message.payload) {
-                    index.apply_session(&w, now);
+                if let Some((tenant, record)) = wire::decode::<SessionRecord>(&message.payload) {
+                    index.apply_session(&tenant, record, now);
                 }
             }
             let applied = index.chains.seen();
@@ -350,30 +234,30 @@ impl Shared {
         Ok((ack.sequence, ack.duplicate))
     }
 
-    async fn append(&self, e: NewEvent) -> Result<Appended, StoreError> {
+    async fn append(&self, tenant: TenantId, mut event: CallEvent) -> Result<Appended, StoreError> {
         self.check_up()?;
-        let (session, attempt) = self.lock().attribute(&e);
-        let id = msg_id(&e.tenant, &format!("{}/{}", e.call_id, e.fact.as_str()));
-        let wire = WireEvent::new(e, session, attempt);
-        let subject = event_subject(&wire.tenant, &wire.session_id);
-        let payload = serde_json::to_vec(&wire).map_err(|e| unavailable("encode", e))?;
+        let (session, attempt) = self.lock().attribute(&tenant, &event);
+        event.session_id = session.unwrap_or_else(crate::domain::no_text);
+        event.attempt = attempt;
+        let id = msg_id(&tenant, &event.id());
+        let subject = event_subject(&tenant, &event.session_id);
+        let payload = wire::encode(&tenant, &event).map_err(|e| unavailable("encode", e))?;
         let (seq, duplicate) = self.publish(subject, id, payload).await?;
         if duplicate {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Appended::Duplicate);
         }
         self.stored.fetch_add(1, Ordering::Relaxed);
-        self.lock().apply_event(&wire, system_clock()());
-        wire.to_event(self.cursor(seq)).map(Appended::Stored).ok_or_else(|| unavailable("encode", "unknown fact"))
+        self.lock().apply_event(&tenant, &event, system_clock()());
+        Ok(Appended::Stored(StoredEvent { cursor: self.cursor(seq), event }))
     }
 
-    async fn record(&self, record: SessionRecord) -> Result<(), StoreError> {
-        let wire = WireSession::new(&record);
-        let subject = session_subject(&wire.tenant, &wire.session_id);
-        let id = msg_id(&wire.tenant, &format!("session/{}", wire.session_id));
-        let payload = serde_json::to_vec(&wire).map_err(|e| unavailable("encode", e))?;
+    async fn record(&self, tenant: TenantId, record: SessionRecord) -> Result<(), StoreError> {
+        let subject = session_subject(&tenant, &record.session_id);
+        let id = msg_id(&tenant, &format!("session/{}", record.session_id));
+        let payload = wire::encode(&tenant, &record).map_err(|e| unavailable("encode", e))?;
         self.publish(subject, id, payload).await?;
-        self.lock().apply_session(&wire, system_clock()());
+        self.lock().apply_session(&tenant, record, system_clock()());
         Ok(())
     }
 
@@ -385,7 +269,7 @@ impl Shared {
         let subjects = vec![event_subject(&tenant, &session_id), format!("{EVENTS_PREFIX}{th}._")];
         let config =
             OrderedConfig { filter_subjects: subjects, deliver_policy: DeliverPolicy::All, ..Default::default() };
-        let all: Vec<CallEvent> = bounded("read", READ_TIMEOUT, async {
+        let all: Vec<StoredEvent> = bounded("read", READ_TIMEOUT, async {
             let consumer = self.stream.create_consumer(config).await.map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             if consumer.cached_info().num_pending == 0 {
@@ -396,9 +280,9 @@ impl Shared {
                 let message = next.map_err(|e| e.to_string())?;
                 let info = message.info().map_err(|e| e.to_string())?;
                 let (seq, pending) = (info.stream_sequence, info.pending);
-                if let Ok(w) = serde_json::from_slice::<WireEvent>(&message.payload) {
-                    if *w.tenant == *tenant {
-                        out.extend(w.to_event(self.cursor(seq)));
+                if let Some((whose, event)) = wire::decode::<CallEvent>(&message.payload) {
+                    if *whose == *tenant {
+                        out.push(StoredEvent { cursor: self.cursor(seq), event });
                     }
                 }
                 if pending == 0 {
@@ -409,27 +293,26 @@ impl Shared {
         })
         .await?;
         let calls: std::collections::HashSet<Arc<str>> =
-            all.iter().filter(|e| *e.session_id == *session_id).map(|e| e.call_id.clone()).collect();
-        let events: Vec<CallEvent> =
-            all.into_iter().filter(|e| *e.session_id == *session_id || calls.contains(&e.call_id)).collect();
+            all.iter().filter(|s| *s.event.session_id == *session_id).map(|s| s.event.call_id.clone()).collect();
+        let events: Vec<StoredEvent> = all
+            .into_iter()
+            .filter(|s| *s.event.session_id == *session_id || calls.contains(&s.event.call_id))
+            .collect();
         Ok((record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events }))
     }
 }
 
-#[path = "jetstream_watch.rs"]
-mod watch_reader;
-
 impl EventStore for JetStreamStore {
-    fn append(&self, event: NewEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        self.shared.append(event).boxed()
+    fn append(&self, tenant: TenantId, event: CallEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        self.shared.append(tenant, event).boxed()
     }
 
-    fn record_session(&self, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.shared.record(record).boxed()
+    fn record_session(&self, tenant: TenantId, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.shared.record(tenant, record).boxed()
     }
 
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>> {
-        watch_reader::subscribe(self.shared.clone(), filter, start).boxed()
+        watcher::subscribe(self.shared.clone(), filter, start).boxed()
     }
 
     fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>> {
@@ -453,9 +336,10 @@ impl EventStore for JetStreamStore {
     }
 }
 
-/// Whether a stored event passes the filter (the subject did the tenant and most of the session).
-fn matches(filter: &Filter, w: &WireEvent) -> bool {
-    *w.tenant == *filter.tenant
-        && (filter.session_id.is_empty() || w.session_id == filter.session_id)
-        && (filter.phone_national.is_empty() || national(&w.phone) == filter.phone_national)
+/// Whether `tenant`'s stored event passes the filter (the subject did the tenant and most of the
+/// session).
+fn matches(filter: &Filter, tenant: &str, e: &CallEvent) -> bool {
+    *tenant == *filter.tenant
+        && (filter.session_id.is_empty() || *e.session_id == *filter.session_id)
+        && (filter.phone_national.is_empty() || national(&e.phone) == filter.phone_national)
 }
