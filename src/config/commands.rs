@@ -47,7 +47,8 @@ pub struct SimulateArgs {
     #[arg(long, env = "CALLBOT_SIM_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Option<Vec<String>>,
     /// Lifetime of issued access tokens.
-    #[arg(long, env = "CALLBOT_SIM_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, env = "CALLBOT_SIM_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
     /// Simulated seconds per real second for the calls the simulator places (> 0; 60 = a minute a second).
     #[arg(long, env = "CALLBOT_SIM_TIME_SCALE", default_value = "10", value_parser = parse_time_scale)]
@@ -59,28 +60,29 @@ pub struct SimulateArgs {
 
 /// How the operator subcommands reach the facade: its address, the caller's bearer token, TLS.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Connection")]
 pub struct Connection {
     /// The facade's gRPC address: HOST:PORT (plain HTTP/2) or a URL, http:// or https://.
     #[arg(long, env = "CALLBOT_SERVER", default_value = "http://127.0.0.1:50051", value_name = "HOST:PORT|URL")]
     pub server: String,
     /// Bearer token sent with every call (`authorization: Bearer ...`), for a facade started
-    /// with --caller-tokens-file or --tenants-file. Conflicts with --token-file.
+    /// with --caller-tokens-file or --tenants-file; unset = no token. Never printed. Cannot be
+    /// used with --token-file.
     #[arg(long, env = "CALLBOT_TOKEN", hide_env_values = true, conflicts_with = "token_file", value_name = "TOKEN")]
     pub token: Option<String>,
     /// File holding the bearer token (read whole, surrounding whitespace trimmed), so that the
-    /// token stays out of the shell history and the process list. Conflicts with --token.
+    /// token stays out of the shell history and the process list; unset = no file. Cannot be
+    /// used with --token.
     #[arg(long, env = "CALLBOT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that the facade's TLS certificate must chain to; turns TLS on for a
-    /// HOST:PORT. Default for https://: the public (Mozilla) roots compiled in.
+    /// HOST:PORT; unset = for https://, the public (Mozilla) roots compiled in.
     #[arg(long, env = "CALLBOT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) presented to a facade that requires mTLS (--tls-client-ca);
-    /// needs --client-key.
+    /// needs --client-key; unset = none.
     #[arg(long, env = "CALLBOT_CLIENT_CERT", requires = "client_key", value_name = "FILE")]
     pub client_cert: Option<PathBuf>,
-    /// Private key (PEM) of --client-cert; needs --client-cert.
+    /// Private key (PEM) of --client-cert; needs --client-cert; unset = none.
     #[arg(long, env = "CALLBOT_CLIENT_KEY", requires = "client_cert", value_name = "FILE")]
     pub client_key: Option<PathBuf>,
 }
@@ -91,12 +93,13 @@ pub struct CampaignArgs {
     /// Where the facade is and how to reach it.
     #[command(flatten)]
     pub connection: Connection,
-    /// The script every contact's call reads.
+    /// The script every contact's call reads (an id that `scripts` lists). Required.
     #[arg(long)]
     pub script: String,
     /// The contacts: UTF-8 (BOM or not), a header row with `phone`, optional `email` and
-    /// `ext_contact_code`, every other column a script variable by field_code.
-    #[arg(long)]
+    /// `ext_contact_code`, every other column a script variable by field_code; `,`, `;` or tab
+    /// between cells. Required.
+    #[arg(value_name = "FILE", long)]
     pub csv: PathBuf,
     /// The campaign's idempotency root; default: derived from the CSV content, the script and
     /// the chunk size, so re-running the same command resumes.
@@ -120,11 +123,13 @@ pub struct CampaignArgs {
     #[arg(long)]
     pub watch: bool,
     /// Write the rows of the contacts the upstream refused to this CSV file (the input's header
-    /// and separator), for a re-run once fixed; their lines and reasons are printed either way.
+    /// and separator), for a re-run once fixed; their lines and reasons are printed either way;
+    /// unset = no file.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
     /// With --watch: stop waiting after this long (exit code 2).
-    #[arg(long, default_value = "1h", value_parser = parse_duration, requires = "watch")]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, default_value = "1h", value_parser = parse_duration, requires = "watch")]
     pub watch_timeout: Duration,
 }
 
@@ -158,7 +163,7 @@ pub struct ReportArgs {
     /// Where the facade is and how to reach it.
     #[command(flatten)]
     pub connection: Connection,
-    /// The session (autocall_id).
+    /// The session: the id `campaign` prints (autocall_id). Required.
     #[arg(long)]
     pub session: String,
     /// Print the whole report as one JSON object (phones not masked) instead of a table.

@@ -16,34 +16,40 @@ pub struct EventsSettings {
     pub webhook_listen: Option<SocketAddr>,
     /// The secret the per-tenant URL tokens are derived from; required with --webhook-listen and a
     /// real upstream (every replica must share it).
-    /// At least 32 bytes.
+    /// At least 32 bytes; unset = none (the built-in simulator needs none). Cannot be used with
+    /// --webhook-secret-file.
     #[arg(long = "webhook-secret", env = "CALLBOT_WEBHOOK_SECRET", hide_env_values = true, value_parser = parse_api_key, conflicts_with = "webhook_secret_file")]
     pub webhook_secret: Option<ApiKey>,
     /// A file holding the webhook secret (at least 32 bytes), re-read when it changes and on SIGHUP;
-    /// instead of --webhook-secret.
-    #[arg(long = "webhook-secret-file", env = "CALLBOT_WEBHOOK_SECRET_FILE")]
+    /// instead of --webhook-secret (cannot be used with it); unset = no file.
+    #[arg(value_name = "FILE", long = "webhook-secret-file", env = "CALLBOT_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
     /// The secret before a rotation: tokens derived from it are still accepted (the provider may
-    /// post to the old URLs until they are replaced); new URLs use the current secret.
+    /// post to the old URLs until they are replaced); new URLs use the current secret; unset =
+    /// only the current secret is accepted.
     #[arg(long = "webhook-secret-previous", env = "CALLBOT_WEBHOOK_SECRET_PREVIOUS", hide_env_values = true, value_parser = parse_api_key)]
     pub webhook_secret_previous: Option<ApiKey>,
     /// The receiver drops a connection that has not sent a request's whole headers within this.
-    #[arg(long = "webhook-header-timeout", env = "CALLBOT_WEBHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "webhook-header-timeout", env = "CALLBOT_WEBHOOK_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_header_timeout: Duration,
     /// The receiver answers 408 and drops a connection that has not sent a request's whole body
     /// within this (after its headers).
-    #[arg(long = "webhook-body-timeout", env = "CALLBOT_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "webhook-body-timeout", env = "CALLBOT_WEBHOOK_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub webhook_body_timeout: Duration,
     /// Connections the receiver keeps open at most; more wait in the listen backlog, so slow or
     /// abandoned clients cannot take the file descriptors the gRPC API and health checks need.
     #[arg(long = "webhook-max-connections", env = "CALLBOT_WEBHOOK_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_max_connections: u32,
     /// The base URL the provider reaches the receiver at; when set, each tenant served gets
-    /// `<base>/webhooks/callbot/<token>` registered.
+    /// `<base>/webhooks/callbot/<token>` registered; unset = nothing registered (the built-in
+    /// simulator is told the loopback receiver).
     #[arg(long = "webhook-public-url", env = "CALLBOT_WEBHOOK_PUBLIC_URL")]
     pub webhook_public_url: Option<String>,
     /// How long call events (and the ids that recognize a redelivery) are kept.
-    #[arg(long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention: Duration,
     /// Events the store keeps at most (for JetStream: the stream's max_msgs, session records included).
     #[arg(long = "events-max", env = "CALLBOT_EVENTS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
@@ -59,29 +65,40 @@ pub struct EventsSettings {
     /// delivery then survives the loss of one node); an existing stream's count must not be lower.
     #[arg(long = "events-replicas", env = "CALLBOT_EVENTS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
-    /// A NATS credentials file (JWT and nkey seed).
-    #[arg(long = "events-nats-creds", env = "CALLBOT_EVENTS_NATS_CREDS")]
+    /// A NATS credentials file (JWT and nkey seed); unset = none.
+    #[arg(value_name = "FILE", long = "events-nats-creds", env = "CALLBOT_EVENTS_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
-    /// NATS user (with --events-nats-password).
+    /// NATS user (with --events-nats-password); unset = none.
     #[arg(long = "events-nats-user", env = "CALLBOT_EVENTS_NATS_USER", requires = "nats_password")]
     pub nats_user: Option<String>,
-    /// NATS password.
+    /// NATS password of --events-nats-user; unset = none. Never logged.
     #[arg(long = "events-nats-password", env = "CALLBOT_EVENTS_NATS_PASSWORD", hide_env_values = true, requires = "nats_user", value_parser = parse_api_key)]
     pub nats_password: Option<ApiKey>,
-    /// NATS token.
+    /// NATS token; unset = none. Never logged.
     #[arg(long = "events-nats-token", env = "CALLBOT_EVENTS_NATS_TOKEN", hide_env_values = true, value_parser = parse_api_key)]
     pub nats_token: Option<ApiKey>,
-    /// A file holding an NKey seed (`SU...`) to authenticate with.
-    #[arg(long = "events-nats-nkey", env = "CALLBOT_EVENTS_NATS_NKEY")]
+    /// A file holding an NKey seed (`SU...`) to authenticate with; unset = none.
+    #[arg(value_name = "FILE", long = "events-nats-nkey", env = "CALLBOT_EVENTS_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
-    /// PEM root certificates to verify the NATS servers with (TLS then required).
-    #[arg(long = "events-nats-ca", env = "CALLBOT_EVENTS_NATS_CA")]
+    /// PEM root certificates to verify the NATS servers with (TLS then required); unset = TLS
+    /// as the URL and the server ask, no roots of our own.
+    #[arg(value_name = "FILE", long = "events-nats-ca", env = "CALLBOT_EVENTS_NATS_CA")]
     pub nats_ca: Option<PathBuf>,
-    /// PEM client certificate for NATS (mTLS), with --events-nats-tls-key.
-    #[arg(long = "events-nats-tls-cert", env = "CALLBOT_EVENTS_NATS_TLS_CERT", requires = "nats_tls_key")]
+    /// PEM client certificate for NATS (mTLS), with --events-nats-tls-key; unset = none.
+    #[arg(
+        value_name = "FILE",
+        long = "events-nats-tls-cert",
+        env = "CALLBOT_EVENTS_NATS_TLS_CERT",
+        requires = "nats_tls_key"
+    )]
     pub nats_tls_cert: Option<PathBuf>,
-    /// PEM private key of --events-nats-tls-cert.
-    #[arg(long = "events-nats-tls-key", env = "CALLBOT_EVENTS_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    /// PEM private key of --events-nats-tls-cert; unset = none.
+    #[arg(
+        value_name = "FILE",
+        long = "events-nats-tls-key",
+        env = "CALLBOT_EVENTS_NATS_TLS_KEY",
+        requires = "nats_tls_cert"
+    )]
     pub nats_tls_key: Option<PathBuf>,
 }
 

@@ -68,7 +68,8 @@ pub struct ServerSettings {
     #[arg(long, env = "CALLBOT_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
     /// Time given to in-flight calls after SIGTERM/SIGINT.
-    #[arg(long, env = "CALLBOT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, env = "CALLBOT_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Most concurrent streams (calls) one gRPC connection may have open (HTTP/2
     /// SETTINGS_MAX_CONCURRENT_STREAMS); a client wanting more opens more connections.
@@ -79,25 +80,30 @@ pub struct ServerSettings {
 /// The upstream REST API: target, key, bounds and retry budget.
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamSettings {
-    /// Base URL of the callBot REST API; unset = start the built-in simulator on loopback.
-    /// After [`Settings::check`]: trimmed, no trailing slash, `None` for the simulator.
+    /// Base URL of the callBot REST API, e.g. `https://public-v1.example.com`; unset = start the
+    /// built-in simulator on loopback.
+    // After `Settings::check`: trimmed, no trailing slash, `None` for the simulator.
     #[arg(long = "upstream-url", env = "CALLBOT_UPSTREAM_URL")]
     pub url: Option<String>,
-    /// Upstream API key (required with a real upstream). Never logged. After
-    /// [`Settings::check`] always set (the simulator's fixed key when none is given).
+    /// Upstream API key; required with --upstream-url unless --api-key-file or --tenants-file
+    /// gives it; unset = the simulator's key. Never logged. Cannot be used with --api-key-file
+    /// or --tenants-file.
+    // After `Settings::check` always set (the simulator's fixed key when none is given).
     #[arg(long = "api-key", env = "CALLBOT_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
     pub api_key: Option<ApiKey>,
     /// File holding the upstream API key (read whole, surrounding whitespace trimmed), re-read
-    /// when it changes and on SIGHUP; instead of `--api-key`, so that a rotated Secret needs no
-    /// restart.
-    #[arg(long = "api-key-file", env = "CALLBOT_API_KEY_FILE")]
+    /// when it changes and on SIGHUP, so that a rotated Secret needs no restart; unset = no
+    /// file. Instead of --api-key; cannot be used with --api-key or --tenants-file.
+    #[arg(value_name = "FILE", long = "api-key-file", env = "CALLBOT_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Upper bound of one upstream exchange, retries and token refresh included; a caller's
     /// shorter deadline wins.
-    #[arg(long = "upstream-timeout", env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "upstream-timeout", env = "CALLBOT_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Upper bound of one HTTP attempt of a read (so a retry still fits in the deadline).
-    #[arg(long = "upstream-attempt-timeout", env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "upstream-attempt-timeout", env = "CALLBOT_UPSTREAM_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub attempt_timeout: Duration,
     /// Speak HTTP/2 without TLS negotiation (h2c) to a plaintext upstream known to support it,
     /// such as an egress sidecar or the simulator: one multiplexed connection instead of one
@@ -124,13 +130,15 @@ impl UpstreamSettings {
 #[derive(Debug, Clone, Args)]
 pub struct ServiceSettings {
     /// Script-list cache lifetime; 0s turns the cache off.
-    #[arg(long, env = "CALLBOT_SCRIPT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, env = "CALLBOT_SCRIPT_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
     pub script_cache_ttl: Duration,
     /// Most contacts accepted in one CreateSession.
     #[arg(long, env = "CALLBOT_MAX_CONTACTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_contacts: u32,
     /// Let a caller's `x-api-key` metadata choose the upstream tenant (the weaker option: the
-    /// caller holds the upstream key; `--tenants-file` keeps the keys in the facade).
+    /// caller holds the upstream key; --tenants-file keeps the keys in the facade). Cannot be
+    /// used with --tenants-file.
     #[arg(long, env = "CALLBOT_ALLOW_CALLER_API_KEY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_caller_api_key: bool,
 }
@@ -138,17 +146,20 @@ pub struct ServiceSettings {
 /// Caller authentication and TLS.
 #[derive(Debug, Clone, Args)]
 pub struct SecuritySettings {
-    /// File of accepted caller bearer tokens, one per line; unset = no caller authentication.
-    #[arg(long, env = "CALLBOT_CALLER_TOKENS_FILE")]
+    /// File of accepted caller bearer tokens, one per line, re-read when it changes and on
+    /// SIGHUP; unset = no caller authentication. Cannot be used with --tenants-file.
+    #[arg(value_name = "FILE", long, env = "CALLBOT_CALLER_TOKENS_FILE")]
     pub caller_tokens_file: Option<PathBuf>,
     /// YAML file of tenants: each one's upstream key (by environment variable or file) and the
-    /// callers (bearer token digests, mTLS SPIFFE IDs and DNS names) that act for it; replaces
-    /// `--api-key`, `--caller-tokens-file` and `--allow-caller-api-key` (README, "Tenants").
-    #[arg(long, env = "CALLBOT_TENANTS_FILE")]
+    /// callers (bearer token digests, mTLS SPIFFE IDs and DNS names) that act for it
+    /// (docs/flags.md, "Tenants"); unset = one tenant, the --api-key one. Replaces, and cannot be
+    /// used with, --api-key, --api-key-file, --caller-tokens-file and --allow-caller-api-key.
+    #[arg(value_name = "FILE", long, env = "CALLBOT_TENANTS_FILE")]
     pub tenants_file: Option<PathBuf>,
     /// How often the secret files (key file, caller tokens, tenants file and its key files) are
     /// checked for a change. Hidden: the default suits production; tests shorten it.
-    #[arg(long, env = "CALLBOT_SECRETS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, env = "CALLBOT_SECRETS_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration, hide = true)]
     pub secrets_poll_interval: Duration,
     /// `mesh`: take callers on the service mesh's word (no caller authentication here). Required
     /// with --upstream-url when neither --caller-tokens-file nor --tenants-file is given, so that a
@@ -170,14 +181,15 @@ pub enum CallerAuth {
 /// PEM files for TLS: on when `--tls-cert` and `--tls-key` are given (clap refuses one alone).
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsFiles {
-    /// Server certificate (PEM); with --tls-key turns TLS on.
-    #[arg(id = "tls_cert", long = "tls-cert", env = "CALLBOT_TLS_CERT", requires = "tls_key")]
+    /// Server certificate (PEM); with --tls-key turns TLS on; unset = plaintext (h2c).
+    #[arg(value_name = "FILE", id = "tls_cert", long = "tls-cert", env = "CALLBOT_TLS_CERT", requires = "tls_key")]
     pub cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(id = "tls_key", long = "tls-key", env = "CALLBOT_TLS_KEY", requires = "tls_cert")]
+    /// Server private key (PEM) of --tls-cert; unset = plaintext (h2c).
+    #[arg(value_name = "FILE", id = "tls_key", long = "tls-key", env = "CALLBOT_TLS_KEY", requires = "tls_cert")]
     pub key: Option<PathBuf>,
-    /// CA (PEM) that client certificates must chain to (mTLS).
-    #[arg(long = "tls-client-ca", env = "CALLBOT_TLS_CLIENT_CA", requires = "tls_cert")]
+    /// CA (PEM) that client certificates must chain to (mTLS), with --tls-cert; unset = no
+    /// client certificate asked for.
+    #[arg(value_name = "FILE", long = "tls-client-ca", env = "CALLBOT_TLS_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
 }
 

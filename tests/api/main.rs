@@ -6,6 +6,7 @@ mod campaign;
 mod cli;
 mod cli_errors;
 mod cli_events;
+mod cli_help;
 mod cli_secured;
 mod create_session;
 mod docs_commands;
