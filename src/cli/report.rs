@@ -15,7 +15,7 @@ pub async fn run(args: ReportArgs) -> Result<(), CliError> {
     let report = client
         .get_session_report(pb::GetSessionReportRequest { session_id: args.session.clone() })
         .await
-        .map_err(CliError::Rpc)?
+        .map_err(|status| not_found_hint(&args.session, status))?
         .into_inner();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -25,6 +25,23 @@ pub async fn run(args: ReportArgs) -> Result<(), CliError> {
         write_table(&mut out, &report)?;
     }
     Ok(())
+}
+
+/// A session the facade does not know, with what to do when the id given is not a session id:
+/// the facade knows sessions by the upstream's id (what `campaign` prints as `session ids`),
+/// not by their external session id (a chunk key such as `csv-…-0`).
+fn not_found_hint(session: &str, status: tonic::Status) -> CliError {
+    let not_found = status.code() == tonic::Code::NotFound;
+    let looks_like_key =
+        session.rsplit_once('-').is_some_and(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+    if not_found && looks_like_key {
+        return CliError::Input(format!(
+            "{}\n  {session:?} looks like a chunk key (external session id): --session takes the session id \
+             that `campaign` printed (`session ids ...`, or `chunk N: KEY started as session ID`)",
+            super::describe(&status)
+        ));
+    }
+    CliError::Rpc(status)
 }
 
 /// `session S: N contacts, A answered, B no answer, C busy, D rejected, E failed, F in progress; finished: yes|no`.

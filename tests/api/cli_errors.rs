@@ -155,3 +155,18 @@ async fn cli_campaign_rejects_file_holds_the_refused_rows_for_a_rerun() {
     assert!(run.stdout.contains("  line 3: *******999 number_dnc\n"), "{}", run.stdout);
     assert_eq!(std::fs::read_to_string(&rejects).unwrap(), format!("{header}\n0912345999,\"Bình, Huế\",1,2,3\n"));
 }
+
+#[tokio::test]
+async fn cli_report_of_a_chunk_key_says_which_id_to_give() {
+    let app = spawn_app().await;
+    let run = bin(&["report", "--server", &app.addr.to_string(), "--session", "csv-0123456789abcdef-0"]).await;
+    assert_refused(
+        &run,
+        1,
+        &[
+            "NotFound (SESSION_NOT_FOUND)",
+            "looks like a chunk key (external session id)",
+            "session id that `campaign` printed",
+        ],
+    );
+}
