@@ -26,7 +26,8 @@ use super::{CallOutcome, Fact, SessionRecord, TenantId};
 use crate::domain::national;
 
 struct Contact {
-    national: Box<str>,
+    /// Shared with `by_number`'s key and the `open` key (one allocation per number).
+    national: Arc<str>,
     /// The highest attempt number seen to it.
     dialled: u32,
     finished: bool,
@@ -35,7 +36,7 @@ struct Contact {
 struct Entry {
     record: SessionRecord,
     contacts: Vec<Contact>,
-    by_number: HashMap<Box<str>, usize>,
+    by_number: HashMap<Arc<str>, usize>,
 }
 
 struct Call {
@@ -71,7 +72,7 @@ pub(crate) struct Attribution {
     /// Open sessions holding a number: (tenant, national number) -> sessions, oldest first (a
     /// queue: sessions mostly leave it by expiry, oldest first, so taking one off is O(1) even
     /// when many open sessions share a number).
-    open: HashMap<(TenantId, Box<str>), VecDeque<Arc<str>>>,
+    open: HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
 }
 
 impl Attribution {
@@ -117,7 +118,7 @@ impl Attribution {
             if f.fact == Fact::Record {
                 return None;
             }
-            match self.open.get(&(f.tenant.clone(), Box::from(f.phone_national))) {
+            match self.open.get(&(f.tenant.clone(), Arc::from(f.phone_national))) {
                 Some(list) if list.len() == 1 => Some(list[0].clone()),
                 _ => None,
             }
@@ -173,7 +174,7 @@ impl Attribution {
         let mut contacts = Vec::with_capacity(record.contacts.len());
         let mut by_number = HashMap::with_capacity(record.contacts.len());
         for phone in &record.contacts {
-            let n: Box<str> = national(phone).into_boxed_str();
+            let n: Arc<str> = Arc::from(national(phone));
             if by_number.contains_key(&n) {
                 continue;
             }
@@ -217,12 +218,12 @@ impl Attribution {
 /// holds each number once, and is recorded once). Searched from the oldest: expiry closes the
 /// oldest session, so it is found first and taken off the front without moving the others.
 fn close_open(
-    open: &mut HashMap<(TenantId, Box<str>), VecDeque<Arc<str>>>,
+    open: &mut HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
     tenant: &TenantId,
-    number: &str,
+    number: &Arc<str>,
     session: &Arc<str>,
 ) {
-    let key = (tenant.clone(), Box::<str>::from(number));
+    let key = (tenant.clone(), number.clone());
     if let Some(list) = open.get_mut(&key) {
         if let Some(at) = list.iter().position(|s| s == session) {
             list.remove(at);
