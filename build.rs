@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Proto maps as `BTreeMap`: the validated session keeps contacts' variables sorted (error paths
     // and the upstream body come out in key order), so decoding straight into one saves hashing
     // every key with SipHash and converting the map afterwards (BENCHMARKS.md, "Profile").
-    tonic_prost_build::configure().btree_map(".").build_client(true).build_server(true).compile_fds(fds)?;
+    // The codec decodes from the message's contiguous bytes (src/codec.rs).
+    tonic_prost_build::configure()
+        .btree_map(".")
+        .codec_path("crate::codec::SliceCodec")
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
     Ok(())
 }

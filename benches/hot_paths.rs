@@ -1,8 +1,9 @@
 //! Criterion micro benches of the facade's per-call CPU work, each isolated from the network:
 //!
 //! - `create_session/*`: a 15-contact `CreateSessionRequest` validated (`NewSession::parse`) and
-//!   turned into the upstream JSON (`EncodedExecute`: serde_json into an exact-size body), i.e.
-//!   everything CreateSession does before and after its one HTTP exchange;
+//!   turned into the upstream JSON (`EncodedExecute`, the hand-written writer; `serde_json` beside
+//!   it for comparison), i.e. everything CreateSession
+//!   does before and after its one HTTP exchange;
 //! - `script_list/*`: a `script/list` answer (envelope + payload) parsed by the facade's own parser
 //!   for 1, 1,000 and 10,000 scripts, and the proto conversion of 1,000;
 //! - `fold/*`: the Vietnamese diacritic folding of `name_contains` filtering;
@@ -69,6 +70,9 @@ fn create_session(c: &mut Criterion) {
     let session = NewSession::parse(request.clone(), &limits).unwrap();
     g.bench_function("serialize_15_contacts", |b| {
         b.iter(|| black_box(EncodedExecute::new(&execute_body(black_box(&session), key))))
+    });
+    g.bench_function("serialize_15_contacts_serde_json", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&execute_body(black_box(&session), key)).unwrap()))
     });
     g.bench_function("parse_and_serialize_15_contacts", |b| {
         b.iter_batched(

@@ -25,7 +25,7 @@
 //! - `status`: THE error table, every failure to a `tonic::Status` with details.
 //! - `catalog`, `cache`: the per-tenant script-list cache on a single-flight keyed cache.
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
-//! - `metrics`, `admin`: the Prometheus registry and the admin endpoints.
+//! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
 //! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
 //!   in the middleware; the secret files kept live.
@@ -39,6 +39,7 @@ pub(crate) mod cache;
 pub(crate) mod campaign;
 pub(crate) mod catalog;
 pub mod cli;
+pub(crate) mod codec;
 pub mod config;
 pub(crate) mod convert;
 pub(crate) mod deadline;

@@ -131,21 +131,37 @@ fn check_email(email: &str) -> Result<(), &'static str> {
     if email.is_empty() {
         return Ok(());
     }
-    if !at_most_chars(email, MAX_EMAIL_CHARS) || email.chars().any(is_space_or_control) {
+    if !at_most_chars(email, MAX_EMAIL_CHARS) || has_space_or_control(email) {
         return Err(RULE);
     }
-    match email.split_once('@') {
-        Some((local, domain))
-            if !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.') =>
-        {
-            Ok(())
-        }
-        _ => Err(RULE),
+    // '@' and '.' are ASCII, never part of a multi-byte character: searched as bytes.
+    let bytes = email.as_bytes();
+    let Some(at) = bytes.iter().position(|&b| b == b'@') else {
+        return Err(RULE);
+    };
+    let (local, domain) = (&bytes[..at], &bytes[at + 1..]);
+    if !local.is_empty()
+        && !domain.contains(&b'@')
+        && domain.contains(&b'.')
+        && domain.first() != Some(&b'.')
+        && domain.last() != Some(&b'.')
+    {
+        Ok(())
+    } else {
+        Err(RULE)
     }
+}
+
+/// Whether `s` holds a whitespace or control character; ASCII text (nearly all emails) is
+/// checked byte by byte: its whitespace and control characters are the bytes up to the space,
+/// and DEL.
+fn has_space_or_control(s: &str) -> bool {
+    if s.is_ascii() { s.bytes().any(|b| b <= b' ' || b == 0x7f) } else { s.chars().any(is_space_or_control) }
+}
+
+/// Whether `s` holds a control character, ASCII text checked byte by byte.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() { s.bytes().any(|b| b < b' ' || b == 0x7f) } else { s.chars().any(char::is_control) }
 }
 
 fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
@@ -153,7 +169,7 @@ fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
         Err("variable key must not be empty")
     } else if !at_most_chars(key, MAX_VARIABLE_KEY_CHARS) {
         Err("variable key must be at most 64 characters")
-    } else if key.chars().any(char::is_control) {
+    } else if has_control(key) {
         // Spaces are allowed: real upstream field codes have them (`tên thí sinh`).
         Err("variable key must not contain control characters")
     } else if !at_most_chars(value, MAX_VARIABLE_VALUE_CHARS) {
@@ -182,6 +198,29 @@ pub fn path_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_paths_agree_with_the_char_rules() {
+        let samples: Vec<String> = (0u32..0x3000)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .chain(["", "plain", "hoc.sinh1@truong.edu.vn", "tên thí sinh", "a\u{85}b"].map(String::from))
+            .collect();
+        for s in &samples {
+            assert_eq!(has_space_or_control(s), s.chars().any(is_space_or_control), "{s:?}");
+            assert_eq!(has_control(s), s.chars().any(char::is_control), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_as_before() {
+        for ok in ["a@b.vn", "hoc.sinh1@truong.edu.vn", "ễ@đ.vn", "a.b@c.d.e"] {
+            assert_eq!(check_email(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a@b", "@b.vn", "a@.vn", "a@b.vn.", "a@b@c.vn", "ab.vn", "a b@c.vn", "a@b.v\u{85}n", "a@b.vn\n"] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn each_repeat_of_a_phone_names_its_first_occurrence() {

@@ -18,7 +18,10 @@ pub fn is_valid_phone(s: &str) -> bool {
 /// `+84912345678`, `84912345678` and `0912345678` are all `0912345678`. Separators (spaces,
 /// dashes, dots, brackets) are dropped; a number in any other form is returned as its digits.
 pub fn national(s: &str) -> String {
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    // Sized once: collecting from a filter would start empty and grow (a reallocation or two per
+    // number, and a session records every contact's).
+    let mut digits = String::with_capacity(s.len());
+    digits.extend(s.chars().filter(char::is_ascii_digit));
     match digits.strip_prefix("84") {
         Some(rest) if rest.len() >= 8 && !rest.starts_with('0') => format!("0{rest}"),
         _ => digits,

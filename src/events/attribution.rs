@@ -29,7 +29,8 @@ use super::{CallOutcome, Fact, SessionRecord, TenantId};
 use crate::domain::national;
 
 struct Contact {
-    national: Box<str>,
+    /// Shared with `by_number`'s key and the `open` key (one allocation per number).
+    national: Arc<str>,
     /// The highest attempt number seen to it.
     dialled: u32,
     finished: bool,
@@ -38,7 +39,7 @@ struct Contact {
 struct Entry {
     record: SessionRecord,
     contacts: Vec<Contact>,
-    by_number: HashMap<Box<str>, usize>,
+    by_number: HashMap<Arc<str>, usize>,
     /// When recorded (tells an entry from a stale place in the orders after a re-record).
     at: u64,
 }
@@ -84,8 +85,10 @@ pub(crate) struct Attribution {
     /// Calls by a keyed 64-bit hash of (tenant, call id).
     calls: HashMap<u64, Call>,
     calls_order: VecDeque<(u64, u64)>,
-    /// Open sessions holding a number: (tenant, national number) -> sessions.
-    open: HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    /// Open sessions holding a number: (tenant, national number) -> sessions, oldest first (a
+    /// queue: sessions mostly leave it by expiry, oldest first, so taking one off is O(1) even
+    /// when many open sessions share a number).
+    open: HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
 }
 
 impl Attribution {
@@ -133,7 +136,7 @@ impl Attribution {
             if f.fact == Fact::Record {
                 return None;
             }
-            match self.open.get(&(f.tenant.clone(), Box::from(f.phone_national))) {
+            match self.open.get(&(f.tenant.clone(), Arc::from(f.phone_national))) {
                 Some(list) if list.len() == 1 => Some(list[0].clone()),
                 _ => None,
             }
@@ -189,12 +192,12 @@ impl Attribution {
         let mut contacts = Vec::with_capacity(record.contacts.len());
         let mut by_number = HashMap::with_capacity(record.contacts.len());
         for phone in &record.contacts {
-            let n: Box<str> = national(phone).into_boxed_str();
+            let n: Arc<str> = Arc::from(national(phone));
             if by_number.contains_key(&n) {
                 continue;
             }
             by_number.insert(n.clone(), contacts.len());
-            self.open.entry((tenant.clone(), n.clone())).or_default().push(session.clone());
+            self.open.entry((tenant.clone(), n.clone())).or_default().push_back(session.clone());
             contacts.push(Contact { national: n, dialled: 0, finished: false });
         }
         self.contacts += contacts.len();
@@ -284,16 +287,20 @@ impl Attribution {
     }
 }
 
-/// Takes `session` off the open sessions holding `number`.
+/// Takes `session` off the open sessions holding `number` (it is there at most once: a session
+/// holds each number once, and is recorded once). Searched from the oldest: expiry closes the
+/// oldest session, so it is found first and taken off the front without moving the others.
 fn close_open(
-    open: &mut HashMap<(TenantId, Box<str>), Vec<Arc<str>>>,
+    open: &mut HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
     tenant: &TenantId,
-    number: &str,
+    number: &Arc<str>,
     session: &Arc<str>,
 ) {
-    let key = (tenant.clone(), Box::<str>::from(number));
+    let key = (tenant.clone(), number.clone());
     if let Some(list) = open.get_mut(&key) {
-        list.retain(|s| s != session);
+        if let Some(at) = list.iter().position(|s| s == session) {
+            list.remove(at);
+        }
         if list.is_empty() {
             open.remove(&key);
         }
@@ -411,6 +418,45 @@ mod tests {
         b.record(&quiet, record("q1", &["0900000001", "0900000002"], 0), 10);
         b.expire(10);
         assert!(b.record_of(&quiet, "q1").is_some() && b.record_of(&loud, "l0").is_none());
+    }
+
+    #[test]
+    fn sessions_sharing_numbers_leave_the_open_lists_by_expiry_and_by_finality() {
+        // A campaign re-sending the same numbers: every session holds both, the bound keeps three.
+        let t = tenant();
+        let numbers = ["0900000001", "0900000002"];
+        let mut a = Attribution::new(60_000, 100, 6);
+        for i in 0..10 {
+            a.record(&t, record(&format!("s{i}"), &numbers, 0), i);
+            a.expire(i);
+        }
+        assert_eq!(a.sessions(), 3);
+        let ringing = |call: &'static str, n: &'static str| fact_static(call, n, Fact::Ringing);
+        // s7, s8 and s9 are open for both numbers: no guess.
+        assert_eq!(a.attribute(ringing("c1", numbers[0]), None), (None, 0));
+        // s8 becomes final for the first number (attributed by its delivery); a new session pushes
+        // the oldest, s7, out.
+        let s8: Arc<str> = Arc::from("s8");
+        let end = fact(&t, "c2", numbers[0], Fact::Record, CallOutcome::Answered);
+        a.apply(end, &s8, 1, 10);
+        a.record(&t, record("s10", &["0900000003", "0900000004"], 0), 11);
+        a.expire(11);
+        assert!(a.record_of(&t, "s7").is_none() && a.record_of(&t, "s8").is_some());
+        // s8 was closed for the first number, s7 expired: s9 is the one open session holding it.
+        assert_eq!(a.attribute(ringing("c3", numbers[0]), None).0.as_deref(), Some("s9"));
+        // The second number is still held by s8 and s9.
+        assert_eq!(a.attribute(ringing("c4", numbers[1]), None), (None, 0));
+    }
+
+    fn fact_static(call: &'static str, phone: &'static str, what: Fact) -> FactRef<'static> {
+        static TENANT: std::sync::OnceLock<TenantId> = std::sync::OnceLock::new();
+        FactRef {
+            tenant: TENANT.get_or_init(tenant),
+            call_id: call,
+            phone_national: phone,
+            fact: what,
+            outcome: CallOutcome::Unspecified,
+        }
     }
 
     #[test]

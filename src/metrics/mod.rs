@@ -18,7 +18,11 @@
 //! event metrics), so `rate()`, `increase()` and the alerts of docs/operations.md work before
 //! the first increment. The standard `process_*` metrics come from [`process`].
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -142,11 +146,46 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// One method's series, each taken from its family on first use and kept: a family lookup hashes
+/// the labels (three strings) under a lock, and every RPC made five of them. A series appears in
+/// the exposition when first used, as with a lookup per call; the counters and histograms are
+/// shared handles, so the family renders the same values.
+#[derive(Debug)]
+pub struct MethodSeries {
+    labels: MethodLabels,
+    started: OnceLock<Counter>,
+    handling: OnceLock<Histogram>,
+    sent: OnceLock<Counter>,
+    received: OnceLock<Counter>,
+    /// By gRPC code (0 to 16).
+    handled: [OnceLock<Counter>; 17],
+}
+
+impl MethodSeries {
+    fn new(labels: MethodLabels) -> Self {
+        MethodSeries {
+            labels,
+            started: OnceLock::new(),
+            handling: OnceLock::new(),
+            sent: OnceLock::new(),
+            received: OnceLock::new(),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl std::ops::Deref for MethodSeries {
+    type Target = MethodLabels;
+    fn deref(&self) -> &MethodLabels {
+        &self.labels
+    }
+}
+
 /// Every metric the facade exports, and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
-    methods: HashMap<String, MethodLabels>,
-    unknown_method: MethodLabels,
+    methods: HashMap<String, Arc<MethodSeries>>,
+    unknown_method: Arc<MethodSeries>,
     started: Family<MethodLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
     handling_seconds: HistogramFamily<MethodLabels>,
@@ -304,11 +343,6 @@ impl Metrics {
         register(&mut registry, "callbot_build_info", "Always 1; the version is in the label.", build_info);
 
         let methods = known_methods();
-        let unknown_method = MethodLabels {
-            grpc_type: RpcType::Unary.label(),
-            grpc_service: "unknown".into(),
-            grpc_method: "unknown".into(),
-        };
         // Zero series for the facade's own methods, so rate() and absent() work from the start.
         for labels in methods.values().filter(|l| l.grpc_service.starts_with("callbot.")) {
             let _ = started.get_or_create(labels);
@@ -336,6 +370,12 @@ impl Metrics {
             let _ = config_reloads.get_or_create(&FileLabels { file });
             let _ = config_reload_failures.get_or_create(&FileLabels { file });
         }
+        let methods = methods.into_iter().map(|(path, labels)| (path, Arc::new(MethodSeries::new(labels)))).collect();
+        let unknown_method = Arc::new(MethodSeries::new(MethodLabels {
+            grpc_type: RpcType::Unary.label(),
+            grpc_service: "unknown".into(),
+            grpc_method: "unknown".into(),
+        }));
         Metrics {
             registry,
             methods,
@@ -381,40 +421,44 @@ impl Metrics {
         out
     }
 
-    /// The labels of an HTTP/2 path `/package.Service/Method`; unregistered paths share one
-    /// `unknown` series, so callers cannot grow the label set.
-    pub fn method(&self, path: &str) -> MethodLabels {
-        self.methods.get(path).cloned().unwrap_or_else(|| self.unknown_method.clone())
+    /// The series of an HTTP/2 path `/package.Service/Method`; unregistered paths share one
+    /// `unknown` method, so callers cannot grow the label set.
+    pub fn method(&self, path: &str) -> Arc<MethodSeries> {
+        self.methods.get(path).unwrap_or(&self.unknown_method).clone()
     }
 
     /// An RPC started.
-    pub fn rpc_started(&self, method: &MethodLabels) {
-        self.started.get_or_create(method).inc();
+    pub fn rpc_started(&self, method: &MethodSeries) {
+        method.started.get_or_init(|| self.started.get_or_create(&method.labels).clone()).inc();
     }
 
     /// An RPC ended with `code` after `elapsed`.
-    pub fn rpc_handled(&self, method: &MethodLabels, code: tonic::Code, elapsed: Duration) {
-        let labels = HandledLabels {
-            grpc_type: method.grpc_type,
-            grpc_service: method.grpc_service.clone(),
-            grpc_method: method.grpc_method.clone(),
-            grpc_code: go_code_name(code),
-        };
-        self.handled.get_or_create(&labels).inc();
-        self.handling_seconds.get_or_create(method).observe(elapsed.as_secs_f64());
+    pub fn rpc_handled(&self, method: &MethodSeries, code: tonic::Code, elapsed: Duration) {
+        let handled = method.handled[code as usize].get_or_init(|| {
+            let labels = HandledLabels {
+                grpc_type: method.grpc_type,
+                grpc_service: method.grpc_service.clone(),
+                grpc_method: method.grpc_method.clone(),
+                grpc_code: go_code_name(code),
+            };
+            self.handled.get_or_create(&labels).clone()
+        });
+        handled.inc();
+        let handling = method.handling.get_or_init(|| self.handling_seconds.get_or_create(&method.labels).clone());
+        handling.observe(elapsed.as_secs_f64());
     }
 
     /// `n` messages sent on an RPC.
-    pub fn msg_sent(&self, method: &MethodLabels, n: u64) {
+    pub fn msg_sent(&self, method: &MethodSeries, n: u64) {
         if n > 0 {
-            self.msg_sent.get_or_create(method).inc_by(n);
+            method.sent.get_or_init(|| self.msg_sent.get_or_create(&method.labels).clone()).inc_by(n);
         }
     }
 
     /// `n` messages received on an RPC.
-    pub fn msg_received(&self, method: &MethodLabels, n: u64) {
+    pub fn msg_received(&self, method: &MethodSeries, n: u64) {
         if n > 0 {
-            self.msg_received.get_or_create(method).inc_by(n);
+            method.received.get_or_init(|| self.msg_received.get_or_create(&method.labels).clone()).inc_by(n);
         }
     }
 

@@ -19,7 +19,7 @@ use super::{
     refusal::{grpc_status, rewrite_refusal},
     shed::Permit,
 };
-use crate::metrics::{MethodLabels, Metrics};
+use crate::metrics::{MethodSeries, Metrics};
 
 /// One call under observation, from its start to its access line.
 pub(super) struct Access {
@@ -32,7 +32,7 @@ pub(super) struct Access {
     /// The gRPC code known so far (the answer's headers, then the trailers).
     code: Option<i32>,
     pub(super) metrics: Arc<Metrics>,
-    labels: MethodLabels,
+    labels: Arc<MethodSeries>,
     _in_flight: InFlight,
 }
 
@@ -152,7 +152,7 @@ pin_project! {
         inner: Body,
         framer: GrpcFramer,
         metrics: Arc<Metrics>,
-        labels: MethodLabels,
+        labels: Arc<MethodSeries>,
     }
 }
 

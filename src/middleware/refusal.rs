@@ -5,7 +5,8 @@
 //!
 //! tonic says which refusal it is only in `grpc-message`, so the wording below is matched as
 //! tonic 0.14.5 (the version in Cargo.lock) writes it, together with prost 0.14.6's
-//! `DecodeError` text, which tonic-prost's codec passes on. What fails when that wording changes:
+//! `DecodeError` text, which `SliceDecoder` (src/codec.rs) passes on as tonic's own protobuf
+//! decoder does. What fails when that wording changes:
 //! - `tests::tonic_s_refusals_are_recognized` below, which makes tonic's decoder refuse each
 //!   kind of bytes, for a unary method (trailers-only answer) and a streaming one (trailers);
 //! - end to end, tests/api/fault_matrix.rs
@@ -79,7 +80,7 @@ mod tests {
     use tonic::{Status, codec::Streaming, server::Grpc};
 
     use super::*;
-    use crate::pb::GetScriptRequest as Msg;
+    use crate::{codec::SliceCodec, pb::GetScriptRequest as Msg};
 
     /// The decoding limit of the servers below (`--max-message-bytes`).
     const LIMIT: usize = 64;
@@ -93,8 +94,8 @@ mod tests {
         b.freeze()
     }
 
-    fn server() -> Grpc<tonic_prost::ProstCodec<Msg, Msg>> {
-        Grpc::new(tonic_prost::ProstCodec::default()).max_decoding_message_size(LIMIT)
+    fn server() -> Grpc<SliceCodec<Msg, Msg>> {
+        Grpc::new(SliceCodec::default()).max_decoding_message_size(LIMIT)
     }
 
     fn request(body: Bytes) -> http::Request<Full<Bytes>> {

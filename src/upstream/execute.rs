@@ -75,6 +75,125 @@ pub struct ContactInfo<'a> {
     pub mapping_variables: &'a BTreeMap<String, String>,
 }
 
+impl ExecuteBody<'_> {
+    /// Appends the body's JSON to `out`: the bytes `serde_json::to_vec(self)` gives (the derived
+    /// `Serialize` stays the reference, and the tests hold the two equal), written by hand because
+    /// serde_json escapes strings one byte at a time, and for the 200-odd short strings of a
+    /// 15-contact session that is a tenth of a CreateSession's instructions (BENCHMARKS.md,
+    /// "CreateSession vs the stack floor").
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"bot_script_id\":");
+        write_str(out, self.bot_script_id);
+        out.extend_from_slice(b",\"contact_info\":[");
+        for (i, c) in self.contact_info.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"phone\":");
+            write_str(out, c.phone);
+            write_optional_str(out, b",\"email\":", c.email);
+            write_optional_str(out, b",\"ext_contact_code\":", c.ext_contact_code);
+            out.extend_from_slice(b",\"mapping_variables\":{");
+            for (j, (key, value)) in c.mapping_variables.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_str(out, value);
+            }
+            out.extend_from_slice(b"}}");
+        }
+        out.push(b']');
+        write_optional_str(out, b",\"name\":", self.name);
+        write_optional_str(out, b",\"cid\":", self.cid);
+        write_optional_str(out, b",\"voice\":", self.voice);
+        let numbers = [
+            (&b",\"speed\":"[..], self.speed.map(i128::from)),
+            (b",\"num_retry\":", self.num_retry.map(i128::from)),
+            (b",\"num_per_call\":", self.num_per_call.map(i128::from)),
+            (b",\"distance_per_call\":", self.distance_per_call.map(i128::from)),
+            (b",\"distance_retry\":", self.distance_retry.map(i128::from)),
+            (b",\"send_time\":", self.send_time.map(i128::from)),
+        ];
+        for (field, value) in numbers {
+            if let Some(n) = value {
+                out.extend_from_slice(field);
+                write_int(out, n);
+            }
+        }
+        out.extend_from_slice(b",\"ext_session_id\":");
+        write_str(out, self.ext_session_id);
+        if self.auto_pause {
+            out.extend_from_slice(b",\"auto_pause\":true");
+        }
+        out.push(b'}');
+    }
+}
+
+/// `field` and the string, when there is one (serde's `skip_serializing_if = "Option::is_none"`).
+fn write_optional_str(out: &mut Vec<u8>, field: &[u8], value: Option<&str>) {
+    if let Some(value) = value {
+        out.extend_from_slice(field);
+        write_str(out, value);
+    }
+}
+
+/// A JSON string with serde_json's escapes: `\"`, `\\`, `\b`, `\t`, `\n`, `\f`, `\r`, and
+/// `\u00xx` (lowercase hex) for the other control characters; everything else, non-ASCII
+/// included, byte for byte. A string with nothing to escape (nearly all) is found so by one pass
+/// without early exit, which the compiler vectorizes, and copied whole.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let needs_escape = bytes.iter().fold(false, |seen, &b| seen | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+    } else {
+        let mut clean_from = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]],
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[clean_from..i]);
+            out.extend_from_slice(escape);
+            clean_from = i + 1;
+        }
+        out.extend_from_slice(&bytes[clean_from..]);
+    }
+    out.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// An integer in decimal.
+fn write_int(out: &mut Vec<u8>, n: i128) {
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 /// An `execute_by_phone` request ready to send: the JSON body (built once; a retry sends the
 /// same bytes) and the `cid` query value.
 #[derive(Debug, Clone)]
@@ -84,13 +203,29 @@ pub struct EncodedExecute {
 }
 
 impl EncodedExecute {
-    /// Encodes `body` with its derived `Serialize`, into a buffer of exactly its size: the body
-    /// is held until the upstream answers (a second or more), and a buffer grown by doubling can
-    /// be half slack.
+    /// Encodes `body` (by hand: [`ExecuteBody::write_json`]) into a per-thread scratch buffer
+    /// and copies it into a body of exactly its size: the body lives until the upstream answers
+    /// (a second or more), and a buffer grown by doubling can be half slack (BENCHMARKS.md,
+    /// "Third round").
     pub fn new(body: &ExecuteBody<'_>) -> Self {
-        // Strings, integers, a bool and a map with string keys: serde_json cannot fail on them.
-        let json = serde_json::to_vec(body).expect("an ExecuteBody always serializes");
-        EncodedExecute { json: Bytes::from(json.into_boxed_slice()), cid: body.cid.unwrap_or("").to_owned() }
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let json = SCRATCH.with(|scratch| {
+            // A re-entrant call (impossible: writing calls nothing of ours) gets its own buffer.
+            let mut owned = Vec::new();
+            let mut borrowed = scratch.try_borrow_mut().ok();
+            let buf = borrowed.as_deref_mut().unwrap_or(&mut owned);
+            buf.clear();
+            body.write_json(buf);
+            let json = Bytes::copy_from_slice(buf);
+            // A huge body (thousands of contacts) does not stay pinned to the thread.
+            if buf.capacity() > SCRATCH_KEEP_BYTES {
+                *buf = Vec::new();
+            }
+            json
+        });
+        EncodedExecute { json, cid: body.cid.unwrap_or("").to_owned() }
     }
 
     /// The JSON body.
@@ -98,6 +233,9 @@ impl EncodedExecute {
         &self.json
     }
 }
+
+/// The largest scratch buffer [`EncodedExecute::new`] keeps for the next call on its thread.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
 
 /// What `execute_by_phone` returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,8 +423,59 @@ mod tests {
         assert!(p.errors.is_empty());
     }
 
+    fn by_hand(body: &ExecuteBody<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        body.write_json(&mut out);
+        out
+    }
+
     #[test]
-    fn the_body_is_serde_json_in_declaration_order_with_unset_options_omitted() {
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut every_ascii = String::new();
+        for b in 0u8..0x80 {
+            every_ascii.push(char::from(b));
+        }
+        let samples = [
+            "",
+            "plain",
+            "exactly8",
+            "Nguyễn Văn Đức — điểm 9,5 \u{2028}\u{2029} 😀",
+            "quote \" backslash \\ newline \n tab \t cr \r bs \u{8} ff \u{c} nul \0 us \u{1f} del \u{7f}",
+            "\"\"\"\"\"\"\"\"\\\\\\\\\\\\\\\\\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}x",
+            "12345678\"",
+            "1234567\"8",
+            &every_ascii,
+        ];
+        for s in samples {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "for {s:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        for n in [
+            0i128,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            i128::from(i32::MIN),
+            i128::from(i64::MAX),
+            i128::from(u64::MAX),
+            i128::from(i64::MIN),
+        ] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
+
+    #[test]
+    fn the_body_is_byte_for_byte_what_serde_json_writes() {
         let vars: BTreeMap<String, String> =
             [("ho_ten".to_owned(), "Nguyễn \"Văn\" An".to_owned()), ("lop".to_owned(), "12A1\n".to_owned())].into();
         let empty = BTreeMap::new();
@@ -298,7 +487,7 @@ mod tests {
                 contact("0912345678", Some("a@b.vn"), Some("HS-1"), &vars),
                 contact("+84912345679", None, None, &empty),
             ],
-            name: Some("Thông báo 😀"),
+            name: Some("Thông báo"),
             cid: Some("19001234"),
             voice: Some("southern_female_honganh"),
             speed: Some(-3),
@@ -310,20 +499,7 @@ mod tests {
             ext_session_id: "key-1",
             auto_pause: true,
         };
-        // Field order as declared, non-ASCII as is, the escapes JSON needs.
-        let want = concat!(
-            r#"{"bot_script_id":"script\t1","contact_info":["#,
-            r#"{"phone":"0912345678","email":"a@b.vn","ext_contact_code":"HS-1","#,
-            r#""mapping_variables":{"ho_ten":"Nguyễn \"Văn\" An","lop":"12A1\n"}},"#,
-            r#"{"phone":"+84912345679","mapping_variables":{}}],"#,
-            r#""name":"Thông báo 😀","cid":"19001234","voice":"southern_female_honganh","speed":-3,"#,
-            r#""num_retry":0,"num_per_call":2147483647,"distance_per_call":18446744073709551615,"#,
-            r#""distance_retry":0,"send_time":-9223372036854775808,"ext_session_id":"key-1","auto_pause":true}"#,
-        );
-        let encoded = EncodedExecute::new(&full);
-        assert_eq!(std::str::from_utf8(encoded.json()).unwrap(), want);
-        assert_eq!(encoded.cid, "19001234");
-        // Every option unset: omitted, so the upstream's defaults apply; `cid` empty in the query.
+        assert_eq!(by_hand(&full), serde_json::to_vec(&full).unwrap());
         let bare = ExecuteBody {
             bot_script_id: "s",
             contact_info: vec![],
@@ -339,8 +515,6 @@ mod tests {
             ext_session_id: "",
             auto_pause: false,
         };
-        let encoded = EncodedExecute::new(&bare);
-        assert_eq!(encoded.json(), br#"{"bot_script_id":"s","contact_info":[],"ext_session_id":""}"#);
-        assert_eq!(encoded.cid, "");
+        assert_eq!(by_hand(&bare), serde_json::to_vec(&bare).unwrap());
     }
 }
