@@ -67,10 +67,11 @@ impl Tally {
         writeln!(out, "contacts accepted: {}", self.accepted - rejected.min(self.accepted))?;
         writeln!(out, "contacts rejected: {rejected}")?;
         for (reason, n) in &self.rejected {
-            writeln!(out, "  {reason}: {n}")?;
+            writeln!(out, "  {}: {n}", super::inert(reason))?;
         }
         if !self.sessions.is_empty() {
-            writeln!(out, "session ids (for report --session and watch --session): {}", self.sessions.join(" "))?;
+            let ids = self.sessions.join(" ");
+            writeln!(out, "session ids (for report --session and watch --session): {}", super::inert(&ids))?;
         }
         if self.resumed > 0 {
             writeln!(
@@ -188,8 +189,8 @@ fn write_refused(args: &CampaignArgs, refused: &[(String, String)]) -> Result<()
     writeln!(out, "refused contacts (line in {}, phone, reason):", args.csv.display())?;
     for (phone, reason) in refused {
         match found.get(phone.as_str()) {
-            Some(line) => writeln!(out, "  line {line}: {} {reason}", mask_phone(phone))?,
-            None => writeln!(out, "  line ?: {} {reason}", mask_phone(phone))?,
+            Some(line) => writeln!(out, "  line {line}: {} {}", mask_phone(phone), super::inert(reason))?,
+            None => writeln!(out, "  line ?: {} {}", mask_phone(phone), super::inert(reason))?,
         }
     }
     drop(out);
@@ -242,7 +243,7 @@ impl Progress {
         let what = if answer.resumed {
             "resumed (started by an earlier run)".to_owned()
         } else {
-            format!("started as session {id}")
+            format!("started as session {}", super::inert(id))
         };
         match self {
             Progress::Bar(bar) => {

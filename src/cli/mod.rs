@@ -212,6 +212,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Text that came from outside (the facade, the provider through it, a webhook sender) made
+/// inert for a terminal: every control character (C0, DEL, C1: escape sequences, carriage
+/// returns, bells, line breaks) is written as `\u{..}`, so no field can retitle or clear the
+/// terminal, move its cursor or forge a line. Printable text, Vietnamese included, is unchanged.
+pub fn inert(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A status as an operator needs it: code, reason, message, then the field violations and the
 /// session key, one per line.
 pub fn describe(status: &Status) -> String {
@@ -225,19 +244,19 @@ pub fn describe(status: &Status) -> String {
     let details = status.get_error_details();
     let mut text = format!("{:?}", status.code());
     if let Some(info) = details.error_info() {
-        text.push_str(&format!(" ({})", info.reason));
+        text.push_str(&format!(" ({})", inert(&info.reason)));
     }
     text.push_str(": ");
-    text.push_str(status.message());
+    text.push_str(&inert(status.message()));
     if let Some(bad) = details.bad_request() {
         for v in &bad.field_violations {
-            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+            text.push_str(&format!("\n  {}: {}", inert(&v.field), inert(&v.description)));
         }
     }
     if let Some(info) = details.error_info() {
         for key in ["external_session_id", "upstream_code", "earliest_cursor", "last_cursor"] {
             if let Some(value) = info.metadata.get(key) {
-                text.push_str(&format!("\n  {key}: {value}"));
+                text.push_str(&format!("\n  {key}: {}", inert(value)));
             }
         }
     }
@@ -267,4 +286,16 @@ pub fn seconds_json(d: Option<&prost_types::Duration>) -> serde_json::Value {
 /// A duration for a text line: whole seconds, `10s`.
 pub fn seconds_text(d: &prost_types::Duration) -> String {
     format!("{}s", d.seconds)
+}
+
+#[cfg(test)]
+mod inert_tests {
+    use super::*;
+
+    #[test]
+    fn text_from_outside_is_inert_on_a_terminal() {
+        assert_eq!(inert("s-1 Thông báo điểm thi 🎉"), "s-1 Thông báo điểm thi 🎉");
+        assert_eq!(inert("\u{1b}]0;owned\u{7}\u{1b}[2J"), "\\u{1b}]0;owned\\u{7}\\u{1b}[2J");
+        assert_eq!(inert("a\nb\rc\u{9b}d\u{7f}"), "a\\u{a}b\\u{d}c\\u{9b}d\\u{7f}");
+    }
 }

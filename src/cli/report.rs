@@ -21,7 +21,7 @@ pub async fn run(args: ReportArgs) -> Result<(), CliError> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report_json(&report)).unwrap_or_default())?;
     } else {
-        writeln!(out, "{}", summary(&report))?;
+        writeln!(out, "{}", super::inert(&summary(&report)))?;
         write_table(&mut out, &report)?;
     }
     Ok(())
@@ -114,7 +114,7 @@ fn write_table(out: &mut impl Write, r: &pb::GetSessionReportResponse) -> std::i
         column.set_padding((0, 2));
     }
     for line in table.lines() {
-        writeln!(out, "{}", line.trim_end())?;
+        writeln!(out, "{}", super::inert(line.trim_end()))?;
     }
     Ok(())
 }

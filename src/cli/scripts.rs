@@ -68,7 +68,7 @@ fn write_table(out: &mut impl Write, scripts: &[pb::Script]) -> std::io::Result<
         column.set_padding((0, 2));
     }
     for line in table.lines() {
-        writeln!(out, "{}", line.trim_end())?;
+        writeln!(out, "{}", super::inert(line.trim_end()))?;
     }
     writeln!(out, "{} script(s); * = each contact must fill it (is_dynamic_attribute)", scripts.len())
 }

@@ -28,7 +28,7 @@ pub async fn run(args: WatchArgs) -> Result<(), CliError> {
             let line = if args.json { json_line(&event) } else { text_line(&event) };
             // Line by line, so a pipe reader sees each event when it happens.
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", super::inert(&line))?;
             out.flush()?;
         }
         Ok(())
