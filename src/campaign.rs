@@ -221,7 +221,7 @@ impl CampaignRun {
                 let phones: Vec<String> = session.contacts.iter().map(|c| c.phone.clone()).collect();
                 let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
                 let redials = u32::try_from(session.retry_count.unwrap_or(0)).unwrap_or(0);
-                self.sessions.record(&outcome.autocall_id, phones, &refused, redials).await;
+                self.sessions.record(&outcome.autocall_id, &key, phones, &refused, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
             Err(e) if e.is_duplicate_session() => {

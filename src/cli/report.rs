@@ -36,8 +36,9 @@ fn not_found_hint(session: &str, status: tonic::Status) -> CliError {
         session.rsplit_once('-').is_some_and(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
     if not_found && looks_like_key {
         return CliError::Input(format!(
-            "{}\n  {session:?} looks like a chunk key (external session id): --session takes the session id \
-             that `campaign` printed (`session ids ...`, or `chunk N: KEY started as session ID`)",
+            "{}\n  {session:?} looks like a chunk key (external session id) this facade has no record of: --session \
+             takes the session id that `campaign` printed (`session ids ...`, or `chunk N: KEY started as session \
+             ID`), or the key of a chunk started through this facade while its webhook receiver was on",
             super::describe(&status)
         ));
     }

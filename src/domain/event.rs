@@ -217,6 +217,10 @@ pub fn no_text() -> Arc<str> {
 pub struct SessionRecord {
     /// The upstream's `autocall_id`.
     pub session_id: String,
+    /// The caller's name for it: `CreateSession`'s `external_session_id` (or the one generated),
+    /// a `CreateCampaign` chunk's key. Reports and watchers take either id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub external_id: String,
     /// The contacts the upstream accepted (those it refused are not dialled), as given.
     pub contacts: Vec<String>,
     /// Redials of an unanswered contact (`retry_count`, upstream default 0).

@@ -78,6 +78,8 @@ pub(crate) struct Attribution {
     sessions: HashMap<SessionKey, Entry>,
     sessions_order: VecDeque<(SessionKey, u64)>,
     contacts: usize,
+    /// The caller's names of recorded sessions: (tenant, external id) -> session id.
+    externals: HashMap<SessionKey, Arc<str>>,
     /// Each tenant's sessions, for the fair bound.
     by_tenant: HashMap<TenantId, TenantSessions>,
     /// The tenant that recorded last (the first candidate to give a session back).
@@ -101,6 +103,7 @@ impl Attribution {
             sessions: HashMap::new(),
             sessions_order: VecDeque::new(),
             contacts: 0,
+            externals: HashMap::new(),
             by_tenant: HashMap::new(),
             last_recorder: None,
             calls: HashMap::new(),
@@ -114,9 +117,20 @@ impl Attribution {
         self.sessions.len()
     }
 
-    /// A recorded session's record.
+    /// A recorded session's record, by its id or the caller's (external) id for it.
     pub(crate) fn record_of(&self, tenant: &TenantId, session: &str) -> Option<&SessionRecord> {
-        self.sessions.get(&(tenant.clone(), Arc::from(session))).map(|e| &e.record)
+        let id = self.session_id_of(tenant, session)?;
+        self.sessions.get(&(tenant.clone(), id)).map(|e| &e.record)
+    }
+
+    /// The id of the session `id` names: a recorded session's own id, or the session the caller
+    /// named so (its external id); `None` when neither is recorded.
+    pub(crate) fn session_id_of(&self, tenant: &TenantId, id: &str) -> Option<Arc<str>> {
+        let key = (tenant.clone(), Arc::from(id));
+        if self.sessions.contains_key(&key) {
+            return Some(key.1);
+        }
+        self.externals.get(&key).cloned()
     }
 
     /// The shared copy of a recorded session's id (so its events share one allocation).
@@ -203,7 +217,10 @@ impl Attribution {
         self.contacts += contacts.len();
         let mine = self.by_tenant.entry(tenant.clone()).or_default();
         mine.contacts += contacts.len();
-        mine.order.push_back((session, now));
+        mine.order.push_back((session.clone(), now));
+        if !record.external_id.is_empty() {
+            self.externals.insert((tenant.clone(), Arc::from(record.external_id.as_str())), session.clone());
+        }
         self.sessions.insert(key.clone(), Entry { record, contacts, by_number, at: now });
         self.sessions_order.push_back((key, now));
         self.last_recorder = Some(tenant.clone());
@@ -217,6 +234,12 @@ impl Attribution {
         }
         let Some(entry) = self.sessions.remove(key) else { return };
         self.contacts -= entry.contacts.len();
+        if !entry.record.external_id.is_empty() {
+            let external = (key.0.clone(), Arc::from(entry.record.external_id.as_str()));
+            if self.externals.get(&external).is_some_and(|s| *s == key.1) {
+                self.externals.remove(&external);
+            }
+        }
         if let Some(mine) = self.by_tenant.get_mut(&key.0) {
             mine.contacts -= entry.contacts.len();
             if mine.contacts == 0
@@ -327,6 +350,7 @@ mod tests {
     fn record(session: &str, contacts: &[&str], redials: u32) -> SessionRecord {
         SessionRecord {
             session_id: session.into(),
+            external_id: String::new(),
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
             created_at_ms: 1,
@@ -457,6 +481,21 @@ mod tests {
             fact: what,
             outcome: CallOutcome::Unspecified,
         }
+    }
+
+    #[test]
+    fn a_session_is_found_by_the_callers_own_id_while_it_is_recorded() {
+        let t = tenant();
+        let mut a = Attribution::new(1_000, 100, 100);
+        let mut named = record("s1", &["0900000001"], 0);
+        named.external_id = "order-42".into();
+        a.record(&t, named, 0);
+        assert_eq!(a.session_id_of(&t, "order-42").as_deref(), Some("s1"));
+        assert_eq!(a.session_id_of(&t, "s1").as_deref(), Some("s1"));
+        assert_eq!(a.record_of(&t, "order-42").map(|r| r.session_id.as_str()), Some("s1"));
+        assert_eq!(a.session_id_of(&Arc::from("other"), "order-42"), None, "per tenant");
+        a.expire(2_000);
+        assert_eq!(a.session_id_of(&t, "order-42"), None, "gone with its session");
     }
 
     #[test]

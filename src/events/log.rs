@@ -22,15 +22,28 @@ impl SessionLog {
         SessionLog(Some((store, tenant)))
     }
 
-    /// Records a started session: its contacts as sent, less those the upstream refused.
-    pub(crate) async fn record(&self, session_id: &str, mut contacts: Vec<String>, refused: &[String], redials: u32) {
+    /// Records a started session, with the caller's `external_id` for it: its contacts as sent,
+    /// less those the upstream refused.
+    pub(crate) async fn record(
+        &self,
+        session_id: &str,
+        external_id: &str,
+        mut contacts: Vec<String>,
+        refused: &[String],
+        redials: u32,
+    ) {
         let Some((store, tenant)) = &self.0 else { return };
         if !refused.is_empty() {
             let refused: HashSet<String> = refused.iter().map(|p| national(p)).collect();
             contacts.retain(|c| !refused.contains(&national(c)));
         }
-        let record =
-            SessionRecord { session_id: session_id.to_owned(), contacts, redials, created_at_ms: system_clock()() };
+        let record = SessionRecord {
+            session_id: session_id.to_owned(),
+            external_id: external_id.to_owned(),
+            contacts,
+            redials,
+            created_at_ms: system_clock()(),
+        };
         if let Err(e) = store.record_session(tenant.clone(), record).await {
             // The session started: the caller gets it; only its report lacks the contact list.
             tracing::warn!(session_id, error = %e, "session not recorded in the event store");

@@ -182,6 +182,7 @@ mod tests {
     fn record(contacts: &[&str], redials: u32) -> Option<SessionRecord> {
         Some(SessionRecord {
             session_id: "s1".into(),
+            external_id: String::new(),
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
             created_at_ms: 0,

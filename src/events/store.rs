@@ -97,8 +97,13 @@ pub(crate) trait EventStore: Send + Sync + 'static {
     /// The events matching `filter` from `start`, then live ones as they are stored.
     fn subscribe(&self, filter: Filter, start: Start) -> BoxFuture<'_, Result<Subscription, StoreError>>;
 
-    /// A session's record and events; `None` when the store knows nothing of it.
+    /// A session's record and events, by its id or the caller's (external) id for it; `None` when
+    /// the store knows nothing of it.
     fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>>;
+
+    /// The id of the session `id` names, when it is the caller's (external) id of a recorded
+    /// session; `None` otherwise (then `id` is taken as a session id).
+    fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
     /// Figures for `/metrics`.
     fn stats(&self) -> StoreStats;

@@ -122,9 +122,18 @@ impl CallBotApi {
         if !violations.is_empty() {
             return Err(fail_with(&ctx.request_id, FacadeError::Invalid(ValidationError { violations })));
         }
+        // A caller's own name for a session (its external session id, a campaign chunk's key)
+        // watches that session.
+        let mut session_id = request.session_id.clone();
+        if !session_id.is_empty() {
+            let resolved = self.events.session_id_of(tenant.clone(), session_id.clone()).await;
+            if let Some(id) = resolved.map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))? {
+                session_id = id;
+            }
+        }
         let filter = Filter {
             tenant,
-            session_id: request.session_id.clone(),
+            session_id,
             phone_national: if phone.is_empty() { String::new() } else { national(phone) },
         };
         let subscription =
@@ -187,6 +196,8 @@ impl CallBotApi {
             .map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?
             .ok_or_else(|| fail_with(&ctx.request_id, FacadeError::SessionNotFound))?;
         let report = report::build(&facts);
+        // Asked by the caller's own id, answered with the session's.
+        let session_id = facts.record.as_ref().map_or(session_id, |r| r.session_id.clone());
         Ok(Response::new(convert::report_to_pb(session_id, report)))
     }
 }

@@ -64,7 +64,7 @@ impl CallBotApi {
         }
         let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
         let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
-        self.session_log(tenant).record(&outcome.autocall_id, phones, &refused, redials).await;
+        self.session_log(tenant).record(&outcome.autocall_id, &key, phones, &refused, redials).await;
         Ok(Response::new(pb::CreateSessionResponse { session: Some(convert::session_to_pb(outcome, &script_id, key)) }))
     }
 }

@@ -234,3 +234,53 @@ async fn out_of_the_box_the_built_in_simulator_posts_the_calls_to_the_receiver()
     let _ = tx.send(());
     let _ = done.await;
 }
+
+#[tokio::test]
+async fn a_session_is_reported_and_watched_by_the_callers_own_id_too() {
+    let (app, _) = spawn_with_receiver(|_| {}).await;
+    let request = pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: contacts(&["0912345670", "0912345677"]),
+        external_session_id: "order-2026-12-07-0042".into(),
+        ..Default::default()
+    };
+    let session = app.client.clone().create_session(request).await.unwrap().into_inner().session.unwrap();
+    let mut by_key = app
+        .client
+        .clone()
+        .watch_call_events(pb::WatchCallEventsRequest {
+            session_id: "order-2026-12-07-0042".into(),
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_session_done(&app.sim, &session.id).await;
+    let report = |id: &str| {
+        let mut client = app.client.clone();
+        let id = id.to_owned();
+        async move { client.get_session_report(pb::GetSessionReportRequest { session_id: id }).await.unwrap().into_inner() }
+    };
+    let mut by_id = report(&session.id).await;
+    // Both calls end: their records reach the store (the report is finished).
+    for _ in 0..50 {
+        if by_id.finished {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        by_id = report(&session.id).await;
+    }
+    assert!(by_id.finished, "{by_id:?}");
+    assert_eq!(report("order-2026-12-07-0042").await, by_id, "the same report by the caller's id");
+    let watched = read_events(&mut by_key, 2).await;
+    assert!(watched.iter().all(|e| e.session_id == session.id), "{watched:?}");
+    // An id that is neither is still not found.
+    let err = app
+        .client
+        .clone()
+        .get_session_report(pb::GetSessionReportRequest { session_id: "order-unknown".into() })
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::NotFound, "SESSION_NOT_FOUND");
+}

@@ -155,6 +155,11 @@ impl Index {
         self.attribution.record_of(tenant, session).cloned()
     }
 
+    /// The session id `id` names (its own, or the caller's external id for it), when recorded.
+    pub(crate) fn session_id_of(&self, tenant: &TenantId, id: &str) -> Option<Arc<str>> {
+        self.attribution.session_id_of(tenant, id)
+    }
+
     /// The session and attempt of `tenant`'s new fact (nothing changes until it is stored and
     /// applied).
     pub(crate) fn attribute(&self, tenant: &TenantId, e: &CallEvent) -> (Option<Arc<str>>, u32) {
@@ -194,6 +199,7 @@ mod tests {
         let tenant: TenantId = Arc::from("t");
         let record = SessionRecord {
             session_id: "s1".into(),
+            external_id: String::new(),
             contacts: vec!["0912345670".into()],
             redials: 1,
             created_at_ms: 1,

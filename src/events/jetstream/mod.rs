@@ -263,7 +263,11 @@ impl Shared {
 
     async fn session(&self, tenant: TenantId, session_id: String) -> Result<Option<SessionFacts>, StoreError> {
         self.check_up()?;
-        let record = self.lock().record(&tenant, &session_id);
+        let (record, resolved) = {
+            let index = self.lock();
+            (index.record(&tenant, &session_id), index.session_id_of(&tenant, &session_id))
+        };
+        let session_id = resolved.map_or(session_id, |s| s.to_string());
         let th = hash16(&tenant);
         // The session's subject, and the tenant's unattributed events (of its calls, if any).
         let subjects = vec![event_subject(&tenant, &session_id), format!("{EVENTS_PREFIX}{th}._")];
@@ -317,6 +321,11 @@ impl EventStore for JetStreamStore {
 
     fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>> {
         self.shared.session(tenant, session_id).boxed()
+    }
+
+    fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let found = self.shared.lock().session_id_of(&tenant, &id).map(|s| s.to_string());
+        async move { Ok(found.filter(|s| *s != id)) }.boxed()
     }
 
     fn stats(&self) -> StoreStats {

@@ -129,6 +129,7 @@ mod tests {
     fn a_session_record_comes_back_from_its_message_as_it_went_in() {
         let record = SessionRecord {
             session_id: "s1".into(),
+            external_id: String::new(),
             contacts: vec!["0912345670".into(), "+84912345671".into()],
             redials: 2,
             created_at_ms: 1_700_000_000_000,

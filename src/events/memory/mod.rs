@@ -361,6 +361,8 @@ impl Shared {
         let g = &mut *guard;
         let t = g.tenants.find(tenant);
         self.expire(g, now, t);
+        let resolved = g.attribution.session_id_of(tenant, session_id);
+        let session_id = resolved.as_deref().unwrap_or(session_id);
         let record = g.attribution.record_of(tenant, session_id).cloned();
         let ring = t.and_then(|t| g.rings.get(&t));
         let slots = || ring.into_iter().flat_map(|r| r.events.iter());
@@ -405,6 +407,11 @@ impl EventStore for MemoryStore {
     fn session(&self, tenant: TenantId, session_id: String) -> BoxFuture<'_, Result<Option<SessionFacts>, StoreError>> {
         let facts = self.shared.session_now(&tenant, &session_id);
         async move { Ok(facts) }.boxed()
+    }
+
+    fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let found = self.shared.lock().attribution.session_id_of(&tenant, &id).map(|s| s.to_string());
+        async move { Ok(found.filter(|s| *s != id)) }.boxed()
     }
 
     fn stats(&self) -> StoreStats {

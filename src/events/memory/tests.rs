@@ -95,6 +95,7 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
     let (store, _clock) = TestClock::store(100, 3600);
     let rec = |s: &str, contacts: &[&str], redials| SessionRecord {
         session_id: s.into(),
+        external_id: String::new(),
         contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
         redials,
         created_at_ms: 0,
