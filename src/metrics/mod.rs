@@ -34,9 +34,11 @@ mod events;
 mod listeners;
 mod methods;
 mod process;
+mod upstream;
 
 pub use events::EventMetrics;
 pub use listeners::ListenerMetrics;
+pub use upstream::UpstreamMetrics;
 
 use methods::known_methods;
 pub use methods::{MethodLabels, RpcType, go_code_name};
@@ -55,7 +57,7 @@ pub const UPSTREAM_ENDPOINTS: [&str; 6] = [
 pub const UPSTREAM_OUTCOMES: [&str; 4] = ["success", "rejected", "malformed", "http_error"];
 
 /// The secret files watched for changes: the `file` label's values.
-pub const SECRET_FILES: [&str; 3] = ["api_key_file", "caller_tokens_file", "tenants_file"];
+pub const SECRET_FILES: [&str; 4] = ["api_key_file", "caller_tokens_file", "tenants_file", "webhook_secret_file"];
 
 /// Every gRPC code, for the zero series of `grpc_server_handled_total`.
 const CODES: [tonic::Code; 17] = {
@@ -101,23 +103,6 @@ struct HandledLabels {
     grpc_service: String,
     grpc_method: String,
     grpc_code: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EndpointLabels {
-    endpoint: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EndpointOutcomeLabels {
-    endpoint: &'static str,
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EndpointStatusLabels {
-    endpoint: &'static str,
-    status: String,
 }
 
 /// `tenant`, `grpc_method`, `grpc_code`: one series per tenant of the tenants file (bounded by
@@ -192,12 +177,7 @@ pub struct Metrics {
     msg_sent: Family<MethodLabels, Counter>,
     msg_received: Family<MethodLabels, Counter>,
     in_flight: Gauge,
-    upstream_requests: Family<EndpointStatusLabels, Counter>,
-    upstream_duration: HistogramFamily<EndpointLabels>,
-    upstream_retries: Family<EndpointLabels, Counter>,
-    upstream_retries_refused: Family<EndpointLabels, Counter>,
-    upstream_answers: Family<EndpointOutcomeLabels, Counter>,
-    token_refreshes: Counter,
+    upstream: UpstreamMetrics,
     cache_hits: Counter,
     cache_misses: Counter,
     shed: Counter,
@@ -256,48 +236,7 @@ impl Metrics {
             "RPCs being handled now (streams count until they end).",
             in_flight.clone(),
         );
-        let upstream_requests = Family::<EndpointStatusLabels, Counter>::default();
-        register(
-            &mut registry,
-            "callbot_upstream_requests",
-            "HTTP attempts to the callBot API, by endpoint and HTTP status (`error` when no answer came).",
-            upstream_requests.clone(),
-        );
-        let upstream_duration: HistogramFamily<EndpointLabels> = Family::new_with_constructor(latency_histogram);
-        register(
-            &mut registry,
-            "callbot_upstream_request_duration_seconds",
-            "Duration of one HTTP attempt to the callBot API, body included.",
-            upstream_duration.clone(),
-        );
-        let upstream_retries = Family::<EndpointLabels, Counter>::default();
-        register(
-            &mut registry,
-            "callbot_upstream_retries",
-            "Upstream attempts retried after a retryable failure.",
-            upstream_retries.clone(),
-        );
-        let upstream_retries_refused = Family::<EndpointLabels, Counter>::default();
-        register(
-            &mut registry,
-            "callbot_upstream_retries_refused",
-            "Retryable upstream failures not retried because the retry budget was spent.",
-            upstream_retries_refused.clone(),
-        );
-        let upstream_answers = Family::<EndpointOutcomeLabels, Counter>::default();
-        register(
-            &mut registry,
-            "callbot_upstream_answers",
-            "Upstream answers by endpoint and what they said (success; rejected: a refusal in the envelope, HTTP 200 or 4xx; malformed; http_error: an error status without an envelope).",
-            upstream_answers.clone(),
-        );
-        let token_refreshes = Counter::default();
-        register(
-            &mut registry,
-            "callbot_upstream_token_refreshes",
-            "Access-token fetches (first use, expiry, or a 401).",
-            token_refreshes.clone(),
-        );
+        let upstream = UpstreamMetrics::register(&mut registry);
         let cache_hits = Counter::default();
         register(
             &mut registry,
@@ -358,14 +297,6 @@ impl Metrics {
                 });
             }
         }
-        for endpoint in UPSTREAM_ENDPOINTS {
-            let _ = upstream_duration.get_or_create(&EndpointLabels { endpoint });
-            let _ = upstream_retries.get_or_create(&EndpointLabels { endpoint });
-            let _ = upstream_retries_refused.get_or_create(&EndpointLabels { endpoint });
-            for outcome in UPSTREAM_OUTCOMES {
-                let _ = upstream_answers.get_or_create(&EndpointOutcomeLabels { endpoint, outcome });
-            }
-        }
         for file in SECRET_FILES {
             let _ = config_reloads.get_or_create(&FileLabels { file });
             let _ = config_reload_failures.get_or_create(&FileLabels { file });
@@ -386,12 +317,7 @@ impl Metrics {
             msg_sent,
             msg_received,
             in_flight,
-            upstream_requests,
-            upstream_duration,
-            upstream_retries,
-            upstream_retries_refused,
-            upstream_answers,
-            token_refreshes,
+            upstream,
             cache_hits,
             cache_misses,
             shed,
@@ -467,31 +393,9 @@ impl Metrics {
         &self.in_flight
     }
 
-    /// One HTTP attempt ended: `status` is the HTTP status, `None` when no answer came.
-    pub fn upstream_attempt(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration) {
-        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
-        self.upstream_requests.get_or_create(&EndpointStatusLabels { endpoint, status }).inc();
-        self.upstream_duration.get_or_create(&EndpointLabels { endpoint }).observe(elapsed.as_secs_f64());
-    }
-
-    /// An upstream attempt is about to be retried.
-    pub fn upstream_retry(&self, endpoint: &'static str) {
-        self.upstream_retries.get_or_create(&EndpointLabels { endpoint }).inc();
-    }
-
-    /// A retryable failure is not retried: the retry budget is spent.
-    pub fn upstream_retry_refused(&self, endpoint: &'static str) {
-        self.upstream_retries_refused.get_or_create(&EndpointLabels { endpoint }).inc();
-    }
-
-    /// An upstream answer was read: `outcome` is one of [`UPSTREAM_OUTCOMES`].
-    pub fn upstream_answer(&self, endpoint: &'static str, outcome: &'static str) {
-        self.upstream_answers.get_or_create(&EndpointOutcomeLabels { endpoint, outcome }).inc();
-    }
-
-    /// An access token is being fetched.
-    pub fn token_refresh(&self) {
-        self.token_refreshes.inc();
+    /// The upstream client's metrics.
+    pub fn upstream(&self) -> &UpstreamMetrics {
+        &self.upstream
     }
 
     /// A script-list lookup was served from the cache (`true`) or fetched (`false`).
@@ -573,7 +477,7 @@ mod tests {
         let get = m.method("/callbot.v1.CallBotService/GetScript");
         m.rpc_started(&get);
         m.rpc_handled(&get, tonic::Code::InvalidArgument, Duration::from_millis(3));
-        m.upstream_attempt("/api/auth", None, Duration::from_millis(1));
+        m.upstream().attempt("/api/auth", None, Duration::from_millis(1));
         let text = m.render();
         for want in [
             r#"grpc_server_started_total{grpc_type="unary",grpc_service="callbot.v1.CallBotService",grpc_method="GetScript"} 1"#,

@@ -74,7 +74,7 @@ impl UpstreamClient {
 
     /// `GET /api/auth?apiKey=`: a new token and until when it may be served.
     async fn fetch_token(&self, ctx: &CallContext) -> Result<(AccessToken, Instant), UpstreamError> {
-        self.metrics.token_refresh();
+        self.metrics.upstream().token_refresh();
         let endpoint = &self.endpoints.auth;
         let answer = self
             .with_retries(ctx, Idempotency::Read, endpoint, || {

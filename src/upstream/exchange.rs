@@ -145,7 +145,7 @@ impl UpstreamClient {
                 other => other,
             };
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
-            self.metrics.upstream_attempt(path, status, started.elapsed());
+            self.metrics.upstream().attempt(path, status, started.elapsed());
             let err = match result {
                 Ok(answer) => {
                     let (status, latency_us) = (answer.status.as_u16(), started.elapsed().as_micros() as u64);
@@ -184,11 +184,11 @@ impl UpstreamClient {
                 return Err(err);
             }
             if !self.budget.try_retry() {
-                self.metrics.upstream_retry_refused(path);
+                self.metrics.upstream().retry_refused(path);
                 tracing::debug!(endpoint = path, "retry budget spent; not retrying");
                 return Err(err);
             }
-            self.metrics.upstream_retry(path);
+            self.metrics.upstream().retry(path);
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -271,7 +271,7 @@ impl UpstreamClient {
             Err(UpstreamError::Malformed { .. }) => "malformed",
             Err(_) => "http_error",
         };
-        self.metrics.upstream_answer(answer.endpoint, outcome);
+        self.metrics.upstream().answer(answer.endpoint, outcome);
         result
     }
 }
