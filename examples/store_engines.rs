@@ -855,6 +855,10 @@ fn run_engine(rt: &tokio::runtime::Runtime, kind: Kind, events: u64, writers: u6
          writer latency p50 {:.2} ms p99 {:.2} ms, {} durable commits (mean {:.1} deliveries each)",
         tp.per_sec, writers, tp.accepted, tp.repeats, tp.p50_ms, tp.p99_ms, tp.commits, tp.mean_batch
     );
+    println!(
+        "{label}: peak RSS after the throughput phase (the harness included; alone with --engine): {:.1} MiB",
+        status_kib("VmHWM:") as f64 / 1024.0
+    );
     let retained = tp.accepted.min(RETAIN);
     println!(
         "{label}: on disk as left: {len} bytes ({alloc} allocated) = {:.0} B/event ({:.0} allocated) for {retained} retained",
@@ -891,6 +895,10 @@ fn run_engine(rt: &tokio::runtime::Runtime, kind: Kind, events: u64, writers: u6
         "{label}: watcher at {WATCH_RATE}/s paced ({} events, {} commits): delivery -> reader p50 {:.2} ms p99 {:.2} ms; \
          commit -> reader p50 {:.3} ms p99 {:.3} ms; delivery -> 204 p50 {:.2} ms p99 {:.2} ms",
         w.delivered, w.commits, w.deliver_p50, w.deliver_p99, w.commit_p50, w.commit_p99, w.ack_p50, w.ack_p99
+    );
+    println!(
+        "{label}: this process's peak RSS so far (all phases, the harness included; alone with --engine): {:.1} MiB",
+        status_kib("VmHWM:") as f64 / 1024.0
     );
     println!(
         "ROW | {} | {run} | {:.0} | {:.2} / {:.2} | {} | {:.0} | {:.0} | {:.0} / {:.0} | {:.2} / {:.2} | {:.3} / {:.3} | {:.1} |",
