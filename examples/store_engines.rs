@@ -18,6 +18,9 @@
 //! cargo build --release --example store_engines
 //! target/release/examples/store_engines [--engine sqlite|redb|fjall|all] [--events 200000] [--runs 2]
 //! ```
+//!
+//! Environment: STORE_ENGINES_DIR (where the temporary stores go; default the system's temporary folder),
+//! STORE_ENGINES_FJALL_CACHE_MIB and STORE_ENGINES_FJALL_MEMTABLES_MIB (fjall's memory, default 16 each).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::error::Error;
@@ -465,8 +468,8 @@ mod fjall_store {
             // Bounded memory (defaults: 32 MiB block cache, 64 MiB of memtables, 512 MiB of journals, which
             // a restart replays): the store must fit in 64 MiB of RSS and restart in 2 s.
             let keyspace = Config::new(dir.join("events.fjall"))
-                .cache_size(16 << 20)
-                .max_write_buffer_size(16 << 20)
+                .cache_size(mib_from_env("STORE_ENGINES_FJALL_CACHE_MIB", 16) << 20)
+                .max_write_buffer_size(mib_from_env("STORE_ENGINES_FJALL_MEMTABLES_MIB", 16) << 20)
                 .max_journaling_size(32 << 20)
                 .open()?;
             let events = keyspace.open_partition("events", PartitionCreateOptions::default())?;
@@ -935,6 +938,11 @@ fn fsync_floor() -> Result<()> {
     }
     println!("fsync floor (2,000 x append 256 B + fdatasync): p50 {:.2} ms p99 {:.2} ms", ms(&h, 0.5), ms(&h, 0.99));
     Ok(())
+}
+
+/// A size in MiB from the environment (fjall's cache and memtables, to weigh memory against speed).
+fn mib_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Where the temporary stores go: STORE_ENGINES_DIR, else the system's temporary folder.
