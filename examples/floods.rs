@@ -199,8 +199,9 @@ async fn main() {
     let big = "x".repeat(20_000);
     let mut answers = std::collections::BTreeMap::<u16, usize>::new();
     for i in 0..posts {
-        let body = serde_json::json!({"transaction_id": format!("{i}-{big}"), "autocall_id": big,
-            "destination_number": "84912345670", "disposition": big, "hangup_cause": "NORMAL_CLEARING"});
+        // Distinct words each time, as a sender filling the table of words seen would send them.
+        let body = serde_json::json!({"transaction_id": format!("t-{i}"), "autocall_id": big,
+            "destination_number": "84912345670", "disposition": format!("{i}-{big}"), "hangup_cause": format!("{i}-{big}")});
         let status = http.post(&url).json(&body).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
         *answers.entry(status).or_default() += 1;
     }
