@@ -246,3 +246,47 @@ async fn the_webhook_secret_rotates_from_its_file_with_the_previous_one_still_ta
     forged.push(if last == '0' { '1' } else { '0' });
     assert_eq!(http.post(&forged).json(&body("r-4")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test]
+async fn bogus_caller_keys_start_nothing_and_a_key_the_provider_accepts_is_registered() {
+    let keys = vec![TEST_KEY.to_owned(), "good-caller-key".to_owned()];
+    let sim = TestSim::start(SimConfig { api_keys: Some(keys), ..SimConfig::default() }).await;
+    let hook = super::events::free_addr();
+    let mut settings = test_settings(&sim.url);
+    settings.service.allow_caller_api_key = true;
+    settings.events.webhook_listen = Some(hook);
+    settings.events.webhook_secret = Some(ApiKey::new("hostile-webhook-secret-0123456789abc"));
+    settings.events.webhook_public_url = Some(format!("http://{hook}"));
+    let app = start(settings, sim).await;
+    let stats = || async { app.sim.stats().await };
+    let registered = |n: u64| async move {
+        super::events::wait_until(|| async { stats().await["webhook_register_calls"].as_u64() == Some(n) }).await;
+    };
+    registered(1).await; // the configured key's tenant
+    let with_key = |key: &str| {
+        let mut request = Request::new(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() });
+        request.metadata_mut().insert("x-api-key", MetadataValue::try_from(key).unwrap());
+        request
+    };
+    // Bogus keys, on calls that fail validation and on calls the provider refuses: nothing is
+    // remembered or registered (before, each key's first CreateSession started a registration
+    // retried for ever).
+    for i in 0..200 {
+        let mut invalid = Request::new(pb::CreateSessionRequest::default());
+        invalid.metadata_mut().insert("x-api-key", MetadataValue::try_from(format!("bogus-key-{i}")).unwrap());
+        let err = app.client.clone().create_session(invalid).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        let err = app.client.clone().get_script(with_key(&format!("bogus-key-{i}"))).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_bogus = stats().await;
+    assert_eq!(after_bogus["webhook_register_calls"], 1, "{after_bogus}");
+    assert_eq!(after_bogus["webhook_list_calls"], 1, "no registration was even checked: {after_bogus}");
+    // A key the provider accepts: its tenant is registered, once.
+    app.client.clone().get_script(with_key("good-caller-key")).await.unwrap();
+    app.client.clone().get_script(with_key("good-caller-key")).await.unwrap();
+    registered(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stats().await["webhook_register_calls"], 2);
+}
