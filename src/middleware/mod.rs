@@ -66,6 +66,18 @@ pub(crate) struct Call {
     pub(crate) caller_deadline: Option<Deadline>,
 }
 
+/// What a handler adds to its call's access line (in the response's extensions): the session it
+/// created. One line per RPC carries it, rather than a second line at `info` per call.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessNote {
+    /// The upstream's id of the session created.
+    pub(crate) session_id: String,
+    /// Contacts sent.
+    pub(crate) contacts: usize,
+    /// Contacts the upstream refused.
+    pub(crate) rejected: usize,
+}
+
 /// The longest path the logs show whole: a path is the caller's to choose, and a known method's is
 /// far shorter.
 const LOGGED_PATH_MAX: usize = 96;

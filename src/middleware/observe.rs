@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 use prometheus_client::metrics::gauge::Gauge;
 use tonic::body::Body;
 
+use super::AccessNote;
 use super::{
     refusal::{grpc_status, rewrite_refusal},
     shed::Permit,
@@ -31,6 +32,8 @@ pub(super) struct Access {
     started: Instant,
     /// The gRPC code known so far (the answer's headers, then the trailers).
     code: Option<i32>,
+    /// What the handler added to the line.
+    note: Option<AccessNote>,
     pub(super) metrics: Arc<Metrics>,
     labels: Arc<MethodSeries>,
     _in_flight: InFlight,
@@ -56,6 +59,7 @@ impl Access {
             tenant: None,
             started,
             code: None,
+            note: None,
             metrics: metrics.clone(),
             labels,
             _in_flight: in_flight,
@@ -79,13 +83,14 @@ impl Access {
         if let Some(tenant) = &self.tenant {
             self.metrics.tenant_handled(tenant, &self.labels, grpc_code);
         }
-        access_log(&self.method, &self.request_id, &self.trace_id, self.tenant.as_deref(), code, self.started);
+        access_log(&self, code);
     }
 }
 
 /// The answer, its body observed until it ends (see [`ObservedBody`]), holding `permit` as long.
-pub(super) fn observe(res: Response<Body>, mut access: Access, permit: Permit) -> Response<Body> {
+pub(super) fn observe(mut res: Response<Body>, mut access: Access, permit: Permit) -> Response<Body> {
     access.code = grpc_status(res.headers());
+    access.note = res.extensions_mut().remove::<AccessNote>();
     let (parts, body) = res.into_parts();
     let body = ObservedBody { inner: body, framer: GrpcFramer::default(), access: Some(access), _permit: permit };
     Response::from_parts(parts, Body::new(body))
@@ -180,19 +185,18 @@ impl HttpBody for CountedBody {
     }
 }
 
-fn access_log(
-    method: &str,
-    request_id: &str,
-    trace_id: &str,
-    tenant: Option<&str>,
-    code: Option<i32>,
-    started: Instant,
-) {
-    let latency_us = started.elapsed().as_micros() as u64;
+fn access_log(access: &Access, code: Option<i32>) {
+    let Access { method, request_id, trace_id, tenant, note, .. } = access;
+    let tenant = tenant.as_deref();
+    let latency_us = access.started.elapsed().as_micros() as u64;
+    let (session_id, contacts, rejected) = match note {
+        Some(n) => (Some(n.session_id.as_str()), Some(n.contacts), Some(n.rejected)),
+        None => (None, None, None),
+    };
     match code {
         Some(code) => {
             let name = crate::metrics::go_code_name(tonic::Code::from_i32(code));
-            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = %name, latency_us, "rpc")
+            tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = %name, latency_us, session_id, contacts, rejected, "rpc")
         }
         None => {
             tracing::info!(target: "access", method, request_id, trace_id, tenant, grpc_code = "Canceled", latency_us, "rpc (caller went away)")

@@ -28,7 +28,7 @@ use crate::{
     config::{ServiceSettings, Settings},
     events::EventStore,
     metrics::Metrics,
-    middleware::Call,
+    middleware::{AccessNote, Call},
     pb::{self, call_bot_service_server::CallBotService},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, UpstreamClient},

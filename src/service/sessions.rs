@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
-use super::{Call, CallBotApi, fail};
+use super::{AccessNote, Call, CallBotApi, fail};
 use crate::{
     convert,
     domain::{self, NewSession, SessionLimits},
@@ -52,19 +52,22 @@ impl CallBotApi {
         let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
         let outcome = self.upstream.execute_encoded(&ctx, &encoded).await.map_err(to_error)?;
         drop(encoded);
-        tracing::info!(
-            request_id = %ctx.request_id,
-            session_id = %outcome.autocall_id,
-            contacts = contact_count,
-            rejected = outcome.rejections.len(),
-            "session created"
-        );
+        // The access line says it (one line per RPC; `AccessNote`).
+        let note = AccessNote {
+            session_id: outcome.autocall_id.clone(),
+            contacts: contact_count,
+            rejected: outcome.rejections.len(),
+        };
         for r in &outcome.rejections {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
         let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
         let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
         self.session_log(tenant).record(&outcome.autocall_id, &key, phones, &refused, redials).await;
-        Ok(Response::new(pb::CreateSessionResponse { session: Some(convert::session_to_pb(outcome, &script_id, key)) }))
+        let mut response = Response::new(pb::CreateSessionResponse {
+            session: Some(convert::session_to_pb(outcome, &script_id, key)),
+        });
+        response.extensions_mut().insert(note);
+        Ok(response)
     }
 }

@@ -108,7 +108,16 @@ async fn serve_starts_the_simulator_logs_json_without_secrets_and_exits_0_on_sig
         serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
     }
     assert!(all.contains("bin-test-1"), "request id not logged");
-    assert!(all.contains("session created"));
+    // One access line per RPC: CreateSession's carries the session it created.
+    let access: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["message"] == "rpc" && v["request_id"] == "bin-test-1")
+        .collect();
+    assert_eq!(access.len(), 1, "{all}");
+    assert_eq!(access[0]["session_id"], session.id.as_str(), "{all}");
+    assert_eq!((access[0]["contacts"].as_u64(), access[0]["rejected"].as_u64()), (Some(2), Some(1)), "{all}");
+    assert!(!all.contains("session created"), "a second line per call at info: {all}");
     for secret in ["SUPERSECRETKEY42", "0912345678", "0912000999", "eyJ"] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }

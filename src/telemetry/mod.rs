@@ -17,6 +17,8 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*, registry::LookupSpan
 
 use crate::config::LogFormat;
 
+mod text;
+
 /// What [`init`] started that must be stopped at exit: the span exporter, when there is one.
 #[derive(Debug, Default)]
 #[must_use = "call `shutdown` at exit, or the last lines and spans are lost"]
@@ -64,7 +66,12 @@ pub fn init(format: LogFormat) -> Telemetry {
     let registry = tracing_subscriber::registry().with(filter).with(export);
     let result = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(writer).with_ansi(std::io::stderr().is_terminal()).with_target(false))
+            .with(
+                fmt::layer()
+                    .event_format(text::TextFormat { ansi: std::io::stderr().is_terminal() })
+                    .fmt_fields(text::TextFields)
+                    .with_writer(writer),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
