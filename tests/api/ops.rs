@@ -312,6 +312,7 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
     let mut child = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .arg("--caller-tokens-file")
             .arg(&tokens)
             .env("CALLBOT_API_KEY", API_KEY)
