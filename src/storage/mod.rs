@@ -3,7 +3,7 @@
 //! calling policy's counts) writes into its own partitions of one embedded database, fjall
 //! (chosen by measurement: BENCHMARKS.md, "Embedded store engines"), through one writer.
 //!
-//! - The folder is created when missing and held with an exclusive lock on `<dir>/LOCK` (`flock`:
+//! - The folder is created when missing (mode 0700) and held with an exclusive lock on `<dir>/LOCK` (`flock`:
 //!   the kernel lets go when the process dies, even by `kill -9`): a second process on the same
 //!   folder is refused at start.
 //! - The database lives in `<dir>/store`. One that fjall cannot open (corrupt, another format,
@@ -220,7 +220,10 @@ impl DataDir {
     /// it), opens the database in it (refused when the engine cannot), starts the writer.
     pub fn open(path: &Path) -> Result<DataDir, StorageError> {
         let folder = |e: std::io::Error| StorageError::Folder { path: path.to_owned(), why: one_line(e) };
-        std::fs::create_dir_all(path).map_err(folder)?;
+        // Owner only: it holds phone numbers and call ids (docs/security.md).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(folder)?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

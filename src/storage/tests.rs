@@ -26,6 +26,8 @@ async fn a_commit_survives_a_reopen_and_commits_arriving_together_share_fsyncs()
         batch.remove(&p, 7u32.to_be_bytes().to_vec());
         dir.commit(batch).await.unwrap();
     }
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700, "owner only");
     // Dropped: the lock is free, everything committed is there.
     let dir = DataDir::open(&path).unwrap();
     let p = dir.partition("things").unwrap();
