@@ -83,6 +83,7 @@ async fn main() {
                 "--caller-auth",
                 "mesh",
             ])
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -13,7 +13,8 @@
 //! then posts end-of-call records (each a new fact, spread over the sessions) from `--concurrency`
 //! HTTP/1.1 connections. `--nats [--nats-sync always]`: the store on NATS JetStream (a `nats-server`
 //! started here, `NATS_SERVER_BIN` or `scripts/install-nats.sh`) behind two facades, deliveries
-//! alternating between them and the watchers on the second (`--rate`: paced at that many per second, to measure latency below saturation). Latency: each record's `last_updated_date` is the send time (ms); the
+//! alternating between them and the watchers on the second; without it, `--events-store disk|memory`
+//! picks the embedded store (`disk`: a fresh data dir in the temporary folder, removed at the end) (`--rate`: paced at that many per second, to measure latency below saturation). Latency: each record's `last_updated_date` is the send time (ms); the
 //! tenant-wide watcher subtracts it from the arrival time. Memory: the facade's VmRSS before and
 //! after filling the store past `--events-max` (so it is measured at the bound).
 
@@ -47,6 +48,9 @@ struct Args {
     nats: bool,
     /// With `--nats`: the server's `sync_interval` (`always` = fsync before every acknowledgement).
     nats_sync: Option<String>,
+    /// Without `--nats`: the facade's `--events-store` (`memory`, as in the figures before the
+    /// disk store; `disk`: in a fresh data dir under the temporary folder).
+    events_store: String,
     bin: String,
 }
 
@@ -60,6 +64,7 @@ fn args() -> Args {
         rate: 0.0,
         nats: false,
         nats_sync: None,
+        events_store: "memory".into(),
         bin: "target/release/callbot-facade".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -78,6 +83,7 @@ fn args() -> Args {
             "--idle-watchers" => a.idle_watchers = n(),
             "--facade-bin" => a.bin = value,
             "--nats-sync" => a.nats_sync = Some(value),
+            "--events-store" => a.events_store = value,
             "--rate" => a.rate = value.parse().unwrap_or_else(|_| panic!("--rate takes a number")),
             other => panic!("unknown flag {other}"),
         }
@@ -184,6 +190,8 @@ async fn main() {
             .args(["--events-max", &a.events_max.to_string()]);
         if a.nats {
             cmd.args(["--events-nats-url", &format!("nats://{nats_addr}")]);
+        } else {
+            cmd.args(["--events-store", &a.events_store, "--data-dir"]).arg(store_dir.with_extension("data"));
         }
         cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -351,6 +359,7 @@ async fn main() {
     drop(facade_b);
     drop(facade_a);
     let _ = std::fs::remove_dir_all(&store_dir);
+    let _ = std::fs::remove_dir_all(store_dir.with_extension("data"));
     for f in followers {
         f.abort();
     }

@@ -29,6 +29,8 @@
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
 //! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
 //!   in the middleware; the secret files kept live.
+//! - `storage/`: the data dir (`--data-dir`): its lock, the embedded database (fjall) and the
+//!   group-commit writer every durable part writes through.
 //! - `reload`: secrets from files kept live: re-read on a change of content and on SIGHUP, the
 //!   last good value kept when a new one is bad.
 #![forbid(unsafe_code)]
@@ -54,6 +56,7 @@ pub(crate) mod reload;
 pub(crate) mod service;
 pub mod simulator;
 pub(crate) mod status;
+pub(crate) mod storage;
 pub mod telemetry;
 pub(crate) mod tenancy;
 pub(crate) mod trace_context;

@@ -53,6 +53,7 @@ async fn the_binary_exports_rpc_spans_and_flushes_them_on_sigterm() {
     let (collector, endpoint) = collector().await;
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("CALLBOT_EVENTS_STORE", "memory")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("RUST_LOG", "info")
         .env_remove("CALLBOT_UPSTREAM_URL")

@@ -29,7 +29,7 @@ for r in $(seq 1 "$rounds"); do
     bin=${rest%%,*} extra=()
     [ "$rest" != "$bin" ] && IFS=, read -r -a extra <<<"${rest#*,}"
     port=$(free_port) admin=$(free_port)
-    RUST_LOG=info CALLBOT_CALLER_AUTH=mesh "$bin" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --upstream-url "$url" \
+    RUST_LOG=info CALLBOT_CALLER_AUTH=mesh CALLBOT_EVENTS_STORE=memory "$bin" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --upstream-url "$url" \
       --api-key loadgen-key "${extra[@]}" >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done

@@ -53,6 +53,8 @@ pub(crate) async fn start_facade(
         .args(["--upstream-url", sim_url, "--api-key", API_KEY, "--caller-auth", "mesh"])
         .args(extra)
         .args(&args.facade_args)
+        // No data dir in the current folder (a --events-store in --facade-args wins: flags over env).
+        .env("CALLBOT_EVENTS_STORE", "memory")
         .env("RUST_LOG", &args.facade_log_level)
         .stdout(Stdio::null())
         .stderr(log)

@@ -1,5 +1,5 @@
 //! The call-event part of assembly: the webhook receiver's listener and the base URL to register,
-//! the event store (embedded, or NATS JetStream with `--events-nats-url`), the tenants' directory,
+//! the event store (on disk in `--data-dir`, in memory, or NATS JetStream with `--events-nats-url`), the tenants' directory,
 //! and the event store's health.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -10,14 +10,16 @@ use tonic_health::ServingStatus;
 use super::{AppError, EVENT_STORE_SERVICE_NAME, bind};
 use crate::{
     config::MIN_WEBHOOK_SECRET_BYTES,
-    config::Settings,
+    config::{EventsStoreKind, Settings},
     events::{
         EventStore,
+        disk::DiskStore,
         jetstream::{JetStreamStore, NatsConfig},
         memory::{Bounds, MemoryStore, system_clock},
     },
     metrics::Metrics,
     reload::{Reloader, Source, read_key},
+    storage::DataDir,
     tenancy::{ConfiguredKey, Tenancy},
     upstream::ApiKey,
     webhook::directory::Directory,
@@ -59,15 +61,38 @@ pub(super) async fn build(
         Some(url) => {
             Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
         }
-        None => Arc::new(MemoryStore::new(
-            Bounds { retention: settings.events.retention, max_events: settings.events.max as usize },
-            system_clock(),
-        )),
+        None => {
+            let bounds = Bounds { retention: settings.events.retention, max_events: settings.events.max as usize };
+            match settings.events.store {
+                EventsStoreKind::Memory => Arc::new(MemoryStore::new(bounds, system_clock())),
+                EventsStoreKind::Disk => Arc::new(open_disk(&settings.events.data_dir, bounds).await?),
+            }
+        }
     };
     let secret = webhook_secret(settings, reloader, rotated)?;
     let previous = settings.events.webhook_secret_previous.clone();
     let directory = Arc::new(Directory::new(secret, previous, tenancy));
     Ok(EventParts { webhook, webhook_base, events, directory })
+}
+
+/// The disk event store in `--data-dir` (its lock taken, its events replayed); a data dir held
+/// by another process or a store that cannot be read stops the start with one line naming it.
+async fn open_disk(path: &std::path::Path, bounds: Bounds) -> Result<DiskStore, AppError> {
+    let started = std::time::Instant::now();
+    let fail = |e: crate::storage::StorageError| AppError::EventStore(e.to_string());
+    let dir = Arc::new(DataDir::open(path).map_err(fail)?);
+    let (folder, disk_bytes) = (dir.path().display().to_string(), dir.disk_space());
+    let store = DiskStore::open(dir, bounds, system_clock()).await.map_err(fail)?;
+    let stats = store.stats();
+    tracing::info!(
+        data_dir = %folder,
+        disk_bytes,
+        events = stats.events,
+        sessions = stats.sessions,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "event store opened"
+    );
+    Ok(store)
 }
 
 /// The webhook secret: `--webhook-secret`, or `--webhook-secret-file` read now (a bad file stops
@@ -147,6 +172,7 @@ pub(super) fn follow_store_health(
             let Some(store) = store.upgrade() else { return };
             let s = store.stats();
             gauges.events().store_size(s.events, s.ids_remembered, s.sessions);
+            gauges.events().store_fsyncs(s.fsyncs_total);
         }
     }));
     let Some(mut up) = events.health() else {

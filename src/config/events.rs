@@ -7,6 +7,15 @@ use clap::Args;
 
 use super::{ApiKey, ConfigError, MIN_WEBHOOK_SECRET_BYTES, parse_api_key, parse_duration};
 
+/// `--events-store`: which embedded store (NATS JetStream is chosen by --events-nats-url instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventsStoreKind {
+    /// Under --data-dir, fsynced before a delivery is acknowledged; survives restarts.
+    Disk,
+    /// In the process's memory only.
+    Memory,
+}
+
 /// The webhook receiver (the provider's calls in) and the call-event store (README, "Call outcomes").
 #[derive(Debug, Clone, Args)]
 pub struct EventsSettings {
@@ -51,6 +60,15 @@ pub struct EventsSettings {
     /// A duration: `500ms`, `30s`, `5m`, `1h`.
     #[arg(value_name = "DURATION", long = "events-retention", env = "CALLBOT_EVENTS_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention: Duration,
+    /// Where the facade keeps what survives a restart (the disk event store): created when missing,
+    /// held with a lock (a second process on the same folder refuses to start).
+    #[arg(value_name = "DIR", long = "data-dir", env = "CALLBOT_DATA_DIR", default_value = "./callbot-data")]
+    pub data_dir: PathBuf,
+    /// Where call events are kept: `disk` (under --data-dir, survives restarts) or `memory`
+    /// (nothing survives a restart: demos and tests); NATS JetStream whenever --events-nats-url is
+    /// set.
+    #[arg(value_name = "STORE", long = "events-store", env = "CALLBOT_EVENTS_STORE", default_value = "disk")]
+    pub store: EventsStoreKind,
     /// Events the store keeps at most (for JetStream: the stream's max_msgs, session records included).
     #[arg(long = "events-max", env = "CALLBOT_EVENTS_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub max: u32,
@@ -122,6 +140,9 @@ impl EventsSettings {
         }
         if self.nats_url.as_deref().is_some_and(|u| u.trim().is_empty()) {
             self.nats_url = None;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::EmptyDataDir);
         }
         self.stream = self.stream.trim().to_owned();
         let stream = &self.stream;

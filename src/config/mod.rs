@@ -14,7 +14,7 @@ use clap::{Args, Parser, ValueEnum};
 mod commands;
 mod events;
 pub use commands::{CampaignArgs, Cli, Command, Connection, ReportArgs, ScriptsArgs, SimulateArgs, WatchArgs};
-pub use events::EventsSettings;
+pub use events::{EventsSettings, EventsStoreKind};
 
 pub use crate::domain::ApiKey;
 
@@ -230,6 +230,8 @@ pub enum ConfigError {
     #[error("--webhook-header-timeout and --webhook-body-timeout must be more than 0s")]
     ZeroWebhookTimeout,
     /// A zero retention keeps nothing.
+    #[error("--data-dir must name a folder")]
+    EmptyDataDir,
     #[error("--events-retention must be more than 0s")]
     ZeroRetention,
     /// A real upstream with nobody checking who calls.
@@ -342,7 +344,9 @@ impl Settings {
 
     /// Settings for tests and embedding: everything default, ports 0 on loopback, simulator upstream.
     pub fn for_tests() -> Self {
-        Settings::try_parse_from(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        // The memory event store: a test or an embedding opens no data dir unless it says so.
+        let args = ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--events-store", "memory"];
+        Settings::try_parse_from(args)
             .expect("static test arguments parse")
             .check()
             .expect("static test arguments are valid")

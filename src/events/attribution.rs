@@ -56,7 +56,8 @@ struct Call {
     attempt: u32,
 }
 
-type SessionKey = (TenantId, Arc<str>);
+/// (tenant, session id).
+pub(crate) type SessionKey = (TenantId, Arc<str>);
 
 /// A fact as attribution sees it.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,9 @@ pub(crate) struct Attribution {
     /// queue: sessions mostly leave it by expiry, oldest first, so taking one off is O(1) even
     /// when many open sessions share a number).
     open: HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
+    /// The sessions forgotten since the last [`Attribution::take_forgotten`], when a durable
+    /// store keeps the records (`None`: not tracked).
+    forgotten: Option<Vec<SessionKey>>,
 }
 
 impl Attribution {
@@ -109,7 +113,19 @@ impl Attribution {
             calls: HashMap::new(),
             calls_order: VecDeque::new(),
             open: HashMap::new(),
+            forgotten: None,
         }
+    }
+
+    /// From now on, the sessions forgotten (by age or bound) are kept for
+    /// [`Attribution::take_forgotten`] (the durable store deletes their records).
+    pub(crate) fn track_forgotten(&mut self) {
+        self.forgotten.get_or_insert_with(Vec::new);
+    }
+
+    /// The sessions forgotten since the last call (none unless tracked).
+    pub(crate) fn take_forgotten(&mut self) -> Vec<SessionKey> {
+        self.forgotten.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Sessions recorded (and not expired).
@@ -233,6 +249,9 @@ impl Attribution {
             return;
         }
         let Some(entry) = self.sessions.remove(key) else { return };
+        if let Some(forgotten) = &mut self.forgotten {
+            forgotten.push(key.clone());
+        }
         self.contacts -= entry.contacts.len();
         if !entry.record.external_id.is_empty() {
             let external = (key.0.clone(), Arc::from(entry.record.external_id.as_str()));

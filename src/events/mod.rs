@@ -7,8 +7,10 @@
 //! - `cursor.rs`: the opaque cursor (the store's identity and a sequence number);
 //! - `log.rs`: the session records `CreateSession` and `CreateCampaign` leave for reports;
 //! - `store.rs`: the [`EventStore`] trait every store implements, and what it takes and gives;
-//! - `memory/`: the embedded store (one process; the default): the store, its ring slot, its
-//!   readers;
+//! - `memory/`: the embedded store in memory (one process): the store, its ring slot, its
+//!   readers, its journal;
+//! - `disk/`: the durable embedded store (the default): `memory/` with every change kept in the
+//!   data dir (`storage/`), replayed at start;
 //! - `jetstream/`: the NATS JetStream store, shared by many replicas (`--events-nats-url`): the
 //!   store, the attribution index every replica builds, the watchers;
 //! - `attribution.rs`: which session and attempt a fact belongs to, for both stores;
@@ -19,6 +21,7 @@
 
 pub(crate) mod attribution;
 pub(crate) mod cursor;
+pub(crate) mod disk;
 pub(crate) mod jetstream;
 pub(crate) mod log;
 pub(crate) mod memory;

@@ -130,4 +130,6 @@ pub(crate) struct StoreStats {
     pub(crate) duplicates_total: u64,
     /// Events dropped by `--events-max` or the retention since start.
     pub(crate) evicted_total: u64,
+    /// Group commits (fsyncs) of the data dir since start (the disk store; 0 for the others).
+    pub(crate) fsyncs_total: u64,
 }

@@ -40,6 +40,7 @@ pub struct EventMetrics {
     store_ids: Gauge,
     store_sessions: Gauge,
     store_up: Gauge,
+    store_fsyncs: Counter,
     lookups: Family<ResultLabels, Counter>,
     registrations: Family<ResultLabels, Counter>,
 }
@@ -88,6 +89,12 @@ impl EventMetrics {
         );
         super::register(
             registry,
+            "callbot_event_store_fsyncs",
+            "Group commits (each one fsync) of the disk event store's data dir.",
+            m.store_fsyncs.clone(),
+        );
+        super::register(
+            registry,
             "callbot_call_history_lookups",
             "Sessions looked up in the call history for a record without autocall_id, by result (found, not_found, failed, over_budget).",
             m.lookups.clone(),
@@ -133,6 +140,14 @@ impl EventMetrics {
         self.store_events.set(g(events));
         self.store_ids.set(g(ids));
         self.store_sessions.set(g(sessions));
+    }
+
+    /// The data dir's fsyncs so far (the counter follows the store's own count).
+    pub fn store_fsyncs(&self, total: u64) {
+        let now = self.store_fsyncs.get();
+        if total > now {
+            self.store_fsyncs.inc_by(total - now);
+        }
     }
 
     /// Whether the event store can serve now.

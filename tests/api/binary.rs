@@ -23,7 +23,12 @@ fn a_bad_flag_value_exits_non_zero_with_the_reason_on_the_first_line() {
         (&["--log-format", "xml"], 2, 4),
         (&["--upstream-url", "https://api.example.com"], 1, 1),
     ] {
-        let out = Command::new(BIN).args(args).env_remove("CALLBOT_API_KEY").output().unwrap();
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("CALLBOT_API_KEY")
+            .env("CALLBOT_EVENTS_STORE", "memory")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(code), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.trim_end().lines().count(), lines, "{args:?}: {stderr}");
@@ -51,6 +56,7 @@ async fn serve_starts_the_simulator_logs_json_without_secrets_and_exits_0_on_sig
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
             .env("CALLBOT_API_KEY", "SUPERSECRETKEY42")
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .env("RUST_LOG", "trace")
             .env_remove("CALLBOT_UPSTREAM_URL")
             .stderr(Stdio::piped())

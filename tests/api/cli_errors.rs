@@ -83,6 +83,7 @@ async fn cli_server_takes_host_port_and_says_where_it_tried() {
 fn cli_a_missing_caller_tokens_file_is_named() {
     let out = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--caller-tokens-file", "nosuch.tokens"])
+        .env("CALLBOT_EVENTS_STORE", "memory")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

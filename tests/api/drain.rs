@@ -38,6 +38,7 @@ async fn sigterm_under_load_drains_in_order_and_exits_0_within_the_grace() {
             .args(["--upstream-url", &sim.url, "--caller-auth", "mesh", "--shutdown-grace", "10s"])
             .args(["--webhook-listen", &hook.to_string()])
             .env("CALLBOT_API_KEY", TEST_KEY)
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .env("CALLBOT_WEBHOOK_SECRET", SECRET)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -9,6 +9,7 @@ mod cli_events;
 mod cli_help;
 mod cli_secured;
 mod create_session;
+mod disk_store;
 mod docs_commands;
 mod drain;
 mod events;

@@ -312,6 +312,7 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
     let mut child = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .arg("--caller-tokens-file")
             .arg(&tokens)
             .env("CALLBOT_API_KEY", API_KEY)
@@ -502,6 +503,14 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     for gone in ["CALLBOT_API_KEY", "CALLBOT_WEBHOOK_SECRET", "CALLBOT_CALLER_AUTH"] {
         assert!(env.iter().all(|e| e["name"] != gone), "{gone} must not be set");
     }
+    // The data dir: writable under the read-only root, where the image puts it; nothing in it must
+    // outlive the pod here (the events are on JetStream): an emptyDir.
+    assert_eq!(var("CALLBOT_DATA_DIR")["value"], "/var/lib/callbot");
+    let data = mounts.iter().find(|m| m["name"] == "data").expect("a data dir mount");
+    assert_eq!(data["mountPath"], "/var/lib/callbot");
+    assert!(data.get("readOnly").is_none_or(|r| r == false));
+    let data_volume = volumes.iter().find(|v| v["name"] == "data").expect("a data volume");
+    assert!(data_volume["emptyDir"].is_object(), "{data_volume}");
     // The drain fits: preStop sleep + shutdown grace < terminationGracePeriodSeconds.
     let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("a preStop sleep");
     let grace = seconds(var("CALLBOT_SHUTDOWN_GRACE")["value"].as_str().unwrap());
@@ -575,4 +584,80 @@ fn kubernetes_manifests_are_valid_and_production_shaped() {
     assert!(example.len() >= 32, "the example webhook secret shows the length it needs");
     assert!(named("Secret", "callbot-nats-auth")["stringData"]["password"].is_string());
     assert!(named("Secret", "callbot-nats-tls")["stringData"]["ca.crt"].is_string());
+}
+
+/// The YAML documents of `path`.
+fn yaml_docs(path: &std::path::Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+#[test]
+fn the_single_replica_overlay_keeps_the_events_on_a_volume_and_drops_nats() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/single-replica");
+    let kustomization = yaml_docs(&dir.join("kustomization.yaml")).remove(0);
+    assert_eq!(kustomization["resources"], json!(["../kubernetes", "pvc.yaml"]));
+    let pvc = yaml_docs(&dir.join("pvc.yaml")).remove(0);
+    assert_eq!(
+        (pvc["kind"].as_str(), pvc["metadata"]["name"].as_str()),
+        (Some("PersistentVolumeClaim"), Some("callbot-data"))
+    );
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+
+    // One replica, replaced (not rolled: the data dir's lock admits one process), its data dir on the claim.
+    let patch = yaml_docs(&dir.join("deployment-patch.yaml")).remove(0);
+    assert_eq!(patch["spec"]["replicas"], 1);
+    assert_eq!(patch["spec"]["strategy"]["type"], "Recreate");
+    let pod = &patch["spec"]["template"]["spec"];
+    let data = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "data").expect("the data volume");
+    assert_eq!(data["persistentVolumeClaim"]["claimName"], "callbot-data");
+    assert!(data["emptyDir"].is_null(), "the base's emptyDir is replaced");
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "CALLBOT_EVENTS_STORE" && e["value"] == "disk"));
+    let deleted = |list: &[Value], name: &str| list.iter().any(|e| e["name"] == name && e["$patch"] == "delete");
+    // Every NATS setting of the base goes (with --events-nats-url set, the events would stay on NATS).
+    let base = manifests();
+    let deploy = &base.iter().find(|(k, _)| k == "Deployment").unwrap().1;
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    for e in container["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        if name.starts_with("CALLBOT_EVENTS_NATS") || name == "CALLBOT_EVENTS_REPLICAS" {
+            assert!(deleted(env, name), "{name} is not deleted");
+        }
+    }
+    // And every NATS object of the base, the autoscaler and the facade's disruption budget.
+    let patches: Vec<Value> = kustomization["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["patch"].as_str())
+        .map(|text| {
+            use serde::Deserialize;
+            Value::deserialize(serde_norway::Deserializer::from_str(text)).unwrap()
+        })
+        .collect();
+    let dropped = |kind: &str, name: &str| {
+        patches.iter().any(|p| p["$patch"] == "delete" && p["kind"] == kind && p["metadata"]["name"] == name)
+    };
+    for (kind, v) in &base {
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        if name.starts_with("callbot-nats") && kind != "Secret" {
+            assert!(dropped(kind, name), "{kind} {name} is not dropped");
+        }
+    }
+    assert!(dropped("HorizontalPodAutoscaler", "callbot-facade"));
+    assert!(dropped("PodDisruptionBudget", "callbot-facade"));
+}
+
+#[test]
+fn the_image_has_a_writable_data_dir_for_its_non_root_user() {
+    let dockerfile =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("chown 65532:65532 /var/lib/callbot"), "{dockerfile}");
+    assert!(dockerfile.contains("COPY --from=build --chown=65532:65532 /var/lib/callbot /var/lib/callbot"));
+    assert!(dockerfile.contains("CALLBOT_DATA_DIR=/var/lib/callbot"));
+    assert!(dockerfile.contains("USER 65532:65532"));
 }

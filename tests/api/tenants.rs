@@ -395,7 +395,9 @@ async fn mtls_identities_choose_the_tenant() {
 /// Runs the binary with these arguments and environment; returns (success, stderr).
 fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).args(args);
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .env("CALLBOT_EVENTS_STORE", "memory");
     for var in [
         "CALLBOT_API_KEY",
         "CALLBOT_API_KEY_FILE",
@@ -489,6 +491,7 @@ async fn the_binary_reads_keys_from_the_environment_and_reloads_on_sighup() {
     let mut child = Reaped::new(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("CALLBOT_EVENTS_STORE", "memory")
             .arg("--tenants-file")
             .arg(&tenants)
             // Never polled during the test: only SIGHUP can make it re-read the file.

@@ -215,6 +215,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_callbot-facade");
 fn run_with_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (bool, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("CALLBOT_EVENTS_STORE", "memory")
         .arg("--tls-cert")
         .arg(cert)
         .arg("--tls-key")

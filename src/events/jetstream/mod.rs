@@ -337,6 +337,7 @@ impl EventStore for JetStreamStore {
             stored_total: s.stored.load(Ordering::Relaxed),
             duplicates_total: s.duplicates.load(Ordering::Relaxed),
             evicted_total: 0,
+            fsyncs_total: 0,
         }
     }
 

@@ -18,13 +18,17 @@
 //!
 //! Sessions and calls are the attribution index (`attribution.rs`), shared with the JetStream store.
 //!
+//! The durable store (`events/disk/`) is this store with a [`Journal`]: each change is handed to
+//! it under the lock, in order (`journal.rs`), and a watcher or a report sees an event only once
+//! the journal says it is durable ([`MemoryStore::made_durable`]). At start it is rebuilt from
+//! what the journal kept (`MemoryStore::restore_*`).
+//!
 //! One lock; an append holds it for a few hash lookups. Watchers read from the ring at their
 //! own pace (a watch channel says "something new"), so a slow watcher delays nobody: if it
 //! falls out of the window its subscription ends with `CursorExpired`.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque, hash_map::RandomState},
-    hash::BuildHasher,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -121,16 +125,40 @@ struct Inner {
     empty: Arc<str>,
     /// The watchers waiting for events of (tenant, session; "" = all of the tenant's).
     waiters: HashMap<WaitKey, Vec<(u64, Arc<Notify>)>>,
+    /// With a journal: events up to this sequence number are durable (watchers and reports see
+    /// no further).
+    visible: u64,
+    /// With a journal: the events not yet durable, whose watchers are woken once they are:
+    /// (sequence number, tenant, session).
+    wakes: VecDeque<(u64, TenantId, Arc<str>)>,
+    /// With a journal: the changes not yet handed to it.
+    changes: Vec<Change>,
     next_waiter: u64,
     stats: StoreStats,
+}
+
+impl Inner {
+    /// The watchers an event of `tenant` and `session` can interest: the session's, the tenant's.
+    fn waiting(&self, tenant: &TenantId, session: Arc<str>) -> Vec<Arc<Notify>> {
+        let mut wake = Vec::new();
+        for key in [(tenant.clone(), session), (tenant.clone(), self.empty.clone())] {
+            if let Some(list) = self.waiters.get(&key) {
+                wake.extend(list.iter().map(|(_, n)| n.clone()));
+            }
+        }
+        wake
+    }
 }
 
 struct Shared {
     id: u64,
     bounds: Bounds,
     clock: Clock,
-    hasher: RandomState,
+    /// The fact keys' hash seed (a store's own: kept with it, so its keys stay valid).
+    seed: u64,
     inner: Mutex<Inner>,
+    /// Where the changes go (the durable store); `None`: memory only.
+    journal: Option<Arc<dyn Journal>>,
     /// When the store was made (`stored_at_s` counts from it).
     epoch_ms: u64,
 }
@@ -144,8 +172,20 @@ pub(crate) struct MemoryStore {
 impl MemoryStore {
     /// An empty store with a random identity (cursors of another process are recognized).
     pub(crate) fn new(bounds: Bounds, clock: Clock) -> Self {
+        let identity = Identity::random(clock());
+        MemoryStore::with_journal(bounds, clock, identity, None)
+    }
+
+    /// An empty store of this identity whose changes go to `journal` (the durable store; then
+    /// rebuilt with the `restore_*` methods before use).
+    pub(crate) fn with_journal(
+        bounds: Bounds,
+        clock: Clock,
+        identity: Identity,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         let empty: Arc<str> = Arc::from("");
-        let inner = Inner {
+        let mut inner = Inner {
             rings: HashMap::new(),
             total: 0,
             total_ids: 0,
@@ -167,17 +207,23 @@ impl MemoryStore {
             empty,
             waiters: HashMap::new(),
             next_waiter: 0,
+            visible: 0,
+            wakes: VecDeque::new(),
+            changes: Vec::new(),
             stats: StoreStats::default(),
         };
+        if journal.is_some() {
+            inner.attribution.track_forgotten();
+        }
         let bounds = Bounds { max_events: bounds.max_events.max(1), ..bounds };
-        let epoch_ms = clock();
         let shared = Shared {
-            id: rand::random(),
+            id: identity.id,
             bounds,
             clock,
-            hasher: RandomState::new(),
+            seed: identity.seed,
             inner: Mutex::new(inner),
-            epoch_ms,
+            journal,
+            epoch_ms: identity.epoch_ms,
         };
         MemoryStore { shared: Arc::new(shared) }
     }
@@ -195,8 +241,34 @@ impl Shared {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A fact's key: a keyed 64-bit hash of (tenant, call id, fact), the same across restarts
+    /// (the seed is the store's). 0xff never occurs in UTF-8: the parts cannot run together.
     fn key(&self, tenant: &str, call_id: &str, fact: Fact) -> u64 {
-        self.hasher.hash_one((tenant, call_id, fact as u8))
+        let mut bytes = Vec::with_capacity(tenant.len() + call_id.len() + 3);
+        bytes.extend_from_slice(tenant.as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(call_id.as_bytes());
+        bytes.extend_from_slice(&[0xff, fact as u8]);
+        xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, self.seed)
+    }
+
+    /// The last sequence number watchers and reports may see: with a journal, the last durable
+    /// one; else the last stored.
+    fn visible(&self, g: &Inner) -> u64 {
+        if self.journal.is_some() { g.visible } else { g.next_seq - 1 }
+    }
+
+    /// Hands the changes made under this lock to the journal, in order (with the sessions the
+    /// attribution index forgot); its ticket, when there were any.
+    fn submit(&self, g: &mut Inner) -> Option<u64> {
+        let journal = self.journal.as_ref()?;
+        for (tenant, session) in g.attribution.take_forgotten() {
+            g.changes.push(Change::ForgotSession { tenant, session });
+        }
+        if g.changes.is_empty() {
+            return None;
+        }
+        Some(journal.submit(std::mem::take(&mut g.changes)))
     }
 
     fn retention_ms(&self) -> u64 {
@@ -217,29 +289,40 @@ impl Shared {
     fn expire(&self, g: &mut Inner, now: u64, tenant: Option<u32>) {
         let horizon = now.saturating_sub(self.retention_ms());
         let horizon_s = self.seconds(horizon);
-        let Inner { rings, total, total_ids, seen, stats, .. } = g;
-        let mut sweep = |ring: &mut Ring| {
+        let journaled = self.journal.is_some();
+        let Inner { rings, total, total_ids, seen, stats, changes, tenants, .. } = g;
+        let mut sweep = |t: u32, ring: &mut Ring| {
+            let before = ring.evicted_through;
             while ring.events.front().is_some_and(|(_, e)| e.stored_at_s < horizon_s) {
                 if let Some((seq, _)) = ring.events.pop_front() {
                     ring.evicted_through = seq;
                     *total -= 1;
                     stats.evicted_total += 1;
+                    if journaled {
+                        changes.push(Change::Evicted { seq });
+                    }
                 }
             }
+            if journaled && ring.evicted_through != before {
+                changes.push(Change::EvictedThrough { tenant: tenants.get(t), seq: ring.evicted_through });
+            }
             while ring.seen_order.front().is_some_and(|&(_, at)| at < horizon) {
-                if let Some((key, _)) = ring.seen_order.pop_front() {
+                if let Some((key, at)) = ring.seen_order.pop_front() {
                     seen.remove(&key);
                     *total_ids -= 1;
+                    if journaled {
+                        changes.push(Change::Forgot { key, at_ms: at });
+                    }
                 }
             }
         };
         match tenant {
             Some(t) => {
                 if let Some(ring) = rings.get_mut(&t) {
-                    sweep(ring);
+                    sweep(t, ring);
                 }
             }
-            None => rings.values_mut().for_each(sweep),
+            None => rings.iter_mut().for_each(|(t, ring)| sweep(*t, ring)),
         }
         g.attribution.expire(now);
     }
@@ -248,6 +331,7 @@ impl Shared {
     /// leaves from the tenant that holds its share or more (itself first).
     fn bound(&self, g: &mut Inner, tenant: u32) {
         let max = self.bounds.max_events;
+        let journaled = self.journal.is_some();
         while g.total > max {
             let victim = fair_victim(&g.rings, tenant, max, |r| r.events.len());
             let Some(ring) = g.rings.get_mut(&victim) else { break };
@@ -255,18 +339,27 @@ impl Shared {
             ring.evicted_through = seq;
             g.total -= 1;
             g.stats.evicted_total += 1;
+            if journaled {
+                g.changes.push(Change::Evicted { seq });
+                g.changes.push(Change::EvictedThrough { tenant: g.tenants.get(victim), seq });
+            }
         }
         let max_ids = max.saturating_mul(IDS_PER_EVENT);
         while g.total_ids > max_ids {
             let victim = fair_victim(&g.rings, tenant, max_ids, |r| r.seen_order.len());
             let Some(ring) = g.rings.get_mut(&victim) else { break };
-            let Some((key, _)) = ring.seen_order.pop_front() else { break };
+            let Some((key, at)) = ring.seen_order.pop_front() else { break };
             g.seen.remove(&key);
             g.total_ids -= 1;
+            if journaled {
+                g.changes.push(Change::Forgot { key, at_ms: at });
+            }
         }
     }
 
-    fn append_now(&self, tenant_id: TenantId, mut e: CallEvent) -> Appended {
+    /// Appends; with a journal, the ticket of the changes handed to it (the event durable once
+    /// it is).
+    fn append_now(&self, tenant_id: TenantId, mut e: CallEvent) -> (Appended, Option<u64>) {
         let now = (self.clock)();
         let mut guard = self.lock();
         let g = &mut *guard;
@@ -282,26 +375,11 @@ impl Shared {
         let fact_key = self.key(&tenant_id, &e.call_id, e.fact);
         if g.seen.contains(&fact_key) {
             g.stats.duplicates_total += 1;
-            return Appended::Duplicate;
+            let ticket = self.submit(g);
+            return (Appended::Duplicate, ticket);
         }
         let phone_national = national(&e.phone);
-        // The delivery's session, as one shared copy of its id: the record's when recorded here,
-        // else the store's copy for sessions not created here.
-        let given = (!e.session_id.is_empty()).then(|| {
-            g.attribution.session_name(&tenant_id, &e.session_id).unwrap_or_else(|| {
-                match g.session_names.get(&*e.session_id) {
-                    Some(name) => name.clone(),
-                    None => {
-                        if g.session_names.len() >= self.bounds.max_events {
-                            g.session_names.clear();
-                        }
-                        let name = e.session_id.clone();
-                        g.session_names.insert(name.clone());
-                        name
-                    }
-                }
-            })
-        });
+        let given = (!e.session_id.is_empty()).then(|| self.session_name(g, &tenant_id, &e.session_id));
         let fact = FactRef {
             tenant: &tenant_id,
             call_id: &e.call_id,
@@ -316,9 +394,18 @@ impl Shared {
         let session_id = session.unwrap_or_else(|| g.empty.clone());
         e.session_id = session_id.clone();
         e.attempt = attempt;
-        let slot = Slot::new(e, self.seconds(now), &mut g.words);
         let seq = g.next_seq;
         g.next_seq += 1;
+        if self.journal.is_some() {
+            g.changes.push(Change::Stored {
+                seq,
+                tenant: tenant_id.clone(),
+                at_ms: now,
+                key: fact_key,
+                event: e.clone(),
+            });
+        }
+        let slot = Slot::new(e, self.seconds(now), &mut g.words);
         let event = slot.stored(&g.words, self.cursor(seq));
         let ring = g.rings.entry(tenant).or_default();
         reserve_gently(&mut ring.events, self.bounds.max_events);
@@ -330,26 +417,73 @@ impl Shared {
         g.total_ids += 1;
         g.stats.stored_total += 1;
         self.bound(g, tenant);
+        let ticket = self.submit(g);
+        if self.journal.is_some() {
+            // Its watchers are woken once it is durable (`made_durable`), whoever watches then.
+            g.wakes.push_back((seq, tenant_id, session_id));
+            return (Appended::Stored(event), ticket);
+        }
         // Wake only the watchers this event can interest: its session's, and the tenant's.
-        let mut wake: Vec<Arc<Notify>> = Vec::new();
-        for key in [(tenant_id.clone(), session_id), (tenant_id, g.empty.clone())] {
-            if let Some(list) = g.waiters.get(&key) {
+        let wake = g.waiting(&tenant_id, session_id);
+        drop(guard);
+        for notify in wake {
+            notify.notify_one();
+        }
+        (Appended::Stored(event), ticket)
+    }
+
+    /// The delivery's session, as one shared copy of its id: the record's when recorded here,
+    /// else the store's copy for sessions not created here.
+    fn session_name(&self, g: &mut Inner, tenant: &TenantId, session_id: &Arc<str>) -> Arc<str> {
+        g.attribution.session_name(tenant, session_id).unwrap_or_else(|| match g.session_names.get(&**session_id) {
+            Some(name) => name.clone(),
+            None => {
+                if g.session_names.len() >= self.bounds.max_events {
+                    g.session_names.clear();
+                }
+                g.session_names.insert(session_id.clone());
+                session_id.clone()
+            }
+        })
+    }
+
+    /// Records; with a journal, the ticket of the changes handed to it.
+    fn record_now(&self, tenant: &TenantId, record: SessionRecord) -> Option<u64> {
+        let now = (self.clock)();
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        let copy = self.journal.is_some().then(|| record.clone());
+        if g.attribution.record(tenant, record, now) {
+            if let Some(record) = copy {
+                g.changes.push(Change::Recorded { tenant: tenant.clone(), at_ms: now, before_seq: g.next_seq, record });
+            }
+            g.attribution.expire(now);
+        }
+        self.submit(g)
+    }
+
+    /// With a journal: the events through `seq` are durable. Watchers and reports see them
+    /// from now on, and the watchers they interest are woken.
+    fn made_durable(&self, seq: u64) {
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        g.visible = g.visible.max(seq.min(g.next_seq - 1));
+        let mut keys: HashSet<WaitKey> = HashSet::new();
+        while g.wakes.front().is_some_and(|(s, _, _)| *s <= g.visible) {
+            if let Some((_, tenant, session)) = g.wakes.pop_front() {
+                keys.insert((tenant.clone(), session));
+                keys.insert((tenant, g.empty.clone()));
+            }
+        }
+        let mut wake = Vec::new();
+        for key in &keys {
+            if let Some(list) = g.waiters.get(key) {
                 wake.extend(list.iter().map(|(_, n)| n.clone()));
             }
         }
         drop(guard);
         for notify in wake {
             notify.notify_one();
-        }
-        Appended::Stored(event)
-    }
-
-    fn record_now(&self, tenant: &TenantId, record: SessionRecord) {
-        let now = (self.clock)();
-        let mut guard = self.lock();
-        let g = &mut *guard;
-        if g.attribution.record(tenant, record, now) {
-            g.attribution.expire(now);
         }
     }
 
@@ -361,11 +495,14 @@ impl Shared {
         let g = &mut *guard;
         let t = g.tenants.find(tenant);
         self.expire(g, now, t);
+        self.submit(g);
+        // Only durable events (with a journal): a report never shows what a crash could take back.
+        let visible = self.visible(g);
         let resolved = g.attribution.session_id_of(tenant, session_id);
         let session_id = resolved.as_deref().unwrap_or(session_id);
         let record = g.attribution.record_of(tenant, session_id).cloned();
         let ring = t.and_then(|t| g.rings.get(&t));
-        let slots = || ring.into_iter().flat_map(|r| r.events.iter());
+        let slots = || ring.into_iter().flat_map(|r| r.events.iter()).take_while(|(seq, _)| *seq <= visible);
         let calls: HashSet<&str> =
             slots().filter(|(_, s)| *s.event.session_id == *session_id).map(|(_, s)| &*s.event.call_id).collect();
         let events: Vec<StoredEvent> = slots()
@@ -390,12 +527,12 @@ fn fair_victim(rings: &HashMap<u32, Ring>, appending: u32, max: usize, count: im
 
 impl EventStore for MemoryStore {
     fn append(&self, tenant: TenantId, event: CallEvent) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        let appended = self.shared.append_now(tenant, event);
+        let (appended, _) = self.shared.append_now(tenant, event);
         async move { Ok(appended) }.boxed()
     }
 
     fn record_session(&self, tenant: TenantId, record: SessionRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.shared.record_now(&tenant, record);
+        let _ = self.shared.record_now(&tenant, record);
         async { Ok(()) }.boxed()
     }
 
@@ -425,9 +562,11 @@ impl EventStore for MemoryStore {
     }
 }
 
+mod journal;
 mod read;
 mod slot;
 
+pub(crate) use journal::{Change, Identity, Journal};
 use slot::{Slot, Table};
 
 #[cfg(test)]

@@ -19,10 +19,12 @@ impl Shared {
         let mut g = self.lock();
         let t = g.tenants.find(&filter.tenant);
         self.expire(&mut g, now, t);
+        self.submit(&mut g);
         let evicted_through = t.and_then(|t| g.rings.get(&t)).map_or(0, |r| r.evicted_through);
         let earliest = self.cursor(evicted_through);
         match start {
-            Start::Live => Ok(g.next_seq),
+            // From the first event not yet seen by watchers (with a journal: not yet durable).
+            Start::Live => Ok(self.visible(&g) + 1),
             Start::Replay => Ok(evicted_through + 1),
             Start::After(c) if c.store != self.id => Err(StoreError::CursorExpired { earliest }),
             Start::After(c) if c.seq < evicted_through => Err(StoreError::CursorExpired { earliest }),
@@ -40,6 +42,8 @@ impl Shared {
             return Ok(true);
         };
         self.expire(&mut g, now, Some(t));
+        self.submit(&mut g);
+        let visible = self.visible(&g);
         let Some(ring) = g.rings.get(&t) else {
             return Ok(true);
         };
@@ -49,6 +53,10 @@ impl Shared {
         let from = ring.events.partition_point(|(seq, _)| *seq < *next);
         let mut scanned = 0;
         for (seq, slot) in ring.events.iter().skip(from).take(SCAN_BATCH) {
+            if *seq > visible {
+                // Not durable yet: the reader waits for `made_durable` to wake it.
+                return Ok(true);
+            }
             scanned += 1;
             *next = seq + 1;
             let e = &slot.event;

@@ -1,0 +1,357 @@
+//! The data dir (`--data-dir`): the one folder where the facade keeps what must survive a restart,
+//! opened once per process. Every durable part (the event store, `events/disk/`; later the
+//! calling policy's counts) writes into its own partitions of one embedded database, fjall
+//! (chosen by measurement: BENCHMARKS.md, "Embedded store engines"), through one writer.
+//!
+//! - The folder is created when missing (mode 0700) and held with an exclusive lock on `<dir>/LOCK` (`flock`:
+//!   the kernel lets go when the process dies, even by `kill -9`): a second process on the same
+//!   folder is refused at start.
+//! - The database lives in `<dir>/store`. One that fjall cannot open (corrupt, another format,
+//!   not a database at all) is an error naming the path; it is never replaced by an empty one.
+//! - Writes go through [`DataDir::commit`] (or [`DataDir::enqueue`] then [`DataDir::durable`]):
+//!   one writer thread takes every batch that has arrived, writes them as one fjall batch and
+//!   fsyncs the journal once (group commit). A commit returns only once its batch is on disk.
+//!   Tickets are handed out in enqueue order and become durable in that order.
+//! - A write or fsync that fails stops the writer for good: every commit after it fails, and
+//!   [`DataDir::healthy`] turns false (the process should be restarted; nothing acknowledged is
+//!   lost, since nothing after the failure was acknowledged).
+//!
+//! Reading is fjall's own API on the partition handles ([`DataDir::partition`]).
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
+use tokio::sync::watch;
+
+/// The database folder inside the data dir.
+const STORE_DIR: &str = "store";
+/// The lock file inside the data dir.
+const LOCK_FILE: &str = "LOCK";
+/// fjall's block cache: reads at start and by reports are served from the memory indexes, so the
+/// cache serves little; bounded for the process's memory (BENCHMARKS.md, "Embedded store engines").
+const CACHE_BYTES: u64 = 8 << 20;
+/// fjall's memtables before a flush to disk.
+const WRITE_BUFFER_BYTES: u64 = 8 << 20;
+/// fjall's journals before it flushes memtables: what a restart replays.
+const JOURNAL_BYTES: u64 = 32 << 20;
+/// Operations taken into one fjall batch at most (the rest go in the next, right after).
+const MAX_BATCH_OPS: usize = 64 * 1024;
+
+/// Why the data dir cannot be opened or written. Its text is one line naming the path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// Another process holds the folder.
+    #[error("the data dir {0} is in use by another process (its LOCK file is held)")]
+    Locked(PathBuf),
+    /// The folder or its lock cannot be made or opened.
+    #[error("the data dir {path} cannot be used: {why}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The operating system's reason.
+        why: String,
+    },
+    /// The database cannot be opened (corrupt, another format or version, unreadable).
+    #[error("the store {path} cannot be opened: {why}")]
+    Open {
+        /// The database folder.
+        path: PathBuf,
+        /// The engine's reason.
+        why: String,
+    },
+    /// A write or an fsync failed: the writer has stopped.
+    #[error("the store {path} cannot be written: {why}")]
+    Write {
+        /// The database folder.
+        path: PathBuf,
+        /// The engine's reason.
+        why: String,
+    },
+}
+
+/// One line of an error's text (engines may print several).
+pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Writes to commit together: puts and removes in partitions of the data dir, applied in order.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(PartitionHandle, Slice, Option<Slice>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Sets `key` to `value` in `partition`.
+    pub fn put(&mut self, partition: &PartitionHandle, key: impl Into<Slice>, value: impl Into<Slice>) {
+        self.ops.push((partition.clone(), key.into(), Some(value.into())));
+    }
+
+    /// Removes `key` from `partition` (nothing when absent).
+    pub fn remove(&mut self, partition: &PartitionHandle, key: impl Into<Slice>) {
+        self.ops.push((partition.clone(), key.into(), None));
+    }
+}
+
+/// A place in the writer's queue: durable once the writer has fsynced through it.
+pub type Ticket = u64;
+
+/// What the writer has made durable, and whether it stopped.
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    /// Every ticket up to this one is on disk.
+    through: Ticket,
+    /// Set when a write failed (the writer stopped).
+    failed: Option<StorageError>,
+}
+
+/// The queue between committers and the writer thread.
+struct Queue {
+    ops: Vec<(PartitionHandle, Slice, Option<Slice>)>,
+    /// The last ticket handed out.
+    last: Ticket,
+    closed: bool,
+}
+
+struct Writer {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    durable: watch::Sender<Durable>,
+    fsyncs: AtomicU64,
+}
+
+impl Writer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The writer thread: takes what has arrived, one fjall batch, one fsync, then says so.
+    fn run(&self, keyspace: &Keyspace, path: &Path) {
+        loop {
+            let (ops, through) = {
+                let mut q = self.lock();
+                while q.ops.is_empty() && !q.closed {
+                    q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if q.ops.is_empty() {
+                    return;
+                }
+                (std::mem::take(&mut q.ops), q.last)
+            };
+            let mut result = Ok(());
+            for chunk in ops.chunks(MAX_BATCH_OPS) {
+                let mut batch = keyspace.batch().durability(Some(PersistMode::SyncAll));
+                for (partition, key, value) in chunk {
+                    match value {
+                        Some(v) => batch.insert(partition, key.clone(), v.clone()),
+                        None => batch.remove(partition, key.clone()),
+                    }
+                }
+                // SyncAll: the batch is in the journal and the journal fsynced when commit returns.
+                result = batch.commit();
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => self.durable.send_modify(|d| d.through = d.through.max(through)),
+                Err(e) => {
+                    let error = StorageError::Write { path: path.to_owned(), why: one_line(e) };
+                    tracing::error!(error = %error, "the store's writer stopped: every write from now on fails");
+                    self.durable.send_modify(|d| d.failed = Some(error));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What the writer has made durable, as it changes.
+pub struct DurableWatch(watch::Receiver<Durable>);
+
+impl DurableWatch {
+    /// The last durable ticket, once it changes (at once the first time); `Err` once the writer
+    /// has stopped on a failure; `None` when the data dir is gone.
+    pub async fn next(&mut self) -> Option<Result<Ticket, StorageError>> {
+        if self.0.changed().await.is_err() {
+            return None;
+        }
+        let d = self.0.borrow_and_update();
+        Some(match &d.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(d.through),
+        })
+    }
+}
+
+/// The data dir, open: its lock held, its database open, its writer running. Dropping it stops
+/// the writer (after what is queued) and lets go of the lock.
+pub struct DataDir {
+    path: PathBuf,
+    store: PathBuf,
+    keyspace: Keyspace,
+    writer: Arc<Writer>,
+    thread: Option<JoinHandle<()>>,
+    /// Held for the process's life: the lock goes with it (declared last: dropped last).
+    _lock: File,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl DataDir {
+    /// Opens `path`: creates it when missing, takes its lock (refused when another process holds
+    /// it), opens the database in it (refused when the engine cannot), starts the writer.
+    pub fn open(path: &Path) -> Result<DataDir, StorageError> {
+        let folder = |e: std::io::Error| StorageError::Folder { path: path.to_owned(), why: one_line(e) };
+        // Owner only: it holds phone numbers and call ids (docs/security.md).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(folder)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path.join(LOCK_FILE))
+            .map_err(folder)?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(StorageError::Locked(path.to_owned())),
+            Err(e) => return Err(folder(e.into())),
+        }
+        let store = path.join(STORE_DIR);
+        let open = |why: String| StorageError::Open { path: store.clone(), why };
+        if store.exists() && !store.is_dir() {
+            return Err(open("not a folder (another program's file?)".to_owned()));
+        }
+        let keyspace = Config::new(&store)
+            .cache_size(CACHE_BYTES)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .open()
+            .map_err(|e| open(one_line(e)))?;
+        let writer = Arc::new(Writer {
+            queue: Mutex::new(Queue { ops: Vec::new(), last: 0, closed: false }),
+            wake: Condvar::new(),
+            durable: watch::Sender::new(Durable::default()),
+            fsyncs: AtomicU64::new(0),
+        });
+        let thread = {
+            let (writer, keyspace, store) = (writer.clone(), keyspace.clone(), store.clone());
+            std::thread::Builder::new()
+                .name("callbot-store-writer".to_owned())
+                .spawn(move || writer.run(&keyspace, &store))
+                .map_err(|e| open(one_line(e)))?
+        };
+        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread), _lock: lock })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The database folder inside it (for messages).
+    pub fn store_path(&self) -> &Path {
+        &self.store
+    }
+
+    /// The partition `name` (created when missing). Each durable part keeps its own.
+    pub fn partition(&self, name: &str) -> Result<PartitionHandle, StorageError> {
+        self.keyspace
+            .open_partition(name, PartitionCreateOptions::default())
+            .map_err(|e| StorageError::Open { path: self.store.clone(), why: one_line(e) })
+    }
+
+    /// Queues `batch` for the writer and returns at once with its ticket (tickets are in the
+    /// order of the calls). Callers that must order their batches with their own state call
+    /// this under their own lock, then wait with [`DataDir::durable`] outside it.
+    pub fn enqueue(&self, batch: Batch) -> Ticket {
+        let mut q = self.writer.lock();
+        q.ops.extend(batch.ops);
+        q.last += 1;
+        let ticket = q.last;
+        drop(q);
+        self.writer.wake.notify_one();
+        ticket
+    }
+
+    /// The last ticket handed out: once it is durable, so is everything queued so far.
+    pub fn last_ticket(&self) -> Ticket {
+        self.writer.lock().last
+    }
+
+    /// Returns once `ticket`'s batch is on disk; an error when the writer stopped first.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StorageError> {
+        let mut rx = self.writer.durable.subscribe();
+        loop {
+            {
+                let d = rx.borrow_and_update();
+                if d.through >= ticket {
+                    return Ok(());
+                }
+                if let Some(e) = &d.failed {
+                    return Err(e.clone());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(StorageError::Write { path: self.store.clone(), why: "the writer is gone".to_owned() });
+            }
+        }
+    }
+
+    /// Writes `batch` and returns once it is on disk (sharing its fsync with the batches that
+    /// arrived meanwhile).
+    pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        let ticket = self.enqueue(batch);
+        self.durable(ticket).await
+    }
+
+    /// Follows what the writer makes durable (what a reader that must see only durable writes
+    /// waits on).
+    pub fn watch_durable(&self) -> DurableWatch {
+        let mut rx = self.writer.durable.subscribe();
+        rx.mark_changed();
+        DurableWatch(rx)
+    }
+
+    /// Group commits (fsyncs) made since the process started (`callbot_event_store_fsyncs_total`).
+    pub fn fsyncs(&self) -> u64 {
+        self.writer.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the database takes on disk (journals included).
+    pub fn disk_space(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        self.writer.lock().closed = true;
+        self.writer.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

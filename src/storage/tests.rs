@@ -1,0 +1,75 @@
+use std::sync::Arc;
+
+use super::*;
+
+#[tokio::test]
+async fn a_commit_survives_a_reopen_and_commits_arriving_together_share_fsyncs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    {
+        let dir = Arc::new(DataDir::open(&path).unwrap());
+        let p = dir.partition("things").unwrap();
+        let commits = (0..200u32).map(|i| {
+            let (dir, p) = (dir.clone(), p.clone());
+            tokio::spawn(async move {
+                let mut batch = Batch::new();
+                batch.put(&p, i.to_be_bytes().to_vec(), b"v".to_vec());
+                dir.commit(batch).await
+            })
+        });
+        for c in futures::future::join_all(commits).await {
+            c.unwrap().unwrap();
+        }
+        let fsyncs = dir.fsyncs();
+        assert!((1..200).contains(&fsyncs), "200 commits at once share fsyncs: {fsyncs}");
+        let mut batch = Batch::new();
+        batch.remove(&p, 7u32.to_be_bytes().to_vec());
+        dir.commit(batch).await.unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700, "owner only");
+    // Dropped: the lock is free, everything committed is there.
+    let dir = DataDir::open(&path).unwrap();
+    let p = dir.partition("things").unwrap();
+    assert_eq!(p.len().unwrap(), 199);
+    assert!(p.get(7u32.to_be_bytes()).unwrap().is_none());
+    assert_eq!(p.get(8u32.to_be_bytes()).unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn a_second_opener_of_the_folder_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    let first = DataDir::open(&path).unwrap();
+    let err = DataDir::open(&path).unwrap_err();
+    assert_eq!(err, StorageError::Locked(path.clone()));
+    assert!(err.to_string().contains(&path.display().to_string()));
+    drop(first);
+    DataDir::open(&path).expect("free once the first is gone");
+}
+
+#[test]
+fn a_store_that_is_not_fjalls_is_refused_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The store is a file (another program's).
+    let path = tmp.path().join("a");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(STORE_DIR), b"SQLite format 3\0").unwrap();
+    let err = DataDir::open(&path).unwrap_err();
+    assert!(matches!(err, StorageError::Open { .. }), "{err}");
+    assert!(err.to_string().contains(&path.join(STORE_DIR).display().to_string()), "{err}");
+    assert_eq!(std::fs::read(path.join(STORE_DIR)).unwrap(), b"SQLite format 3\0", "left as it was");
+    // A store whose version marker is not fjall's.
+    let path = tmp.path().join("b");
+    drop(DataDir::open(&path).unwrap());
+    let version = path.join(STORE_DIR).join("version");
+    assert!(version.exists(), "fjall keeps a version marker");
+    std::fs::write(&version, b"garbage").unwrap();
+    let err = DataDir::open(&path).unwrap_err();
+    assert!(matches!(err, StorageError::Open { .. }), "{err}");
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    // The folder itself is a file.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(DataDir::open(&file).unwrap_err(), StorageError::Folder { .. }));
+}
