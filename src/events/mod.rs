@@ -23,6 +23,7 @@ pub(crate) mod jetstream;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub(crate) mod normalize;
+pub(crate) mod reconcile;
 pub(crate) mod report;
 pub(crate) mod store;
 

@@ -174,14 +174,12 @@ async fn ring_talk_end(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64, never_end
     sim.stats.calls_placed.fetch_add(1, Ordering::Relaxed);
     let mut sink = CallSink::new(Arc::clone(sim), epoch);
     let t0 = unix_ms();
-    let Some(call) = sim.calls.update(seq, |c| {
+    let call = sim.calls.update(seq, |c| {
         c.started_at_ms = t0;
         if row.rings() {
             c.state = CallState::Ringing;
         }
-    }) else {
-        return None;
-    };
+    })?;
     if row.rings() {
         sink.live(&call, "ringing", t0);
         if !sim.clock.sleep_sim(row.ring_s as f64, epoch).await {
