@@ -5,7 +5,7 @@
 
 use crate::{
     domain::{NewSession, ScriptVariables, ValidContact},
-    events::{CallOutcome, CallState, Fact, StoredEvent, report::Report},
+    events::{CallOutcome, CallState, EventSource, Fact, StoredEvent, report::Report},
     pb,
     upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
 };
@@ -136,6 +136,16 @@ fn outcome_to_pb(outcome: CallOutcome) -> pb::CallOutcome {
         CallOutcome::Busy => pb::CallOutcome::Busy,
         CallOutcome::Rejected => pb::CallOutcome::Rejected,
         CallOutcome::Failed => pb::CallOutcome::Failed,
+        CallOutcome::Unknown => pb::CallOutcome::Unknown,
+    }
+}
+
+fn source_to_pb(source: EventSource) -> pb::CallEventSource {
+    match source {
+        EventSource::Unspecified => pb::CallEventSource::Unspecified,
+        EventSource::Webhook => pb::CallEventSource::Webhook,
+        EventSource::History => pb::CallEventSource::History,
+        EventSource::Facade => pb::CallEventSource::Facade,
     }
 }
 
@@ -159,6 +169,8 @@ pub fn event_to_pb(stored: &StoredEvent) -> pb::CallEvent {
         disposition: e.disposition.to_string(),
         has_recording: e.has_recording,
         attempt: i32::try_from(e.attempt).unwrap_or(i32::MAX),
+        source: source_to_pb(e.source) as i32,
+        contact_phone: e.contact_phone.to_string(),
     }
 }
 
@@ -175,6 +187,8 @@ pub fn report_to_pb(session_id: String, r: Report) -> pb::GetSessionReportRespon
         failed: n(r.failed),
         in_progress: n(r.in_progress),
         finished: r.finished,
+        unknown: n(r.unknown),
+        reconciled: n(r.reconciled),
         contacts: r
             .contacts
             .into_iter()
@@ -186,6 +200,7 @@ pub fn report_to_pb(session_id: String, r: Report) -> pb::GetSessionReportRespon
                 talk_duration: (c.outcome == CallOutcome::Answered).then(|| seconds(c.talk_s)),
                 last_event_at: c.last_event_ms.map(timestamp_ms),
                 r#final: c.is_final,
+                source: c.source.map_or(pb::CallEventSource::Unspecified, source_to_pb) as i32,
             })
             .collect(),
     }

@@ -24,6 +24,10 @@ use crate::{
     catalog::ScriptCatalog,
     config::{CallerAuth, Settings},
     events::EventStore,
+    events::{
+        memory::system_clock,
+        reconcile::{HistoryBudget, Reconciler, Timing},
+    },
     metrics::Metrics,
     middleware::RpcLayer,
     reload::Reloader,
@@ -114,6 +118,8 @@ pub struct Application {
     reloader: Reloader,
     /// The call-event store.
     events: Arc<dyn EventStore>,
+    /// Fetches what the webhooks missed and ends what never ends (with the receiver on).
+    reconciler: Option<Reconciler>,
     /// The one shutdown signal: cancelled when the drain begins.
     shutdown: CancellationToken,
     /// Every background task, so the drain can wait for them.
@@ -203,11 +209,26 @@ impl Application {
             registrar
         });
         let record_sessions = webhook.is_some();
+        // One call-history budget per tenant for the attribution look-ups and reconciliation.
+        let budget = HistoryBudget::new(settings.events.history_budget);
+        // Reconciliation works on the sessions recorded here: only with the receiver on.
+        let reconciler = record_sessions.then(|| {
+            let keys = directory.clone();
+            Reconciler::new(
+                events.clone(),
+                upstream.clone(),
+                Arc::new(move |tenant: &str| keys.key_of(tenant)),
+                budget.clone(),
+                metrics.clone(),
+                Timing { after: settings.events.reconcile_after, give_up_after: settings.events.call_give_up_after },
+                system_clock(),
+            )
+        });
         let webhook = webhook.map(|listener| {
             let receiver = Arc::new(Receiver {
                 directory: directory.clone(),
                 store: events.clone(),
-                resolver: Resolver::start(upstream.clone(), metrics.clone(), &tasks),
+                resolver: Resolver::start(upstream.clone(), metrics.clone(), budget.clone(), &tasks),
                 metrics: metrics.clone(),
                 body_timeout: settings.events.webhook_body_timeout,
             });
@@ -235,6 +256,7 @@ impl Application {
             registrar,
             reloader,
             events,
+            reconciler,
             shutdown,
             tasks,
         })
@@ -301,6 +323,7 @@ impl Application {
             registrar,
             reloader,
             events,
+            reconciler,
             shutdown,
             tasks,
             ..
@@ -333,6 +356,9 @@ impl Application {
             }
             if !reloader.is_empty() {
                 tasks.spawn(reloader.run(shutdown.clone().cancelled_owned()));
+            }
+            if let Some(reconciler) = reconciler {
+                tasks.spawn(reconciler.run(shutdown.clone()));
             }
             if let Some(registrar) = &registrar {
                 for tenant in directory.initial_tenants() {

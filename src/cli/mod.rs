@@ -274,6 +274,11 @@ pub fn outcome_word(outcome: pb::CallOutcome) -> String {
     outcome.as_str_name().trim_start_matches("CALL_OUTCOME_").to_ascii_lowercase()
 }
 
+/// A source as a lower-case word: `webhook`, `history`, `facade`, `unspecified`.
+pub fn source_word(source: pb::CallEventSource) -> String {
+    source.as_str_name().trim_start_matches("CALL_EVENT_SOURCE_").to_ascii_lowercase()
+}
+
 /// A duration as JSON seconds: an integer when whole, else fractional; `null` when absent.
 pub fn seconds_json(d: Option<&prost_types::Duration>) -> serde_json::Value {
     match d {

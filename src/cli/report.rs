@@ -6,7 +6,7 @@ use std::io::Write;
 use comfy_table::{Table, TableComponent};
 use serde_json::{Value, json};
 
-use super::{CliError, clock, connect, outcome_word, seconds_json, seconds_text, state_word};
+use super::{CliError, clock, connect, outcome_word, seconds_json, seconds_text, source_word, state_word};
 use crate::{config::ReportArgs, domain::mask_phone, pb};
 
 /// Runs the command.
@@ -45,10 +45,12 @@ fn not_found_hint(session: &str, status: tonic::Status) -> CliError {
     CliError::Rpc(status)
 }
 
-/// `session S: N contacts, A answered, B no answer, C busy, D rejected, E failed, F in progress; finished: yes|no`.
+/// `session S: N contacts, A answered, B no answer, C busy, D rejected, E failed, F in progress, U unknown;
+/// reconciled: R; finished: yes|no`.
 pub fn summary(r: &pb::GetSessionReportResponse) -> String {
     format!(
-        "session {}: {} contacts, {} answered, {} no answer, {} busy, {} rejected, {} failed, {} in progress; finished: {}",
+        "session {}: {} contacts, {} answered, {} no answer, {} busy, {} rejected, {} failed, {} in progress, {} unknown; \
+         reconciled: {}; finished: {}",
         r.session_id,
         r.contacts_total,
         r.answered,
@@ -57,6 +59,8 @@ pub fn summary(r: &pb::GetSessionReportResponse) -> String {
         r.rejected,
         r.failed,
         r.in_progress,
+        r.unknown,
+        r.reconciled,
         yes_no(r.finished)
     )
 }
@@ -78,6 +82,8 @@ fn report_json(r: &pb::GetSessionReportResponse) -> Value {
         "failed": r.failed,
         "in_progress": r.in_progress,
         "finished": r.finished,
+        "unknown": r.unknown,
+        "reconciled": r.reconciled,
         "contacts": r.contacts.iter().map(|c| json!({
             "phone": c.phone,
             "state": state_word(c.state()),
@@ -86,11 +92,13 @@ fn report_json(r: &pb::GetSessionReportResponse) -> Value {
             "talk_duration": seconds_json(c.talk_duration.as_ref()),
             "last_event_at": c.last_event_at.as_ref().map(clock::rfc3339),
             "final": c.r#final,
+            "source": source_word(c.source()),
         })).collect::<Vec<_>>(),
     })
 }
 
-/// PHONE (masked), STATE, OUTCOME, ATTEMPTS, TALK, LAST EVENT (local time), FINAL; `-` where
+/// PHONE (masked, as the caller gave it), STATE, OUTCOME, ATTEMPTS, TALK, LAST EVENT (local
+/// time), FINAL, SOURCE (where the outcome came from: webhook, history, facade); `-` where
 /// nothing is known yet. Borderless, two spaces between columns, as `scripts`.
 fn write_table(out: &mut impl Write, r: &pb::GetSessionReportResponse) -> std::io::Result<()> {
     let mut table = Table::new();
@@ -98,7 +106,7 @@ fn write_table(out: &mut impl Write, r: &pb::GetSessionReportResponse) -> std::i
     for component in TableComponent::iter() {
         table.remove_style(component);
     }
-    table.set_header(["PHONE", "STATE", "OUTCOME", "ATTEMPTS", "TALK", "LAST EVENT", "FINAL"]);
+    table.set_header(["PHONE", "STATE", "OUTCOME", "ATTEMPTS", "TALK", "LAST EVENT", "FINAL", "SOURCE"]);
     let or_dash = |s: String| if s == "unspecified" { "-".to_owned() } else { s };
     for c in &r.contacts {
         table.add_row([
@@ -109,6 +117,7 @@ fn write_table(out: &mut impl Write, r: &pb::GetSessionReportResponse) -> std::i
             c.talk_duration.as_ref().map_or_else(|| "-".to_owned(), seconds_text),
             c.last_event_at.as_ref().map_or_else(|| "-".to_owned(), |t| clock::date_time(t.seconds)),
             yes_no(c.r#final).to_owned(),
+            or_dash(source_word(c.source())),
         ]);
     }
     for column in table.column_iter_mut() {
@@ -140,6 +149,7 @@ mod tests {
                     talk_duration: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
                     last_event_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
                     r#final: true,
+                    source: pb::CallEventSource::History.into(),
                 },
                 pb::ContactReport { phone: "0912345671".into(), ..Default::default() },
             ],
@@ -147,7 +157,8 @@ mod tests {
         };
         assert_eq!(
             summary(&report),
-            "session s1: 2 contacts, 1 answered, 0 no answer, 0 busy, 0 rejected, 0 failed, 1 in progress; finished: no"
+            "session s1: 2 contacts, 1 answered, 0 no answer, 0 busy, 0 rejected, 0 failed, 1 in progress, 0 unknown; \
+             reconciled: 0; finished: no"
         );
         let mut out = Vec::new();
         write_table(&mut out, &report).unwrap();
@@ -155,7 +166,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("PHONE       STATE  OUTCOME   ATTEMPTS  TALK  LAST EVENT"), "{text}");
         assert!(lines[1].starts_with("*******670  ended  answered  1         10s "), "{text}");
-        assert!(lines[1].ends_with("  yes"), "{text}");
-        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["*******671", "-", "-", "0", "-", "-", "no"]);
+        assert!(lines[1].ends_with("  yes    history"), "{text}");
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["*******671", "-", "-", "0", "-", "-", "no", "-"]);
+        let json = report_json(&report);
+        assert_eq!((&json["contacts"][0]["source"], &json["unknown"]), (&json!("history"), &json!(0)));
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use super::{CliError, clock, connect, outcome_word, seconds_json, seconds_text, state_word};
+use super::{CliError, clock, connect, outcome_word, seconds_json, seconds_text, source_word, state_word};
 use crate::{config::WatchArgs, domain::mask_phone, pb};
 
 /// Runs the command.
@@ -51,13 +51,16 @@ fn watched(args: &WatchArgs) -> String {
     what
 }
 
-/// `HH:MM:SS  <masked phone>  <state>  [<outcome>]  [ring Ns] [talk Ns]  [attempt N]  session S  cursor C`:
-/// local time of the event (the provider's clock), the phone with only its last 3 digits,
-/// the outcome only when set, each duration only when set, the attempt only when known.
+/// `HH:MM:SS  <masked phone>  <state>  [<outcome>]  [ring Ns] [talk Ns]  [attempt N]  [from history|by the facade]
+/// session S  cursor C`: local time of the event (the provider's clock), the phone with only its last 3 digits
+/// (the number as the caller gave it when the event is attributed to a contact of a session created through
+/// the facade, else as the provider wrote it), the outcome only when set, each duration only when set, the
+/// attempt only when known, the source only when not a webhook.
 pub fn text_line(e: &pb::CallEvent) -> String {
+    let phone = if e.contact_phone.is_empty() { &e.phone } else { &e.contact_phone };
     let mut parts = vec![
         clock::time_of_day(clock::unix_seconds(e.occurred_at.as_ref())),
-        mask_phone(&e.phone),
+        mask_phone(phone),
         format!("{:<8}", state_word(e.state())),
     ];
     if e.outcome() != pb::CallOutcome::Unspecified {
@@ -73,6 +76,11 @@ pub fn text_line(e: &pb::CallEvent) -> String {
     if e.attempt > 0 {
         parts.push(format!("attempt {}", e.attempt));
     }
+    match e.source() {
+        pb::CallEventSource::History => parts.push("from history".to_owned()),
+        pb::CallEventSource::Facade => parts.push("by the facade".to_owned()),
+        pb::CallEventSource::Webhook | pb::CallEventSource::Unspecified => {}
+    }
     let session = if e.session_id.is_empty() { "-" } else { &e.session_id };
     parts.push(format!("session {session}"));
     parts.push(format!("cursor {}", e.cursor));
@@ -81,7 +89,7 @@ pub fn text_line(e: &pb::CallEvent) -> String {
 
 /// One event as a JSON object on one line: the CallEvent's fields by their proto names, state
 /// and outcome as lower-case words, durations as seconds (`null` when unset), `occurred_at` as
-/// RFC 3339 UTC, the phone as reported (not masked).
+/// RFC 3339 UTC, the phones as reported and as given (not masked), the source as a word.
 pub fn json_line(e: &pb::CallEvent) -> String {
     let value: Value = json!({
         "id": e.id,
@@ -98,6 +106,8 @@ pub fn json_line(e: &pb::CallEvent) -> String {
         "disposition": e.disposition,
         "has_recording": e.has_recording,
         "attempt": e.attempt,
+        "source": source_word(e.source()),
+        "contact_phone": e.contact_phone,
     });
     value.to_string()
 }
@@ -132,6 +142,20 @@ mod tests {
         let ringing = pb::CallEvent { phone: "0912345671".into(), cursor: "K".into(), ..Default::default() };
         let line = text_line(&ringing);
         assert!(line.ends_with("*******671  unspecified  session -  cursor K"), "{line}");
+        let reconciled = pb::CallEvent {
+            phone: "84912345670".into(),
+            contact_phone: "+84 91 234 5670".into(),
+            source: pb::CallEventSource::History.into(),
+            ..event()
+        };
+        let line = text_line(&reconciled);
+        assert!(line.contains("  attempt 2  from history  session s1"), "{line}");
+        assert!(!line.contains("84912"), "masked: {line}");
+        let v: Value = serde_json::from_str(&json_line(&reconciled)).unwrap();
+        assert_eq!(
+            (&v["contact_phone"], &v["phone"], &v["source"]),
+            (&json!("+84 91 234 5670"), &json!("84912345670"), &json!("history"))
+        );
     }
 
     #[test]

@@ -118,6 +118,36 @@ pub struct EventsSettings {
         requires = "nats_tls_cert"
     )]
     pub nats_tls_key: Option<PathBuf>,
+    /// A contact of a session created here that has no final outcome this long after its last
+    /// event (or the session's start) is looked up in the provider's call history.
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "reconcile-after", env = "CALLBOT_RECONCILE_AFTER", default_value = "15m", value_parser = parse_positive_duration)]
+    pub reconcile_after: Duration,
+    /// A contact still without a final outcome this long after its session's start gets a final
+    /// event with outcome UNKNOWN (a real outcome arriving later still wins).
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long = "call-give-up-after", env = "CALLBOT_CALL_GIVE_UP_AFTER", default_value = "6h", value_parser = parse_positive_duration)]
+    pub call_give_up_after: Duration,
+    /// Call-history searches per second per tenant (bursts of twice as many), shared by
+    /// reconciliation and the attribution look-ups of records without a session id.
+    #[arg(value_name = "PER_SECOND", long = "history-budget", env = "CALLBOT_HISTORY_BUDGET", default_value_t = 5.0, value_parser = parse_history_budget)]
+    pub history_budget: f64,
+}
+
+/// A duration above zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match super::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("invalid duration {s:?}: must be above zero")),
+        d => Ok(d),
+    }
+}
+
+/// Searches per second: a finite number above zero, at most 1000.
+fn parse_history_budget(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1000.0 => Ok(x),
+        _ => Err(format!("invalid history budget {s:?}: expected searches per second, above 0 and at most 1000")),
+    }
 }
 
 impl EventsSettings {

@@ -45,16 +45,20 @@ pub enum CallOutcome {
     Rejected = 4,
     /// Could not be placed.
     Failed = 5,
+    /// The provider never told: given up after `--call-give-up-after` (a real outcome arriving
+    /// later still wins, `events/report.rs`).
+    Unknown = 6,
 }
 
 impl CallOutcome {
-    const ALL: [CallOutcome; 6] = [
+    const ALL: [CallOutcome; 7] = [
         CallOutcome::Unspecified,
         CallOutcome::Answered,
         CallOutcome::NoAnswer,
         CallOutcome::Busy,
         CallOutcome::Rejected,
         CallOutcome::Failed,
+        CallOutcome::Unknown,
     ];
 
     /// The outcome's name in lower case, for logs, metrics, the CLI's JSON and the stored form.
@@ -66,6 +70,7 @@ impl CallOutcome {
             CallOutcome::Busy => "busy",
             CallOutcome::Rejected => "rejected",
             CallOutcome::Failed => "failed",
+            CallOutcome::Unknown => "unknown",
         }
     }
 }
@@ -83,10 +88,14 @@ pub enum Fact {
     Hangup = 2,
     /// The end-of-call record.
     Record = 3,
+    /// The facade gave a contact up (`events/reconcile/`): no outcome from the provider after
+    /// `--call-give-up-after`. Its "call" is the contact (`<session>/<national number>`), so its
+    /// id is stable across replicas and stored once.
+    GaveUp = 4,
 }
 
 impl Fact {
-    const ALL: [Fact; 4] = [Fact::Ringing, Fact::Answered, Fact::Hangup, Fact::Record];
+    const ALL: [Fact; 5] = [Fact::Ringing, Fact::Answered, Fact::Hangup, Fact::Record, Fact::GaveUp];
 
     /// The id suffix (also the stored form).
     pub fn as_str(self) -> &'static str {
@@ -95,6 +104,7 @@ impl Fact {
             Fact::Answered => "answered",
             Fact::Hangup => "hangup",
             Fact::Record => "cdr",
+            Fact::GaveUp => "unknown",
         }
     }
 
@@ -103,7 +113,38 @@ impl Fact {
         match self {
             Fact::Ringing => CallState::Ringing,
             Fact::Answered => CallState::Answered,
-            Fact::Hangup | Fact::Record => CallState::Ended,
+            Fact::Hangup | Fact::Record | Fact::GaveUp => CallState::Ended,
+        }
+    }
+}
+
+/// Where the facade learned a fact (the proto's `CallEventSource`, same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum EventSource {
+    /// Not known.
+    Unspecified = 0,
+    /// A webhook delivery (also what an event stored by an earlier version, without the field,
+    /// reads as: webhooks were then the only source).
+    #[default]
+    Webhook = 1,
+    /// The provider's call history (`events/reconcile/`).
+    History = 2,
+    /// The facade itself (a contact given up).
+    Facade = 3,
+}
+
+impl EventSource {
+    const ALL: [EventSource; 4] =
+        [EventSource::Unspecified, EventSource::Webhook, EventSource::History, EventSource::Facade];
+
+    /// The name in lower case (the stored form, the CLI's JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventSource::Unspecified => "unspecified",
+            EventSource::Webhook => "webhook",
+            EventSource::History => "history",
+            EventSource::Facade => "facade",
         }
     }
 }
@@ -137,6 +178,18 @@ pub struct CallEvent<W = Arc<str>> {
     pub has_recording: bool,
     /// 1 = the first call to this contact in the session; 0 = unknown (the store attributes it).
     pub attempt: u32,
+    /// Where the facade learned it.
+    #[serde(default)]
+    pub source: EventSource,
+    /// The contact's number exactly as the caller gave it in the session's record, when the
+    /// store attributed the event to a contact of a session created here; else empty (the store
+    /// sets it, like `attempt`).
+    #[serde(default = "no_text", skip_serializing_if = "str_is_empty")]
+    pub contact_phone: Arc<str>,
+}
+
+fn str_is_empty(s: &Arc<str>) -> bool {
+    s.is_empty()
 }
 
 impl<W> CallEvent<W> {
@@ -156,6 +209,8 @@ impl<W> CallEvent<W> {
             disposition,
             has_recording,
             attempt,
+            source,
+            contact_phone,
         } = self;
         CallEvent {
             fact,
@@ -170,6 +225,8 @@ impl<W> CallEvent<W> {
             disposition: word(disposition),
             has_recording,
             attempt,
+            source,
+            contact_phone,
         }
     }
 
@@ -201,6 +258,8 @@ impl CallEvent {
             disposition: no_text(),
             has_recording: false,
             attempt: 0,
+            source: EventSource::Webhook,
+            contact_phone: no_text(),
         }
     }
 }
@@ -239,10 +298,23 @@ impl<'de> Deserialize<'de> for Fact {
     /// A fact this version does not know is an error: the stores skip such an event.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let word = Word::deserialize(d)?.0;
-        Fact::ALL
-            .into_iter()
-            .find(|f| f.as_str() == word)
-            .ok_or_else(|| serde::de::Error::unknown_variant(&word, &["ringing", "answered", "hangup", "cdr"]))
+        Fact::ALL.into_iter().find(|f| f.as_str() == word).ok_or_else(|| {
+            serde::de::Error::unknown_variant(&word, &["ringing", "answered", "hangup", "cdr", "unknown"])
+        })
+    }
+}
+
+impl Serialize for EventSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventSource {
+    /// A source this version does not know reads as unspecified.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let word = Word::deserialize(d)?.0;
+        Ok(EventSource::ALL.into_iter().find(|o| o.as_str() == word).unwrap_or(EventSource::Unspecified))
     }
 }
 

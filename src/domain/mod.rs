@@ -25,7 +25,7 @@ pub mod variables;
 
 pub use api_key::ApiKey;
 pub use campaign::CampaignPlan;
-pub use event::{CallEvent, CallOutcome, CallState, Fact, SessionRecord, no_text};
+pub use event::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord, no_text};
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone, national};
 pub use session::{NewSession, SessionLimits, ValidContact, validate_contacts, validate_script_id};

@@ -31,6 +31,8 @@ use crate::domain::national;
 struct Contact {
     /// Shared with `by_number`'s key and the `open` key (one allocation per number).
     national: Arc<str>,
+    /// The number as the caller gave it (events attributed to the contact carry it).
+    given: Arc<str>,
     /// The highest attempt number seen to it.
     dialled: u32,
     finished: bool,
@@ -154,6 +156,22 @@ impl Attribution {
         self.sessions.get_key_value(&(tenant.clone(), Arc::from(session))).map(|(k, _)| k.1.clone())
     }
 
+    /// The number as the caller gave it, of the contact `national` of the recorded `session`.
+    pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &Arc<str>, national: &str) -> Option<Arc<str>> {
+        let entry = self.sessions.get(&(tenant.clone(), session.clone()))?;
+        entry.by_number.get(national).map(|&i| entry.contacts[i].given.clone())
+    }
+
+    /// The recorded sessions with a contact not final yet (reconciliation's candidates,
+    /// `events/reconcile/`), each with its record.
+    pub(crate) fn unfinished(&self) -> Vec<(TenantId, SessionRecord)> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| e.contacts.iter().any(|c| !c.finished))
+            .map(|((tenant, _), e)| (tenant.clone(), e.record.clone()))
+            .collect()
+    }
+
     fn call_key(&self, tenant: &str, call_id: &str) -> u64 {
         self.hasher.hash_one((tenant, call_id))
     }
@@ -172,6 +190,10 @@ impl Attribution {
             }
         });
         let Some(s) = session else { return (None, 0) };
+        if f.fact == Fact::GaveUp {
+            // A give-up is no call: it takes no attempt number.
+            return (Some(s), 0);
+        }
         let mut attempt = known.filter(|c| c.session == s).map_or(0, |c| c.attempt);
         if attempt == 0 {
             if let Some(entry) = self.sessions.get(&(f.tenant.clone(), s.clone())) {
@@ -186,6 +208,17 @@ impl Attribution {
     /// Learns from a stored fact attributed to `session` with `attempt` (idempotent: applying a
     /// fact twice changes nothing the second time).
     pub(crate) fn apply(&mut self, f: FactRef<'_>, session: &Arc<str>, attempt: u32, now: u64) {
+        if f.fact == Fact::GaveUp {
+            // The contact is final (its session no longer open for it); no call to remember.
+            let number = self.sessions.get_mut(&(f.tenant.clone(), session.clone())).and_then(|entry| {
+                let contact = &mut entry.contacts[*entry.by_number.get(f.phone_national)?];
+                (!std::mem::replace(&mut contact.finished, true)).then(|| contact.national.clone())
+            });
+            if let Some(number) = number {
+                close_open(&mut self.open, f.tenant, &number, session);
+            }
+            return;
+        }
         let mut close = None;
         if let Some(entry) = self.sessions.get_mut(&(f.tenant.clone(), session.clone())) {
             if let Some(&i) = entry.by_number.get(f.phone_national) {
@@ -228,7 +261,7 @@ impl Attribution {
             }
             by_number.insert(n.clone(), contacts.len());
             self.open.entry((tenant.clone(), n.clone())).or_default().push_back(session.clone());
-            contacts.push(Contact { national: n, dialled: 0, finished: false });
+            contacts.push(Contact { national: n, given: Arc::from(phone.as_str()), dialled: 0, finished: false });
         }
         self.contacts += contacts.len();
         let mine = self.by_tenant.entry(tenant.clone()).or_default();

@@ -26,6 +26,7 @@ pub(crate) mod jetstream;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub(crate) mod normalize;
+pub(crate) mod reconcile;
 pub(crate) mod report;
 pub(crate) mod store;
 
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 /// The event and the session record are the domain's (`domain/event.rs`, one shape for every
 /// store); named here too as the stores' vocabulary.
-pub(crate) use crate::domain::{CallEvent, CallOutcome, CallState, Fact, SessionRecord};
+pub(crate) use crate::domain::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord};
 pub(crate) use cursor::Cursor;
 pub use log::SessionLog;
 pub(crate) use store::{Appended, EventStore, Filter, SessionFacts, Start, StoreError, StoredEvent, Subscription};

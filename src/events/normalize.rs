@@ -33,7 +33,7 @@
 //! receiver's clock when none is given. Ring time: `time_start_to_answer` when answered, else
 //! `duration - bill_sec`.
 
-use super::{CallEvent, CallOutcome, Fact};
+use super::{CallEvent, CallOutcome, EventSource, Fact};
 use crate::domain::no_text;
 use crate::upstream::{CallRecord, Delivery, LiveState};
 
@@ -101,8 +101,14 @@ fn contact_number<'a>(direction: &str, outbound: &'a str, inbound: &'a str) -> &
 pub(crate) fn normalize(delivery: Delivery, now_ms: u64) -> Result<CallEvent, Skipped> {
     match delivery {
         Delivery::Live(live) => normalize_live(live, now_ms),
-        Delivery::Record(record) => Ok(normalize_record(record, now_ms)),
+        Delivery::Record(record) => Ok(normalize_record(record, now_ms, EventSource::Webhook)),
     }
+}
+
+/// The event of an item of the call history (`events/reconcile/`): the very event its
+/// end-of-call record would have given as a webhook (same id, `<call_id>/cdr`), from the history.
+pub(crate) fn history_record(record: CallRecord, now_ms: u64) -> CallEvent {
+    normalize_record(record, now_ms, EventSource::History)
 }
 
 /// The text of a trimmed field, shared when empty.
@@ -126,10 +132,12 @@ fn normalize_live(live: LiveState, now_ms: u64) -> Result<CallEvent, Skipped> {
         disposition: no_text(),
         has_recording: false,
         attempt: 0,
+        source: EventSource::Webhook,
+        contact_phone: no_text(),
     })
 }
 
-fn normalize_record(r: CallRecord, now_ms: u64) -> CallEvent {
+fn normalize_record(r: CallRecord, now_ms: u64, source: EventSource) -> CallEvent {
     let talk = r.bill_sec.unwrap_or(0);
     let outcome = record_outcome(&r.disposition, &r.hangup_cause, talk);
     let ring = match outcome {
@@ -149,6 +157,8 @@ fn normalize_record(r: CallRecord, now_ms: u64) -> CallEvent {
         disposition: text(&r.disposition),
         has_recording: r.has_recording_file || r.record_seconds.unwrap_or(0) > 0,
         attempt: 0,
+        source,
+        contact_phone: no_text(),
     }
 }
 
@@ -274,5 +284,12 @@ mod tests {
         };
         let e = normalize(Delivery::Record(missed), 5).unwrap();
         assert_eq!((e.outcome, e.ring_s, e.talk_s, e.occurred_at_ms, e.has_recording), (NoAnswer, 30, 0, 9, false));
+        assert_eq!(e.source, EventSource::Webhook);
+        let h = history_record(CallRecord { transaction_id: "c9".into(), ..CallRecord::default() }, 5);
+        assert_eq!(
+            (h.id().as_str(), h.source),
+            ("c9/cdr", EventSource::History),
+            "the webhook's id: a late webhook is a repeat"
+        );
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::{CallOutcome, CallState, Fact, SessionFacts, StoredEvent};
+use super::{CallOutcome, CallState, EventSource, Fact, SessionFacts, StoredEvent};
 use crate::domain::national;
 
 /// One contact of the report.
@@ -34,6 +34,8 @@ pub(crate) struct ContactLine {
     pub(crate) last_event_ms: Option<u64>,
     /// Nothing more will happen.
     pub(crate) is_final: bool,
+    /// Where the event that set its outcome came from; `None` while it has none.
+    pub(crate) source: Option<EventSource>,
 }
 
 /// The report.
@@ -53,6 +55,10 @@ pub(crate) struct Report {
     pub(crate) failed: u64,
     /// Not dialled, or a call under way.
     pub(crate) in_progress: u64,
+    /// Given up: the provider never told.
+    pub(crate) unknown: u64,
+    /// Outcomes that came from the call history.
+    pub(crate) reconciled: u64,
     /// Every contact final.
     pub(crate) finished: bool,
     /// In creation order, then the numbers only the events named.
@@ -66,6 +72,7 @@ struct Call {
     state: Option<CallState>,
     outcome: CallOutcome,
     talk_s: u32,
+    source: EventSource,
 }
 
 #[derive(Default)]
@@ -73,11 +80,17 @@ struct ContactAcc {
     phone: String,
     calls: HashMap<String, Call>,
     last_event_ms: Option<u64>,
+    /// The facade gave it up (no call of its own: the contact's other calls decide the rest).
+    gave_up: bool,
 }
 
 fn apply(contact: &mut ContactAcc, stored: &StoredEvent) {
     let e = &stored.event;
     contact.last_event_ms = contact.last_event_ms.max(Some(e.occurred_at_ms));
+    if e.fact == Fact::GaveUp {
+        contact.gave_up = true;
+        return;
+    }
     let call = contact
         .calls
         .entry(e.call_id.to_string())
@@ -89,6 +102,7 @@ fn apply(contact: &mut ContactAcc, stored: &StoredEvent) {
     if e.fact == Fact::Record {
         call.outcome = e.outcome;
         call.talk_s = e.talk_s;
+        call.source = e.source;
     }
 }
 
@@ -129,30 +143,45 @@ pub(crate) fn build(facts: &SessionFacts) -> Report {
         let c = &contacts[n];
         let last = c.calls.values().max_by_key(|call| (call.attempt, call.first_seq));
         let attempts = u32::try_from(c.calls.len()).unwrap_or(u32::MAX);
-        let outcome = last.map_or(CallOutcome::Unspecified, |l| l.outcome);
-        let is_final = match outcome {
-            CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed => true,
-            CallOutcome::NoAnswer | CallOutcome::Busy => attempts > redials,
-            CallOutcome::Unspecified => false,
+        let real = last.map_or(CallOutcome::Unspecified, |l| l.outcome);
+        let (outcome, source) = match (real, last) {
+            (CallOutcome::Unspecified, _) if c.gave_up => (CallOutcome::Unknown, Some(EventSource::Facade)),
+            (CallOutcome::Unspecified, _) | (_, None) => (real, None),
+            (_, Some(l)) => (real, Some(l.source)),
         };
+        let is_final = c.gave_up
+            || match real {
+                CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed | CallOutcome::Unknown => true,
+                CallOutcome::NoAnswer | CallOutcome::Busy => attempts > redials,
+                CallOutcome::Unspecified => false,
+            };
         match outcome {
             CallOutcome::Answered => report.answered += 1,
             CallOutcome::NoAnswer => report.no_answer += 1,
             CallOutcome::Busy => report.busy += 1,
             CallOutcome::Rejected => report.rejected += 1,
             CallOutcome::Failed => report.failed += 1,
+            CallOutcome::Unknown => report.unknown += 1,
             CallOutcome::Unspecified => report.in_progress += 1,
         }
+        if source == Some(EventSource::History) {
+            report.reconciled += 1;
+        }
+        let state = match outcome {
+            CallOutcome::Unknown => Some(CallState::Ended),
+            _ => last.and_then(|l| l.state),
+        };
         let talk_s =
             c.calls.values().filter(|call| call.outcome == CallOutcome::Answered).map(|call| call.talk_s).max();
         report.contacts.push(ContactLine {
             phone: c.phone.clone(),
-            state: last.and_then(|l| l.state),
+            state,
             outcome,
             attempts,
             talk_s: talk_s.unwrap_or(0),
             last_event_ms: c.last_event_ms,
             is_final,
+            source,
         });
     }
     report.finished = report.contacts.iter().all(|c| c.is_final);
@@ -255,6 +284,68 @@ mod tests {
                 .for_each(|(a, b)| assert_eq!(a.last_event_ms, b.last_event_ms));
             assert_eq!(r, expected);
         }
+    }
+
+    fn with_source(mut e: StoredEvent, source: EventSource) -> StoredEvent {
+        e.event.source = source;
+        e
+    }
+
+    #[test]
+    fn precedence_real_over_unknown_over_none_and_where_each_came_from() {
+        let gave_up = |seq, phone: &str| StoredEvent {
+            cursor: Cursor { store: 1, seq },
+            event: CallEvent {
+                session_id: Arc::from("s1"),
+                outcome: Unknown,
+                source: EventSource::Facade,
+                ..CallEvent::live(&format!("s1/{phone}"), Fact::GaveUp, phone)
+            },
+        };
+        let contacts = ["0912345670", "0912345671", "0912345672", "0912345673"];
+        let given_up = vec![
+            // 0: given up, nothing else: UNKNOWN, final.
+            gave_up(1, "0912345670"),
+            // 1: given up while ringing: UNKNOWN.
+            ev(2, "b", Ringing, "0912345671", Unspecified, 1),
+            gave_up(3, "0912345671"),
+            // 2: reconciled from the history before any give-up.
+            with_source(ev(4, "c", Record, "0912345672", Busy, 1), EventSource::History),
+            // 3: not given up, nothing: in progress.
+        ];
+        let r = build(&SessionFacts { record: record(&contacts, 0), events: given_up.clone() });
+        let got: Vec<_> = r.contacts.iter().map(|c| (c.outcome, c.is_final, c.source)).collect();
+        assert_eq!(
+            got,
+            [
+                (Unknown, true, Some(EventSource::Facade)),
+                (Unknown, true, Some(EventSource::Facade)),
+                (Busy, true, Some(EventSource::History)),
+                (Unspecified, false, None),
+            ]
+        );
+        assert_eq!((r.unknown, r.reconciled, r.busy, r.in_progress, r.finished), (2, 1, 1, 1, false));
+        assert_eq!(r.contacts[0].state, Some(CallState::Ended), "given up: ended");
+        // A real outcome that arrives after the give-up wins, in whatever order the store holds them.
+        let mut late = given_up.clone();
+        late.push(ev(5, "b", Record, "0912345671", CallOutcome::Answered, 1));
+        let r2 = build(&SessionFacts { record: record(&contacts, 0), events: late.clone() });
+        assert_eq!(
+            (r2.contacts[1].outcome, r2.contacts[1].source),
+            (CallOutcome::Answered, Some(EventSource::Webhook))
+        );
+        assert_eq!((r2.unknown, r2.answered), (1, 1));
+        late.reverse();
+        assert_eq!(
+            build(&SessionFacts { record: record(&contacts, 0), events: late }).contacts[1].outcome,
+            CallOutcome::Answered
+        );
+        // A real non-final outcome (a redial left) after a give-up still shows, and stays final.
+        let mut redial = given_up;
+        redial.push(ev(6, "b", Record, "0912345671", NoAnswer, 1));
+        let r3 = build(&SessionFacts { record: record(&contacts, 2), events: redial });
+        assert_eq!((r3.contacts[1].outcome, r3.contacts[1].is_final), (NoAnswer, true));
+        assert_eq!(r3.contacts[0].attempts, 0, "a give-up is no call");
     }
 
     #[test]

@@ -105,6 +105,24 @@ pub(crate) trait EventStore: Send + Sync + 'static {
     /// session; `None` otherwise (then `id` is taken as a session id).
     fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
+    /// The sessions recorded here (and retained) with a contact not final yet, each with its
+    /// tenant and record: what reconciliation (`events/reconcile/`) scans, so that it is driven
+    /// by what the store holds and survives a restart.
+    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>>;
+
+    /// Takes the right to reconcile `session_id` of `tenant` for `lease` (until then no other
+    /// holder of the same store gets it); `false` when another has it. A store of one process
+    /// has no one to share with.
+    fn claim(
+        &self,
+        tenant: TenantId,
+        session_id: String,
+        lease: std::time::Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let _ = (tenant, session_id, lease);
+        Box::pin(async { Ok(true) })
+    }
+
     /// Figures for `/metrics`.
     fn stats(&self) -> StoreStats;
 

@@ -1,5 +1,6 @@
 //! The call-event metrics: webhook deliveries by kind and answer, repeats, events stored, the
-//! store's size, watchers connected, call-history lookups and webhook registrations. Labels are
+//! store's size, watchers connected, call-history lookups, webhook registrations, and
+//! reconciliation (history searches, the events they gave, contacts given up). Labels are
 //! fixed words (never a tenant, session or number), so the series are bounded.
 
 use prometheus_client::{
@@ -15,6 +16,8 @@ pub const DELIVERY_ANSWERS: [&str; 7] =
     ["stored", "duplicate", "ignored", "bad_request", "unknown_token", "too_large", "unavailable"];
 /// `result` of a call-history lookup.
 pub const LOOKUP_RESULTS: [&str; 4] = ["found", "not_found", "failed", "over_budget"];
+/// `result` of a reconciliation search of the call history (one per page asked for).
+pub const RECONCILE_RESULTS: [&str; 4] = ["found", "not_found", "failed", "throttled"];
 /// `result` of a webhook registration check.
 pub const REGISTRATION_RESULTS: [&str; 3] = ["present", "registered", "failed"];
 
@@ -43,6 +46,9 @@ pub struct EventMetrics {
     store_fsyncs: Counter,
     lookups: Family<ResultLabels, Counter>,
     registrations: Family<ResultLabels, Counter>,
+    reconcile_lookups: Family<ResultLabels, Counter>,
+    reconcile_events: Counter,
+    given_up: Counter,
 }
 
 impl EventMetrics {
@@ -105,6 +111,27 @@ impl EventMetrics {
             "Webhook registration checks with the upstream, by result (present, registered, failed).",
             m.registrations.clone(),
         );
+        super::register(
+            registry,
+            "callbot_reconcile_lookups",
+            "Call-history searches for contacts left without an outcome, one per page, by result (found: items of the session, not_found, failed, throttled: 429).",
+            m.reconcile_lookups.clone(),
+        );
+        super::register(
+            registry,
+            "callbot_reconcile_events",
+            "Call events stored from the call history (end-of-call records no webhook brought).",
+            m.reconcile_events.clone(),
+        );
+        super::register(
+            registry,
+            "callbot_calls_given_up",
+            "Contacts given up after --call-give-up-after with no outcome from the provider (outcome UNKNOWN).",
+            m.given_up.clone(),
+        );
+        for result in RECONCILE_RESULTS {
+            let _ = m.reconcile_lookups.get_or_create(&ResultLabels { result });
+        }
         // Zero series for every known label value.
         for kind in DELIVERY_KINDS {
             for answer in DELIVERY_ANSWERS {
@@ -163,6 +190,21 @@ impl EventMetrics {
     /// A call-history lookup ended.
     pub fn lookup(&self, result: &'static str) {
         self.lookups.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A reconciliation search (one page) ended.
+    pub fn reconcile_lookup(&self, result: &'static str) {
+        self.reconcile_lookups.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// An event from the call history was stored (not a repeat).
+    pub fn reconcile_event(&self) {
+        self.reconcile_events.inc();
+    }
+
+    /// A contact was given up (its UNKNOWN event stored, not a repeat).
+    pub fn given_up(&self) {
+        self.given_up.inc();
     }
 
     /// A webhook registration check ended.

@@ -60,6 +60,8 @@ pub(crate) async fn stats(State(sim): State<Arc<Sim>>) -> Response {
         "webhook_delivered": s.webhook_delivered.load(Ordering::Relaxed),
         "webhook_failed_attempts": s.webhook_failed_attempts.load(Ordering::Relaxed),
         "webhook_given_up": s.webhook_given_up.load(Ordering::Relaxed),
+        "webhook_lost": s.webhook_lost.load(Ordering::Relaxed),
+        "calls_never_ended": s.calls_never_ended.load(Ordering::Relaxed),
     });
     json_response(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default())
 }

@@ -474,6 +474,48 @@ async fn webhook_fault_reorder_and_delay() {
 }
 
 #[tokio::test]
+async fn webhook_faults_lose_and_never_ends() {
+    let sim = Sim::start(1000.0).await;
+    let rx = Receiver::start().await;
+    sim.register(KEY, &rx.url, Value::Null).await;
+    // lose, by rate: no delivery at all, yet the call is placed, ends, and is in the history.
+    faults(&sim, json!({"kind": "lose", "rate": 1.0})).await;
+    let s = sim.session(KEY, &["0912345670", "0912345677"], json!({})).await;
+    let calls = sim.finished(&s).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c["state"] == "ended"), "{calls:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(rx.all().is_empty(), "lose rate 1: nothing delivered");
+    let found = sim.search(KEY, "", json!({"filter": {"phoneNumbers": ["0912345670", "0912345677"]}})).await;
+    let items = found["payload"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{found}");
+    assert!(items.iter().all(|i| i["autocall_id"] == s.as_str()), "{found}");
+    let stats = sim.get("/_sim/stats").await;
+    assert_eq!((stats["webhook_lost"].as_u64(), stats["webhook_deliveries"].as_u64()), (Some(7), Some(0)), "{stats}");
+    assert_eq!(sim.send(http::Method::DELETE, "/_sim/webhook_faults", json!({})).await.status(), 200);
+
+    // lose, by count: the first delivery only.
+    faults(&sim, json!({"kind": "lose", "count": 1})).await;
+    let s = sim.session(KEY, &["0912345679"], json!({})).await;
+    sim.finished(&s).await;
+    assert_eq!(kinds(&accepted_n(&rx, 1).await), ["cdr"], "the hangup was lost, the CDR came");
+
+    // never_ends: ringing and answered are delivered, no hangup, no CDR; not in the history, no redial.
+    faults(&sim, json!({"kind": "never_ends"})).await;
+    let s = sim.session(KEY, &["0912345670"], json!({"num_retry": 2})).await;
+    let bodies = accepted_n(&rx, 3).await;
+    assert_eq!(kinds(&bodies[1..]), ["ringing", "answered"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rx.all().len(), 3, "no end delivered");
+    let calls = sim.finished(&s).await;
+    assert_eq!(calls.len(), 1, "not redialled: {calls:?}");
+    assert_eq!(calls[0]["state"], "answered", "{calls:?}");
+    let found = sim.search(KEY, "", json!({"filter": {"transactionIds": [calls[0]["call_id"].clone()]}})).await;
+    assert_eq!(found["payload"]["items"], json!([]), "the history lacks it: {found}");
+    assert_eq!(sim.get("/_sim/stats").await["calls_never_ended"], 1);
+}
+
+#[tokio::test]
 async fn webhook_fault_rates_and_validation() {
     let sim = Sim::start(1000.0).await;
     let rx = Receiver::start().await;

@@ -9,7 +9,8 @@
 //! A delivery whose attempt fails (connection error, timeout of [`POST_TIMEOUT`], a non-2xx answer) is retried
 //! after 100 ms, doubling up to 5 s, at most [`MAX_ATTEMPTS`] attempts in all (real time, not scaled), then
 //! given up. `/_sim/stats` counts `webhook_deliveries` (attempts), `webhook_delivered` (2xx answers),
-//! `webhook_failed_attempts` and `webhook_given_up`. Webhook faults (`webhook_faults.rs`) apply here.
+//! `webhook_failed_attempts`, `webhook_given_up` and `webhook_lost` (deliveries a `lose` fault
+//! took). Webhook faults (`webhook_faults.rs`) apply here.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -149,8 +150,12 @@ async fn run_call(sim: Arc<Sim>, mut rx: mpsc::UnboundedReceiver<Fact>, epoch: u
     }
 }
 
-/// One delivery, with the `delay`, `duplicate` and `drop_first` faults that apply to it.
+/// One delivery, with the `lose`, `delay`, `duplicate` and `drop_first` faults that apply to it.
 async fn deliver(sim: &Sim, fact: &Fact, epoch: u64) {
+    if sim.wh_faults.take(Kind::Lose).is_some() {
+        sim.stats.webhook_lost.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     if let Some(ms) = sim.wh_faults.take(Kind::Delay).and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -30,6 +30,7 @@ use super::api::{int_field, on_dnc_list, phone_valid};
 use super::calls::{CallRecord, CallState, Outcome, Row, outcome_for, reported_number};
 use super::delivery::CallSink;
 use super::state::{Sim, unix_ms};
+use super::webhook_faults::Kind;
 
 /// What an accepted session dials.
 pub(crate) struct SessionPlan {
@@ -139,53 +140,70 @@ async fn dial_contact(sim: &Arc<Sim>, plan: &SessionPlan, phone: &str, epoch: u6
         if wait > 0 && !sim.clock.sleep_sim(wait as f64, epoch).await {
             return;
         }
-        if !place_call(sim, seq, row, epoch).await {
-            return;
-        }
-        if !row.outcome.redialled() {
-            break;
+        match place_call(sim, seq, row, epoch).await {
+            Placed::Reset => return,
+            Placed::Open => break,
+            Placed::Ended if !row.outcome.redialled() => break,
+            Placed::Ended => {}
         }
     }
     sim.calls.contact_finished(&plan.session_id);
 }
 
-/// One call from ringing to the CDR; false if the simulator was reset meanwhile.
-async fn place_call(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64) -> bool {
+/// How a placed call went for its contact's loop.
+enum Placed {
+    /// It ended (its CDR is out).
+    Ended,
+    /// A `never_ends` fault holds it open: no end, no redial.
+    Open,
+    /// The simulator was reset meanwhile.
+    Reset,
+}
+
+/// One call from ringing to the CDR (or, under a `never_ends` fault, to where it hangs forever).
+async fn place_call(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64) -> Placed {
+    match ring_talk_end(sim, seq, row, epoch, sim.wh_faults.take(Kind::NeverEnds).is_some()).await {
+        None => Placed::Reset,
+        Some(true) => Placed::Ended,
+        Some(false) => Placed::Open,
+    }
+}
+
+/// The call's states as they happen; `Some(false)` when it stops before its end (`never_ends`).
+async fn ring_talk_end(sim: &Arc<Sim>, seq: u64, row: Row, epoch: u64, never_ends: bool) -> Option<bool> {
     sim.stats.calls_placed.fetch_add(1, Ordering::Relaxed);
     let mut sink = CallSink::new(Arc::clone(sim), epoch);
     let t0 = unix_ms();
-    let Some(call) = sim.calls.update(seq, |c| {
+    let call = sim.calls.update(seq, |c| {
         c.started_at_ms = t0;
         if row.rings() {
             c.state = CallState::Ringing;
         }
-    }) else {
-        return false;
-    };
+    })?;
     if row.rings() {
         sink.live(&call, "ringing", t0);
         if !sim.clock.sleep_sim(row.ring_s as f64, epoch).await {
-            return false;
+            return None;
         }
     }
     if row.outcome == Outcome::Answered {
         let at = unix_ms();
-        let Some(call) = sim.calls.update(seq, |c| c.state = CallState::Answered) else {
-            return false;
-        };
+        let call = sim.calls.update(seq, |c| c.state = CallState::Answered)?;
         sink.live(&call, "answered", at);
         if !sim.clock.sleep_sim(row.talk_s as f64, epoch).await {
-            return false;
+            return None;
         }
     }
+    if never_ends {
+        sim.stats.calls_never_ended.fetch_add(1, Ordering::Relaxed);
+        return Some(false);
+    }
     let at = unix_ms();
-    let Some(call) = sim.calls.update(seq, |c| {
+    let call = sim.calls.update(seq, |c| {
         c.state = CallState::Ended;
         c.ended_at_ms = Some(at);
-    }) else {
-        return false;
-    };
+    })?;
     sink.live(&call, "hangup", at);
     sink.cdr(&call);
-    true
+    Some(true)
 }

@@ -28,7 +28,8 @@
 //! `/_sim/stats` counts requests per API path (`auth_calls`, `script_list_calls`, `execute_calls`,
 //! `webhook_list_calls`, `webhook_register_calls`, `webhook_destroy_calls`, `history_search_calls`), and
 //! `sessions_total`, `unauthorized`, `padding_bytes_sent`, `calls_placed`, `webhook_deliveries` (POST attempts),
-//! `webhook_delivered`, `webhook_failed_attempts`, `webhook_given_up`.
+//! `webhook_delivered`, `webhook_failed_attempts`, `webhook_given_up`, `webhook_lost` (deliveries a `lose` fault
+//! took) and `calls_never_ended` (calls a `never_ends` fault held open).
 
 mod admin;
 mod api;

@@ -67,6 +67,10 @@ pub(crate) struct Stats {
     pub webhook_delivered: AtomicU64,
     pub webhook_failed_attempts: AtomicU64,
     pub webhook_given_up: AtomicU64,
+    /// Deliveries a `lose` fault took (never attempted).
+    pub webhook_lost: AtomicU64,
+    /// Calls a `never_ends` fault held open.
+    pub calls_never_ended: AtomicU64,
 }
 
 impl Stats {
@@ -87,6 +91,8 @@ impl Stats {
             &self.webhook_delivered,
             &self.webhook_failed_attempts,
             &self.webhook_given_up,
+            &self.webhook_lost,
+            &self.calls_never_ended,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -4,7 +4,7 @@
 //! FIFO (`GET` lists the pending ones with their remaining counts, `DELETE` clears them):
 //!
 //! ```json
-//! {"kind": "duplicate" | "reorder" | "delay" | "drop_first" | "no_autocall_id",
+//! {"kind": "duplicate" | "reorder" | "delay" | "drop_first" | "no_autocall_id" | "lose" | "never_ends",
 //!  "count": 1, "rate": 0.25, "delay_ms": 500}
 //! ```
 //!
@@ -15,7 +15,12 @@
 //! - `delay`: the next `count` deliveries wait `delay_ms` (required, only for this kind) before the first attempt;
 //! - `drop_first`: the next `count` deliveries have their first attempt sent but its answer ignored and counted
 //!   as a failed attempt, so it is retried: the receiver sees it twice;
-//! - `no_autocall_id`: the next `count` CDRs omit `autocall_id` and `autocall_uuid`.
+//! - `no_autocall_id`: the next `count` CDRs omit `autocall_id` and `autocall_uuid`;
+//! - `lose`: the next `count` deliveries are never made (no attempt at all); the call itself goes on and is in
+//!   the call history as usual (`history.rs`), so only a facade that searches the history learns its outcome;
+//! - `never_ends`: the next `count` *calls* never end: their live states up to the answer are delivered, but no
+//!   hangup and no CDR, and the call stays `ringing`/`answered` in `GET /_sim/calls`, so the call history
+//!   (which lists ended calls) does not have it either. The contact is not redialled.
 //!
 //! A *delivery* is one body (a live state or a CDR) with its retries. `count` defaults to 1. Instead of
 //! `count`, `"rate": 0.0..=1.0` applies the fault to that fraction of the deliveries (or calls, for `reorder`)
@@ -38,6 +43,8 @@ pub(crate) enum Kind {
     Delay,
     DropFirst,
     NoAutocallId,
+    Lose,
+    NeverEnds,
 }
 
 /// One queued webhook fault.

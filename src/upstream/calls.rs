@@ -227,6 +227,50 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 struct SearchPage {
     #[serde(default, deserialize_with = "null_as_default")]
     items: Vec<CallRecord>,
+    /// The paging block (`has_next`, or `hasNext` in newer answers); read tolerantly.
+    #[serde(default)]
+    paging: Option<serde_json::Value>,
+}
+
+/// What a history search asks for (docs/upstream.md §11.3): calls created within
+/// `from_ms..=to_ms` (Unix ms), to any of `phone_numbers` and/or with any of `transaction_ids`
+/// (an empty list filters nothing), oldest first when `ascending`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Calls with these ids.
+    pub transaction_ids: Vec<String>,
+    /// Calls to these numbers (the provider compares national forms).
+    pub phone_numbers: Vec<String>,
+    /// Created at or after.
+    pub from_ms: u64,
+    /// Created at or before.
+    pub to_ms: u64,
+    /// Oldest first (reconciliation stores a contact's calls in the order they were placed).
+    pub ascending: bool,
+}
+
+/// One page of a history search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The calls of the page (items over their bounds left out).
+    pub items: Vec<CallRecord>,
+    /// Whether a next page exists.
+    pub has_next: bool,
+}
+
+/// Whether a paging block says a page follows: `has_next`/`hasNext`, else page < total pages;
+/// without a block, a full page may have a next.
+fn has_next(paging: Option<&serde_json::Value>, page: u32, items: usize) -> bool {
+    let Some(p) = paging.and_then(serde_json::Value::as_object) else {
+        return items >= SEARCH_PAGE_SIZE;
+    };
+    if let Some(b) = p.get("has_next").or_else(|| p.get("hasNext")).and_then(serde_json::Value::as_bool) {
+        return b;
+    }
+    match p.get("total_pages").or_else(|| p.get("totalPages")).and_then(serde_json::Value::as_u64) {
+        Some(total) => u64::from(page) < total,
+        None => items >= SEARCH_PAGE_SIZE,
+    }
 }
 
 impl UpstreamClient {
@@ -240,24 +284,47 @@ impl UpstreamClient {
         from_ms: u64,
         to_ms: u64,
     ) -> Result<Vec<CallRecord>, UpstreamError> {
-        let body = json!({
-            "filter": {"fromDate": from_ms, "toDate": to_ms, "transactionIds": transaction_ids},
-            "sort": {"field": "created_date", "isAsc": false},
-        });
+        let query =
+            HistoryQuery { transaction_ids: transaction_ids.to_vec(), from_ms, to_ms, ..HistoryQuery::default() };
+        Ok(self.search_history(ctx, &query, 1).await?.items)
+    }
+
+    /// Page `page` (from 1) of a history search, [`SEARCH_PAGE_SIZE`] items at most. A `429` is
+    /// `UpstreamError::Http` with its `Retry-After` (not retried here: the caller's budget waits).
+    pub async fn search_history(
+        &self,
+        ctx: &CallContext,
+        query: &HistoryQuery,
+        page: u32,
+    ) -> Result<HistoryPage, UpstreamError> {
+        let mut filter = serde_json::Map::new();
+        filter.insert("fromDate".into(), query.from_ms.into());
+        filter.insert("toDate".into(), query.to_ms.into());
+        if !query.transaction_ids.is_empty() {
+            filter.insert("transactionIds".into(), json!(query.transaction_ids));
+        }
+        if !query.phone_numbers.is_empty() {
+            filter.insert("phoneNumbers".into(), json!(query.phone_numbers));
+        }
+        let body = json!({"filter": filter, "sort": {"field": "created_date", "isAsc": query.ascending}});
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        let size = SEARCH_PAGE_SIZE.to_string();
+        let (page_text, size) = (page.max(1).to_string(), SEARCH_PAGE_SIZE.to_string());
         let answer = self
             .call_with_token(ctx, Idempotency::Read, Method::POST, &self.endpoints.search, |request| {
                 request
-                    .query(&[("page", "1"), ("size", size.as_str())])
+                    .query(&[("page", page_text.as_str()), ("size", size.as_str())])
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone())
             })
             .await?;
         match self.decode::<SearchPage>(&answer)? {
-            // Items whose fields are over their bounds are the provider's junk: left out, as a
-            // webhook body with them would be refused.
-            Envelope::Success(page) => Ok(page.items.into_iter().filter(|i| i.check_bounds().is_ok()).collect()),
+            Envelope::Success(found) => {
+                let has_next = has_next(found.paging.as_ref(), page.max(1), found.items.len());
+                // Items whose fields are over their bounds are the provider's junk: left out, as
+                // a webhook body with them would be refused.
+                let items = found.items.into_iter().filter(|i| i.check_bounds().is_ok()).collect();
+                Ok(HistoryPage { items, has_next })
+            }
             Envelope::Failure { code } => Err(UpstreamError::Rejected { code, http_status: answer.status.as_u16() }),
         }
     }
@@ -266,6 +333,21 @@ impl UpstreamClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paging_block_says_whether_a_page_follows() {
+        for (paging, page, items, want) in [
+            (Some(json!({"has_next": true})), 1, 3, true),
+            (Some(json!({"hasNext": false, "total_pages": 9})), 1, 50, false),
+            (Some(json!({"page_number": 2, "total_pages": 3})), 2, 50, true),
+            (Some(json!({"totalPages": 2})), 2, 50, false),
+            (Some(json!({})), 1, 50, true),
+            (None, 1, 49, false),
+            (None, 1, 50, true),
+        ] {
+            assert_eq!(has_next(paging.as_ref(), page, items), want, "{paging:?} {page} {items}");
+        }
+    }
 
     #[test]
     fn live_states_and_records_are_told_apart_and_read_tolerantly() {

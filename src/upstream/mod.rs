@@ -33,7 +33,7 @@ use std::{
 use tokio::time::Instant;
 
 pub use auth::AuthPayload;
-pub use calls::{CallRecord, Delivery, LiveState, SEARCH_PAGE_SIZE, parse_delivery};
+pub use calls::{CallRecord, Delivery, HistoryQuery, LiveState, SEARCH_PAGE_SIZE, parse_delivery};
 pub use error::{UpstreamError, is_duplicate_session_code};
 pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload};
 pub use scripts::{Script, ScriptList, ScriptVariable, parse_script_list};

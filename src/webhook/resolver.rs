@@ -3,8 +3,9 @@
 //!
 //! - Batched: the lookups of one tenant waiting within [`BATCH_WINDOW`] go in one search (at
 //!   most a page, 50 ids).
-//! - Budgeted per tenant: at most [`SEARCHES_PER_SECOND`] searches a second of each tenant (a
-//!   burst of [`BURST`]); over it, the answer is "unknown" at once. One tenant's deliveries never
+//! - Budgeted per tenant: `--history-budget` searches a second of each tenant (bursts of twice
+//!   as many), shared with reconciliation (`events/reconcile/budget.rs`); over it, or while a
+//!   `429` pauses the tenant, the answer is "unknown" at once. One tenant's deliveries never
 //!   spend another's budget.
 //! - Bounded in time: a delivery waits at most [`WAIT`] for its answer.
 //! - Remembered: found sessions are kept ([`REMEMBERED`] calls), so a redelivery costs nothing.
@@ -22,19 +23,13 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::{
-    events::TenantId,
+    events::{TenantId, reconcile::HistoryBudget},
     metrics::Metrics,
-    upstream::{ApiKey, CallContext, SEARCH_PAGE_SIZE, UpstreamClient},
+    upstream::{ApiKey, CallContext, SEARCH_PAGE_SIZE, UpstreamClient, UpstreamError},
 };
 
 /// How long lookups gather before a search goes out.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
-/// Searches per second at most.
-const SEARCHES_PER_SECOND: f64 = 5.0;
-/// Searches allowed back to back.
-const BURST: f64 = 10.0;
-/// Tenants whose budget is tracked at once; past it, the full (idle) buckets are forgotten.
-const TRACKED_TENANTS: usize = 10_000;
 /// Longest a delivery waits for its lookup.
 pub(crate) const WAIT: Duration = Duration::from_secs(3);
 /// Bound of one search exchange.
@@ -61,12 +56,17 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    /// Starts the lookup task (it ends when every `Resolver` clone is dropped).
-    /// It runs among the application's background `tasks`.
-    pub(crate) fn start(upstream: Arc<UpstreamClient>, metrics: Arc<Metrics>, tasks: &TaskTracker) -> Self {
+    /// Starts the lookup task (it ends when every `Resolver` clone is dropped), spending
+    /// `budget`. It runs among the application's background `tasks`.
+    pub(crate) fn start(
+        upstream: Arc<UpstreamClient>,
+        metrics: Arc<Metrics>,
+        budget: Arc<HistoryBudget>,
+        tasks: &TaskTracker,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let found = Arc::new(Mutex::new(HashMap::new()));
-        tasks.spawn(run(rx, upstream, metrics, found.clone()));
+        tasks.spawn(run(rx, upstream, metrics, budget, found.clone()));
         Resolver { tx, found }
     }
 
@@ -82,40 +82,6 @@ impl Resolver {
     }
 }
 
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Each tenant's bucket.
-#[derive(Default)]
-struct Budgets(HashMap<TenantId, Bucket>);
-
-impl Budgets {
-    /// Takes one search from `tenant`'s budget, if it has one left.
-    fn take(&mut self, tenant: &TenantId) -> bool {
-        if self.0.len() >= TRACKED_TENANTS && !self.0.contains_key(tenant) {
-            let now = Instant::now();
-            self.0.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * SEARCHES_PER_SECOND < BURST);
-        }
-        self.0.entry(tenant.clone()).or_insert_with(|| Bucket { tokens: BURST, at: Instant::now() }).take()
-    }
-}
-
-impl Bucket {
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * SEARCHES_PER_SECOND).min(BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -126,9 +92,9 @@ async fn run(
     mut rx: mpsc::Receiver<Lookup>,
     upstream: Arc<UpstreamClient>,
     metrics: Arc<Metrics>,
+    budget: Arc<HistoryBudget>,
     found: Arc<Mutex<HashMap<(TenantId, String), String>>>,
 ) {
-    let mut budgets = Budgets::default();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let until = Instant::now() + BATCH_WINDOW;
@@ -144,7 +110,7 @@ async fn run(
             by_tenant.entry(l.tenant.clone()).or_default().push(l);
         }
         for (tenant, lookups) in by_tenant {
-            if !budgets.take(&tenant) {
+            if !budget.try_take(&tenant) {
                 for l in lookups {
                     metrics.events().lookup("over_budget");
                     let _ = l.reply.send(None);
@@ -168,6 +134,9 @@ async fn run(
                     .map(|r| (r.transaction_id.trim().to_owned(), r.autocall_id.trim().to_owned()))
                     .collect(),
                 Err(e) => {
+                    if let UpstreamError::Http { status: 429, retry_after, .. } = &e {
+                        budget.pause(&tenant, *retry_after);
+                    }
                     tracing::warn!(%tenant, error = %e, calls = ids.len(), "call-history lookup failed");
                     for l in lookups {
                         metrics.events().lookup("failed");
@@ -188,26 +157,5 @@ async fn run(
                 let _ = l.reply.send(session);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn each_tenant_has_its_own_budget() {
-        let mut budgets = Budgets::default();
-        let (a, b): (TenantId, TenantId) = (Arc::from("a"), Arc::from("b"));
-        for _ in 0..BURST as usize {
-            assert!(budgets.take(&a));
-        }
-        assert!(!budgets.take(&a), "a spent its burst");
-        for _ in 0..BURST as usize {
-            assert!(budgets.take(&b), "b's budget is its own");
-        }
-        tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(budgets.take(&a), "refilled at SEARCHES_PER_SECOND");
-        assert!(!budgets.take(&a));
     }
 }

@@ -103,11 +103,11 @@ async fn cli_report_of_a_finished_session_prints_the_simulators_outcomes() {
     assert_eq!(
         lines[0],
         format!(
-            "session {session}: 6 contacts, 2 answered, 1 no answer, 1 busy, 1 rejected, 1 failed, 0 in progress; finished: yes"
+            "session {session}: 6 contacts, 2 answered, 1 no answer, 1 busy, 1 rejected, 1 failed, 0 in progress, 0 unknown; reconciled: 0; finished: yes"
         )
     );
     let header: Vec<&str> = lines[1].split("  ").filter(|s| !s.is_empty()).map(str::trim).collect();
-    assert_eq!(header, ["PHONE", "STATE", "OUTCOME", "ATTEMPTS", "TALK", "LAST EVENT", "FINAL"]);
+    assert_eq!(header, ["PHONE", "STATE", "OUTCOME", "ATTEMPTS", "TALK", "LAST EVENT", "FINAL", "SOURCE"]);
     assert_eq!(lines.len(), 2 + PHONES.len(), "{}", run.stdout);
     // Masked phone, state, outcome, attempts, talk; then the date and time of the last event; final.
     let want = [
@@ -122,10 +122,10 @@ async fn cli_report_of_a_finished_session_prints_the_simulators_outcomes() {
     rows.sort();
     for (row, want) in rows.iter().zip(want) {
         assert_eq!(row[..5], want, "{}", run.stdout);
-        assert_eq!(row.len(), 8, "{row:?}");
+        assert_eq!(row.len(), 9, "{row:?}");
         assert_eq!(row[5].len(), "2024-01-01".len(), "{row:?}");
         assert_eq!(row[6].len(), "12:00:00".len(), "{row:?}");
-        assert_eq!(row[7], "yes");
+        assert_eq!(row[7..], ["yes", "webhook"]);
     }
     assert!(!run.stdout.contains("0912345670"), "phones are masked in the table");
 

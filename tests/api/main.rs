@@ -21,6 +21,7 @@ mod nats;
 mod nats_processes;
 mod ops;
 mod reads;
+mod reconcile;
 mod server;
 mod tenants;
 mod tls;

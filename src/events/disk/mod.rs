@@ -204,6 +204,10 @@ impl EventStore for DiskStore {
         self.inner.memory.session_id_of(tenant, id)
     }
 
+    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+        self.inner.memory.unfinished_sessions()
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats { fsyncs_total: self.inner.dir.fsyncs(), ..self.inner.memory.stats() }
     }

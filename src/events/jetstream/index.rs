@@ -168,6 +168,17 @@ impl Index {
         self.attribution.attribute(fact_ref(tenant, &e.call_id, &phone, e.fact, e.outcome), given)
     }
 
+    /// The number as the caller gave it, of the contact `phone` of the recorded `session`.
+    pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &Arc<str>, phone: &str) -> Option<Arc<str>> {
+        self.attribution.contact_phone(tenant, session, &national(phone))
+    }
+
+    /// The recorded sessions with a contact not final yet.
+    pub(crate) fn unfinished(&mut self, now: u64) -> Vec<(TenantId, SessionRecord)> {
+        self.attribution.expire(now);
+        self.attribution.unfinished()
+    }
+
     /// Applies a stored event (idempotent: the appending replica applies it at once, and again
     /// when the consumer reads it).
     pub(crate) fn apply_event(&mut self, tenant: &TenantId, e: &CallEvent, now: u64) {

@@ -71,6 +71,8 @@ struct Shared {
     events: AtomicU64,
     stored: AtomicU64,
     duplicates: AtomicU64,
+    /// The reconciliation leases (`claim`), opened at the first claim.
+    leases: std::sync::OnceLock<jetstream::kv::Store>,
 }
 
 /// The JetStream store. Cheap to clone.
@@ -121,6 +123,7 @@ impl JetStreamStore {
             events: AtomicU64::new(info.state.messages),
             stored: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            leases: std::sync::OnceLock::new(),
         });
         tokio::spawn(follow(Arc::downgrade(&shared)));
         tokio::spawn(monitor(Arc::downgrade(&shared)));
@@ -236,7 +239,13 @@ impl Shared {
 
     async fn append(&self, tenant: TenantId, mut event: CallEvent) -> Result<Appended, StoreError> {
         self.check_up()?;
-        let (session, attempt) = self.lock().attribute(&tenant, &event);
+        let (session, attempt, contact_phone) = {
+            let index = self.lock();
+            let (session, attempt) = index.attribute(&tenant, &event);
+            let contact_phone = session.as_ref().and_then(|s| index.contact_phone(&tenant, s, &event.phone));
+            (session, attempt, contact_phone)
+        };
+        event.contact_phone = contact_phone.unwrap_or_else(crate::domain::no_text);
         event.session_id = session.unwrap_or_else(crate::domain::no_text);
         event.attempt = attempt;
         let id = msg_id(&tenant, &event.id());
@@ -259,6 +268,43 @@ impl Shared {
         self.publish(subject, id, payload).await?;
         self.lock().apply_session(&tenant, record, system_clock()());
         Ok(())
+    }
+
+    /// The reconciliation leases' bucket (`<stream>_RECONCILE`), opened or created (its max age
+    /// is the lease: a lease ends by expiring) at the first claim.
+    async fn leases(&self, lease: Duration) -> Result<jetstream::kv::Store, StoreError> {
+        if let Some(kv) = self.leases.get() {
+            return Ok(kv.clone());
+        }
+        let info = self.stream.cached_info();
+        let bucket = format!("{}_RECONCILE", info.config.name);
+        let kv = match bounded("lease bucket", ACK_TIMEOUT, self.js.get_key_value(bucket.clone())).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                let config = jetstream::kv::Config {
+                    bucket,
+                    history: 1,
+                    max_age: lease.max(Duration::from_secs(1)),
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: info.config.num_replicas,
+                    ..Default::default()
+                };
+                bounded("lease bucket", ACK_TIMEOUT, self.js.create_key_value(config)).await?
+            }
+        };
+        Ok(self.leases.get_or_init(|| kv).clone())
+    }
+
+    async fn claim(&self, tenant: TenantId, session_id: String, lease: Duration) -> Result<bool, StoreError> {
+        self.check_up()?;
+        let kv = self.leases(lease).await?;
+        let key = format!("{}.{}", hash16(&tenant), wire::session_token(&session_id));
+        match tokio::time::timeout(ACK_TIMEOUT, kv.create(key, self.id.to_string().into())).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(Err(e)) => Err(unavailable("lease", e)),
+            Err(_) => Err(unavailable("lease", "no answer")),
+        }
     }
 
     async fn session(&self, tenant: TenantId, session_id: String) -> Result<Option<SessionFacts>, StoreError> {
@@ -326,6 +372,15 @@ impl EventStore for JetStreamStore {
     fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         let found = self.shared.lock().session_id_of(&tenant, &id).map(|s| s.to_string());
         async move { Ok(found.filter(|s| *s != id)) }.boxed()
+    }
+
+    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+        let unfinished = self.shared.lock().unfinished(system_clock()());
+        async move { Ok(unfinished) }.boxed()
+    }
+
+    fn claim(&self, tenant: TenantId, session_id: String, lease: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.shared.claim(tenant, session_id, lease).boxed()
     }
 
     fn stats(&self) -> StoreStats {

@@ -119,7 +119,17 @@ mod tests {
 
     #[test]
     fn an_event_comes_back_from_its_message_as_it_went_in() {
-        for event in [record_event(), CallEvent::live("c2", Fact::Ringing, "0912")] {
+        let reconciled = CallEvent {
+            source: crate::events::EventSource::History,
+            contact_phone: Arc::from("+84 91 234 5670"),
+            ..record_event()
+        };
+        let given_up = CallEvent {
+            outcome: CallOutcome::Unknown,
+            source: crate::events::EventSource::Facade,
+            ..CallEvent::live("s1/0912345670", Fact::GaveUp, "0912345670")
+        };
+        for event in [record_event(), CallEvent::live("c2", Fact::Ringing, "0912"), reconciled, given_up] {
             let payload = encode("acme", &event).unwrap();
             assert_eq!(decode::<CallEvent>(&payload), Some((Arc::from("acme"), event)));
         }
@@ -155,5 +165,11 @@ mod tests {
         assert_eq!(decode::<CallEvent>(unknown.as_bytes()), None);
         let odd = String::from_utf8_lossy(event).replace("no_answer", "voicemail");
         assert_eq!(decode::<CallEvent>(odd.as_bytes()).map(|(_, e)| e.outcome), Some(CallOutcome::Unspecified));
+        // Written before `source` and `contact_phone`: from a webhook, no caller's number.
+        let (_, old) = decode::<CallEvent>(event).unwrap();
+        assert_eq!((old.source, &*old.contact_phone), (crate::events::EventSource::Webhook, ""));
+        // A webhook event without a caller's number is written as before (no new keys).
+        let json = String::from_utf8(encode("acme", &CallEvent::live("c3", Fact::Ringing, "0912")).unwrap()).unwrap();
+        assert!(!json.contains("contact_phone") && json.contains(r#""source":"webhook""#), "{json}");
     }
 }

@@ -391,6 +391,10 @@ impl Shared {
         if let Some(s) = &session {
             g.attribution.apply(fact, s, attempt, now);
         }
+        e.contact_phone = session
+            .as_ref()
+            .and_then(|s| g.attribution.contact_phone(&tenant_id, s, &phone_national))
+            .unwrap_or_else(|| g.empty.clone());
         let session_id = session.unwrap_or_else(|| g.empty.clone());
         e.session_id = session_id.clone();
         e.attempt = attempt;
@@ -549,6 +553,16 @@ impl EventStore for MemoryStore {
     fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         let found = self.shared.lock().attribution.session_id_of(&tenant, &id).map(|s| s.to_string());
         async move { Ok(found.filter(|s| *s != id)) }.boxed()
+    }
+
+    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+        let now = (self.shared.clock)();
+        let unfinished = {
+            let mut g = self.shared.lock();
+            g.attribution.expire(now);
+            g.attribution.unfinished()
+        };
+        async move { Ok(unfinished) }.boxed()
     }
 
     fn stats(&self) -> StoreStats {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::events::{CallEvent, Cursor, StoredEvent};
 
-/// One event as its tenant's ring keeps it (88 bytes, 96 with its sequence number, plus the call
+/// One event as its tenant's ring keeps it (104 bytes, 112 with its sequence number, plus the call
 /// id's and the phone's allocations): the two provider words are indices into a small table, the time a
 /// u32 of seconds.
 pub(super) struct Slot {
@@ -116,11 +116,12 @@ mod tests {
     }
 
     #[test]
-    fn the_slot_stays_within_96_bytes() {
+    fn the_slot_stays_within_112_bytes() {
         // BENCHMARKS.md ("Call events") counts the ring's memory per event from this size (the
-        // slot, 88 bytes, beside its sequence number in its tenant's ring): a new event field that
-        // does not fit the padding grows every slot, and should say so there.
+        // slot, 104 bytes, beside its sequence number in its tenant's ring): a new event field that
+        // does not fit the padding grows every slot, and should say so there (the caller's own
+        // number, `contact_phone`, took it from 96 to 112).
         let size = std::mem::size_of::<(u64, Slot)>();
-        assert!(size <= 96, "the slot grew to {size} bytes");
+        assert!(size <= 112, "the slot grew to {size} bytes");
     }
 }
