@@ -257,3 +257,59 @@ async fn a_locked_data_dir_a_corrupt_store_and_a_foreign_file_refuse_the_start_w
     assert_refused(&foreign, &foreign.join("store"), "cannot be opened");
     assert_eq!(std::fs::read(foreign.join("store")).unwrap(), b"SQLite format 3\0");
 }
+
+/// Reconciliation is driven by what the store holds, not by timers in memory: a session whose
+/// webhooks are all lost, created by a process that is killed before it reconciles anything
+/// (`--reconcile-after 1h`), is reconciled by the next process on the same data dir.
+#[tokio::test]
+async fn reconciliation_survives_a_kill_9() {
+    let sim = TestSim::start(SimConfig { time_scale: super::events::FAST, ..SimConfig::default() }).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/_sim/webhook_faults", sim.url))
+        .json(&json!({"kind": "lose", "rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut facade = Facade::new(&tmp.path().join("data"), &sim.url, tmp.path().join("facade.log"));
+    let public = format!("http://{}", facade.hook);
+    facade.args.extend(["--webhook-public-url".to_owned(), public, "--reconcile-after".to_owned(), "1h".to_owned()]);
+    facade.spawn().await;
+
+    let phones = ["0912000101", "+84912000102", "0912000103"];
+    let request = pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: phones.iter().map(|p| pb::Contact { phone: (*p).into(), ..Default::default() }).collect(),
+        ..Default::default()
+    };
+    let session = facade.client().await.create_session(request).await.unwrap().into_inner().session.unwrap().id;
+    super::events::wait_session_done(&sim, &session).await;
+    assert_eq!(sim.stats().await["webhook_delivered"], 0, "every webhook lost");
+    let before = facade.report(&session).await;
+    assert_eq!((before.in_progress, before.reconciled, before.finished), (3, 0, false));
+    facade.sigkill();
+
+    // The next process reconciles soon after it starts.
+    let at = facade.args.iter().position(|a| a == "--reconcile-after").unwrap();
+    facade.args[at + 1] = "1s".to_owned();
+    facade.spawn().await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let report = facade.report(&session).await;
+        if report.finished {
+            break report;
+        }
+        assert!(tokio::time::Instant::now() < until, "not reconciled after the restart: {report:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((report.reconciled, report.contacts_total, report.in_progress, report.unknown), (3, 3, 0, 0));
+    for c in &report.contacts {
+        assert_eq!((c.source(), c.r#final), (pb::CallEventSource::History, true), "{}", c.phone);
+    }
+    assert!(facade.metric("callbot_reconcile_events_total").await >= 3.0);
+    // The contact as the caller wrote it, on the events the history gave.
+    let events = facade.events(pb::WatchCallEventsRequest { from_start: true, ..Default::default() }).await;
+    assert!(events.iter().any(|e| e.contact_phone == "+84912000102"), "{events:?}");
+    assert!(events.iter().any(|e| e.contact_phone == "0912000101" && e.phone == "84912000101"), "{events:?}");
+}
