@@ -27,6 +27,8 @@
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
+//! - `policy/`: the calling policy (hours, frequency caps, do-not-call), pure rules over a clock and
+//!   the counts kept by the store.
 //! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
 //!   in the middleware; the secret files kept live.
 //! - `reload`: secrets from files kept live: re-read on a change of content and on SIGHUP, the
@@ -50,6 +52,7 @@ pub(crate) mod logwriter;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod pb;
+pub(crate) mod policy;
 pub(crate) mod reload;
 pub(crate) mod service;
 pub mod simulator;

@@ -108,7 +108,7 @@ fn webhook_secret(
     Ok(ConfiguredKey::File(live))
 }
 
-fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
+pub(super) fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
     NatsConfig {
         url: url.trim().to_owned(),
         stream: events.stream.clone(),

@@ -1,7 +1,6 @@
 //! CreateSession: validate every contact, optionally check them against the script's variables,
-//! start the session upstream with the caller's idempotency key (or a generated one), convert.
-
-use std::time::SystemTime;
+//! apply the tenant's calling policy (purpose, do-not-call, frequency cap, calling hours), start
+//! the session upstream with the caller's idempotency key (or a generated one), convert.
 
 use tonic::{Request, Response, Status};
 
@@ -10,9 +9,69 @@ use crate::{
     convert,
     domain::{self, NewSession, SessionLimits},
     pb,
+    policy::{self, Ask, Policy, PolicyError, Refusal, Verdict},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{EncodedExecute, UpstreamError},
 };
+
+/// Whether the upstream refused a session without starting it: its reservations are released.
+/// A lost connection or an unknown outcome keeps them (the session may exist: counting a call
+/// that never happens is the safe side).
+pub(crate) fn refused_by_upstream(e: &UpstreamError) -> bool {
+    match e {
+        UpstreamError::Connect { .. } => true,
+        UpstreamError::Rejected { .. } => !e.is_duplicate_session(),
+        UpstreamError::Http { status, .. } => (400..500).contains(status),
+        _ => false,
+    }
+}
+
+/// The policy's verdict on `session` (reserving unless `validate_only`), counted in the metrics;
+/// the refused contacts are taken out of `session` and returned as rejections.
+pub(crate) async fn gate(
+    policy: &Policy,
+    metrics: &crate::metrics::Metrics,
+    tenant: &str,
+    session: &mut NewSession,
+    key: &str,
+    schedule_after: Option<jiff::Timestamp>,
+) -> Result<(Verdict, Vec<pb::ContactRejection>), FacadeError> {
+    let numbers = policy::session::numbers(session);
+    let ask = Ask {
+        tenant,
+        purpose: session.purpose,
+        numbers: &numbers,
+        pacing: policy::session::pacing(session),
+        start: policy::session::start(session),
+        defer: session.defer_to_calling_hours,
+        schedule_after,
+        holder: key,
+    };
+    let count = |refused: &[(usize, Refusal)]| {
+        for reason in [Refusal::DoNotCall, Refusal::FrequencyCap(None)] {
+            let n = refused.iter().filter(|(_, r)| r.reason() == reason.reason()).count() as u64;
+            if n > 0 {
+                metrics.policy().refused(tenant, reason.reason(), n);
+            }
+        }
+    };
+    let verdict = match policy.decide(ask, !session.validate_only).await {
+        Ok(v) => v,
+        Err(e) => {
+            if let PolicyError::NoCallableContacts { refused } = &e {
+                count(refused);
+            }
+            return Err(e.into());
+        }
+    };
+    count(&verdict.refused);
+    if verdict.moved && !session.validate_only {
+        metrics.policy().deferred(tenant);
+    }
+    let refused = policy::session::apply(session, &verdict);
+    let rejections = refused.into_iter().map(|(phone, r)| convert::policy_rejection(phone, r)).collect();
+    Ok((verdict, rejections))
+}
 
 impl CallBotApi {
     /// CreateSession.
@@ -21,10 +80,12 @@ impl CallBotApi {
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let Call { ctx, tenant, .. } = self.call(&request)?;
-        let limits = SessionLimits { max_contacts: self.max_contacts(), now: SystemTime::now() };
+        // The policy's clock: the wall clock, or the test clock the settings inject.
+        let now = policy::system_time(self.policy.now());
+        let limits = SessionLimits { max_contacts: self.max_contacts(), now };
         let request = request.into_inner();
         let check_variables = request.check_variables;
-        let session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
+        let mut session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
         if check_variables {
             // After the rules above (no I/O for a malformed request); needs the script list.
             // Boxed: otherwise the script fetch's state is part of every CreateSession's future,
@@ -37,12 +98,22 @@ impl CallBotApi {
             .external_session_id
             .clone()
             .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
-        let to_error = |e: UpstreamError| {
-            to_status(
-                &FacadeError::Upstream(e),
-                &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
-            )
+        let to_error = |e: FacadeError| {
+            to_status(&e, &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) })
         };
+        let (verdict, mut rejections) =
+            Box::pin(gate(&self.policy, &self.metrics, &tenant, &mut session, &key, None)).await.map_err(to_error)?;
+        let start_time = verdict.shown_start().map(convert::timestamp_to_pb);
+        if session.validate_only {
+            let session = pb::Session {
+                id: String::new(),
+                script_id: session.script_id,
+                external_session_id: key,
+                rejected_contacts: rejections,
+                start_time,
+            };
+            return Ok(Response::new(pb::CreateSessionResponse { session: Some(session) }));
+        }
         let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
@@ -50,7 +121,15 @@ impl CallBotApi {
         let contact_count = contacts.len();
         // The numbers only, for the session's record (its report's contact list).
         let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
-        let outcome = self.upstream.execute_encoded(&ctx, &encoded).await.map_err(to_error)?;
+        let outcome = match self.upstream.execute_encoded(&ctx, &encoded).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some((purpose, numbers)) = verdict.reserved.as_ref().filter(|_| refused_by_upstream(&e)) {
+                    self.policy.release(&tenant, *purpose, numbers, &key).await;
+                }
+                return Err(to_error(FacadeError::Upstream(e)));
+            }
+        };
         drop(encoded);
         tracing::info!(
             request_id = %ctx.request_id,
@@ -63,8 +142,16 @@ impl CallBotApi {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
         let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
+        if let Some((purpose, _)) = &verdict.reserved {
+            let numbers: Vec<u64> = refused.iter().filter_map(|p| policy::dnc::key(p)).collect();
+            self.policy.release(&tenant, *purpose, &numbers, &key).await;
+        }
         let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
         self.session_log(tenant).record(&outcome.autocall_id, &key, phones, &refused, redials).await;
-        Ok(Response::new(pb::CreateSessionResponse { session: Some(convert::session_to_pb(outcome, &script_id, key)) }))
+        let mut session = convert::session_to_pb(outcome, &script_id, key);
+        rejections.append(&mut session.rejected_contacts);
+        session.rejected_contacts = rejections;
+        session.start_time = start_time;
+        Ok(Response::new(pb::CreateSessionResponse { session: Some(session) }))
     }
 }
