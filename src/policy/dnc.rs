@@ -87,7 +87,7 @@ impl DncList {
 
     /// Reads the files (one number per line, `#` starts a comment, blank lines skipped) into one
     /// list; the error names the file and the line, never the number.
-    pub fn load(inputs: &mut Inputs, files: &[std::path::PathBuf]) -> Result<Self, String> {
+    pub(crate) fn load(inputs: &mut Inputs, files: &[std::path::PathBuf]) -> Result<Self, String> {
         let mut keys = Vec::new();
         for path in files {
             let text = inputs.read(path).map_err(|e| format!("do-not-call file {}: {e}", path.display()))?;

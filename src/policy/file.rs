@@ -85,7 +85,7 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// Reads and checks the file at `path` (and the do-not-call files it names).
-    pub fn load(inputs: &mut Inputs, path: &std::path::Path) -> Result<Self, String> {
+    pub(crate) fn load(inputs: &mut Inputs, path: &std::path::Path) -> Result<Self, String> {
         let text = inputs.read(path).map_err(|e| format!("calling policy {}: {e}", path.display()))?;
         let doc: FileDoc = serde_norway::from_str(&text)
             .map_err(|e| format!("calling policy {}: {}", path.display(), one_line(&e.to_string())))?;

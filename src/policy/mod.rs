@@ -243,8 +243,13 @@ impl std::fmt::Debug for Policy {
 
 impl Policy {
     /// The policy of `set` over `counts` and `clock`.
-    pub fn new(set: Option<Live<PolicySet>>, counts: Arc<dyn Counts>, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(set: Option<Live<PolicySet>>, counts: Arc<dyn Counts>, clock: Arc<dyn Clock>) -> Self {
         Policy { set, counts, clock }
+    }
+
+    /// No policy file, counts in memory, the wall clock: only added do-not-call numbers apply.
+    pub fn unrestricted() -> Self {
+        Policy::new(None, Arc::new(MemoryCounts::default()), Arc::new(SystemClock))
     }
 
     /// "Now" by the policy's clock (the service checks `start_time` against it too).

@@ -19,6 +19,7 @@ mod metrics_docs;
 mod nats;
 mod nats_processes;
 mod ops;
+mod policy;
 mod reads;
 mod server;
 mod tenants;
