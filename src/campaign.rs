@@ -167,7 +167,9 @@ impl CampaignRun {
         // Contacts accepted so far, which is also the global index of the next chunk's first.
         let mut total: usize = 0;
         // With schedule_within_calling_hours: the previous chunk's projected end.
-        let mut after = self.plan.schedule_within_calling_hours.then(|| self.policy.now());
+        // The first chunk starts at the spec's start_time (or now), so a re-run schedules the same way.
+        let first = policy::session::start(self.plan.template()).unwrap_or_else(|| self.policy.now());
+        let mut after = self.plan.schedule_within_calling_hours.then_some(first);
         loop {
             while chunk.len() < size {
                 if let Some(contact) = pending.next() {

@@ -217,6 +217,9 @@ impl Application {
         });
         let wiring = EventWiring { store: events.clone(), shutdown: shutdown.clone(), record_sessions };
         let policy = policy::build(&settings, &mut reloader, &shutdown).await?;
+        for tenant in tenancy.initial_tenants() {
+            metrics.policy().tenant_series(&tenant);
+        }
         let api = CallBotApi::new(upstream.clone(), catalog, &settings, wiring, metrics.clone(), policy);
         let max_concurrency = settings.server.max_concurrency as usize;
         let layer = RpcLayer::new(max_concurrency, tenancy, settings.upstream.timeout, metrics.clone());

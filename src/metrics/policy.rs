@@ -44,6 +44,14 @@ impl PolicyMetrics {
         m
     }
 
+    /// Zero series for a tenant known from the start, so that `increase()` and alerts work at once.
+    pub fn tenant_series(&self, tenant: &str) {
+        for reason in ["DO_NOT_CALL", "FREQUENCY_CAP"] {
+            let _ = self.refused.get_or_create(&RefusedLabels { tenant: tenant.to_owned(), reason });
+        }
+        let _ = self.deferred.get_or_create(&TenantLabels { tenant: tenant.to_owned() });
+    }
+
     /// `n` contacts of `tenant` refused for `reason`.
     pub fn refused(&self, tenant: &str, reason: &'static str, n: u64) {
         self.refused.get_or_create(&RefusedLabels { tenant: tenant.to_owned(), reason }).inc_by(n);

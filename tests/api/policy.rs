@@ -254,3 +254,73 @@ async fn a_restart_keeps_the_count() {
         [("0912345678".to_owned(), "FREQUENCY_CAP".to_owned()), ("0912345670".to_owned(), "DO_NOT_CALL".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn a_25000_contact_campaign_is_scheduled_within_the_hours_over_two_days_and_its_rerun_starts_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_policy(dir.path(), &local("08:00"), |s| s.service.max_contacts = 500).await;
+    let spec = pb::CampaignSpec {
+        campaign_id: "tet-2027".into(),
+        script_id: SCRIPT.into(),
+        purpose: pb::CallPurpose::Service as i32,
+        schedule_within_calling_hours: true,
+        start_time: Some(at(&local("08:00"))),
+        chunk_size: 500,
+        ..Default::default()
+    };
+    let messages = || {
+        let mut m =
+            vec![pb::CreateCampaignRequest { item: Some(pb::create_campaign_request::Item::Spec(spec.clone())) }];
+        for b in 0..25 {
+            let contacts = (0..1000)
+                .map(|i| pb::Contact { phone: format!("0913{:06}", b * 1000 + i), ..Default::default() })
+                .collect();
+            m.push(pb::CreateCampaignRequest {
+                item: Some(pb::create_campaign_request::Item::Batch(pb::ContactBatch { contacts })),
+            });
+        }
+        m
+    };
+    let run = |answers: Vec<pb::CreateCampaignResponse>| -> Vec<(i64, bool)> {
+        answers
+            .iter()
+            .map(|a| {
+                let s = a.session.as_ref().unwrap();
+                (s.start_time.unwrap().seconds, a.resumed)
+            })
+            .collect()
+    };
+    let answers: Vec<_> = collect_stream(&mut app, messages()).await;
+    let first = run(answers);
+    assert_eq!(first.len(), 50);
+    // 500 contacts at the default pacing (15 a round, a round every 30 s) dial for 17 minutes.
+    let chunk = 17 * 60;
+    let monday = at(&local("08:00")).seconds;
+    let tuesday = monday + 86_400;
+    for (i, (start, resumed)) in first.iter().enumerate() {
+        assert!(!resumed);
+        let (day, k) = if i < 31 { (monday, i as i64) } else { (tuesday, i as i64 - 31) };
+        assert_eq!(*start, day + k * chunk, "chunk {i}");
+        assert!(start + chunk <= day + 9 * 3600, "chunk {i} ends by 17:00");
+    }
+    let sent = app.sim.sessions().await;
+    assert_eq!(sent.len(), 50);
+    assert_eq!(sent[31]["body"]["send_time"], serde_json::json!(tuesday * 1000));
+    // The re-run: the same schedule, every chunk resumed, nothing started twice.
+    let again = run(collect_stream(&mut app, messages()).await);
+    assert_eq!(again.iter().map(|(s, _)| *s).collect::<Vec<_>>(), first.iter().map(|(s, _)| *s).collect::<Vec<_>>());
+    assert!(again.iter().all(|(_, resumed)| *resumed));
+    assert_eq!(app.sim.sessions().await.len(), 50);
+}
+
+async fn collect_stream(
+    app: &mut TestApp,
+    messages: Vec<pb::CreateCampaignRequest>,
+) -> Vec<pb::CreateCampaignResponse> {
+    let mut stream = app.client.create_campaign(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
