@@ -324,3 +324,43 @@ async fn collect_stream(
     }
     out
 }
+
+#[tokio::test]
+async fn two_replicas_on_one_jetstream_admit_one_of_fifty_racers_and_share_added_numbers() {
+    let nats = super::nats::Nats::start().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = nats.url();
+    let a = spawn_policy(dir_a.path(), &local("10:00"), |s| s.events.nats_url = Some(url.clone())).await;
+    let b = spawn_policy(dir_b.path(), &local("10:00"), |s| s.events.nats_url = Some(url.clone())).await;
+    let racers = (0..50).map(|i| {
+        let mut client = if i % 2 == 0 { a.client.clone() } else { b.client.clone() };
+        async move { client.create_session(ad(&["0912345678"], &format!("race-{i}"))).await }
+    });
+    let answers = futures::future::join_all(racers).await;
+    let admitted = answers.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 1, "exactly one of 50 racers is admitted");
+    for err in answers.iter().filter_map(|r| r.as_ref().err()) {
+        assert_status(err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+    }
+    assert_eq!(a.sim.sessions().await.len() + b.sim.sessions().await.len(), 1);
+
+    // "Stop calling me" on A is refused by B within a second.
+    let mut a_client = a.client.clone();
+    a_client
+        .add_do_not_call(pb::AddDoNotCallRequest { phones: vec!["0912345670".into()], ..Default::default() })
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut b_client = b.client.clone();
+    let mut req = ad(&["0912345670", "0912345671"], "b-0");
+    req.purpose = pb::CallPurpose::Service as i32;
+    loop {
+        let s = b_client.create_session(req.clone()).await.unwrap().into_inner().session.unwrap();
+        if rejections(&s) == [("0912345670".to_owned(), "DO_NOT_CALL".to_owned())] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "replica B still calls a number A listed");
+        req.external_session_id = format!("b-{}", started.elapsed().as_micros());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
