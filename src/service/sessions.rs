@@ -46,6 +46,8 @@ impl CallBotApi {
             Box::pin(gate(&self.policy, &self.metrics, &tenant, &mut session, &key, None)).await.map_err(to_error)?;
         let start_time = verdict.shown_start().map(convert::timestamp_to_pb);
         if session.validate_only {
+            // The full verdict: the start the facade would choose, now included.
+            let start_time = Some(convert::timestamp_to_pb(verdict.start));
             let session = pb::Session {
                 id: String::new(),
                 script_id: session.script_id,

@@ -364,3 +364,28 @@ async fn two_replicas_on_one_jetstream_admit_one_of_fifty_racers_and_share_added
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn campaign_dry_run_prints_the_verdict_per_chunk_and_calls_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16:40 local: chunk 0 (two contacts, one round of 30 s at the default pacing) dials now,
+    // chunk 1 (with a do-not-call number) after it.
+    let app = spawn_policy(dir.path(), &local("16:40"), |_| {}).await;
+    let csv = dir.path().join("contacts.csv");
+    std::fs::write(&csv, "phone\n0912345678\n0912345679\n0900000001\n0912345680\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
+        .args(["campaign", "--script", SCRIPT, "--csv", csv.to_str().unwrap(), "--chunk-size", "2"])
+        .args(["--purpose", "advertising", "--schedule-within-calling-hours", "--dry-run"])
+        .args(["--server", &format!("http://{}", app.addr)])
+        .env_remove("CALLBOT_SERVER")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("dry run: nothing is sent upstream and nothing is counted"), "{stdout}");
+    assert!(stdout.contains("chunk 0: 2/2 contacts would dial from 2027-01-04T09:40:"), "{stdout}");
+    assert!(stdout.contains("chunk 1: 1/2 contacts would dial from 2027-01-04T09:40:3"), "{stdout}");
+    assert!(stdout.contains("1 DO_NOT_CALL"), "{stdout}");
+    assert!(app.sim.sessions().await.is_empty(), "the dry run called no one");
+}
