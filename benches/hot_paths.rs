@@ -52,6 +52,9 @@ fn create_request(contacts: usize) -> pb::CreateSessionRequest {
         external_session_id: String::new(),
         auto_pause: false,
         check_variables: false,
+        purpose: 0,
+        defer_to_calling_hours: false,
+        validate_only: false,
     }
 }
 

@@ -94,6 +94,20 @@ impl pb::call_bot_service_server::CallBotService for Floor {
         Err(Status::unimplemented("the stack floor serves CreateSession only"))
     }
 
+    async fn add_do_not_call(
+        &self,
+        _: Request<pb::AddDoNotCallRequest>,
+    ) -> Result<Response<pb::AddDoNotCallResponse>, Status> {
+        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+    }
+
+    async fn remove_do_not_call(
+        &self,
+        _: Request<pb::RemoveDoNotCallRequest>,
+    ) -> Result<Response<pb::RemoveDoNotCallResponse>, Status> {
+        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+    }
+
     async fn get_script(&self, _: Request<pb::GetScriptRequest>) -> Result<Response<pb::GetScriptResponse>, Status> {
         Err(Status::unimplemented("the stack floor serves CreateSession only"))
     }
@@ -144,7 +158,13 @@ impl pb::call_bot_service_server::CallBotService for Floor {
             .map_err(|_| Status::unavailable("upstream"))?;
         let id = string_after(&answer, b"\"autocall_id\":\"").ok_or_else(|| Status::internal("no autocall_id"))?;
         Ok(Response::new(pb::CreateSessionResponse {
-            session: Some(pb::Session { id, script_id, external_session_id: key, rejected_contacts: Vec::new() }),
+            session: Some(pb::Session {
+                id,
+                script_id,
+                external_session_id: key,
+                rejected_contacts: Vec::new(),
+                start_time: None,
+            }),
         }))
     }
 

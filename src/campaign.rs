@@ -15,10 +15,13 @@ use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 
 use crate::{
+    admission::{gate, refused_by_upstream},
     convert, deadline,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
     events::SessionLog,
+    metrics::Metrics,
     pb::{self, create_campaign_request::Item},
+    policy::{self, Policy},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, UpstreamClient, UpstreamError},
 };
@@ -100,6 +103,12 @@ pub struct CampaignRun {
     pub upstream_timeout: Duration,
     /// Where each started chunk's session is recorded (for its report).
     pub sessions: SessionLog,
+    /// The calling policy, applied to every chunk before it is sent.
+    pub policy: Policy,
+    /// The policy's counters.
+    pub metrics: Arc<Metrics>,
+    /// The caller's tenant.
+    pub tenant: Arc<str>,
 }
 
 /// What a finished campaign did, for the log.
@@ -157,6 +166,10 @@ impl CampaignRun {
         let mut index: u64 = 0;
         // Contacts accepted so far, which is also the global index of the next chunk's first.
         let mut total: usize = 0;
+        // With schedule_within_calling_hours: the previous chunk's projected end.
+        // The first chunk starts at the spec's start_time (or now), so a re-run schedules the same way.
+        let first = policy::session::start(self.plan.template()).unwrap_or_else(|| self.policy.now());
+        let mut after = self.plan.schedule_within_calling_hours.then_some(first);
         loop {
             while chunk.len() < size {
                 if let Some(contact) = pending.next() {
@@ -177,11 +190,21 @@ impl CampaignRun {
             }
             let contacts = std::mem::replace(&mut chunk, Vec::with_capacity(size));
             let count = contacts.len();
-            let session = self.plan.chunk(index, total, contacts)?;
+            let mut session = self.plan.chunk(index, total, contacts)?;
             if let Some(variables) = &self.variables {
                 variables.check(&session.contacts, total)?;
             }
-            let (session, resumed) = self.start(&session).await?;
+            let key = self.plan.key(index);
+            let (verdict, rejections) = gate(&self.policy, &self.metrics, &self.tenant, &mut session, &key, after)
+                .await
+                .map_err(|e| Stop::Failed(e, Some(key.clone())))?;
+            if after.is_some() {
+                after = Some(verdict.end);
+            }
+            let (mut session, resumed) = self.start(&session, &verdict).await?;
+            session.start_time = verdict.shown_start().map(convert::timestamp_to_pb);
+            let mut upstream = std::mem::replace(&mut session.rejected_contacts, rejections);
+            session.rejected_contacts.append(&mut upstream);
             total += count;
             let answer = pb::CreateCampaignResponse {
                 chunk_index: i64::try_from(index).unwrap_or(i64::MAX),
@@ -203,7 +226,7 @@ impl CampaignRun {
 
     /// Starts one chunk's session; `resumed` when the upstream already had its key. A resumed
     /// chunk's session id is unknown: the duplicate answer carries only an error code.
-    async fn start(&self, session: &NewSession) -> Result<(pb::Session, bool), Stop> {
+    async fn start(&self, session: &NewSession, verdict: &policy::Verdict) -> Result<(pb::Session, bool), Stop> {
         let key = session.external_session_id.clone().unwrap_or_default();
         let mut ctx = self.ctx.clone();
         ctx.deadline = deadline::for_exchange(self.upstream_timeout, self.stream_deadline);
@@ -220,6 +243,10 @@ impl CampaignRun {
                 );
                 let phones: Vec<String> = session.contacts.iter().map(|c| c.phone.clone()).collect();
                 let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
+                if let Some((purpose, _)) = &verdict.reserved {
+                    let numbers: Vec<u64> = refused.iter().filter_map(|p| policy::dnc::key(p)).collect();
+                    self.policy.release(&self.tenant, *purpose, &numbers, &key).await;
+                }
                 let redials = u32::try_from(session.retry_count.unwrap_or(0)).unwrap_or(0);
                 self.sessions.record(&outcome.autocall_id, &key, phones, &refused, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
@@ -228,7 +255,12 @@ impl CampaignRun {
                 tracing::info!(request_id = %ctx.request_id, key = %key, "campaign chunk already started: resumed");
                 Ok((convert::resumed_session_to_pb(&session.script_id, key), true))
             }
-            Err(e) => Err(Stop::Failed(FacadeError::Upstream(e), Some(key))),
+            Err(e) => {
+                if let Some((purpose, numbers)) = verdict.reserved.as_ref().filter(|_| refused_by_upstream(&e)) {
+                    self.policy.release(&self.tenant, *purpose, numbers, &key).await;
+                }
+                Err(Stop::Failed(FacadeError::Upstream(e), Some(key)))
+            }
         }
     }
 }

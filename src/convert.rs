@@ -7,6 +7,7 @@ use crate::{
     domain::{NewSession, ScriptVariables, ValidContact},
     events::{CallOutcome, CallState, EventSource, Fact, StoredEvent, report::Report},
     pb,
+    policy::Refusal,
     upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
 };
 
@@ -50,9 +51,24 @@ pub fn session_to_pb(outcome: ExecuteOutcome, script_id: &str, key: String) -> p
         rejected_contacts: outcome
             .rejections
             .into_iter()
-            .map(|r| pb::ContactRejection { phone: r.phone, reason: r.reason })
+            .map(|r| pb::ContactRejection { phone: r.phone, reason: r.reason, callable_after: None })
             .collect(),
+        start_time: None,
     }
+}
+
+/// A contact the calling policy did not send.
+pub fn policy_rejection(phone: String, refusal: Refusal) -> pb::ContactRejection {
+    let callable_after = match refusal {
+        Refusal::FrequencyCap(after) => after.map(timestamp_to_pb),
+        Refusal::DoNotCall => None,
+    };
+    pb::ContactRejection { phone, reason: refusal.reason().to_owned(), callable_after }
+}
+
+/// An instant as a protobuf timestamp.
+pub fn timestamp_to_pb(t: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() }
 }
 
 /// A campaign chunk the upstream already had: its session id is unknown (the duplicate answer
@@ -63,6 +79,7 @@ pub fn resumed_session_to_pb(script_id: &str, key: String) -> pb::Session {
         script_id: script_id.to_owned(),
         external_session_id: key,
         rejected_contacts: Vec::new(),
+        start_time: None,
     }
 }
 

@@ -27,6 +27,9 @@
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
+//! - `admission`: the calling policy applied to one session on its way upstream.
+//! - `policy/`: the calling policy (hours, frequency caps, do-not-call), pure rules over a clock and
+//!   the counts kept by the store.
 //! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
 //!   in the middleware; the secret files kept live.
 //! - `storage/`: the data dir (`--data-dir`): its lock, the embedded database (fjall) and the
@@ -36,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
+pub(crate) mod admission;
 pub mod app;
 pub(crate) mod cache;
 pub(crate) mod campaign;
@@ -52,6 +56,7 @@ pub(crate) mod logwriter;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod pb;
+pub(crate) mod policy;
 pub(crate) mod reload;
 pub(crate) mod service;
 pub mod simulator;
@@ -78,6 +83,7 @@ pub mod testing {
     };
     pub use crate::events::SessionLog;
     pub use crate::metrics::Metrics;
+    pub use crate::policy::Policy;
     pub use crate::status::{ErrorContext, FacadeError, to_status};
     pub use crate::upstream::envelope::{Envelope, ONE_PASS_MIN_BYTES, ShapeError, failure_code, parse};
     pub use crate::upstream::{

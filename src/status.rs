@@ -10,7 +10,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    domain::ValidationError,
+    domain::{FieldViolation, ValidationError},
+    policy::PolicyError,
     upstream::{UpstreamError, is_duplicate_session_code},
 };
 
@@ -86,6 +87,43 @@ pub enum FacadeError {
         /// The last event the watcher was sent, to resume elsewhere.
         last_cursor: Option<String>,
     },
+    /// The calling policy: the start is outside the hours and deferral was not asked.
+    #[error("the start is outside the calling hours")]
+    OutsideCallingHours {
+        /// The next opening (RFC 3339), when there is one within a year.
+        next_opening: Option<String>,
+    },
+    /// The calling policy: the session's projected dialling does not fit in its window.
+    #[error("the session's dialling does not fit in the calling window")]
+    CallingWindowTooShort {
+        /// How many contacts would fit.
+        max_contacts: usize,
+    },
+    /// The calling policy refused every contact (do-not-call, frequency cap).
+    #[error("no contact may be called")]
+    NoCallableContacts,
+    /// The calling policy's counts cannot be read or written: nothing is sent unchecked.
+    #[error("the calling-policy store is unavailable: {0}")]
+    PolicyStoreUnavailable(String),
+}
+
+impl From<PolicyError> for FacadeError {
+    fn from(e: PolicyError) -> Self {
+        match e {
+            PolicyError::PurposeRequired => FacadeError::Invalid(ValidationError {
+                violations: vec![FieldViolation {
+                    field: "purpose".to_owned(),
+                    description: "is required by the tenant's calling policy".to_owned(),
+                }],
+            }),
+            PolicyError::OutsideHours { next_opening } => {
+                FacadeError::OutsideCallingHours { next_opening: next_opening.map(|t| t.to_string()) }
+            }
+            PolicyError::WindowTooShort { max_contacts } => FacadeError::CallingWindowTooShort { max_contacts },
+            PolicyError::NoCallableContacts { .. } => FacadeError::NoCallableContacts,
+            PolicyError::Store(e) => FacadeError::PolicyStoreUnavailable(e.0),
+        }
+    }
 }
 
 /// Call facts that go into every status.
@@ -191,6 +229,25 @@ pub fn classify(err: &FacadeError, write: bool) -> Row {
             row(Unavailable, "SHUTTING_DOWN", "this facade is shutting down; resume after last_cursor on another"),
             None,
         ),
+        FacadeError::OutsideCallingHours { .. } => row(
+            FailedPrecondition,
+            "OUTSIDE_CALLING_HOURS",
+            "the start is outside the tenant's calling hours; start at metadata.next_opening or set defer_to_calling_hours",
+        ),
+        FacadeError::CallingWindowTooShort { .. } => row(
+            FailedPrecondition,
+            "CALLING_WINDOW_TOO_SHORT",
+            "the session's dialling does not fit in the calling window; send at most metadata.max_contacts contacts",
+        ),
+        FacadeError::NoCallableContacts => row(
+            FailedPrecondition,
+            "NO_CALLABLE_CONTACTS",
+            "the calling policy refused every contact (do-not-call, frequency cap)",
+        ),
+        FacadeError::PolicyStoreUnavailable(_) => retry(
+            row(Unavailable, "POLICY_STORE_UNAVAILABLE", "the calling-policy store is unavailable; retry later"),
+            None,
+        ),
         FacadeError::Upstream(e) => classify_upstream(e, write),
     }
 }
@@ -293,6 +350,12 @@ pub fn to_status(err: &FacadeError, ctx: &ErrorContext<'_>) -> Status {
         FacadeError::ShuttingDown { last_cursor: Some(last) } => {
             metadata.insert("last_cursor".to_owned(), last.clone());
         }
+        FacadeError::OutsideCallingHours { next_opening: Some(at) } => {
+            metadata.insert("next_opening".to_owned(), at.clone());
+        }
+        FacadeError::CallingWindowTooShort { max_contacts } => {
+            metadata.insert("max_contacts".to_owned(), max_contacts.to_string());
+        }
         _ => {}
     }
     if let Some(key) = ctx.external_session_id {
@@ -356,6 +419,22 @@ mod tests {
             (FacadeError::CallerRevoked, false, Unauthenticated, "CALLER_REVOKED", None),
             (FacadeError::MessageTooLarge, false, ResourceExhausted, "MESSAGE_TOO_LARGE", None),
             (FacadeError::MalformedMessage, false, Internal, "MALFORMED_REQUEST_MESSAGE", None),
+            (
+                FacadeError::OutsideCallingHours { next_opening: None },
+                true,
+                FailedPrecondition,
+                "OUTSIDE_CALLING_HOURS",
+                None,
+            ),
+            (
+                FacadeError::CallingWindowTooShort { max_contacts: 3 },
+                true,
+                FailedPrecondition,
+                "CALLING_WINDOW_TOO_SHORT",
+                None,
+            ),
+            (FacadeError::NoCallableContacts, true, FailedPrecondition, "NO_CALLABLE_CONTACTS", None),
+            (FacadeError::PolicyStoreUnavailable("x".into()), true, Unavailable, "POLICY_STORE_UNAVAILABLE", d),
             (http(401), false, Unauthenticated, "UPSTREAM_UNAUTHENTICATED", None),
             (http(403), false, PermissionDenied, "UPSTREAM_PERMISSION_DENIED", None),
             (http(404), false, Internal, "UPSTREAM_ENDPOINT_NOT_FOUND", None),

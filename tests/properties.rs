@@ -146,6 +146,9 @@ fn valid_request() -> impl Strategy<Value = pb::CreateSessionRequest> {
             external_session_id,
             auto_pause,
             check_variables: false,
+            purpose: 0,
+            defer_to_calling_hours: false,
+            validate_only: false,
         },
     )
 }
@@ -533,6 +536,9 @@ fn generated_requests_cover_the_options() {
         external_session_id: "k".into(),
         auto_pause: true,
         check_variables: false,
+        purpose: 0,
+        defer_to_calling_hours: false,
+        validate_only: false,
     };
     let session = NewSession::parse(req, &limits()).unwrap();
     let body: UpstreamBody =

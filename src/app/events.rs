@@ -31,6 +31,8 @@ pub(super) struct EventParts {
     pub(super) webhook_base: Option<String>,
     pub(super) events: Arc<dyn EventStore>,
     pub(super) directory: Arc<Directory>,
+    /// The data dir, when the disk store opened it (the calling policy keeps its counts there too).
+    pub(super) data_dir: Option<Arc<DataDir>>,
 }
 
 /// Binds the receiver (when on), opens the store, builds the directory.
@@ -57,6 +59,7 @@ pub(super) async fn build(
         }),
         _ => None,
     };
+    let mut data_dir = None;
     let events: Arc<dyn EventStore> = match &settings.events.nats_url {
         Some(url) => {
             Arc::new(JetStreamStore::open(nats_config(url, &settings.events)).await.map_err(AppError::EventStore)?)
@@ -65,24 +68,28 @@ pub(super) async fn build(
             let bounds = Bounds { retention: settings.events.retention, max_events: settings.events.max as usize };
             match settings.events.store {
                 EventsStoreKind::Memory => Arc::new(MemoryStore::new(bounds, system_clock())),
-                EventsStoreKind::Disk => Arc::new(open_disk(&settings.events.data_dir, bounds).await?),
+                EventsStoreKind::Disk => {
+                    let (store, dir) = open_disk(&settings.events.data_dir, bounds).await?;
+                    data_dir = Some(dir);
+                    Arc::new(store)
+                }
             }
         }
     };
     let secret = webhook_secret(settings, reloader, rotated)?;
     let previous = settings.events.webhook_secret_previous.clone();
     let directory = Arc::new(Directory::new(secret, previous, tenancy));
-    Ok(EventParts { webhook, webhook_base, events, directory })
+    Ok(EventParts { webhook, webhook_base, events, directory, data_dir })
 }
 
 /// The disk event store in `--data-dir` (its lock taken, its events replayed); a data dir held
 /// by another process or a store that cannot be read stops the start with one line naming it.
-async fn open_disk(path: &std::path::Path, bounds: Bounds) -> Result<DiskStore, AppError> {
+async fn open_disk(path: &std::path::Path, bounds: Bounds) -> Result<(DiskStore, Arc<DataDir>), AppError> {
     let started = std::time::Instant::now();
     let fail = |e: crate::storage::StorageError| AppError::EventStore(e.to_string());
     let dir = Arc::new(DataDir::open(path).map_err(fail)?);
     let (folder, disk_bytes) = (dir.path().display().to_string(), dir.disk_space());
-    let store = DiskStore::open(dir, bounds, system_clock()).await.map_err(fail)?;
+    let store = DiskStore::open(dir.clone(), bounds, system_clock()).await.map_err(fail)?;
     let stats = store.stats();
     tracing::info!(
         data_dir = %folder,
@@ -92,7 +99,7 @@ async fn open_disk(path: &std::path::Path, bounds: Bounds) -> Result<DiskStore, 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "event store opened"
     );
-    Ok(store)
+    Ok((store, dir))
 }
 
 /// The webhook secret: `--webhook-secret`, or `--webhook-secret-file` read now (a bad file stops
@@ -133,7 +140,7 @@ fn webhook_secret(
     Ok(ConfiguredKey::File(live))
 }
 
-fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
+pub(super) fn nats_config(url: &str, events: &crate::config::EventsSettings) -> NatsConfig {
     NatsConfig {
         url: url.trim().to_owned(),
         stream: events.stream.clone(),

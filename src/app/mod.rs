@@ -9,6 +9,7 @@
 //!
 //! - `events.rs`: the call-event part (receiver listener, event store, store health);
 //! - `grpc.rs`: TLS, reflection and the gRPC router with its layers;
+//! - `policy.rs`: the calling policy (its file, its store, its clock);
 //! - `drain.rs`: the drain order.
 
 use std::{
@@ -41,6 +42,7 @@ use crate::{
 mod drain;
 mod events;
 mod grpc;
+mod policy;
 use events::EventParts;
 use grpc::GrpcRouter;
 
@@ -190,7 +192,7 @@ impl Application {
                 }
             }
         };
-        let EventParts { webhook, webhook_base, events, directory } =
+        let EventParts { webhook, webhook_base, events, directory, data_dir } =
             events::build(&settings, tenancy.clone(), &mut reloader, rotated).await?;
 
         let registrar = webhook_base.map(|base| {
@@ -235,7 +237,11 @@ impl Application {
             (listener, receiver)
         });
         let wiring = EventWiring { store: events.clone(), shutdown: shutdown.clone(), record_sessions };
-        let api = CallBotApi::new(upstream.clone(), catalog, &settings, wiring, metrics.clone());
+        let policy = policy::build(&settings, data_dir.as_deref(), &mut reloader, &shutdown).await?;
+        for tenant in tenancy.initial_tenants() {
+            metrics.policy().tenant_series(&tenant);
+        }
+        let api = CallBotApi::new(upstream.clone(), catalog, &settings, wiring, metrics.clone(), policy);
         let max_concurrency = settings.server.max_concurrency as usize;
         let layer = RpcLayer::new(max_concurrency, tenancy, settings.upstream.timeout, metrics.clone());
         let (health, health_service) = tonic_health::server::health_reporter();

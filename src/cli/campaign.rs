@@ -143,8 +143,13 @@ pub async fn run(args: CampaignArgs) -> Result<(), CliError> {
         caller_id: args.caller_id.clone(),
         chunk_size: i32::try_from(args.chunk_size).unwrap_or(i32::MAX),
         check_variables: args.check_variables,
+        purpose: args.purpose.map_or(0, |p| p.to_proto()),
+        schedule_within_calling_hours: args.schedule_within_calling_hours,
         ..Default::default()
     };
+    if args.dry_run {
+        return super::dry_run::run(&mut client, &args, &campaign_id).await;
+    }
     let _ = tx.send(pb::CreateCampaignRequest { item: Some(Item::Spec(spec)) }).await;
     let reader = spawn_reader(args.csv.clone(), tx);
 

@@ -39,6 +39,7 @@
 pub mod campaign;
 pub mod clock;
 pub mod contacts;
+mod dry_run;
 pub mod follow;
 pub mod report;
 pub mod scripts;

@@ -131,6 +131,37 @@ pub struct CampaignArgs {
     /// A duration: `500ms`, `30s`, `5m`, `1h`.
     #[arg(value_name = "DURATION", long, default_value = "1h", value_parser = parse_duration, requires = "watch")]
     pub watch_timeout: Duration,
+    /// What the calls are for (the tenant's calling policy applies the purpose's hours and cap);
+    /// unset = not said.
+    #[arg(long, value_enum)]
+    pub purpose: Option<CallPurposeArg>,
+    /// Start each chunk at the earliest moment within the calling hours where its dialling fits,
+    /// after the previous chunk's projected end (docs/policy.md).
+    #[arg(long)]
+    pub schedule_within_calling_hours: bool,
+    /// Call no one: ask the facade, chunk by chunk (CreateSession with validate_only), what
+    /// would be refused and when each chunk would dial, and print it.
+    #[arg(long, conflicts_with_all = ["watch", "rejects"])]
+    pub dry_run: bool,
+}
+
+/// `--purpose` of `campaign`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallPurposeArg {
+    /// Advertising (marketing) calls.
+    Advertising,
+    /// Calls the person expects (reminders, notices).
+    Service,
+}
+
+impl CallPurposeArg {
+    /// The proto value.
+    pub fn to_proto(self) -> i32 {
+        match self {
+            CallPurposeArg::Advertising => crate::pb::CallPurpose::Advertising as i32,
+            CallPurposeArg::Service => crate::pb::CallPurpose::Service as i32,
+        }
+    }
 }
 
 /// Flags of `watch`.

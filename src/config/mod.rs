@@ -47,6 +47,23 @@ pub struct Settings {
     /// The webhook receiver and the call-event store.
     #[command(flatten)]
     pub events: EventsSettings,
+    /// The calling policy.
+    #[command(flatten)]
+    pub policy: PolicySettings,
+}
+
+/// The calling policy (docs/policy.md).
+#[derive(Debug, Clone, Args)]
+pub struct PolicySettings {
+    /// YAML file of calling policies per tenant (hours, days, blackout dates, frequency caps,
+    /// do-not-call files, the `vn-decree-91` preset), re-read when it changes and on SIGHUP;
+    /// unset = no policy (only numbers added by AddDoNotCall are refused).
+    #[arg(value_name = "FILE", long = "calling-policy", env = "CALLBOT_CALLING_POLICY")]
+    pub calling_policy: Option<PathBuf>,
+    /// The calling policy's clock starts at this instant (RFC 3339) and runs from there. Hidden:
+    /// for tests, which must not depend on the wall clock.
+    #[arg(long = "policy-clock-start", env = "CALLBOT_POLICY_CLOCK_START", hide = true)]
+    pub clock_start: Option<String>,
 }
 
 /// Listeners, limits, shutdown and logs.

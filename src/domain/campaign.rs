@@ -26,6 +26,9 @@ pub struct CampaignPlan {
     pub chunk_size: usize,
     /// Whether contacts are checked against the script's variables.
     pub check_variables: bool,
+    /// Whether each chunk is placed at the earliest time within the calling hours where its
+    /// dialling fits, after the previous chunk's projected end.
+    pub schedule_within_calling_hours: bool,
     /// The session options, with no contacts and no key: each chunk fills both in.
     template: NewSession,
 }
@@ -54,6 +57,8 @@ impl CampaignPlan {
             auto_pause,
             chunk_size,
             check_variables,
+            purpose,
+            schedule_within_calling_hours,
         } = spec;
         let mut v = Violations::default();
         v.take(|| "spec.campaign_id".into(), check_campaign_id(&campaign_id));
@@ -74,6 +79,10 @@ impl CampaignPlan {
             external_session_id: String::new(),
             auto_pause,
             check_variables,
+            purpose,
+            // A chunk that does not fit fails as CreateSession would; scheduling is the campaign's.
+            defer_to_calling_hours: false,
+            validate_only: false,
         };
         let template = match NewSession::parse(options, &SessionLimits { max_contacts: 1, now }) {
             Ok(mut session) => {
@@ -89,9 +98,20 @@ impl CampaignPlan {
         };
         let chunk_size = v.take(|| "spec.chunk_size".into(), check_chunk_size(chunk_size, max_contacts));
         match template {
-            Some(template) => v.into_result(CampaignPlan { campaign_id, chunk_size, check_variables, template }),
+            Some(template) => v.into_result(CampaignPlan {
+                campaign_id,
+                chunk_size,
+                check_variables,
+                schedule_within_calling_hours,
+                template,
+            }),
             None => Err(ValidationError { violations: v.0 }),
         }
+    }
+
+    /// The session options every chunk shares (no contacts, no key).
+    pub fn template(&self) -> &NewSession {
+        &self.template
     }
 
     /// The script every chunk runs.

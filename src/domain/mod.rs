@@ -28,7 +28,7 @@ pub use campaign::CampaignPlan;
 pub use event::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord, no_text};
 pub use fold::{fold, matches};
 pub use phone::{is_valid_phone, mask_phone, national};
-pub use session::{NewSession, SessionLimits, ValidContact, validate_contacts, validate_script_id};
+pub use session::{NewSession, Purpose, SessionLimits, ValidContact, validate_contacts, validate_script_id};
 pub use variables::ScriptVariables;
 
 /// One bad field of a request: `field` is a path like `contacts[2].phone`, `contacts[0].variables[ten]`.

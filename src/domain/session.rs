@@ -105,6 +105,41 @@ pub struct NewSession {
     pub external_session_id: Option<String>,
     /// Pause when no agent is available (`auto_pause`).
     pub auto_pause: bool,
+    /// What the calls are for (the calling policy's rules are per purpose); not sent upstream.
+    pub purpose: Option<Purpose>,
+    /// Start at the next opening of the calling hours rather than fail; not sent upstream.
+    pub defer_to_calling_hours: bool,
+    /// Answer the verdict only: nothing sent, nothing counted.
+    pub validate_only: bool,
+}
+
+/// What calls are for: the calling policy's rules are per purpose (`CallPurpose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Purpose {
+    /// Advertising (marketing) calls: the strict rules (Decree 91 art. 13 in Vietnam).
+    Advertising,
+    /// Calls the person expects (reminders, notices).
+    Service,
+}
+
+impl Purpose {
+    /// The name in the policy file and in stored keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Advertising => "advertising",
+            Purpose::Service => "service",
+        }
+    }
+
+    /// `Ok(None)` for `CALL_PURPOSE_UNSPECIFIED`; an error for a number this build does not know.
+    pub fn from_proto(value: i32) -> Result<Option<Self>, &'static str> {
+        match pb::CallPurpose::try_from(value) {
+            Ok(pb::CallPurpose::Unspecified) => Ok(None),
+            Ok(pb::CallPurpose::Advertising) => Ok(Some(Purpose::Advertising)),
+            Ok(pb::CallPurpose::Service) => Ok(Some(Purpose::Service)),
+            Err(_) => Err("must be a known CallPurpose value"),
+        }
+    }
 }
 
 impl NewSession {
@@ -151,6 +186,9 @@ impl NewSession {
             // Not part of the upstream body: the service checks the variables against the
             // script (which needs the script list, so I/O) after these rules pass.
             check_variables: _,
+            purpose,
+            defer_to_calling_hours,
+            validate_only,
         } = req;
         let mut v = Violations::default();
 
@@ -166,6 +204,7 @@ impl NewSession {
         let retry_interval_secs = v.take(|| "retry_interval".into(), interval_secs(retry_interval));
         let send_time_unix_ms = v.take(|| "start_time".into(), start_time_ms(start_time, limits.now));
         v.take(|| "external_session_id".into(), check_external_session_id(&external_session_id));
+        let purpose = v.take(|| "purpose".into(), Purpose::from_proto(purpose));
 
         v.into_result(NewSession {
             script_id,
@@ -181,6 +220,9 @@ impl NewSession {
             send_time_unix_ms,
             external_session_id: non_empty(external_session_id),
             auto_pause,
+            purpose,
+            defer_to_calling_hours,
+            validate_only,
         })
     }
 }
@@ -553,6 +595,9 @@ mod tests {
             external_session_id: "has space".into(),
             auto_pause: true,
             check_variables: false,
+            purpose: 9,
+            defer_to_calling_hours: false,
+            validate_only: false,
         };
         let err = NewSession::parse(req, &limits()).unwrap_err();
         let mut got = fields(&err);
@@ -575,13 +620,14 @@ mod tests {
             "retry_interval",
             "start_time",
             "external_session_id",
+            "purpose",
         ];
         want.sort_unstable();
         assert_eq!(got, want);
         let dup = err.violations.iter().find(|v| v.field == "contacts[2].phone").unwrap();
         assert_eq!(dup.description, "duplicates contacts[0].phone");
         // Neither the message nor any description echoes a value.
-        assert_eq!(err.to_string(), "invalid request: 17 violation(s)");
+        assert_eq!(err.to_string(), "invalid request: 18 violation(s)");
         for v in &err.violations {
             for secret in ["0912345678", "0912-345-678", "not-an-email", "hotline", "has space", "tab\there"] {
                 assert!(!v.description.contains(secret), "{v:?} echoes {secret}");
@@ -619,6 +665,9 @@ mod tests {
             external_session_id: "order-7781".into(),
             auto_pause: true,
             check_variables: true,
+            purpose: pb::CallPurpose::Service as i32,
+            defer_to_calling_hours: true,
+            validate_only: true,
         };
         let got = NewSession::parse(req, &limits()).unwrap();
         let want = NewSession {
@@ -648,6 +697,9 @@ mod tests {
             send_time_unix_ms: Some((NOW_SECS + 60) * 1_000 + 123),
             external_session_id: Some("order-7781".into()),
             auto_pause: true,
+            purpose: Some(Purpose::Service),
+            defer_to_calling_hours: true,
+            validate_only: true,
         };
         assert_eq!(got, want);
         let vars = &got.contacts[0].variables;
@@ -681,6 +733,9 @@ mod tests {
                 send_time_unix_ms: None,
                 external_session_id: None,
                 auto_pause: false,
+                purpose: None,
+                defer_to_calling_hours: false,
+                validate_only: false,
             }
         );
     }

@@ -33,6 +33,8 @@ use prometheus_client::{
 mod events;
 mod listeners;
 mod methods;
+mod policy;
+pub use policy::PolicyMetrics;
 mod process;
 mod upstream;
 
@@ -186,6 +188,7 @@ pub struct Metrics {
     config_reload_failures: Family<FileLabels, Counter>,
     events: EventMetrics,
     listeners: ListenerMetrics,
+    policy: policy::PolicyMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -277,6 +280,7 @@ impl Metrics {
         let events = EventMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector));
         let listeners = ListenerMetrics::register(&mut registry);
+        let policy = policy::PolicyMetrics::register(&mut registry);
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         register(&mut registry, "callbot_build_info", "Always 1; the version is in the label.", build_info);
@@ -326,7 +330,13 @@ impl Metrics {
             config_reload_failures,
             events,
             listeners,
+            policy,
         }
+    }
+
+    /// The calling policy's metrics.
+    pub fn policy(&self) -> &PolicyMetrics {
+        &self.policy
     }
 
     /// The call-event metrics.

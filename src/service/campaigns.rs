@@ -1,8 +1,6 @@
 //! CreateCampaign: read and validate the spec, then hand the rest of the caller's stream to the
 //! campaign engine (`campaign.rs`), which answers one message per chunk session it starts.
 
-use std::time::SystemTime;
-
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -31,7 +29,8 @@ impl CallBotApi {
         let mut incoming = request.into_inner();
         let spec = campaign::read_spec(&mut incoming, stream_deadline).await.map_err(|e| e.into_status(&ctx))?;
         ctx.deadline = deadline::for_exchange(self.settings.upstream_timeout, stream_deadline);
-        let plan = CampaignPlan::parse(spec, self.max_contacts(), SystemTime::now()).map_err(|e| fail(&ctx, e))?;
+        let now = crate::policy::system_time(self.policy.now());
+        let plan = CampaignPlan::parse(spec, self.max_contacts(), now).map_err(|e| fail(&ctx, e))?;
         let variables = match plan.check_variables {
             true => Some(self.script_variables(&ctx, plan.script_id()).await?),
             false => None,
@@ -44,7 +43,10 @@ impl CallBotApi {
             ctx,
             stream_deadline,
             upstream_timeout: self.settings.upstream_timeout,
-            sessions: self.session_log(tenant),
+            sessions: self.session_log(tenant.clone()),
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+            tenant,
         };
         tokio::spawn(run.run(incoming, tx));
         Ok(Response::new(ReceiverStream::new(rx)))

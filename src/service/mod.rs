@@ -7,6 +7,7 @@
 //!   `check_variables`;
 //! - `sessions.rs` — CreateSession;
 //! - `campaigns.rs` — CreateCampaign (a client stream driving `crate::campaign`);
+//! - `do_not_call.rs` — AddDoNotCall, RemoveDoNotCall (the calling policy's added numbers);
 //! - `events.rs` — WatchCallEvents, GetSessionReport, and the session records the other two
 //!   leave in the event store.
 //!
@@ -14,6 +15,7 @@
 //! configured key, `k-<hash>` for a caller's own key (`crate::tenancy`).
 
 mod campaigns;
+mod do_not_call;
 mod events;
 mod scripts;
 mod sessions;
@@ -30,6 +32,7 @@ use crate::{
     metrics::Metrics,
     middleware::{AccessNote, Call},
     pb::{self, call_bot_service_server::CallBotService},
+    policy::Policy,
     status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, UpstreamClient},
 };
@@ -66,6 +69,8 @@ pub struct CallBotApi {
     shutdown: tokio_util::sync::CancellationToken,
     record_sessions: bool,
     metrics: Arc<Metrics>,
+    /// The calling policy, checked before anything is sent upstream.
+    policy: Policy,
 }
 
 impl CallBotApi {
@@ -76,6 +81,7 @@ impl CallBotApi {
         settings: &Settings,
         wiring: EventWiring,
         metrics: Arc<Metrics>,
+        policy: Policy,
     ) -> Self {
         let settings =
             HandlerSettings { upstream_timeout: settings.upstream.timeout, service: settings.service.clone() };
@@ -87,6 +93,7 @@ impl CallBotApi {
             shutdown: wiring.shutdown,
             record_sessions: wiring.record_sessions,
             metrics,
+            policy,
         }
     }
 
@@ -160,5 +167,19 @@ impl CallBotService for CallBotApi {
         request: Request<pb::GetSessionReportRequest>,
     ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
         self.session_report(request).await
+    }
+
+    async fn add_do_not_call(
+        &self,
+        request: Request<pb::AddDoNotCallRequest>,
+    ) -> Result<Response<pb::AddDoNotCallResponse>, Status> {
+        self.add_do_not_call_numbers(request).await
+    }
+
+    async fn remove_do_not_call(
+        &self,
+        request: Request<pb::RemoveDoNotCallRequest>,
+    ) -> Result<Response<pb::RemoveDoNotCallResponse>, Status> {
+        self.remove_do_not_call_numbers(request).await
     }
 }

@@ -1,17 +1,17 @@
 //! CreateSession: validate every contact, optionally check them against the script's variables,
-//! start the session upstream with the caller's idempotency key (or a generated one), convert.
-
-use std::time::SystemTime;
+//! apply the tenant's calling policy (purpose, do-not-call, frequency cap, calling hours), start
+//! the session upstream with the caller's idempotency key (or a generated one), convert.
 
 use tonic::{Request, Response, Status};
 
 use super::{AccessNote, Call, CallBotApi, fail};
 use crate::{
+    admission::{gate, refused_by_upstream},
     convert,
     domain::{self, NewSession, SessionLimits},
-    pb,
+    pb, policy,
     status::{ErrorContext, FacadeError, to_status},
-    upstream::{EncodedExecute, UpstreamError},
+    upstream::EncodedExecute,
 };
 
 impl CallBotApi {
@@ -21,10 +21,12 @@ impl CallBotApi {
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         let Call { ctx, tenant, .. } = self.call(&request)?;
-        let limits = SessionLimits { max_contacts: self.max_contacts(), now: SystemTime::now() };
+        // The policy's clock: the wall clock, or the test clock the settings inject.
+        let now = policy::system_time(self.policy.now());
+        let limits = SessionLimits { max_contacts: self.max_contacts(), now };
         let request = request.into_inner();
         let check_variables = request.check_variables;
-        let session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
+        let mut session = NewSession::parse(request, &limits).map_err(|e| fail(&ctx, e))?;
         if check_variables {
             // After the rules above (no I/O for a malformed request); needs the script list.
             // Boxed: otherwise the script fetch's state is part of every CreateSession's future,
@@ -37,12 +39,24 @@ impl CallBotApi {
             .external_session_id
             .clone()
             .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
-        let to_error = |e: UpstreamError| {
-            to_status(
-                &FacadeError::Upstream(e),
-                &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) },
-            )
+        let to_error = |e: FacadeError| {
+            to_status(&e, &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) })
         };
+        let (verdict, mut rejections) =
+            Box::pin(gate(&self.policy, &self.metrics, &tenant, &mut session, &key, None)).await.map_err(to_error)?;
+        let start_time = verdict.shown_start().map(convert::timestamp_to_pb);
+        if session.validate_only {
+            // The full verdict: the start the facade would choose, now included.
+            let start_time = Some(convert::timestamp_to_pb(verdict.start));
+            let session = pb::Session {
+                id: String::new(),
+                script_id: session.script_id,
+                external_session_id: key,
+                rejected_contacts: rejections,
+                start_time,
+            };
+            return Ok(Response::new(pb::CreateSessionResponse { session: Some(session) }));
+        }
         let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
@@ -50,7 +64,15 @@ impl CallBotApi {
         let contact_count = contacts.len();
         // The numbers only, for the session's record (its report's contact list).
         let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
-        let outcome = self.upstream.execute_encoded(&ctx, &encoded).await.map_err(to_error)?;
+        let outcome = match self.upstream.execute_encoded(&ctx, &encoded).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some((purpose, numbers)) = verdict.reserved.as_ref().filter(|_| refused_by_upstream(&e)) {
+                    self.policy.release(&tenant, *purpose, numbers, &key).await;
+                }
+                return Err(to_error(FacadeError::Upstream(e)));
+            }
+        };
         drop(encoded);
         // The access line says it (one line per RPC; `AccessNote`).
         let note = AccessNote {
@@ -62,11 +84,17 @@ impl CallBotApi {
             tracing::debug!(phone = %domain::mask_phone(&r.phone), reason = %r.reason, "contact rejected by the upstream");
         }
         let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
+        if let Some((purpose, _)) = &verdict.reserved {
+            let numbers: Vec<u64> = refused.iter().filter_map(|p| policy::dnc::key(p)).collect();
+            self.policy.release(&tenant, *purpose, &numbers, &key).await;
+        }
         let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
         self.session_log(tenant).record(&outcome.autocall_id, &key, phones, &refused, redials).await;
-        let mut response = Response::new(pb::CreateSessionResponse {
-            session: Some(convert::session_to_pb(outcome, &script_id, key)),
-        });
+        let mut session = convert::session_to_pb(outcome, &script_id, key);
+        rejections.append(&mut session.rejected_contacts);
+        session.rejected_contacts = rejections;
+        session.start_time = start_time;
+        let mut response = Response::new(pb::CreateSessionResponse { session: Some(session) });
         response.extensions_mut().insert(note);
         Ok(response)
     }

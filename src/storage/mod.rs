@@ -263,6 +263,12 @@ impl DataDir {
         Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread), _lock: lock })
     }
 
+    /// The database, for a durable part that writes its own partitions and fsyncs itself (the
+    /// calling policy's counts, `policy/fjall.rs`): one engine, one lock, one folder.
+    pub fn keyspace(&self) -> Keyspace {
+        self.keyspace.clone()
+    }
+
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.path

@@ -434,6 +434,9 @@ async fn campaign_engine_reads_no_contact_ahead_of_a_caller_that_stops_reading()
         stream_deadline: None,
         upstream_timeout: Duration::from_secs(5),
         sessions: callbot_facade::testing::SessionLog::none(),
+        policy: callbot_facade::testing::Policy::unrestricted(),
+        metrics: Arc::new(Metrics::new()),
+        tenant: "default".into(),
     };
     // Room for one answer, and nobody reads it.
     let (tx, mut rx) = mpsc::channel(1);

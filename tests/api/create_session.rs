@@ -227,6 +227,9 @@ async fn create_session_accepts_the_boundary_values_of_every_rule() {
         external_session_id: "k".repeat(128),
         auto_pause: false,
         check_variables: false,
+        purpose: 0,
+        defer_to_calling_hours: false,
+        validate_only: false,
     };
     let session = create(&mut app, req).await.expect("boundary values");
     assert_eq!(session.external_session_id, "k".repeat(128));
@@ -251,6 +254,9 @@ async fn create_session_reports_every_violation_at_once_in_one_error() {
         external_session_id: "has space".into(),
         auto_pause: true,
         check_variables: false,
+        purpose: 0,
+        defer_to_calling_hours: false,
+        validate_only: false,
     };
     req.contacts[0].email = "nope".into();
     req.contacts[0].variables.insert(String::new(), "x".into());
@@ -318,6 +324,9 @@ async fn create_session_sends_the_upstream_body_field_for_field() {
         external_session_id: key.into(),
         auto_pause: true,
         check_variables: false,
+        purpose: 0,
+        defer_to_calling_hours: false,
+        validate_only: false,
     };
     let full_body = |voice: &str, key: &str| {
         json!({
@@ -560,7 +569,7 @@ async fn create_session_lists_dnc_contacts_as_rejected_and_keeps_the_session() {
     let session = create(&mut app, req).await.expect("created");
     assert_eq!(
         session.rejected_contacts,
-        vec![pb::ContactRejection { phone: "0912345999".into(), reason: "number_dnc".into() }]
+        vec![pb::ContactRejection { phone: "0912345999".into(), reason: "number_dnc".into(), callable_after: None }]
     );
     assert_eq!(app.sim.sessions().await.len(), 1);
 }

@@ -20,6 +20,7 @@ mod metrics_docs;
 mod nats;
 mod nats_processes;
 mod ops;
+mod policy;
 mod reads;
 mod reconcile;
 mod server;

@@ -53,7 +53,7 @@ fn shown_one(url: &str) -> String {
 }
 
 /// Connects (bounded by [`CONNECT_TIMEOUT`]); the error is one line naming the flag at fault.
-pub(super) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, String> {
+pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, String> {
     let url = shown(&config.url);
     let mut options = ConnectOptions::new()
         .name("callbot-facade")

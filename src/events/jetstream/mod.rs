@@ -47,6 +47,7 @@ use index::Index;
 use wire::{EVENTS_PREFIX, SESSIONS_PREFIX, event_subject, hash16, msg_id, session_subject};
 
 mod connect;
+pub(crate) use connect::connect;
 mod index;
 mod watcher;
 mod wire;
