@@ -17,7 +17,7 @@ use tonic::Status;
 use crate::{
     convert, deadline,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
-    events::SessionLog,
+    events::{SessionLog, log::Started},
     pb::{self, create_campaign_request::Item},
     status::{ErrorContext, FacadeError, to_status},
     upstream::{CallContext, UpstreamClient, UpstreamError},
@@ -221,7 +221,13 @@ impl CampaignRun {
                 let phones: Vec<String> = session.contacts.iter().map(|c| c.phone.clone()).collect();
                 let refused: Vec<String> = outcome.rejections.iter().map(|r| r.phone.clone()).collect();
                 let redials = u32::try_from(session.retry_count.unwrap_or(0)).unwrap_or(0);
-                self.sessions.record(&outcome.autocall_id, &key, phones, &refused, redials).await;
+                let started = Started {
+                    session_id: &outcome.autocall_id,
+                    external_id: &key,
+                    script_id: &session.script_id,
+                    name: session.name.as_deref().unwrap_or_default(),
+                };
+                self.sessions.record(started, phones, &refused, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
             Err(e) if e.is_duplicate_session() => {

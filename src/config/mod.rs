@@ -13,7 +13,9 @@ use clap::{Args, Parser, ValueEnum};
 
 mod commands;
 mod events;
-pub use commands::{CampaignArgs, Cli, Command, Connection, ReportArgs, ScriptsArgs, SimulateArgs, WatchArgs};
+pub use commands::{
+    CampaignArgs, Cli, Command, Connection, ReportArgs, ScriptsArgs, SessionsArgs, SimulateArgs, WatchArgs,
+};
 pub use events::EventsSettings;
 
 pub use crate::domain::ApiKey;

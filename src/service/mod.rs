@@ -7,7 +7,7 @@
 //!   `check_variables`;
 //! - `sessions.rs` — CreateSession;
 //! - `campaigns.rs` — CreateCampaign (a client stream driving `crate::campaign`);
-//! - `events.rs` — WatchCallEvents, GetSessionReport, and the session records the other two
+//! - `events.rs` — WatchCallEvents, GetSessionReport, ListSessions, and the session records the other two
 //!   leave in the event store.
 //!
 //! The tenant of a call, for the event store: the tenants file's name, `default` for the
@@ -160,5 +160,12 @@ impl CallBotService for CallBotApi {
         request: Request<pb::GetSessionReportRequest>,
     ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
         self.session_report(request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.list_sessions_page(request).await
     }
 }

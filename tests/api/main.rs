@@ -15,6 +15,7 @@ mod events;
 mod fault_matrix;
 mod hostile;
 mod layout;
+mod list_sessions;
 mod metrics_docs;
 mod nats;
 mod nats_processes;
