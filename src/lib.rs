@@ -26,6 +26,7 @@
 //! - `catalog`, `cache`: the per-tenant script-list cache on a single-flight keyed cache.
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
+//! - `console`: the web pages on the admin listener (`/console/`), with a gRPC caller's rights.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
 //! - `tenancy/`: who a call runs as (caller tokens, caller keys, the tenants file), once per RPC
 //!   in the middleware; the secret files kept live.
@@ -41,6 +42,7 @@ pub(crate) mod catalog;
 pub mod cli;
 pub(crate) mod codec;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod convert;
 pub(crate) mod deadline;
 pub(crate) mod domain;
