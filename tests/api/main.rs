@@ -8,6 +8,7 @@ mod cli_errors;
 mod cli_events;
 mod cli_help;
 mod cli_secured;
+mod console;
 mod create_session;
 mod docs_commands;
 mod drain;
