@@ -2,7 +2,9 @@
 //! client, and assertions on codes, reasons, details and what reached the upstream.
 
 mod binary;
+mod browser;
 mod campaign;
+mod cdp;
 mod cli;
 mod cli_errors;
 mod cli_events;

@@ -16,6 +16,8 @@ function el(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k === 'text') node.textContent = v;
     else if (k === 'class') node.className = v;
+    // Through the CSSOM: the CSP allows no style attribute.
+    else if (k === 'style') Object.assign(node.style, v);
     else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? '' : String(v));
   }
@@ -72,7 +74,7 @@ function outcomeBar(counts, total, id) {
     parts.push(`${label} ${n}`);
     legend.append(el('li', { class: key, 'data-outcome': key, 'data-count': n }, `${label} ${n}`));
     if (n > 0 && total > 0) {
-      bar.append(el('span', { class: key, title: `${label}: ${n} of ${total}`, style: `width:${(100 * n) / total}%` }));
+      bar.append(el('span', { class: key, title: `${label}: ${n} of ${total}`, style: { width: `${(100 * n) / total}%` } }));
     }
   }
   bar.setAttribute('aria-label', `Outcomes of ${total} contacts: ${parts.join(', ')}`);
@@ -93,7 +95,7 @@ function sessionsPage() {
     el('button', { type: 'submit', text: 'Filter' }));
   const body = el('tbody', { id: 'sessions-body' });
   const table = el('table', { id: 'sessions' },
-    el('caption', { class: 'muted', style: 'text-align:left', text: `Newest first. Times in ${zoneLabel()}.` }),
+    el('caption', { class: 'muted cap', text: `Newest first. Times in ${zoneLabel()}.` }),
     el('thead', {}, el('tr', {},
       el('th', { scope: 'col', text: 'Session' }), el('th', { scope: 'col', class: 'hide-narrow', text: 'Key' }),
       el('th', { scope: 'col', class: 'hide-narrow', text: 'Script' }), el('th', { scope: 'col', text: 'Created' }),
@@ -132,7 +134,7 @@ function sessionPage(id) {
   const barSlot = el('div', { id: 'outcome' });
   const body = el('tbody', { id: 'contacts-body' });
   const table = el('table', { id: 'contacts' },
-    el('caption', { class: 'muted', style: 'text-align:left', text: `One row per contact. Times in ${zoneLabel()}.` }),
+    el('caption', { class: 'muted cap', text: `One row per contact. Times in ${zoneLabel()}.` }),
     el('thead', {}, el('tr', {},
       el('th', { scope: 'col', class: 'num', text: '#' }), el('th', { scope: 'col', text: 'Phone' }),
       el('th', { scope: 'col', text: 'State' }), el('th', { scope: 'col', text: 'Outcome' }),
