@@ -8,12 +8,13 @@
 //! - `/console/live/sessions?campaign=&script=&after_ms=`: the Sessions page's list (`sessions`) at
 //!   once and again after each batch of the tenant's events.
 //!
-//! Events that arrive together go out together: a batch is what arrived within [`COALESCE`] of
-//! its first event (at most [`MAX_BATCH`]). Each feed is one spawned task writing into a small
+//! Events that arrive together go out together: a batch is the first event and every one already
+//! waiting behind it (at most [`MAX_BATCH`]); no timer holds an event back, so under load batches
+//! grow by themselves while a report is computed. Each feed is one spawned task writing into a small
 //! channel; it stops when the viewer goes away, the facade drains, or a reload withdraws the
 //! viewer's token (the watch stream then ends, as a gRPC watcher's does).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     extract::{Path, Query, State},
@@ -39,8 +40,6 @@ use crate::{
     service::CallBotApi,
 };
 
-/// How long a batch waits for more events after its first.
-const COALESCE: Duration = Duration::from_millis(100);
 /// Events in one batch at most.
 const MAX_BATCH: usize = 500;
 /// Server-sent events buffered per viewer.
@@ -59,21 +58,13 @@ fn event(name: &str, data: &Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
-/// The next batch of a watch stream: at least one event (waiting for it), then what arrives within
-/// [`COALESCE`]; `None` when the stream ended.
+/// The next batch of a watch stream: at least one event (waiting for it), then those already
+/// waiting; `None` when the stream ended.
 async fn batch(stream: &mut Watch) -> Option<Vec<pb::CallEvent>> {
     let first = stream.next().await?.ok()?.event?;
     let mut out = vec![first];
-    let until = tokio::time::Instant::now() + COALESCE;
     while out.len() < MAX_BATCH {
-        // Whatever is ready now first, then a short wait for more.
-        let next = match stream.next().now_or_never() {
-            Some(next) => next,
-            None => match tokio::time::timeout_at(until, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-        };
+        let Some(next) = stream.next().now_or_never() else { break };
         match next {
             Some(Ok(pb::WatchCallEventsResponse { event: Some(e) })) => out.push(e),
             Some(Ok(_)) => {}

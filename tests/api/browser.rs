@@ -180,3 +180,107 @@ async fn the_console_fills_in_live_in_a_real_browser() {
     let after: Vec<String> = browser.errors().into_iter().skip(before).collect();
     assert!(after.iter().all(|e| e.starts_with("network: ") && e.contains("404")), "{after:?}");
 }
+
+/// A measurement, run by hand (BENCHMARKS.md, "The console"): the time from a webhook's 204 to the
+/// session page's per-contact table changing in the browser. The simulator's deliveries go through a
+/// relay (its hook re-registered to it) that forwards each to the facade's receiver and notes when
+/// the 204 came back; the page notes each change of its table (a MutationObserver, `Date.now()`);
+/// each delivery is paired with the first change after its 204. One contact is dialled at a time,
+/// so deliveries are far apart compared to the latency.
+///
+/// `cargo test --release --test api console_latency -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn console_latency() {
+    use std::sync::{Arc, Mutex};
+    let binary = chromium().expect("chromium (scripts/install-chromium.sh)");
+    let (app, _) = spawn_console(false, |_| {}).await;
+    let client = http();
+    // The relay: the simulator posts here; each delivery goes on to the facade.
+    let hook = app.webhook.clone().expect("the receiver is on");
+    let receiver = hook.split("/webhooks/").next().unwrap().to_owned();
+    let delivered: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://{}", relay.local_addr().unwrap());
+    let router = axum::Router::new().fallback({
+        let (delivered, client, receiver) = (delivered.clone(), client.clone(), receiver.clone());
+        move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            let (delivered, client, receiver) = (delivered.clone(), client.clone(), receiver.clone());
+            async move {
+                let answer = client
+                    .post(format!("{receiver}{}", uri.path()))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                if answer.status() == reqwest::StatusCode::NO_CONTENT {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+                    delivered.lock().unwrap().push(now.as_millis() as u64);
+                }
+                axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap()
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(relay, router).await.unwrap() });
+    let relayed = hook.replacen(&receiver, &relay_url, 1);
+    let register = app.sim.as_client(TEST_KEY, reqwest::Method::POST, "/api/webhooks/register").await;
+    let answer = register.json(&json!({ "webhook": { "type": "call", "url": relayed } })).send().await.unwrap();
+    assert!(answer.status().is_success());
+    let set = client
+        .put(format!("{}/_sim/time_scale", app.sim.url))
+        .json(&json!({ "time_scale": 20.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), reqwest::StatusCode::OK);
+
+    let mut browser = Browser::start(&binary, 1280, 900).await;
+    let phones: Vec<String> = (0..40).map(|i| format!("09123456{:02}", i * 10 % 100 + i / 10)).collect();
+    let session = app
+        .client
+        .clone()
+        .create_session(pb::CreateSessionRequest {
+            script_id: "64915bc76a690c0edad14723".into(),
+            contacts: phones.iter().map(|p| pb::Contact { phone: p.clone(), ..Default::default() }).collect(),
+            calls_per_round: Some(1),
+            round_interval: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    browser.open(&format!("http://{}/console/sessions/{session}", app.admin)).await;
+    browser.wait_for("document.querySelectorAll('#contacts-body tr').length === 40", Duration::from_secs(10)).await;
+    let since = browser
+        .eval(
+            "window.__changes = []; new MutationObserver(() => window.__changes.push(Date.now()))\
+             .observe(document.getElementById('contacts-body'), { subtree: true, characterData: true, childList: true }); Date.now()",
+        )
+        .await
+        .as_u64()
+        .unwrap();
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('#contacts-body tr')].every(r => r.dataset.final === 'true')",
+            Duration::from_secs(300),
+        )
+        .await;
+    let changes: Vec<u64> = serde_json::from_value(browser.eval("window.__changes").await).unwrap();
+    let deliveries: Vec<u64> = delivered.lock().unwrap().iter().copied().filter(|t| *t >= since).collect();
+    let mut latencies: Vec<u64> =
+        deliveries.iter().filter_map(|d| changes.iter().find(|c| **c >= *d).map(|c| c - d)).collect();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "console latency, webhook 204 -> table row changed: {} deliveries, p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(latencies.len() >= 80, "{} deliveries paired", latencies.len());
+}
