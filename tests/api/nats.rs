@@ -370,7 +370,7 @@ async fn list_sessions_is_the_same_on_both_replicas_newest_first_with_the_report
     assert_eq!((oldest.contacts_total, oldest.answered, oldest.busy), (2, 1, 1));
     // Paged: one, then the other.
     let page = list(&b, 1).await;
-    assert_eq!(ids(&page), [second.clone()]);
+    assert_eq!(ids(&page), [second]);
     let next = b
         .client
         .clone()
