@@ -24,6 +24,7 @@ use axum::{
 };
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
+use tokio_util::sync::CancellationToken;
 
 use super::{Console, LOGIN_HTML, harden};
 use crate::{middleware::Call, tenancy::Tenant, upstream::CallContext};
@@ -39,11 +40,13 @@ const MAX_LOGINS: usize = 10_000;
 /// The longest bearer token the form takes (the gRPC metadata bound is larger; tokens are short).
 const MAX_TOKEN: usize = 4096;
 
-/// One login: the token it presented (resolved again on every request) and its CSRF token.
+/// One login: the token it presented (resolved again on every request), its CSRF token, and
+/// the signal that ends its live streams at logout.
 struct Login {
     token: String,
     csrf: String,
     since: Instant,
+    ended: CancellationToken,
 }
 
 /// The logins, by the random id their cookie holds.
@@ -61,21 +64,31 @@ impl Logins {
         logins.retain(|_, l| l.since.elapsed() < LOGIN_TTL);
         if logins.len() >= MAX_LOGINS {
             if let Some(oldest) = logins.iter().min_by_key(|(_, l)| l.since).map(|(k, _)| k.clone()) {
-                logins.remove(&oldest);
+                if let Some(gone) = logins.remove(&oldest) {
+                    gone.ended.cancel();
+                }
             }
         }
-        logins.insert(id.clone(), Login { token, csrf: csrf.clone(), since: Instant::now() });
+        let ended = CancellationToken::new();
+        logins.insert(id.clone(), Login { token, csrf: csrf.clone(), since: Instant::now(), ended });
         (id, csrf)
     }
 
-    /// The token and CSRF token of the login `id` names, when it is one and has not expired.
-    fn get(&self, id: &str) -> Option<(String, String)> {
+    /// The token, CSRF token and end signal of the login `id` names, when it is one and has not
+    /// expired.
+    fn get(&self, id: &str) -> Option<(String, String, CancellationToken)> {
         let logins = self.lock();
-        logins.get(id).filter(|l| l.since.elapsed() < LOGIN_TTL).map(|l| (l.token.clone(), l.csrf.clone()))
+        logins
+            .get(id)
+            .filter(|l| l.since.elapsed() < LOGIN_TTL)
+            .map(|l| (l.token.clone(), l.csrf.clone(), l.ended.clone()))
     }
 
+    /// Ends the login `id` names, and its live streams.
     fn remove(&self, id: &str) {
-        self.lock().remove(id);
+        if let Some(gone) = self.lock().remove(id) {
+            gone.ended.cancel();
+        }
     }
 }
 
@@ -109,6 +122,8 @@ pub(crate) struct Viewer {
     token: Option<String>,
     /// The logout form's CSRF token (none when the console is open).
     pub(crate) csrf: Option<String>,
+    /// Cancelled at logout (never when the console is open): live streams end with it.
+    pub(crate) ended: CancellationToken,
 }
 
 /// Why a viewer may not see the tenant's data: not logged in, or the token is no longer accepted.
@@ -131,12 +146,12 @@ impl Console {
     pub(crate) fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, NotLoggedIn> {
         if !self.tenancy.authenticates_callers() {
             let tenant = self.resolve(None).ok_or(NotLoggedIn)?;
-            return Ok(Viewer { tenant, token: None, csrf: None });
+            return Ok(Viewer { tenant, token: None, csrf: None, ended: CancellationToken::new() });
         }
         let id = cookie(headers, LOGIN_COOKIE).ok_or(NotLoggedIn)?;
-        let (token, csrf) = self.logins.get(id).ok_or(NotLoggedIn)?;
+        let (token, csrf, ended) = self.logins.get(id).ok_or(NotLoggedIn)?;
         let tenant = self.resolve(Some(&token)).ok_or(NotLoggedIn)?;
-        Ok(Viewer { tenant, token: Some(token), csrf: Some(csrf) })
+        Ok(Viewer { tenant, token: Some(token), csrf: Some(csrf), ended })
     }
 
     /// A request to a `CallBotService` handler as the viewer's tenant, settled as the middleware
@@ -264,7 +279,7 @@ pub(super) async fn logout(
         return harden(Redirect::to("/console/login").into_response());
     };
     match console.logins.get(id) {
-        Some((_, csrf)) if equal(&csrf, &form.csrf) => console.logins.remove(id),
+        Some((_, csrf, _)) if equal(&csrf, &form.csrf) => console.logins.remove(id),
         Some(_) => {
             return super::json_error(
                 StatusCode::FORBIDDEN,
@@ -302,10 +317,12 @@ mod tests {
         let logins = Logins::default();
         let (id, csrf) = logins.add("t0ken".into());
         assert_eq!(id.len(), 32);
-        assert_eq!(logins.get(&id), Some(("t0ken".to_owned(), csrf)));
-        assert_eq!(logins.get(&random_hex()), None, "a made-up id names no login");
+        let (token, got_csrf, ended) = logins.get(&id).unwrap();
+        assert_eq!((token.as_str(), got_csrf), ("t0ken", csrf));
+        assert!(logins.get(&random_hex()).is_none(), "a made-up id names no login");
         logins.remove(&id);
-        assert_eq!(logins.get(&id), None);
+        assert!(logins.get(&id).is_none());
+        assert!(ended.is_cancelled(), "its live streams end");
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! Events that arrive together go out together: a batch is the first event and every one already
 //! waiting behind it (at most [`MAX_BATCH`]); no timer holds an event back, so under load batches
 //! grow by themselves while a report is computed. Each feed is one spawned task writing into a small
-//! channel; it stops when the viewer goes away, the facade drains, or a reload withdraws the
-//! viewer's token (the watch stream then ends, as a gRPC watcher's does).
+//! channel; it stops when the viewer goes away or logs out, the facade drains, or a reload
+//! withdraws the viewer's token (the watch stream then ends, as a gRPC watcher's does).
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -117,6 +117,7 @@ pub(super) async fn session(
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = console.shutdown.cancelled() => return,
+                () = viewer.ended.cancelled() => return,
                 next = batch(&mut stream) => next,
             };
             let Some(events) = next else { return };
@@ -167,6 +168,7 @@ pub(super) async fn sessions(
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = console.shutdown.cancelled() => return,
+                () = viewer.ended.cancelled() => return,
                 next = batch(&mut stream) => next,
             };
             if next.is_none() {

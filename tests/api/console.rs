@@ -280,6 +280,9 @@ async fn with_tenants_a_login_sees_its_own_tenant_only_and_forged_cookies_are_re
     assert_eq!(page.status(), StatusCode::SEE_OTHER);
 
     // Logout posts the login's CSRF token; a wrong one changes nothing.
+    let mut stream =
+        client.get(format!("{base}/console/live/sessions/{a}")).header(header::COOKIE, &cookie_a).send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
     let csrf = me["csrf"].as_str().unwrap().to_owned();
     let wrong = client
         .post(format!("{base}/console/logout"))
@@ -301,6 +304,12 @@ async fn with_tenants_a_login_sees_its_own_tenant_only_and_forged_cookies_are_re
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
     let (status, _) = get_json(&client, format!("{base}/console/api/sessions"), Some(&cookie_a)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the login is over");
+    // Its live stream ends too.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while stream.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream ended at logout");
     // A GET changes nothing: logging out takes a post.
     let get = client.get(format!("{base}/console/logout")).header(header::COOKIE, &cookie_b).send().await.unwrap();
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
