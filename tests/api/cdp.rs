@@ -164,10 +164,11 @@ impl Browser {
             .collect()
     }
 
-    /// A PNG of the viewport.
-    pub async fn screenshot(&mut self) -> Vec<u8> {
+    /// A PNG of the top `width` × `height` CSS pixels of the page, scaled by `scale`.
+    pub async fn screenshot(&mut self, width: u32, height: u32, scale: f64) -> Vec<u8> {
         use base64::Engine as _;
-        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": scale });
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png", "clip": clip })).await;
         base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap()
     }
 }
