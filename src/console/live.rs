@@ -8,13 +8,16 @@
 //! - `/console/live/sessions?campaign=&script=&after_ms=`: the Sessions page's list (`sessions`) at
 //!   once and again after each batch of the tenant's events.
 //!
-//! Events that arrive together go out together: a batch is the first event and every one already
-//! waiting behind it (at most [`MAX_BATCH`]); no timer holds an event back, so under load batches
-//! grow by themselves while a report is computed. Each feed is one spawned task writing into a small
+//! Events that arrive together go out together: a batch is the first event and every one waiting
+//! behind it (at most [`MAX_BATCH`]). After a quiet spell the first event goes out at once; while
+//! events keep coming a feed computes at most one report per [`SESSION_PACE`] (Session) or one
+//! list per [`SESSIONS_PACE`] (Sessions), so a busy tenant costs each viewer a bounded amount. Each feed is one spawned task writing into a small
 //! channel; it stops when the viewer goes away or logs out, the facade drains, or a reload
 //! withdraws the viewer's token (the watch stream then ends, as a gRPC watcher's does).
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
 
 use axum::{
     extract::{Path, Query, State},
@@ -42,6 +45,10 @@ use crate::{
 
 /// Events in one batch at most.
 const MAX_BATCH: usize = 500;
+/// Reports a Session page's feed computes at most: one per this long.
+const SESSION_PACE: Duration = Duration::from_millis(200);
+/// Lists a Sessions page's feed computes at most: one per this long (a list is up to 100 reports).
+const SESSIONS_PACE: Duration = Duration::from_millis(500);
 /// Server-sent events buffered per viewer.
 const BUFFER: usize = 16;
 
@@ -58,11 +65,15 @@ fn event(name: &str, data: &Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
-/// The next batch of a watch stream: at least one event (waiting for it), then those already
-/// waiting; `None` when the stream ended.
-async fn batch(stream: &mut Watch) -> Option<Vec<pb::CallEvent>> {
+/// The next batch of a watch stream: at least one event (waiting for it), then, once `pace` has
+/// passed since `last` (the previous batch's time, updated), those waiting by then; `None` when the
+/// stream ended. The pace bounds what a busy tenant costs per viewer (one report or list per
+/// pace) without delaying the first event after a quiet spell.
+async fn batch(stream: &mut Watch, last: &mut Instant, pace: Duration) -> Option<Vec<pb::CallEvent>> {
     let first = stream.next().await?.ok()?.event?;
     let mut out = vec![first];
+    tokio::time::sleep_until(*last + pace).await;
+    *last = Instant::now();
     while out.len() < MAX_BATCH {
         let Some(next) = stream.next().now_or_never() else { break };
         match next {
@@ -113,12 +124,13 @@ pub(super) async fn session(
         if tx.send(event("report", &first)).await.is_err() {
             return;
         }
+        let mut last = Instant::now().checked_sub(SESSION_PACE).unwrap_or_else(Instant::now);
         loop {
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = console.shutdown.cancelled() => return,
                 () = viewer.ended.cancelled() => return,
-                next = batch(&mut stream) => next,
+                next = batch(&mut stream, &mut last, SESSION_PACE) => next,
             };
             let Some(events) = next else { return };
             let events: Vec<Value> = events.iter().map(|e| event_json(&console, e)).collect();
@@ -164,12 +176,13 @@ pub(super) async fn sessions(
         if tx.send(event("sessions", &first)).await.is_err() {
             return;
         }
+        let mut last = Instant::now();
         loop {
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = console.shutdown.cancelled() => return,
                 () = viewer.ended.cancelled() => return,
-                next = batch(&mut stream) => next,
+                next = batch(&mut stream, &mut last, SESSIONS_PACE) => next,
             };
             if next.is_none() {
                 return;
