@@ -128,6 +128,13 @@ impl pb::call_bot_service_server::CallBotService for Floor {
         Err(Status::unimplemented("the stack floor serves CreateSession only"))
     }
 
+    async fn list_sessions(
+        &self,
+        _: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+    }
+
     async fn create_session(
         &self,
         request: Request<pb::CreateSessionRequest>,

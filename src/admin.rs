@@ -1,6 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (serving and not draining; 503 otherwise), for scrapers, probes and load balancers
-//! that do not speak gRPC health. It stays up during the drain, so the last scrapes still see
+//! that do not speak gRPC health; and the console's pages (`crate::console`, at `/console/`). It stays up during the drain, so the last scrapes still see
 //! the in-flight calls finish.
 
 use std::sync::{
@@ -36,6 +36,7 @@ pub(crate) async fn serve(
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     limits: crate::http_listener::Limits,
+    console: Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
@@ -56,6 +57,7 @@ pub(crate) async fn serve(
                 ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], admin.metrics.render()).into_response()
             }),
         )
-        .with_state(Admin { ready, metrics });
+        .with_state(Admin { ready, metrics })
+        .merge(console);
     crate::http_listener::serve("admin", listener, app, limits, stop).await;
 }

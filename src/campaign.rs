@@ -18,7 +18,7 @@ use crate::{
     admission::{gate, refused_by_upstream},
     convert, deadline,
     domain::{CampaignPlan, NewSession, ScriptVariables, ValidationError, campaign as rules},
-    events::SessionLog,
+    events::{SessionLog, log::Started},
     metrics::Metrics,
     pb::{self, create_campaign_request::Item},
     policy::{self, Policy},
@@ -248,7 +248,13 @@ impl CampaignRun {
                     self.policy.release(&self.tenant, *purpose, &numbers, &key).await;
                 }
                 let redials = u32::try_from(session.retry_count.unwrap_or(0)).unwrap_or(0);
-                self.sessions.record(&outcome.autocall_id, &key, phones, &refused, redials).await;
+                let started = Started {
+                    session_id: &outcome.autocall_id,
+                    external_id: &key,
+                    script_id: &session.script_id,
+                    name: session.name.as_deref().unwrap_or_default(),
+                };
+                self.sessions.record(started, phones, &refused, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
             Err(e) if e.is_duplicate_session() => {

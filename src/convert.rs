@@ -5,7 +5,7 @@
 
 use crate::{
     domain::{NewSession, ScriptVariables, ValidContact},
-    events::{CallOutcome, CallState, EventSource, Fact, StoredEvent, report::Report},
+    events::{CallOutcome, CallState, EventSource, Fact, SessionRecord, StoredEvent, report::Report},
     pb,
     policy::Refusal,
     upstream::{ContactInfo, ExecuteBody, ExecuteOutcome, Script},
@@ -220,5 +220,33 @@ pub fn report_to_pb(session_id: String, r: Report) -> pb::GetSessionReportRespon
                 source: c.source.map_or(pb::CallEventSource::Unspecified, source_to_pb) as i32,
             })
             .collect(),
+    }
+}
+
+/// One session of ListSessions: its record and its report's counts (`Session.rejected_contacts`
+/// is not recorded: it stays empty).
+pub fn summary_to_pb(record: &SessionRecord, r: &Report) -> pb::SessionSummary {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::SessionSummary {
+        session: Some(pb::Session {
+            id: record.session_id.clone(),
+            script_id: record.script_id.clone(),
+            external_session_id: record.external_id.clone(),
+            rejected_contacts: Vec::new(),
+            start_time: None,
+        }),
+        script_id: record.script_id.clone(),
+        name: record.name.clone(),
+        created_at: Some(timestamp_ms(record.created_at_ms)),
+        contacts_total: n(r.contacts_total),
+        answered: n(r.answered),
+        no_answer: n(r.no_answer),
+        busy: n(r.busy),
+        rejected: n(r.rejected),
+        failed: n(r.failed),
+        in_progress: n(r.in_progress),
+        finished: r.finished,
+        unknown: n(r.unknown),
+        reconciled: n(r.reconciled),
     }
 }

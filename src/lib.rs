@@ -26,6 +26,7 @@
 //! - `catalog`, `cache`: the per-tenant script-list cache on a single-flight keyed cache.
 //! - `logwriter`: the log sink (lines batched to stderr by one thread, lossless).
 //! - `codec`: the gRPC codec. `metrics`, `admin`: the Prometheus registry and the admin endpoints.
+//! - `console`: the web pages on the admin listener (`/console/`), with a gRPC caller's rights.
 //! - `trace_context`: W3C `traceparent` parsing, new traces and child spans.
 //! - `admission`: the calling policy applied to one session on its way upstream.
 //! - `policy/`: the calling policy (hours, frequency caps, do-not-call), pure rules over a clock and
@@ -47,6 +48,7 @@ pub(crate) mod catalog;
 pub mod cli;
 pub(crate) mod codec;
 pub mod config;
+pub(crate) mod console;
 pub(crate) mod convert;
 pub(crate) mod deadline;
 pub(crate) mod domain;

@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
         Some(Command::Scripts(args)) => return exit(cli::scripts::run(args).await),
         Some(Command::Watch(args)) => return exit(cli::watch::run(args).await),
         Some(Command::Report(args)) => return exit(cli::report::run(args).await),
+        Some(Command::Sessions(args)) => return exit(cli::sessions::run(args).await),
         None => serve(cli.serve).await,
     };
     match result {

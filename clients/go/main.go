@@ -192,6 +192,24 @@ func watchSession(client callbotv1.CallBotServiceClient) error {
 		fmt.Sprintf("GetSessionReport -> finished=%v, contacts_total=%d, answered=%d, busy=%d",
 			rep.GetFinished(), rep.GetContactsTotal(), rep.GetAnswered(), rep.GetBusy()),
 		"want finished=true, contacts_total=2, answered=1, busy=1")
+
+	// ListSessions: the tenant's sessions, newest first, with the same counts as the report.
+	listCtx, cancelList := context.WithTimeout(context.Background(), callTimeout)
+	defer cancelList()
+	page, err := client.ListSessions(listCtx, &callbotv1.ListSessionsRequest{PageSize: 500})
+	if err != nil {
+		return err
+	}
+	var summary *callbotv1.SessionSummary
+	for _, s := range page.GetSessions() {
+		if s.GetSession().GetId() == sessionID {
+			summary = s
+		}
+	}
+	check(summary != nil && summary.GetContactsTotal() == rep.GetContactsTotal() && summary.GetAnswered() == rep.GetAnswered() &&
+		summary.GetBusy() == rep.GetBusy() && summary.GetFinished() == rep.GetFinished(),
+		fmt.Sprintf("ListSessions(page_size=500) -> %d session(s), %s with the report's counts", len(page.GetSessions()), sessionID),
+		summary)
 	return nil
 }
 

@@ -205,6 +205,15 @@ async function watchSession(stub) {
   check(rep.finished && Number(rep.contacts_total) === 2 && Number(rep.answered) === 1 && Number(rep.busy) === 1,
     `GetSessionReport -> finished=${rep.finished}, contacts_total=${rep.contacts_total}, answered=${rep.answered}, busy=${rep.busy}`,
     'want finished=true, contacts_total=2, answered=1, busy=1');
+
+  // ListSessions: the tenant's sessions, newest first, with the same counts as the report.
+  const page = await unary(stub, 'ListSessions', { page_size: 500 });
+  const got = (page.sessions || []).find((s) => s.session && s.session.id === session.id);
+  check(got !== undefined && Number(got.contacts_total) === Number(rep.contacts_total)
+      && Number(got.answered) === Number(rep.answered) && Number(got.busy) === Number(rep.busy)
+      && got.finished === rep.finished,
+    `ListSessions(page_size=500) -> ${(page.sessions || []).length} session(s), ${session.id} with the report's counts`,
+    JSON.stringify(got));
 }
 
 async function main(addr) {

@@ -132,6 +132,15 @@ def watch_session(stub):
           f"answered={rep.answered}, busy={rep.busy}",
           "want finished=True, contacts_total=2, answered=1, busy=1")
 
+    # ListSessions: the tenant's sessions, newest first, with the same counts as the report.
+    page = stub.ListSessions(callbot_pb2.ListSessionsRequest(page_size=500), timeout=TIMEOUT)
+    mine = [s for s in page.sessions if s.session.id == session.id]
+    got = mine[0] if mine else None
+    check(got is not None and got.name == "WatchCallEvents check" and got.contacts_total == rep.contacts_total
+          and got.answered == rep.answered and got.busy == rep.busy and got.finished == rep.finished,
+          f"ListSessions(page_size=500) -> {len(page.sessions)} session(s), {session.id} with the report's counts",
+          got)
+
 
 def main(addr):
     with grpc.insecure_channel(addr) as channel:

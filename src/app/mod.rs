@@ -24,6 +24,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     catalog::ScriptCatalog,
     config::{CallerAuth, Settings},
+    console::{Console, Logins},
     events::EventStore,
     events::{
         memory::system_clock,
@@ -122,6 +123,8 @@ pub struct Application {
     events: Arc<dyn EventStore>,
     /// Fetches what the webhooks missed and ends what never ends (with the receiver on).
     reconciler: Option<Reconciler>,
+    /// The console's pages, served on the admin listener.
+    console: Arc<Console>,
     /// The one shutdown signal: cancelled when the drain begins.
     shutdown: CancellationToken,
     /// Every background task, so the drain can wait for them.
@@ -242,6 +245,18 @@ impl Application {
             metrics.policy().tenant_series(&tenant);
         }
         let api = CallBotApi::new(upstream.clone(), catalog, &settings, wiring, metrics.clone(), policy);
+        // The console calls the same handlers, as the tenant its viewer's token resolves to.
+        let console = Arc::new(Console {
+            api: api.clone(),
+            tenancy: tenancy.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            upstream_timeout: settings.upstream.timeout,
+            show_phones: settings.server.console_show_phones,
+            logins: Logins::default(),
+            shutdown: shutdown.clone(),
+            deliveries: std::sync::Mutex::new(None),
+        });
         let max_concurrency = settings.server.max_concurrency as usize;
         let layer = RpcLayer::new(max_concurrency, tenancy, settings.upstream.timeout, metrics.clone());
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -263,6 +278,7 @@ impl Application {
             reloader,
             events,
             reconciler,
+            console,
             shutdown,
             tasks,
         })
@@ -330,6 +346,7 @@ impl Application {
             reloader,
             events,
             reconciler,
+            console,
             shutdown,
             tasks,
             ..
@@ -348,7 +365,8 @@ impl Application {
             max_connections: crate::admin::MAX_CONNECTIONS,
             open: metrics.listeners().connections("admin"),
         };
-        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), limits, std::future::pending());
+        let console = crate::console::routes(console);
+        let admin = crate::admin::serve(admin, ready.clone(), metrics.clone(), limits, console, std::future::pending());
         let webhook_limits = crate::http_listener::Limits {
             header_timeout,
             max_connections: settings.events.webhook_max_connections as usize,

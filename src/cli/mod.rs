@@ -26,6 +26,9 @@
 //!   then a table PHONE (masked), STATE, OUTCOME, ATTEMPTS, TALK, LAST EVENT (local
 //!   `YYYY-MM-DD HH:MM:SS`), FINAL (`-` where nothing is known). `--json`: the whole report as
 //!   one object, same field names and words as `watch --json`, phones not masked.
+//! - `sessions [--campaign-id PREFIX] [--since DURATION] [--limit N] [--json]`: `ListSessions`,
+//!   newest first, paged until N: a table SESSION, KEY, SCRIPT, NAME, CREATED, CONTACTS, the
+//!   outcome counts, FINISHED; or a JSON array.
 //!
 //! Layout:
 //! - [`contacts`]: the CSV file: header, rows to contacts, the pre-flight scan that reports bad
@@ -33,7 +36,7 @@
 //! - [`campaign`]: the `campaign` command: scan, stream, progress, summary.
 //! - [`follow`]: `campaign --watch`.
 //! - [`scripts`]: the `scripts` command.
-//! - [`watch`], [`report`]: the `watch` and `report` commands.
+//! - [`watch`], [`report`], [`sessions`]: the `watch`, `report` and `sessions` commands.
 //! - [`clock`]: local time (jiff: `$TZ` or the system zone, the IANA database compiled in), RFC 3339 for JSON.
 
 pub mod campaign;
@@ -43,6 +46,7 @@ mod dry_run;
 pub mod follow;
 pub mod report;
 pub mod scripts;
+pub mod sessions;
 pub mod watch;
 
 use tonic::{

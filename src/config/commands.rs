@@ -35,6 +35,8 @@ pub enum Command {
     Watch(WatchArgs),
     /// Sum up one session's calls: totals and one row per contact (GetSessionReport).
     Report(ReportArgs),
+    /// List the tenant's recent sessions, newest first, with their outcome counts (ListSessions).
+    Sessions(SessionsArgs),
 }
 
 /// Flags of `simulate`.
@@ -198,6 +200,27 @@ pub struct ReportArgs {
     #[arg(long)]
     pub session: String,
     /// Print the whole report as one JSON object (phones not masked) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    /// Where the facade is and how to reach it.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Only the sessions of this campaign (a prefix of their external session id); default: all.
+    #[arg(long, default_value = "")]
+    pub campaign_id: String,
+    /// Only sessions created within this long before now; default: every retained one.
+    /// A duration: `500ms`, `30s`, `5m`, `1h`.
+    #[arg(value_name = "DURATION", long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// At most this many sessions (pages of up to 500 are fetched until then).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// Print JSON (an array of sessions) instead of a table.
     #[arg(long)]
     pub json: bool,
 }

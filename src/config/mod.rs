@@ -13,7 +13,9 @@ use clap::{Args, Parser, ValueEnum};
 
 mod commands;
 mod events;
-pub use commands::{CampaignArgs, Cli, Command, Connection, ReportArgs, ScriptsArgs, SimulateArgs, WatchArgs};
+pub use commands::{
+    CampaignArgs, Cli, Command, Connection, ReportArgs, ScriptsArgs, SessionsArgs, SimulateArgs, WatchArgs,
+};
 pub use events::{EventsSettings, EventsStoreKind};
 
 pub use crate::domain::ApiKey;
@@ -72,9 +74,13 @@ pub struct ServerSettings {
     /// gRPC listen address.
     #[arg(long, env = "CALLBOT_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
-    /// Admin listen address (/metrics, /healthz, /readyz).
+    /// Admin listen address (/metrics, /healthz, /readyz, and the console at /console/).
     #[arg(long, env = "CALLBOT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
+    /// Show contacts' phone numbers whole in the console (/console/); default: masked, all but
+    /// the last 3 digits.
+    #[arg(long, env = "CALLBOT_CONSOLE_SHOW_PHONES")]
+    pub console_show_phones: bool,
     /// Log format.
     #[arg(long, env = "CALLBOT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -286,6 +286,12 @@ pub struct SessionRecord {
     pub redials: u32,
     /// Unix milliseconds.
     pub created_at_ms: u64,
+    /// The script it reads (`ListSessions`, the console); empty in records of older versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script_id: String,
+    /// The session name the caller gave (`ListSessions`, the console); may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 impl Serialize for Fact {

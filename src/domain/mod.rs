@@ -12,6 +12,7 @@
 //! - [`campaign`]: [`CampaignPlan`], the validated `CampaignSpec`, and per-chunk validation.
 //! - [`event`]: [`CallEvent`], the normalized call event, and [`SessionRecord`], what a created
 //!   session leaves for its report: the one shape every event store keeps.
+//! - [`listing`]: [`SessionListing`], the validated `ListSessionsRequest`, and its page token.
 //! - [`variables`]: `check_variables`, contacts against their script's variables.
 
 pub mod api_key;
@@ -19,6 +20,7 @@ pub mod campaign;
 pub mod contact;
 pub mod event;
 pub mod fold;
+pub mod listing;
 pub mod phone;
 pub mod session;
 pub mod variables;
@@ -27,6 +29,7 @@ pub use api_key::ApiKey;
 pub use campaign::CampaignPlan;
 pub use event::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord, no_text};
 pub use fold::{fold, matches};
+pub use listing::SessionListing;
 pub use phone::{is_valid_phone, mask_phone, national};
 pub use session::{NewSession, Purpose, SessionLimits, ValidContact, validate_contacts, validate_script_id};
 pub use variables::ScriptVariables;

@@ -25,7 +25,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{CallOutcome, Fact, SessionRecord, TenantId};
+use super::{CallOutcome, Fact, SessionQuery, SessionRecord, TenantId};
 use crate::domain::national;
 
 struct Contact {
@@ -149,6 +149,23 @@ impl Attribution {
             return Some(key.1);
         }
         self.externals.get(&key).cloned()
+    }
+
+    /// `tenant`'s recorded sessions `query` wants, newest first (creation time, then id, both
+    /// descending), at most `query.limit`.
+    pub(crate) fn records(&self, tenant: &TenantId, query: &SessionQuery) -> Vec<SessionRecord> {
+        let Some(mine) = self.by_tenant.get(tenant) else { return Vec::new() };
+        let mut found: Vec<&SessionRecord> = mine
+            .order
+            .iter()
+            .filter_map(|(s, at)| self.sessions.get(&(tenant.clone(), s.clone())).filter(|e| e.at == *at))
+            .map(|e| &e.record)
+            .filter(|r| query.matches(r))
+            .collect();
+        found.sort_unstable_by(|a, b| {
+            (b.created_at_ms, b.session_id.as_str()).cmp(&(a.created_at_ms, a.session_id.as_str()))
+        });
+        found.into_iter().take(query.limit).cloned().collect()
     }
 
     /// The shared copy of a recorded session's id (so its events share one allocation).
@@ -406,6 +423,8 @@ mod tests {
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
             created_at_ms: 1,
+            script_id: String::new(),
+            name: String::new(),
         }
     }
 

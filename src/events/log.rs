@@ -7,6 +7,19 @@ use std::{collections::HashSet, sync::Arc};
 use super::{EventStore, SessionRecord, TenantId, memory::system_clock};
 use crate::domain::national;
 
+/// The names of a started session, as its record keeps them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Started<'a> {
+    /// The upstream's `autocall_id`.
+    pub(crate) session_id: &'a str,
+    /// The caller's key for it.
+    pub(crate) external_id: &'a str,
+    /// The script it reads.
+    pub(crate) script_id: &'a str,
+    /// The name the caller gave it (may be empty).
+    pub(crate) name: &'a str,
+}
+
 /// Leaves a session's record in the store for its report. Cheap to clone; `none()` records
 /// nothing (harnesses that run the campaign engine alone).
 #[derive(Clone)]
@@ -26,12 +39,12 @@ impl SessionLog {
     /// less those the upstream refused.
     pub(crate) async fn record(
         &self,
-        session_id: &str,
-        external_id: &str,
+        started: Started<'_>,
         mut contacts: Vec<String>,
         refused: &[String],
         redials: u32,
     ) {
+        let Started { session_id, external_id, script_id, name } = started;
         let Some((store, tenant)) = &self.0 else { return };
         if !refused.is_empty() {
             let refused: HashSet<String> = refused.iter().map(|p| national(p)).collect();
@@ -43,6 +56,8 @@ impl SessionLog {
             contacts,
             redials,
             created_at_ms: system_clock()(),
+            script_id: script_id.to_owned(),
+            name: name.to_owned(),
         };
         if let Err(e) = store.record_session(tenant.clone(), record).await {
             // The session started: the caller gets it; only its report lacks the contact list.

@@ -37,7 +37,9 @@ use std::sync::Arc;
 pub(crate) use crate::domain::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord};
 pub(crate) use cursor::Cursor;
 pub use log::SessionLog;
-pub(crate) use store::{Appended, EventStore, Filter, SessionFacts, Start, StoreError, StoredEvent, Subscription};
+pub(crate) use store::{
+    Appended, EventStore, Filter, SessionFacts, SessionQuery, Start, StoreError, StoredEvent, Subscription,
+};
 
 /// A tenant as the event store knows it: a short stable name (`default` for the configured key,
 /// the tenant's name from the tenants file, `k-<hash>` for a caller's own key). Never a key.

@@ -215,6 +215,8 @@ mod tests {
             contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
             redials,
             created_at_ms: 0,
+            script_id: String::new(),
+            name: String::new(),
         })
     }
 

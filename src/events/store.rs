@@ -1,7 +1,7 @@
 //! The event store's contract: what the webhook receiver, `CreateSession`/`CreateCampaign`,
 //! `WatchCallEvents` and `GetSessionReport` need from wherever events are kept. The embedded
 //! store (`memory/`) is the first implementation; a store shared by many replicas implements
-//! the same five methods.
+//! the same methods.
 //!
 //! Every implementation promises:
 //! - `append` stores a fact at most once for the whole retention window (keyed by tenant and the
@@ -65,6 +65,58 @@ pub(crate) struct SessionFacts {
     pub(crate) events: Vec<StoredEvent>,
 }
 
+/// Which recorded sessions of a tenant a listing wants (`ListSessions`, the console): newest
+/// first, by (creation time, session id) descending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SessionQuery {
+    /// Only sessions whose external id starts with this (empty = all): a campaign's chunks.
+    pub(crate) external_prefix: String,
+    /// Only sessions created strictly after this (Unix milliseconds).
+    pub(crate) created_after_ms: Option<u64>,
+    /// Only sessions strictly older than this place (the previous page's last session).
+    pub(crate) before: Option<(u64, String)>,
+    /// At most this many.
+    pub(crate) limit: usize,
+}
+
+impl SessionQuery {
+    /// Whether `record` is one the listing wants (the page's bound apart).
+    pub(crate) fn matches(&self, record: &SessionRecord) -> bool {
+        record.external_id.starts_with(&self.external_prefix)
+            && self.created_after_ms.is_none_or(|after| record.created_at_ms > after)
+            && self
+                .before
+                .as_ref()
+                .is_none_or(|(ms, id)| (record.created_at_ms, record.session_id.as_str()) < (*ms, id.as_str()))
+    }
+}
+
+/// Each record's facts: its events are those attributed to it, and the other events of its calls
+/// (`session`'s rule), from `events` (one tenant's, in store order).
+pub(crate) fn facts_of(records: Vec<SessionRecord>, events: Vec<StoredEvent>) -> Vec<SessionFacts> {
+    use std::collections::HashMap;
+    let index: HashMap<&str, usize> = records.iter().enumerate().map(|(i, r)| (r.session_id.as_str(), i)).collect();
+    let mut calls: HashMap<&str, usize> = HashMap::new();
+    for e in &events {
+        if let Some(&i) = index.get(&*e.event.session_id) {
+            calls.entry(&*e.event.call_id).or_insert(i);
+        }
+    }
+    let mut grouped: Vec<Vec<StoredEvent>> = vec![Vec::new(); records.len()];
+    let mut place = Vec::with_capacity(events.len());
+    for e in &events {
+        place.push(index.get(&*e.event.session_id).or_else(|| calls.get(&*e.event.call_id)).copied());
+    }
+    drop(calls);
+    drop(index);
+    for (e, at) in events.into_iter().zip(place) {
+        if let Some(i) = at {
+            grouped[i].push(e);
+        }
+    }
+    records.into_iter().zip(grouped).map(|(record, events)| SessionFacts { record: Some(record), events }).collect()
+}
+
 /// Why the store could not do it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -122,6 +174,14 @@ pub(crate) trait EventStore: Send + Sync + 'static {
         let _ = (tenant, session_id, lease);
         Box::pin(async { Ok(true) })
     }
+
+    /// The tenant's recorded (and retained) sessions `query` wants, newest first, each with its
+    /// facts (as [`EventStore::session`] gives them).
+    fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: SessionQuery,
+    ) -> BoxFuture<'_, Result<Vec<SessionFacts>, StoreError>>;
 
     /// Figures for `/metrics`.
     fn stats(&self) -> StoreStats;

@@ -1,5 +1,5 @@
 //! WatchCallEvents (a server stream read from the event store at the watcher's own pace) and
-//! GetSessionReport; and the session records `CreateSession` and `CreateCampaign` leave for
+//! GetSessionReport; ListSessions; and the session records `CreateSession` and `CreateCampaign` leave for
 //! the report.
 //!
 //! A watch stream ends:
@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 use super::{Call, CallBotApi, fail_with};
 use crate::{
     convert,
-    domain::{FieldViolation, ValidationError, is_valid_phone, national},
-    events::{Cursor, Filter, SessionLog, Start, StoreError, TenantId, report},
+    domain::{FieldViolation, SessionListing, ValidationError, is_valid_phone, listing::encode_token, national},
+    events::{Cursor, Filter, SessionLog, SessionQuery, Start, StoreError, TenantId, report},
     pb,
     status::FacadeError,
     tenancy::Revocable,
@@ -175,6 +175,40 @@ impl CallBotApi {
             Some((Err(status), w))
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    /// ListSessions: a page of the tenant's recorded sessions, newest first, each with its
+    /// report's counts; a next-page token when the page is full and more follow.
+    pub(super) async fn list_sessions_page(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let Call { ctx, tenant, .. } = self.call(&request)?;
+        let listing = SessionListing::parse(request.into_inner())
+            .map_err(|e| fail_with(&ctx.request_id, FacadeError::Invalid(e)))?;
+        let query = SessionQuery {
+            external_prefix: listing.campaign_id,
+            created_after_ms: listing.created_after_ms,
+            before: listing.after,
+            // One more than the page: whether another page follows.
+            limit: listing.page_size + 1,
+        };
+        let mut page = self
+            .events
+            .list_sessions(tenant, query)
+            .await
+            .map_err(|e| fail_with(&ctx.request_id, store_error(e, None)))?;
+        let more = page.len() > listing.page_size;
+        page.truncate(listing.page_size);
+        let sessions: Vec<pb::SessionSummary> = page
+            .iter()
+            .filter_map(|facts| facts.record.as_ref().map(|r| convert::summary_to_pb(r, &report::build(facts))))
+            .collect();
+        let next_page_token = match page.last().and_then(|f| f.record.as_ref()) {
+            Some(last) if more => encode_token(last.created_at_ms, &last.session_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSessionsResponse { sessions, next_page_token }))
     }
 
     /// GetSessionReport.

@@ -8,7 +8,7 @@
 //! - `sessions.rs` — CreateSession;
 //! - `campaigns.rs` — CreateCampaign (a client stream driving `crate::campaign`);
 //! - `do_not_call.rs` — AddDoNotCall, RemoveDoNotCall (the calling policy's added numbers);
-//! - `events.rs` — WatchCallEvents, GetSessionReport, and the session records the other two
+//! - `events.rs` — WatchCallEvents, GetSessionReport, ListSessions, and the session records the other two
 //!   leave in the event store.
 //!
 //! The tenant of a call, for the event store: the tenants file's name, `default` for the
@@ -181,5 +181,12 @@ impl CallBotService for CallBotApi {
         request: Request<pb::RemoveDoNotCallRequest>,
     ) -> Result<Response<pb::RemoveDoNotCallResponse>, Status> {
         self.remove_do_not_call_numbers(request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.list_sessions_page(request).await
     }
 }

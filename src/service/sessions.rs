@@ -9,6 +9,7 @@ use crate::{
     admission::{gate, refused_by_upstream},
     convert,
     domain::{self, NewSession, SessionLimits},
+    events::log::Started,
     pb, policy,
     status::{ErrorContext, FacadeError, to_status},
     upstream::EncodedExecute,
@@ -60,7 +61,7 @@ impl CallBotApi {
         let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
-        let NewSession { script_id, contacts, retry_count, .. } = session;
+        let NewSession { script_id, contacts, retry_count, name, .. } = session;
         let contact_count = contacts.len();
         // The numbers only, for the session's record (its report's contact list).
         let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
@@ -89,7 +90,13 @@ impl CallBotApi {
             self.policy.release(&tenant, *purpose, &numbers, &key).await;
         }
         let redials = u32::try_from(retry_count.unwrap_or(0)).unwrap_or(0);
-        self.session_log(tenant).record(&outcome.autocall_id, &key, phones, &refused, redials).await;
+        let started = Started {
+            session_id: &outcome.autocall_id,
+            external_id: &key,
+            script_id: &script_id,
+            name: name.as_deref().unwrap_or_default(),
+        };
+        self.session_log(tenant).record(started, phones, &refused, redials).await;
         let mut session = convert::session_to_pb(outcome, &script_id, key);
         rejections.append(&mut session.rejected_contacts);
         session.rejected_contacts = rejections;

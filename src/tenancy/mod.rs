@@ -183,6 +183,12 @@ impl Tenancy {
         matches!(self.callers, Callers::Tenants(_))
     }
 
+    /// Whether callers prove who they are (caller tokens or a tenants file): the console then asks
+    /// for a bearer token, as the gRPC API does.
+    pub(crate) fn authenticates_callers(&self) -> bool {
+        !matches!(self.callers, Callers::Open)
+    }
+
     /// The tenant `req` runs as: `None` for the methods outside `CallBotService` (health,
     /// reflection), which run as themselves; an error when the caller may not call, or not so.
     pub(crate) fn resolve<B>(&self, req: &Request<B>) -> Result<Option<Tenant>, FacadeError> {

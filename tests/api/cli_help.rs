@@ -30,7 +30,7 @@ fn options(subcommand: &str) -> Vec<(String, String)> {
 
 #[test]
 fn cli_help_texts_are_written_for_users() {
-    for sub in ["serve", "simulate", "campaign", "scripts", "watch", "report"] {
+    for sub in ["serve", "simulate", "campaign", "scripts", "watch", "report", "sessions"] {
         let options = options(sub);
         assert!(!options.is_empty(), "{sub}");
         for (flag, text) in &options {

@@ -2,12 +2,15 @@
 //! client, and assertions on codes, reasons, details and what reached the upstream.
 
 mod binary;
+mod browser;
 mod campaign;
+mod cdp;
 mod cli;
 mod cli_errors;
 mod cli_events;
 mod cli_help;
 mod cli_secured;
+mod console;
 mod create_session;
 mod disk_store;
 mod docs_commands;
@@ -16,6 +19,7 @@ mod events;
 mod fault_matrix;
 mod hostile;
 mod layout;
+mod list_sessions;
 mod metrics_docs;
 mod nats;
 mod nats_processes;

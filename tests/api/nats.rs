@@ -339,6 +339,50 @@ async fn the_session_report_is_the_same_on_both_replicas() {
 }
 
 #[tokio::test]
+async fn list_sessions_is_the_same_on_both_replicas_newest_first_with_the_reports_counts() {
+    let nats = Nats::start().await;
+    let (a, b) = (replica(&nats, |_| {}).await, replica(&nats, |_| {}).await);
+    let first = create(&a, &["0912345670", "0912345677"], 0).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let second = create(&b, &["0912345678"], 0).await;
+    wait_session_done(&a.sim, &first).await;
+    wait_session_done(&b.sim, &second).await;
+    let list = |app: &TestApp, page_size: i32| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .list_sessions(pb::ListSessionsRequest { page_size, ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let ids =
+        |r: &pb::ListSessionsResponse| r.sessions.iter().map(|s| s.session.clone().unwrap().id).collect::<Vec<_>>();
+    wait_until(|| async { ids(&list(&a, 0).await) == [second.clone(), first.clone()] }).await;
+    wait_until(|| async {
+        list(&b, 0).await.sessions.iter().all(|s| s.finished) && list(&a, 0).await.sessions.iter().all(|s| s.finished)
+    })
+    .await;
+    let (on_a, on_b) = (list(&a, 0).await, list(&b, 0).await);
+    assert_eq!(on_a, on_b, "every replica lists the stream's records");
+    let oldest = &on_a.sessions[1];
+    assert_eq!((oldest.contacts_total, oldest.answered, oldest.busy), (2, 1, 1));
+    // Paged: one, then the other.
+    let page = list(&b, 1).await;
+    assert_eq!(ids(&page), [second]);
+    let next = b
+        .client
+        .clone()
+        .list_sessions(pb::ListSessionsRequest { page_size: 1, page_token: page.next_page_token, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&next), [first]);
+    assert!(next.next_page_token.is_empty());
+}
+
+#[tokio::test]
 async fn a_cursor_below_the_streams_first_sequence_is_out_of_range_with_the_earliest() {
     let nats = Nats::start().await;
     let a = replica(&nats, |s| s.events.max = 5).await;

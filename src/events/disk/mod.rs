@@ -32,7 +32,8 @@ use futures::{FutureExt as _, future::BoxFuture};
 use tokio::sync::watch;
 
 use super::{
-    Appended, CallEvent, EventStore, Filter, SessionFacts, SessionRecord, Start, StoreError, Subscription, TenantId,
+    Appended, CallEvent, EventStore, Filter, SessionFacts, SessionQuery, SessionRecord, Start, StoreError,
+    Subscription, TenantId,
     memory::{Change, Journal, MemoryStore},
     store::StoreStats,
 };
@@ -202,6 +203,14 @@ impl EventStore for DiskStore {
 
     fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
         self.inner.memory.session_id_of(tenant, id)
+    }
+
+    fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: SessionQuery,
+    ) -> BoxFuture<'_, Result<Vec<SessionFacts>, StoreError>> {
+        self.inner.memory.list_sessions(tenant, query)
     }
 
     fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {

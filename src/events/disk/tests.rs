@@ -67,6 +67,8 @@ fn record(session: &str, contacts: &[&str]) -> SessionRecord {
         contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
         redials: 0,
         created_at_ms: 1_000_000,
+        script_id: "64915bc76a690c0edad14723".to_owned(),
+        name: format!("name of {session}"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
 use super::wire::EVENTS_PREFIX;
 use crate::domain::national;
 use crate::events::{
-    CallEvent, CallOutcome, Fact, SessionRecord, TenantId,
+    CallEvent, CallOutcome, Fact, SessionQuery, SessionRecord, TenantId,
     attribution::{Attribution, FactRef},
 };
 
@@ -155,6 +155,11 @@ impl Index {
         self.attribution.record_of(tenant, session).cloned()
     }
 
+    /// The tenant's recorded sessions a listing wants, newest first.
+    pub(crate) fn records(&self, tenant: &TenantId, query: &SessionQuery) -> Vec<SessionRecord> {
+        self.attribution.records(tenant, query)
+    }
+
     /// The session id `id` names (its own, or the caller's external id for it), when recorded.
     pub(crate) fn session_id_of(&self, tenant: &TenantId, id: &str) -> Option<Arc<str>> {
         self.attribution.session_id_of(tenant, id)
@@ -214,6 +219,8 @@ mod tests {
             contacts: vec!["0912345670".into()],
             redials: 1,
             created_at_ms: 1,
+            script_id: String::new(),
+            name: String::new(),
         };
         index.apply_session(&tenant, record.clone(), 1);
         let live = |call: &str, fact| CallEvent::live(call, fact, "84912345670");

@@ -38,8 +38,10 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
 use super::{
-    Appended, CallEvent, Cursor, EventStore, Filter, SessionFacts, SessionRecord, Start, StoreError, StoredEvent,
-    Subscription, TenantId, memory::system_clock, store::StoreStats,
+    Appended, CallEvent, Cursor, EventStore, Filter, SessionFacts, SessionQuery, SessionRecord, Start, StoreError,
+    StoredEvent, Subscription, TenantId,
+    memory::system_clock,
+    store::{StoreStats, facts_of},
 };
 use crate::domain::national;
 pub(crate) use connect::NatsConfig;
@@ -317,10 +319,35 @@ impl Shared {
         let session_id = resolved.map_or(session_id, |s| s.to_string());
         let th = hash16(&tenant);
         // The session's subject, and the tenant's unattributed events (of its calls, if any).
-        let subjects = vec![event_subject(&tenant, &session_id), format!("{EVENTS_PREFIX}{th}._")];
+        let all = self
+            .read_events(&tenant, vec![event_subject(&tenant, &session_id), format!("{EVENTS_PREFIX}{th}._")])
+            .await?;
+        let calls: std::collections::HashSet<Arc<str>> =
+            all.iter().filter(|s| *s.event.session_id == *session_id).map(|s| s.event.call_id.clone()).collect();
+        let events: Vec<StoredEvent> = all
+            .into_iter()
+            .filter(|s| *s.event.session_id == *session_id || calls.contains(&s.event.call_id))
+            .collect();
+        Ok((record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events }))
+    }
+
+    /// The tenant's recorded sessions `query` wants, with their facts: one read of the tenant's
+    /// events (every subject of its hash), grouped by `facts_of`.
+    async fn list_sessions(&self, tenant: TenantId, query: SessionQuery) -> Result<Vec<SessionFacts>, StoreError> {
+        self.check_up()?;
+        let records = self.lock().records(&tenant, &query);
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self.read_events(&tenant, vec![format!("{EVENTS_PREFIX}{}.>", hash16(&tenant))]).await?;
+        Ok(facts_of(records, all))
+    }
+
+    /// Every retained event of `tenant` on `subjects`, in stream order (bounded by [`READ_TIMEOUT`]).
+    async fn read_events(&self, tenant: &TenantId, subjects: Vec<String>) -> Result<Vec<StoredEvent>, StoreError> {
         let config =
             OrderedConfig { filter_subjects: subjects, deliver_policy: DeliverPolicy::All, ..Default::default() };
-        let all: Vec<StoredEvent> = bounded("read", READ_TIMEOUT, async {
+        bounded("read", READ_TIMEOUT, async {
             let consumer = self.stream.create_consumer(config).await.map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             if consumer.cached_info().num_pending == 0 {
@@ -332,7 +359,7 @@ impl Shared {
                 let info = message.info().map_err(|e| e.to_string())?;
                 let (seq, pending) = (info.stream_sequence, info.pending);
                 if let Some((whose, event)) = wire::decode::<CallEvent>(&message.payload) {
-                    if *whose == *tenant {
+                    if *whose == **tenant {
                         out.push(StoredEvent { cursor: self.cursor(seq), event });
                     }
                 }
@@ -342,14 +369,7 @@ impl Shared {
             }
             Ok::<_, String>(out)
         })
-        .await?;
-        let calls: std::collections::HashSet<Arc<str>> =
-            all.iter().filter(|s| *s.event.session_id == *session_id).map(|s| s.event.call_id.clone()).collect();
-        let events: Vec<StoredEvent> = all
-            .into_iter()
-            .filter(|s| *s.event.session_id == *session_id || calls.contains(&s.event.call_id))
-            .collect();
-        Ok((record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events }))
+        .await
     }
 }
 
@@ -382,6 +402,14 @@ impl EventStore for JetStreamStore {
 
     fn claim(&self, tenant: TenantId, session_id: String, lease: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.shared.claim(tenant, session_id, lease).boxed()
+    }
+
+    fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: SessionQuery,
+    ) -> BoxFuture<'_, Result<Vec<SessionFacts>, StoreError>> {
+        self.shared.list_sessions(tenant, query).boxed()
     }
 
     fn stats(&self) -> StoreStats {

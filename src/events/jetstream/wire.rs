@@ -143,6 +143,8 @@ mod tests {
             contacts: vec!["0912345670".into(), "+84912345671".into()],
             redials: 2,
             created_at_ms: 1_700_000_000_000,
+            script_id: String::new(),
+            name: String::new(),
         };
         let payload = encode("acme", &record).unwrap();
         assert_eq!(decode::<SessionRecord>(&payload), Some((Arc::from("acme"), record)));

@@ -37,10 +37,10 @@ use futures::{FutureExt as _, future::BoxFuture};
 use tokio::sync::Notify;
 
 use super::{
-    Appended, CallEvent, Cursor, EventStore, Fact, Filter, SessionFacts, SessionRecord, Start, StoreError, StoredEvent,
-    Subscription, TenantId,
+    Appended, CallEvent, Cursor, EventStore, Fact, Filter, SessionFacts, SessionQuery, SessionRecord, Start,
+    StoreError, StoredEvent, Subscription, TenantId,
     attribution::{Attribution, FactRef, reserve_gently},
-    store::StoreStats,
+    store::{StoreStats, facts_of},
 };
 use crate::domain::national;
 
@@ -515,6 +515,29 @@ impl Shared {
             .collect();
         (record.is_some() || !events.is_empty()).then_some(SessionFacts { record, events })
     }
+
+    /// The tenant's recorded sessions `query` wants, with their facts (one pass over the ring
+    /// for the calls of the page's sessions, one to copy their events).
+    fn list_now(&self, tenant: &TenantId, query: &SessionQuery) -> Vec<SessionFacts> {
+        let now = (self.clock)();
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        let t = g.tenants.find(tenant);
+        self.expire(g, now, t);
+        let records = g.attribution.records(tenant, query);
+        let ring = t.and_then(|t| g.rings.get(&t));
+        let slots = || ring.into_iter().flat_map(|r| r.events.iter());
+        let ids: HashSet<&str> = records.iter().map(|r| r.session_id.as_str()).collect();
+        let calls: HashSet<&str> =
+            slots().filter(|(_, s)| ids.contains(&*s.event.session_id)).map(|(_, s)| &*s.event.call_id).collect();
+        let events: Vec<StoredEvent> = slots()
+            .filter(|(_, s)| ids.contains(&*s.event.session_id) || calls.contains(&*s.event.call_id))
+            .map(|(seq, s)| s.stored(&g.words, self.cursor(*seq)))
+            .collect();
+        drop(calls);
+        drop(ids);
+        facts_of(records, events)
+    }
 }
 
 /// The tenant an event (or id) leaves from when `count` over every ring exceeds `max` after
@@ -563,6 +586,15 @@ impl EventStore for MemoryStore {
             g.attribution.unfinished()
         };
         async move { Ok(unfinished) }.boxed()
+    }
+
+    fn list_sessions(
+        &self,
+        tenant: TenantId,
+        query: SessionQuery,
+    ) -> BoxFuture<'_, Result<Vec<SessionFacts>, StoreError>> {
+        let page = self.shared.list_now(&tenant, &query);
+        async move { Ok(page) }.boxed()
     }
 
     fn stats(&self) -> StoreStats {

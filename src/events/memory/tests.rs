@@ -99,6 +99,8 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
         contacts: contacts.iter().map(|c| (*c).to_owned()).collect(),
         redials,
         created_at_ms: 0,
+        script_id: String::new(),
+        name: String::new(),
     };
     store.record_session(tenant("t"), rec("s1", &["0912345670", "0912345675"], 1)).await.unwrap();
     store.record_session(tenant("t"), rec("s2", &["0912345675"], 0)).await.unwrap();
@@ -272,4 +274,56 @@ async fn one_tenants_flood_evicts_only_its_own_events_and_ids() {
     };
     let rest = take(&mut store.subscribe(filter("loud"), Start::After(err)).await.unwrap(), 89).await;
     assert_eq!(rest.last().unwrap().event.call_id.as_ref(), "l999", "the loud tenant keeps its newest");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_newest_first_per_tenant_with_the_events_of_their_calls() {
+    let (store, _clock) = TestClock::store(100, 3600);
+    let rec = |s: &str, key: &str, at: u64, phone: &str| SessionRecord {
+        session_id: s.into(),
+        external_id: key.into(),
+        contacts: vec![phone.to_owned()],
+        redials: 0,
+        created_at_ms: at,
+        script_id: "sc".into(),
+        name: String::new(),
+    };
+    store.record_session(tenant("t"), rec("s1", "camp-0", 10, "0912345670")).await.unwrap();
+    store.record_session(tenant("t"), rec("s2", "camp-1", 30, "0912345671")).await.unwrap();
+    store.record_session(tenant("t"), rec("s3", "solo", 20, "0912345672")).await.unwrap();
+    store.record_session(tenant("u"), rec("s9", "camp-0", 40, "0912345670")).await.unwrap();
+    // s1's call: a live state attributed by its number, then the record naming the session.
+    store.append(tenant("t"), CallEvent::live("c1", Fact::Ringing, "0912345670")).await.unwrap();
+    store.append(tenant("t"), record("c1", "s1", "0912345670", CallOutcome::Answered)).await.unwrap();
+    let list = |query: SessionQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_sessions(tenant("t"), query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.record.unwrap().session_id, f.events.len()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = SessionQuery { limit: 10, ..SessionQuery::default() };
+    let owned = |v: &[(&str, usize)]| v.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect::<Vec<_>>();
+    assert_eq!(list(all.clone()).await, owned(&[("s2", 0), ("s3", 0), ("s1", 2)]), "newest first, t's only");
+    assert_eq!(list(SessionQuery { limit: 2, ..all.clone() }).await, owned(&[("s2", 0), ("s3", 0)]));
+    let after_s3 = SessionQuery { before: Some((20, "s3".into())), ..all.clone() };
+    assert_eq!(list(after_s3).await, owned(&[("s1", 2)]), "the page after s3");
+    let campaign = SessionQuery { external_prefix: "camp-".into(), ..all.clone() };
+    assert_eq!(list(campaign).await, owned(&[("s2", 0), ("s1", 2)]));
+    let recent = SessionQuery { created_after_ms: Some(10), ..all };
+    assert_eq!(list(recent).await, owned(&[("s2", 0), ("s3", 0)]), "strictly after");
+    let theirs = store.list_sessions(tenant("u"), SessionQuery { limit: 10, ..SessionQuery::default() }).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert!(
+        store
+            .list_sessions(tenant("v"), SessionQuery { limit: 10, ..SessionQuery::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -115,6 +115,8 @@ impl Harness {
             contacts: phones.to_vec(),
             redials: 0,
             created_at_ms,
+            script_id: SCRIPT.to_owned(),
+            name: String::new(),
         };
         if keep {
             self.store.record_session(self.tenant.clone(), record.clone()).await.unwrap();

@@ -9,6 +9,9 @@ import com.callbotfacade.callbot.v1.CreateSessionRequest;
 import com.callbotfacade.callbot.v1.GetScriptRequest;
 import com.callbotfacade.callbot.v1.GetSessionReportRequest;
 import com.callbotfacade.callbot.v1.GetSessionReportResponse;
+import com.callbotfacade.callbot.v1.ListSessionsRequest;
+import com.callbotfacade.callbot.v1.ListSessionsResponse;
+import com.callbotfacade.callbot.v1.SessionSummary;
 import com.callbotfacade.callbot.v1.ListScriptsRequest;
 import com.callbotfacade.callbot.v1.ListScriptsResponse;
 import com.callbotfacade.callbot.v1.Script;
@@ -214,6 +217,22 @@ public final class CallbotClient {
         "GetSessionReport -> finished=" + rep.getFinished() + ", contacts_total=" + rep.getContactsTotal()
             + ", answered=" + rep.getAnswered() + ", busy=" + rep.getBusy(),
         "want finished=true, contacts_total=2, answered=1, busy=1");
+
+    // ListSessions: the tenant's sessions, newest first, with the same counts as the report.
+    ListSessionsResponse page =
+        stub.withDeadlineAfter(TIMEOUT_SECONDS, TimeUnit.SECONDS)
+            .listSessions(ListSessionsRequest.newBuilder().setPageSize(500).build());
+    SessionSummary got = null;
+    for (SessionSummary s : page.getSessionsList()) {
+      if (s.getSession().getId().equals(sessionId)) {
+        got = s;
+      }
+    }
+    check(got != null && got.getContactsTotal() == rep.getContactsTotal() && got.getAnswered() == rep.getAnswered()
+            && got.getBusy() == rep.getBusy() && got.getFinished() == rep.getFinished(),
+        "ListSessions(page_size=500) -> " + page.getSessionsCount() + " session(s), " + sessionId
+            + " with the report's counts",
+        got);
   }
 
   private static void run(ManagedChannel channel) throws InvalidProtocolBufferException {
