@@ -165,14 +165,14 @@ async fn a_call_that_never_ends_is_unknown_after_give_up_and_a_late_real_cdr_rep
 }
 
 /// A facade on `nats`'s stream, in front of the shared simulator at `sim`, its receiver on.
-async fn replica_of(nats: &Nats, sim: &str) -> TestApp {
+async fn replica_of(nats: &Nats, sim: &str, after: Duration) -> TestApp {
     let hook = free_addr();
     let mut settings = test_settings(sim);
     settings.events.webhook_listen = Some(hook);
     settings.events.webhook_secret = Some(ApiKey::new("test-webhook-secret"));
     settings.events.webhook_public_url = Some(format!("http://{hook}"));
     settings.events.nats_url = Some(nats.url());
-    settings.events.reconcile_after = AFTER;
+    settings.events.reconcile_after = after;
     start(settings, TestSim::detached(sim)).await
 }
 
@@ -181,7 +181,7 @@ async fn two_replicas_on_jetstream_reconcile_each_call_once_within_the_budget() 
     let nats = Nats::start().await;
     let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
     webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
-    let (a, b) = (replica_of(&nats, &sim.url).await, replica_of(&nats, &sim.url).await);
+    let (a, b) = (replica_of(&nats, &sim.url, AFTER).await, replica_of(&nats, &sim.url, AFTER).await);
     let started = Instant::now();
     let phones = ["0912345670", "0912345675", "0912345677", "0912345678", "0912345679"];
     let mut sessions = Vec::new();
@@ -232,4 +232,26 @@ async fn two_replicas_on_jetstream_reconcile_each_call_once_within_the_budget() 
         sessions.len(),
         phones.len()
     );
+}
+
+#[tokio::test]
+async fn reconciliation_survives_a_restart_of_the_facade_on_jetstream() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
+    webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
+    let phones = ["0912345670", "0912345677", "0912345679"];
+    // Long enough for the first facade to be gone before it could search.
+    let after = Duration::from_secs(3);
+    let mut first = replica_of(&nats, &sim.url, after).await;
+    let session = create(&first, &phones, 0).await;
+    wait_session_done(&sim, &session).await;
+    // Down before --reconcile-after: nothing was searched; no timer of it survives.
+    first.shutdown();
+    first.done.take().unwrap().await.unwrap().unwrap();
+    assert_eq!(searches(&sim).await, 0);
+    let again = replica_of(&nats, &sim.url, after).await;
+    wait_until(|| async { report(&again, &session).await.finished }).await;
+    let r = report(&again, &session).await;
+    assert_eq!((r.reconciled, r.contacts_total), (3, 3));
+    assert_eq!(searches(&sim).await, 1, "one search, by the restarted facade, from what the stream holds");
 }
