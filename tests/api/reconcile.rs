@@ -255,3 +255,23 @@ async fn reconciliation_survives_a_restart_of_the_facade_on_jetstream() {
     assert_eq!((r.reconciled, r.contacts_total), (3, 3));
     assert_eq!(searches(&sim).await, 1, "one search, by the restarted facade, from what the stream holds");
 }
+
+#[tokio::test]
+async fn on_jetstream_a_search_put_off_by_a_429_goes_on_after_its_retry_after_under_its_own_lease() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
+    webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
+    // A lease of 4 s: waiting it out would take the report past the 10 s of wait_until.
+    let after = Duration::from_secs(4);
+    let app = replica_of(&nats, &sim.url, after).await;
+    sim.fault(json!({"path": "/api/v3/call-transaction/search", "status": 429, "retry_after": 1})).await;
+    let session = create(&app, &["0912345670", "0912345677"], 0).await;
+    let created = Instant::now();
+    wait_until(|| async { report(&app, &session).await.finished }).await;
+    let took = created.elapsed();
+    assert!(took < after * 2, "retried after Retry-After, not after the lease: {took:?}");
+    let m = metrics(&app).await;
+    assert_eq!(sample(&m, "callbot_reconcile_lookups_total{result=\"throttled\"}"), 1, "{m}");
+    assert_eq!(sample(&m, "callbot_reconcile_lookups_total{result=\"found\"}"), 1, "{m}");
+    assert_eq!(report(&app, &session).await.reconciled, 2);
+}
