@@ -42,6 +42,8 @@ pub struct Totals {
     pub rejected: i64,
     /// Last outcome FAILED.
     pub failed: i64,
+    /// Given up: the provider never told (outcome UNKNOWN).
+    pub unknown: i64,
 }
 
 impl Totals {
@@ -57,14 +59,17 @@ impl Totals {
             t.busy += r.busy;
             t.rejected += r.rejected;
             t.failed += r.failed;
+            t.unknown += r.unknown;
         }
         t
     }
 
-    /// `outcomes: N contacts, A answered, B no answer, C busy, D rejected, E failed`.
+    /// `outcomes: N contacts, A answered, B no answer, C busy, D rejected, E failed`, then
+    /// `, U unknown` when contacts were given up (the rare case: the provider never told).
     pub fn line(&self) -> String {
+        let unknown = if self.unknown > 0 { format!(", {} unknown", self.unknown) } else { String::new() };
         format!(
-            "outcomes: {} contacts, {} answered, {} no answer, {} busy, {} rejected, {} failed",
+            "outcomes: {} contacts, {} answered, {} no answer, {} busy, {} rejected, {} failed{unknown}",
             self.contacts, self.answered, self.no_answer, self.busy, self.rejected, self.failed
         )
     }
@@ -204,5 +209,8 @@ mod tests {
         let t = Totals::of(&[Some(finished), Some(running), None]);
         assert_eq!((t.sessions, t.finished, t.contacts, t.final_contacts), (3, 1, 3, 2));
         assert_eq!(t.line(), "outcomes: 3 contacts, 1 answered, 0 no answer, 1 busy, 0 rejected, 0 failed");
+        let given_up =
+            pb::GetSessionReportResponse { contacts_total: 1, unknown: 1, finished: true, ..Default::default() };
+        assert!(Totals::of(&[Some(given_up)]).line().ends_with(", 0 failed, 1 unknown"));
     }
 }

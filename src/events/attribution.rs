@@ -11,7 +11,10 @@
 //!
 //! The attempt is the call's, once known; else, for a contact of a recorded session, one more
 //! than the highest attempt seen to it. A contact is final (its session no longer "open" for it)
-//! after an end-of-call record that answered, was rejected or failed, or used the last redial.
+//! after an end-of-call record that answered, was rejected or failed, or used the last redial, or
+//! once given up (`reconcile/`: a give-up is no call and takes no attempt number). The index also
+//! gives each contact's number as the caller wrote it (`CallEvent::contact_phone`), and the
+//! sessions with a contact not final (what reconciliation scans).
 //!
 //! Bounds: sessions and calls are kept for the retention window, at most `max_contacts` session
 //! contacts and `max_calls` calls; the oldest go first. Over the contacts' bound, the session that

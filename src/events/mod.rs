@@ -15,7 +15,10 @@
 //!   store, the attribution index every replica builds, the watchers;
 //! - `attribution.rs`: which session and attempt a fact belongs to, for both stores;
 //! - `report.rs`: a session's report from its record and its events, by precedence, so that
-//!   reordering and repeats change nothing.
+//!   reordering and repeats change nothing;
+//! - `reconcile/`: what the webhooks missed, fetched from the provider's call history, and the
+//!   contacts the provider never told of, given up (outcome UNKNOWN); the call-history budget
+//!   shared with the attribution look-ups.
 //!
 //! No tonic here: the service converts (`convert.rs`) and classifies errors (`status.rs`).
 

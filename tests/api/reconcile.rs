@@ -165,14 +165,14 @@ async fn a_call_that_never_ends_is_unknown_after_give_up_and_a_late_real_cdr_rep
 }
 
 /// A facade on `nats`'s stream, in front of the shared simulator at `sim`, its receiver on.
-async fn replica_of(nats: &Nats, sim: &str) -> TestApp {
+async fn replica_of(nats: &Nats, sim: &str, after: Duration) -> TestApp {
     let hook = free_addr();
     let mut settings = test_settings(sim);
     settings.events.webhook_listen = Some(hook);
     settings.events.webhook_secret = Some(ApiKey::new("test-webhook-secret"));
     settings.events.webhook_public_url = Some(format!("http://{hook}"));
     settings.events.nats_url = Some(nats.url());
-    settings.events.reconcile_after = AFTER;
+    settings.events.reconcile_after = after;
     start(settings, TestSim::detached(sim)).await
 }
 
@@ -181,7 +181,7 @@ async fn two_replicas_on_jetstream_reconcile_each_call_once_within_the_budget() 
     let nats = Nats::start().await;
     let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
     webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
-    let (a, b) = (replica_of(&nats, &sim.url).await, replica_of(&nats, &sim.url).await);
+    let (a, b) = (replica_of(&nats, &sim.url, AFTER).await, replica_of(&nats, &sim.url, AFTER).await);
     let started = Instant::now();
     let phones = ["0912345670", "0912345675", "0912345677", "0912345678", "0912345679"];
     let mut sessions = Vec::new();
@@ -232,4 +232,46 @@ async fn two_replicas_on_jetstream_reconcile_each_call_once_within_the_budget() 
         sessions.len(),
         phones.len()
     );
+}
+
+#[tokio::test]
+async fn reconciliation_survives_a_restart_of_the_facade_on_jetstream() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
+    webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
+    let phones = ["0912345670", "0912345677", "0912345679"];
+    // Long enough for the first facade to be gone before it could search.
+    let after = Duration::from_secs(3);
+    let mut first = replica_of(&nats, &sim.url, after).await;
+    let session = create(&first, &phones, 0).await;
+    wait_session_done(&sim, &session).await;
+    // Down before --reconcile-after: nothing was searched; no timer of it survives.
+    first.shutdown();
+    first.done.take().unwrap().await.unwrap().unwrap();
+    assert_eq!(searches(&sim).await, 0);
+    let again = replica_of(&nats, &sim.url, after).await;
+    wait_until(|| async { report(&again, &session).await.finished }).await;
+    let r = report(&again, &session).await;
+    assert_eq!((r.reconciled, r.contacts_total), (3, 3));
+    assert_eq!(searches(&sim).await, 1, "one search, by the restarted facade, from what the stream holds");
+}
+
+#[tokio::test]
+async fn on_jetstream_a_search_put_off_by_a_429_goes_on_after_its_retry_after_under_its_own_lease() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig { time_scale: FAST, ..SimConfig::default() }).await;
+    webhook_fault(&sim, json!({"kind": "lose", "rate": 1.0})).await;
+    // A lease of 4 s: waiting it out would take the report past the 10 s of wait_until.
+    let after = Duration::from_secs(4);
+    let app = replica_of(&nats, &sim.url, after).await;
+    sim.fault(json!({"path": "/api/v3/call-transaction/search", "status": 429, "retry_after": 1})).await;
+    let session = create(&app, &["0912345670", "0912345677"], 0).await;
+    let created = Instant::now();
+    wait_until(|| async { report(&app, &session).await.finished }).await;
+    let took = created.elapsed();
+    assert!(took < after * 2, "retried after Retry-After, not after the lease: {took:?}");
+    let m = metrics(&app).await;
+    assert_eq!(sample(&m, "callbot_reconcile_lookups_total{result=\"throttled\"}"), 1, "{m}");
+    assert_eq!(sample(&m, "callbot_reconcile_lookups_total{result=\"found\"}"), 1, "{m}");
+    assert_eq!(report(&app, &session).await.reconciled, 2);
 }

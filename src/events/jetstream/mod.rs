@@ -76,6 +76,8 @@ struct Shared {
     duplicates: AtomicU64,
     /// The reconciliation leases (`claim`), opened at the first claim.
     leases: std::sync::OnceLock<jetstream::kv::Store>,
+    /// This process among the replicas (a lease's holder; `id` is the stream's, the same on all).
+    replica: u64,
 }
 
 /// The JetStream store. Cheap to clone.
@@ -127,6 +129,7 @@ impl JetStreamStore {
             stored: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             leases: std::sync::OnceLock::new(),
+            replica: rand::random(),
         });
         tokio::spawn(follow(Arc::downgrade(&shared)));
         tokio::spawn(monitor(Arc::downgrade(&shared)));
@@ -302,9 +305,14 @@ impl Shared {
         self.check_up()?;
         let kv = self.leases(lease).await?;
         let key = format!("{}.{}", hash16(&tenant), wire::session_token(&session_id));
-        match tokio::time::timeout(ACK_TIMEOUT, kv.create(key, self.id.to_string().into())).await {
+        let me = self.replica.to_string();
+        match tokio::time::timeout(ACK_TIMEOUT, kv.create(&key, me.clone().into())).await {
             Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(Err(e)) if e.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                // Held: by this replica (a search it put off, a 429) it goes on; else it waits.
+                let holder = bounded("lease", ACK_TIMEOUT, kv.get(&key)).await?;
+                Ok(holder.is_some_and(|v| *v == *me.as_bytes()))
+            }
             Ok(Err(e)) => Err(unavailable("lease", e)),
             Err(_) => Err(unavailable("lease", "no answer")),
         }

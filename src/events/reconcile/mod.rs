@@ -105,7 +105,7 @@ pub(crate) struct Reconciler {
     timing: Timing,
     clock: Clock,
     /// (tenant, session) -> not looked at before this (Unix ms).
-    next: HashMap<(TenantId, String), u64>,
+    next: std::sync::Mutex<HashMap<(TenantId, String), u64>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -122,7 +122,15 @@ impl Reconciler {
         timing: Timing,
         clock: Clock,
     ) -> Self {
-        Reconciler { store, upstream, keys, budget, metrics, timing, clock, next: HashMap::new() }
+        Reconciler { store, upstream, keys, budget, metrics, timing, clock, next: Default::default() }
+    }
+
+    fn next(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, String), u64>> {
+        self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn look_again_at(&self, tenant: &TenantId, session: &str, at: u64) {
+        self.next().insert((tenant.clone(), session.to_owned()), at);
     }
 
     /// How often the store is scanned: a quarter of `--reconcile-after`, between 50 ms and 5 s.
@@ -135,7 +143,7 @@ impl Reconciler {
     }
 
     /// Scans until `shutdown`.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.every());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -158,47 +166,59 @@ impl Reconciler {
         }
     }
 
-    /// One scan of the store (module docs).
-    pub(crate) async fn scan(&mut self) -> Pass {
-        let mut pass = Pass::default();
+    /// One scan of the store (module docs). Each tenant's due sessions one after another (they
+    /// share its budget), the tenants side by side (one tenant's waits never hold another's).
+    pub(crate) async fn scan(&self) -> Pass {
         let sessions = match self.store.unfinished_sessions().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciliation: the event store cannot list sessions now");
-                return pass;
+                return Pass::default();
             }
         };
         let now = (self.clock)();
         let (after, give_up_after) = (ms(self.timing.after), ms(self.timing.give_up_after));
         let listed: std::collections::HashSet<(TenantId, String)> =
             sessions.iter().map(|(t, r)| (t.clone(), r.session_id.clone())).collect();
-        self.next.retain(|k, _| listed.contains(k));
-        for (tenant, record) in sessions {
-            let created = record.created_at_ms;
-            if now < created.saturating_add(after.min(give_up_after)) {
-                continue;
-            }
-            let key = (tenant.clone(), record.session_id.clone());
-            if self.next.get(&key).is_some_and(|&at| at > now) {
-                continue;
-            }
-            if let Err(e) = self.visit(&tenant, &record, now, &mut pass).await {
-                tracing::warn!(%tenant, session_id = %record.session_id, error = %e, "reconciliation: store unavailable");
-                self.next.insert(key, now.saturating_add(ms(RETRY_SOON)));
+        let mut due: HashMap<TenantId, Vec<SessionRecord>> = HashMap::new();
+        {
+            let mut next = self.next();
+            next.retain(|k, _| listed.contains(k));
+            for (tenant, record) in sessions {
+                let early = now < record.created_at_ms.saturating_add(after.min(give_up_after));
+                let key = (tenant, record.session_id.clone());
+                if early || next.get(&key).is_some_and(|&at| at > now) {
+                    continue;
+                }
+                due.entry(key.0).or_default().push(record);
             }
         }
-        pass
+        let tenants = due.into_iter().map(|(tenant, records)| async move {
+            let mut pass = Pass::default();
+            for record in records {
+                if let Err(e) = self.visit(&tenant, &record, now, &mut pass).await {
+                    tracing::warn!(%tenant, session_id = %record.session_id, error = %e, "reconciliation: store unavailable");
+                    self.look_again_at(&tenant, &record.session_id, now.saturating_add(ms(RETRY_SOON)));
+                }
+            }
+            pass
+        });
+        futures::future::join_all(tenants).await.into_iter().fold(Pass::default(), |a, b| Pass {
+            searched: a.searched + b.searched,
+            stored: a.stored + b.stored,
+            given_up: a.given_up + b.given_up,
+        })
     }
 
     /// One session (module docs, steps 1–4).
     async fn visit(
-        &mut self,
+        &self,
         tenant: &TenantId,
         record: &SessionRecord,
         now: u64,
         pass: &mut Pass,
     ) -> Result<(), StoreError> {
-        let key = (tenant.clone(), record.session_id.clone());
+        let session = record.session_id.as_str();
         let (after, created) = (ms(self.timing.after), record.created_at_ms);
         let give_up_at = created.saturating_add(ms(self.timing.give_up_after));
         let Some(facts) = self.store.session(tenant.clone(), record.session_id.clone()).await? else {
@@ -206,7 +226,7 @@ impl Reconciler {
         };
         let open = open_contacts(record, &facts);
         if open.is_empty() {
-            self.next.insert(key, now.saturating_add(after));
+            self.look_again_at(tenant, session, now.saturating_add(after));
             return Ok(());
         }
         let due_at = |last: u64| last.max(created).saturating_add(after);
@@ -214,22 +234,22 @@ impl Reconciler {
         let giving_up = now >= give_up_at;
         if due.is_empty() && !giving_up {
             let soonest = open.iter().map(|(_, last)| due_at(*last)).min().unwrap_or(give_up_at);
-            self.next.insert(key, soonest.min(give_up_at));
+            self.look_again_at(tenant, session, soonest.min(give_up_at));
             return Ok(());
         }
         let lease = self.lease();
         if !self.store.claim(tenant.clone(), record.session_id.clone(), lease).await? {
             // Another replica has it.
-            self.next.insert(key, now.saturating_add(ms(lease)));
+            self.look_again_at(tenant, session, now.saturating_add(ms(lease)));
             return Ok(());
         }
         let searched = if due.is_empty() { Searched::Done } else { self.search(tenant, record, &due, now, pass).await };
         if searched == Searched::Later {
-            self.next.insert(key, now.saturating_add(ms(RETRY_SOON)));
+            self.look_again_at(tenant, session, now.saturating_add(ms(RETRY_SOON)));
             return Ok(());
         }
         pass.searched += u32::from(!due.is_empty());
-        self.next.insert(key, now.saturating_add(after));
+        self.look_again_at(tenant, session, now.saturating_add(after));
         if giving_up {
             // What the search found may have closed some.
             let facts = self.store.session(tenant.clone(), record.session_id.clone()).await?.unwrap_or_default();

@@ -70,12 +70,16 @@ impl Harness {
 
     /// A reconciler as a (re)started process would have (nothing in memory).
     fn reconciler(&self) -> Reconciler {
+        self.reconciler_with(self.budget.clone())
+    }
+
+    fn reconciler_with(&self, budget: Arc<HistoryBudget>) -> Reconciler {
         let offset = self.offset.clone();
         Reconciler::new(
             self.store.clone(),
             self.upstream.clone(),
             Arc::new(|_: &str| Some(ApiKey::new(KEY))),
-            self.budget.clone(),
+            budget,
             self.metrics.clone(),
             Timing { after: AFTER, give_up_after: GIVE_UP },
             Arc::new(move || wall_ms() + offset.load(Ordering::Relaxed)),
@@ -99,8 +103,12 @@ impl Harness {
     }
 
     /// A session of `phones` placed by the simulator (no webhook registered: nothing is
-    /// delivered), recorded in the store when `record`; waits until its calls are over.
+    /// delivered), recorded in the store when `keep`; waits until its calls are over.
     async fn session(&self, phones: &[String], keep: bool) -> SessionRecord {
+        self.session_of(&self.tenant.clone(), phones, keep).await
+    }
+
+    async fn session_of(&self, tenant: &TenantId, phones: &[String], keep: bool) -> SessionRecord {
         let created_at_ms = self.now();
         let body = json!({
             "bot_script_id": SCRIPT,
@@ -119,7 +127,7 @@ impl Harness {
             name: String::new(),
         };
         if keep {
-            self.store.record_session(self.tenant.clone(), record.clone()).await.unwrap();
+            self.store.record_session(tenant.clone(), record.clone()).await.unwrap();
         }
         let until = Instant::now() + Duration::from_secs(10);
         loop {
@@ -141,7 +149,11 @@ impl Harness {
     }
 
     async fn report(&self, session: &str) -> (Report, SessionFacts) {
-        let facts = self.store.session(self.tenant.clone(), session.to_owned()).await.unwrap().unwrap();
+        self.report_of(&self.tenant, session).await
+    }
+
+    async fn report_of(&self, tenant: &TenantId, session: &str) -> (Report, SessionFacts) {
+        let facts = self.store.session(tenant.clone(), session.to_owned()).await.unwrap().unwrap();
         (report::build(&facts), facts)
     }
 }
@@ -159,7 +171,7 @@ async fn a_scan_searches_due_sessions_pages_keeps_the_sessions_calls_and_stores_
     let contacts = phones(0, 60);
     let s = h.session(&contacts, true).await;
     let before = h.searches().await;
-    let mut r = h.reconciler();
+    let r = h.reconciler();
     assert_eq!(r.scan().await, Pass::default(), "not due before --reconcile-after");
     assert_eq!(h.searches().await, before);
 
@@ -216,7 +228,7 @@ async fn a_429_pauses_the_tenant_for_its_retry_after_then_the_search_goes_on() {
     let resp = h.http.post(format!("{}/_sim/faults", h.sim)).json(&fault).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     h.advance(AFTER);
-    let mut r = h.reconciler();
+    let r = h.reconciler();
     assert_eq!(r.scan().await, Pass::default(), "throttled: nothing stored");
     let throttled_at = Instant::now();
     assert!(h.metrics.render().contains("callbot_reconcile_lookups_total{result=\"throttled\"} 1"));
@@ -279,4 +291,41 @@ async fn after_give_up_a_contact_without_outcome_is_unknown_until_a_real_outcome
     let c = report.contacts.iter().find(|c| c.phone == unknown.phone).unwrap();
     assert_eq!((c.outcome, c.source, c.is_final), (CallOutcome::Busy, Some(EventSource::Webhook), true));
     assert_eq!((report.unknown, report.busy), (0, 1));
+}
+
+#[tokio::test]
+async fn a_tenant_waiting_for_its_budget_holds_no_other_tenant() {
+    let h = Harness::start().await;
+    let (a, b): (TenantId, TenantId) = (Arc::from("a"), Arc::from("b"));
+    let mut mine = Vec::new();
+    for i in 0..4 {
+        mine.push(h.session_of(&a, &phones(200 + 10 * i, 2), true).await);
+    }
+    let other = h.session_of(&b, &phones(300, 2), true).await;
+    h.advance(AFTER);
+    // One search a second, bursts of two: a's four sessions take two seconds; b's is searched at once.
+    let r = Arc::new(h.reconciler_with(HistoryBudget::new(1.0)));
+    let scan = tokio::spawn({
+        let r = r.clone();
+        async move { r.scan().await }
+    });
+    let t0 = Instant::now();
+    loop {
+        if h.report_of(&b, &other.session_id).await.0.finished {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_millis(800), "b waited behind a");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done: Vec<bool> = futures::future::join_all(mine.iter().map(|s| h.report_of(&a, &s.session_id)))
+        .await
+        .into_iter()
+        .map(|r| r.0.finished)
+        .collect();
+    assert!(done.iter().filter(|d| **d).count() <= 2, "a's burst at most: the rest wait for a's budget ({done:?})");
+    assert_eq!(scan.await.unwrap(), Pass { searched: 5, stored: 10, given_up: 0 });
+    assert!(t0.elapsed() >= Duration::from_millis(1800), "a's budget held: {:?}", t0.elapsed());
+    for s in &mine {
+        assert!(h.report_of(&a, &s.session_id).await.0.finished);
+    }
 }
