@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Start a release facade (built-in simulator) with and without the 1M-number policy; report the do-not-call
 # load log line, time to ready, RSS once ready, and idle CPU over 20 s (the reloader's polls of the files).
+# Expects /tmp/policybench/dnc.txt (BENCHMARKS.md, "The calling policy", says how it is made); writes the
+# policy file naming it.
 set -euo pipefail
 bin=$1
+cat > /tmp/policybench/policy.yaml <<'YAML'
+policies:
+  - tenant: default
+    time_zone: Asia/Ho_Chi_Minh
+    do_not_call_files: [/tmp/policybench/dnc.txt]
+    advertising:
+      preset: vn-decree-91
+    service:
+      hours: ["00:00-24:00"]
+YAML
 tck=$(getconf CLK_TCK)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 for mode in none policy; do
