@@ -4,6 +4,7 @@
 # Each binary is started with the facade's flags (--listen, --admin-listen, --upstream-url, --api-key;
 # RUST_LOG=info, logs to /dev/null), warmed with 5,000 calls, then h2load sends REQUESTS calls at
 # 64 in flight on one connection (-c 1 -m 64); CPU = utime+stime (/proc/<pid>/stat) over those calls.
+# PURPOSE=1|2 adds CreateSessionRequest.purpose to the request (the calling policy's figures).
 set -euo pipefail
 rounds=$1 requests=$2 sim=$3; shift 3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +21,8 @@ script=$(curl -s -H 'x-api-key: loadgen-key' -H "authorization: Bearer $token" "
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["payload"][-1]["id"])')
 req=$(mktemp /tmp/create-session.XXXX)
 trap 'kill $simpid 2>/dev/null || true; rm -f "$req"' EXIT
-python3 "$here/create_session_frame.py" "$script" 15 "$req" >/dev/null
+# PURPOSE=2 sends purpose SERVICE (the calling policy's figures); unset = no purpose, as before.
+python3 "$here/create_session_frame.py" "$script" 15 "$req" "${PURPOSE:-}" >/dev/null
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 printf '| run | binary | calls | ok | req/s | mean latency | facade CPU µs/call | sim CPU µs/call | load 1m |\n|---|---|---|---|---|---|---|---|---|\n'
 for r in $(seq 1 "$rounds"); do

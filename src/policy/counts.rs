@@ -129,7 +129,8 @@ pub fn release_from(list: &mut Vec<Reservation>, holder: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct MemoryCounts {
     counts: Mutex<HashMap<(String, Purpose, u64), Vec<Reservation>>>,
-    dnc: Mutex<HashMap<String, HashSet<u64>>>,
+    /// Read by every CreateSession (a read lock), written by the do-not-call RPCs.
+    dnc: DncMirror,
 }
 
 impl Counts for MemoryCounts {
@@ -168,24 +169,17 @@ impl Counts for MemoryCounts {
     }
 
     fn add_dnc<'a>(&'a self, tenant: &'a str, numbers: &'a [u64]) -> BoxFuture<'a, Result<u64, CountsError>> {
-        let mut dnc = self.dnc.lock().unwrap_or_else(|p| p.into_inner());
-        let set = dnc.entry(tenant.to_owned()).or_default();
-        let added = numbers.iter().filter(|n| set.insert(**n)).count() as u64;
+        let added = numbers.iter().filter(|n| self.dnc.set(tenant, **n, true)).count() as u64;
         Box::pin(std::future::ready(Ok(added)))
     }
 
     fn remove_dnc<'a>(&'a self, tenant: &'a str, numbers: &'a [u64]) -> BoxFuture<'a, Result<u64, CountsError>> {
-        let mut dnc = self.dnc.lock().unwrap_or_else(|p| p.into_inner());
-        let removed = match dnc.get_mut(tenant) {
-            Some(set) => numbers.iter().filter(|n| set.remove(*n)).count() as u64,
-            None => 0,
-        };
+        let removed = numbers.iter().filter(|n| self.dnc.set(tenant, **n, false)).count() as u64;
         Box::pin(std::future::ready(Ok(removed)))
     }
 
     fn dnc_added(&self, tenant: &str, number: u64) -> bool {
-        let dnc = self.dnc.lock().unwrap_or_else(|p| p.into_inner());
-        dnc.get(tenant).is_some_and(|s| s.contains(&number))
+        self.dnc.contains(tenant, number)
     }
 }
 

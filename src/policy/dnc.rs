@@ -57,24 +57,47 @@ pub fn national(key: u64) -> String {
     s[1..].to_owned()
 }
 
-/// A sorted list of numbers.
+/// A sorted list of numbers, with a bucket index over the value range: a look-up reads the index
+/// and then a bucket of a few keys (two cache lines), instead of the ~20 scattered reads of a
+/// binary search over the whole 8 MB list.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DncList(Vec<u64>);
+pub struct DncList {
+    keys: Vec<u64>,
+    /// `starts[b]..starts[b + 1]` are the keys of bucket `b` (buckets split `keys[0]..=keys[last]`
+    /// into equal value ranges).
+    starts: Vec<u32>,
+}
+
+/// Keys per bucket on average: a bucket is a cache line or two.
+const PER_BUCKET: usize = 8;
 
 impl DncList {
+    fn bucket(&self, key: u64) -> usize {
+        let (min, max) = (self.keys[0], self.keys[self.keys.len() - 1]);
+        let buckets = (self.starts.len() - 1) as u128;
+        (u128::from(key - min) * buckets / (u128::from(max - min) + 1)) as usize
+    }
+
     /// Whether `key` is on the list.
     pub fn contains(&self, key: u64) -> bool {
-        self.0.binary_search(&key).is_ok()
+        match (self.keys.first(), self.keys.last()) {
+            (Some(min), Some(max)) if (*min..=*max).contains(&key) => {
+                let b = self.bucket(key);
+                let (from, to) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+                self.keys[from..to].binary_search(&key).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// How many numbers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.keys.len()
     }
 
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.keys.is_empty()
     }
 
     /// A list of `keys` (sorted and deduplicated here).
@@ -82,7 +105,25 @@ impl DncList {
         keys.sort_unstable();
         keys.dedup();
         keys.shrink_to_fit();
-        DncList(keys)
+        let mut list = DncList { keys, starts: Vec::new() };
+        if list.keys.is_empty() {
+            return list;
+        }
+        let buckets = list.keys.len().div_ceil(PER_BUCKET);
+        list.starts = vec![0; buckets + 1];
+        // Each bucket's end: the number of keys whose bucket is at most it.
+        let mut b = 0;
+        for (i, k) in list.keys.iter().enumerate() {
+            let kb = list.bucket(*k);
+            while b < kb {
+                b += 1;
+                list.starts[b] = i as u32;
+            }
+        }
+        for s in &mut list.starts[b + 1..] {
+            *s = list.keys.len() as u32;
+        }
+        list
     }
 
     /// Reads the files (one number per line, `#` starts a comment, blank lines skipped) into one
@@ -145,7 +186,35 @@ mod tests {
         assert!(list.contains(key("84912345678").unwrap()));
         assert!(list.contains(key("0987654321").unwrap()));
         assert!(!list.contains(key("0987654322").unwrap()));
+        assert!(!list.contains(key("0000000001").unwrap()) && !list.contains(key("0999999999").unwrap()));
         let err = parse_into("0912345678\ncall me maybe\n", path, &mut Vec::new()).unwrap_err();
         assert_eq!(err, "do-not-call file dnc.txt line 2: not a phone number (digits, +, spaces, dashes)");
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_index_finds_every_key_and_no_other() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        let keys: Vec<u64> = (0..20_000).map(|_| 10_900_000_000 + next() % 100_000_000).collect();
+        let list = DncList::from_keys(keys.clone());
+        for k in &keys {
+            assert!(list.contains(*k));
+        }
+        let set: std::collections::HashSet<u64> = keys.into_iter().collect();
+        for _ in 0..20_000 {
+            let k = 10_900_000_000 + next() % 100_000_000;
+            assert_eq!(list.contains(k), set.contains(&k), "{k}");
+        }
+        let one = DncList::from_keys(vec![5]);
+        assert!(one.contains(5) && !one.contains(4) && !one.contains(6));
+        assert!(!DncList::default().contains(5));
     }
 }

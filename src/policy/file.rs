@@ -112,9 +112,11 @@ fn tenant(inputs: &mut Inputs, e: Entry) -> Result<TenantPolicy, String> {
         return Err("tenant: must not be empty".to_owned());
     }
     let zone = TimeZone::get(&e.time_zone).map_err(|_| format!("time_zone: {:?} is not an IANA zone", e.time_zone))?;
+    let started = std::time::Instant::now();
     let dnc = DncList::load(inputs, &e.do_not_call_files).map_err(|e| format!("do_not_call_files: {e}"))?;
     if !dnc.is_empty() {
-        tracing::info!(tenant = %e.tenant, numbers = dnc.len(), "do-not-call files loaded");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(tenant = %e.tenant, numbers = dnc.len(), elapsed_ms, "do-not-call files loaded");
     }
     let mut purposes = HashMap::new();
     for (purpose, entry) in [(Purpose::Advertising, e.advertising), (Purpose::Service, e.service)] {

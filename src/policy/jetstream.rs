@@ -75,7 +75,7 @@ impl JetStreamCounts {
         };
         let mirror = Arc::new(DncMirror::default());
         // Watch first, list second: no change can fall between the two.
-        let mut watch = store.watch("d.>").await.map_err(|e| format!("key-value bucket {BUCKET}: {e}"))?;
+        let watch = store.watch("d.>").await.map_err(|e| format!("key-value bucket {BUCKET}: {e}"))?;
         let keys: Vec<String> = store
             .keys()
             .await
@@ -88,27 +88,7 @@ impl JetStreamCounts {
                 mirror.set(tenant, number, true);
             }
         }
-        let follower = mirror.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    () = stop.cancelled() => return,
-                    next = watch.next() => next,
-                };
-                match next {
-                    Some(Ok(entry)) => {
-                        if let Some((tenant, number)) = split_dnc_key(&entry.key) {
-                            follower.set(tenant, number, entry.operation == Operation::Put);
-                        }
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "do-not-call watch: an update could not be read"),
-                    None => {
-                        tracing::warn!("do-not-call watch ended; added numbers are no longer followed");
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(follow(store.clone(), watch, mirror.clone(), stop));
         Ok(JetStreamCounts { store, mirror })
     }
 
@@ -141,6 +121,39 @@ impl JetStreamCounts {
             }
         }
         Err(CountsError("the count of a number kept changing (too many replicas racing)".to_owned()))
+    }
+}
+
+/// Keeps the mirror of added numbers current. When the watch ends (NATS went away), it is
+/// opened again with the last value of every key, deletions included, so nothing missed stays
+/// missed.
+async fn follow(store: Store, mut watch: kv::Watch, mirror: Arc<DncMirror>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            next = watch.next() => next,
+        };
+        match next {
+            Some(Ok(entry)) => {
+                if let Some((tenant, number)) = split_dnc_key(&entry.key) {
+                    mirror.set(tenant, number, entry.operation == Operation::Put);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "do-not-call watch: an update could not be read"),
+            None => loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                match store.watch_with_history("d.>").await {
+                    Ok(w) => {
+                        watch = w;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "do-not-call watch: cannot watch again yet"),
+                }
+            },
+        }
     }
 }
 

@@ -59,7 +59,7 @@ impl CallBotApi {
         for p in &phones {
             tracing::info!(
                 request_id = %ctx.request_id, tenant = %tenant, phone = %mask_phone(p),
-                reason = %reason.chars().take(200).collect::<String>(), "added to do-not-call"
+                reason = %reason.chars().filter(|c| !c.is_control()).take(200).collect::<String>(), "added to do-not-call"
             );
         }
         Ok(Response::new(pb::AddDoNotCallResponse { added: i64::try_from(added).unwrap_or(i64::MAX) }))

@@ -641,3 +641,72 @@ async fn a_creds_file_works_on_an_operator_mode_server_and_a_user_of_another_acc
     assert_eq!(info.config.max_bytes, 100_000 * 2048);
     assert!(!facade.log().contains(&user.seed().unwrap()[2..20]), "the seed is never logged");
 }
+
+/// The calling policy across processes (docs/policy.md): one JetStream, one policy file (a
+/// ConfigMap both mount), 50 CreateSessions racing for one number through two processes.
+#[tokio::test]
+async fn two_processes_admit_exactly_one_of_fifty_racers_for_one_number_and_share_do_not_call() {
+    let nats = Nats::start().await;
+    let sim = TestSim::start(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dnc = write(dir.path(), "dnc.txt", "# registry\n");
+    let policy = format!(
+        "policies:\n  - tenant: default\n    time_zone: Asia/Ho_Chi_Minh\n    do_not_call_files: [{}]\n    \
+         advertising: {{preset: vn-decree-91}}\n",
+        dnc.display()
+    );
+    let policy = write(dir.path(), "policy.yaml", &policy);
+    let mut facades = Vec::new();
+    for _ in 0..2 {
+        let mut f = Facade::new(&nats.url(), &sim.url);
+        f.arg("--calling-policy", policy.to_str().unwrap())
+            .arg("--policy-clock-start", "2027-01-04T10:00:00+07:00")
+            .arg("--secrets-poll-interval", "50ms");
+        f.spawn().await;
+        facades.push(f);
+    }
+    let (a, b) = (&facades[0], &facades[1]);
+    let request = |phone: &str, key: String| pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: vec![pb::Contact { phone: phone.into(), ..Default::default() }],
+        external_session_id: key,
+        purpose: pb::CallPurpose::Advertising as i32,
+        ..Default::default()
+    };
+    let (ca, cb) = (a.client().await, b.client().await);
+    let racers = (0..50).map(|i| {
+        let mut client = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        let req = request("0912345678", format!("race-{i}"));
+        async move { client.create_session(req).await }
+    });
+    let answers = futures::future::join_all(racers).await;
+    assert_eq!(answers.iter().filter(|r| r.is_ok()).count(), 1, "exactly one racer admitted");
+    for err in answers.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    }
+    assert_eq!(sim.sessions().await.len(), 1);
+
+    // AddDoNotCall on A, then the file changed under both: B refuses both numbers.
+    ca.clone()
+        .add_do_not_call(pb::AddDoNotCallRequest { phones: vec!["0912000001".into()], ..Default::default() })
+        .await
+        .unwrap();
+    std::fs::write(&dnc, "0912000002\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut cb = cb.clone();
+    let mut req = request("0912000001", "b-0".into());
+    req.contacts.push(pb::Contact { phone: "0912000002".into(), ..Default::default() });
+    req.contacts.push(pb::Contact { phone: "0912000003".into(), ..Default::default() });
+    loop {
+        req.external_session_id = format!("b-{}", started.elapsed().as_micros());
+        let mut check = req.clone();
+        check.validate_only = true;
+        let s = cb.create_session(check).await.unwrap().into_inner().session.unwrap();
+        let refused: Vec<&str> = s.rejected_contacts.iter().map(|r| r.reason.as_str()).collect();
+        if refused == ["DO_NOT_CALL", "DO_NOT_CALL"] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "B still calls: {refused:?}\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
