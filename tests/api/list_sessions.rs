@@ -3,7 +3,7 @@
 
 use tonic::Code;
 
-use super::events::{spawn_with_receiver, wait_session_done};
+use super::events::{spawn_with_receiver, wait_session_done, wait_until};
 use super::*;
 
 fn request(page_size: i32, page_token: &str, campaign_id: &str) -> pb::ListSessionsRequest {
@@ -171,23 +171,10 @@ fn refused(s: &pb::SessionSummary) -> Vec<(&str, i64)> {
     s.refused_contacts.iter().map(|(k, v)| (k.as_str(), *v)).collect()
 }
 
-/// Purpose, start and refusals by reason, as each session was created: a deferred advertising
-/// session with a policy and an upstream refusal, a service session at the caller's start, an
-/// advertising session over the frequency cap. On the disk store, and again after a restart.
-#[tokio::test]
-async fn a_listing_says_purpose_start_and_the_contacts_refused_by_reason_and_keeps_them_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = policy_file(dir.path());
-    let data = dir.path().join("data");
-    let settings = |s: &mut Settings| {
-        s.policy.calling_policy = Some(policy.clone());
-        // Monday 2027-01-04 07:59 in Ho Chi Minh City: before the calling hours.
-        s.policy.clock_start = Some("2027-01-04T07:59:00+07:00".into());
-        s.events.store = callbot_facade::config::EventsStoreKind::Disk;
-        s.events.data_dir = data.clone();
-    };
-    let (mut app, _) = spawn_with_receiver(settings).await;
-    let mut client = app.client.clone();
+/// Creates, through `client`, a deferred advertising session with a policy and an upstream
+/// refusal, a service session at the caller's start, an advertising session over the frequency
+/// cap (the policy of [`policy_file`], its clock at 07:59 local); their ids, oldest first.
+async fn create_policed(client: &mut CallBotServiceClient<tonic::transport::Channel>) -> [String; 3] {
     // 0900000001: on the policy's list; 0912345999: the simulator's do-not-call (its "number_dnc").
     let mut deferred =
         policed("ad-deferred", pb::CallPurpose::Advertising, &["+84900000001", "0912345999", "0912345678"]);
@@ -204,31 +191,73 @@ async fn a_listing_says_purpose_start_and_the_contacts_refused_by_reason_and_kee
     let c = client.create_session(capped).await.unwrap().into_inner().session.unwrap();
     let reasons: Vec<&str> = c.rejected_contacts.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons, ["FREQUENCY_CAP"]);
+    [a.id, b.id, c.id]
+}
 
-    let check = |list: &pb::ListSessionsResponse| {
-        let ids: Vec<&str> = list.sessions.iter().map(|s| s.session.as_ref().unwrap().id.as_str()).collect();
-        assert_eq!(ids, [c.id.as_str(), b.id.as_str(), a.id.as_str()]);
-        let [capped, service, deferred] = &list.sessions[..] else { unreachable!() };
-        assert_eq!(deferred.purpose(), pb::CallPurpose::Advertising);
-        assert_eq!(deferred.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T01:00:00Z")));
-        assert_eq!(refused(deferred), [("DO_NOT_CALL", 1), ("number_dnc", 1)]);
-        assert_eq!(deferred.contacts_total, 1, "the refused contacts are not dialled");
-        assert_eq!(service.purpose(), pb::CallPurpose::Service);
-        assert_eq!(service.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T03:00:00Z")));
-        assert!(service.refused_contacts.is_empty());
-        assert_eq!(capped.purpose(), pb::CallPurpose::Advertising);
-        assert_eq!(capped.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T04:00:00Z")));
-        assert_eq!(refused(capped), [("FREQUENCY_CAP", 1)]);
-        assert_eq!(capped.contacts_total, 1);
+/// The listing of the sessions of [`create_policed`]: newest first, each with its purpose, start
+/// and refusals by reason.
+fn check_policed(list: &pb::ListSessionsResponse, [a, b, c]: &[String; 3]) {
+    let ids: Vec<&str> = list.sessions.iter().map(|s| s.session.as_ref().unwrap().id.as_str()).collect();
+    assert_eq!(ids, [c.as_str(), b.as_str(), a.as_str()]);
+    let [capped, service, deferred] = &list.sessions[..] else { unreachable!() };
+    assert_eq!(deferred.purpose(), pb::CallPurpose::Advertising);
+    assert_eq!(deferred.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T01:00:00Z")));
+    assert_eq!(refused(deferred), [("DO_NOT_CALL", 1), ("number_dnc", 1)]);
+    assert_eq!(deferred.contacts_total, 1, "the refused contacts are not dialled");
+    assert_eq!(service.purpose(), pb::CallPurpose::Service);
+    assert_eq!(service.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T03:00:00Z")));
+    assert!(service.refused_contacts.is_empty());
+    assert_eq!(capped.purpose(), pb::CallPurpose::Advertising);
+    assert_eq!(capped.session.as_ref().unwrap().start_time, Some(timestamp("2027-01-04T04:00:00Z")));
+    assert_eq!(refused(capped), [("FREQUENCY_CAP", 1)]);
+    assert_eq!(capped.contacts_total, 1);
+}
+
+/// Purpose, start and refusals by reason, as each session was created, on the disk store, and
+/// again after a restart.
+#[tokio::test]
+async fn a_listing_says_purpose_start_and_the_contacts_refused_by_reason_and_keeps_them_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(dir.path());
+    let data = dir.path().join("data");
+    let settings = |s: &mut Settings| {
+        s.policy.calling_policy = Some(policy.clone());
+        // Monday 2027-01-04 07:59 in Ho Chi Minh City: before the calling hours.
+        s.policy.clock_start = Some("2027-01-04T07:59:00+07:00".into());
+        s.events.store = callbot_facade::config::EventsStoreKind::Disk;
+        s.events.data_dir = data.clone();
     };
-    check(&client.list_sessions(request(0, "", "")).await.unwrap().into_inner());
+    let (mut app, _) = spawn_with_receiver(settings).await;
+    let mut client = app.client.clone();
+    let ids = create_policed(&mut client).await;
+    check_policed(&client.list_sessions(request(0, "", "")).await.unwrap().into_inner(), &ids);
     drop(client);
     app.shutdown();
     app.done.take().unwrap().await.unwrap().unwrap();
 
     // The disk store kept them: a new facade on the same data dir lists the same.
     let (app, _) = spawn_with_receiver(settings).await;
-    check(&app.client.clone().list_sessions(request(0, "", "")).await.unwrap().into_inner());
+    check_policed(&app.client.clone().list_sessions(request(0, "", "")).await.unwrap().into_inner(), &ids);
+}
+
+/// The same on JetStream: created on one replica, listed by the other (the records went through
+/// the stream).
+#[tokio::test]
+async fn on_jetstream_another_replica_lists_purpose_start_and_refusals() {
+    let nats = super::nats::Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_file(dir.path());
+    let settings = |s: &mut Settings| {
+        s.policy.calling_policy = Some(policy.clone());
+        s.policy.clock_start = Some("2027-01-04T07:59:00+07:00".into());
+        s.events.nats_url = Some(nats.url());
+    };
+    let (a, _) = spawn_with_receiver(settings).await;
+    let (b, _) = spawn_with_receiver(settings).await;
+    let ids = create_policed(&mut a.client.clone()).await;
+    let list = || async { b.client.clone().list_sessions(request(0, "", "")).await.unwrap().into_inner() };
+    wait_until(|| async { list().await.sessions.len() == 3 }).await;
+    check_policed(&list().await, &ids);
 }
 
 /// A session created without purpose or start: unspecified, no start, nothing refused.
