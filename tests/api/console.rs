@@ -437,3 +437,35 @@ async fn a_reconciled_contact_shows_source_history_and_the_reconciled_count() {
     let (_, page) = get_json(&client, format!("{base}/console/api/sessions/{direct}"), None).await;
     assert_eq!((page["contacts"][0]["source"].as_str(), page["reconciled"].as_i64()), (Some("webhook"), Some(0)));
 }
+
+/// The Health page's refusals are the viewer's tenant's: beta does not see alpha's.
+#[tokio::test]
+async fn health_shows_the_policy_refusals_of_the_viewers_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let dnc = dir.path().join("dnc.txt");
+    std::fs::write(&dnc, "0900000001\n").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("policies:\n  - tenant: alpha\n    time_zone: UTC\n    do_not_call_files: [{}]\n", dnc.display()),
+    )
+    .unwrap();
+    let (app, _tenants) = spawn_console(true, |s| s.policy.calling_policy = Some(policy.clone())).await;
+    create_as(&app, Some("token-a"), "", &["0900000001", "0912345670"]).await;
+    let client = http();
+    let base = format!("http://{}", app.admin);
+    let refusals = |cookie: String| {
+        let client = client.clone();
+        let url = format!("{base}/console/api/health");
+        async move { get_json(&client, url, Some(&cookie)).await.1["refusals_by_reason"].clone() }
+    };
+    let alpha = refusals(login(&client, app.admin, "token-a").await.unwrap()).await;
+    assert_eq!(alpha["DO_NOT_CALL"], 1.0, "{alpha}");
+    let beta = refusals(login(&client, app.admin, "token-b").await.unwrap()).await;
+    assert!(beta.get("DO_NOT_CALL").is_none_or(|n| n == 0.0), "alpha's refusals are not beta's: {beta}");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"callbot_policy_refused_contacts_total{tenant="alpha",reason="DO_NOT_CALL"} 1"#),
+        "{metrics}"
+    );
+}
