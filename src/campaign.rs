@@ -253,8 +253,10 @@ impl CampaignRun {
                     external_id: &key,
                     script_id: &session.script_id,
                     name: session.name.as_deref().unwrap_or_default(),
+                    purpose: session.purpose,
+                    verdict,
                 };
-                self.sessions.record(started, phones, &refused, redials).await;
+                self.sessions.record(started, phones, &outcome.rejections, redials).await;
                 Ok((convert::session_to_pb(outcome, &session.script_id, key), false))
             }
             Err(e) if e.is_duplicate_session() => {

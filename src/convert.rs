@@ -4,7 +4,7 @@
 //! everything else is here.
 
 use crate::{
-    domain::{NewSession, ScriptVariables, ValidContact},
+    domain::{NewSession, Purpose, ScriptVariables, ValidContact},
     events::{CallOutcome, CallState, EventSource, Fact, SessionRecord, StoredEvent, report::Report},
     pb,
     policy::Refusal,
@@ -223,8 +223,17 @@ pub fn report_to_pb(session_id: String, r: Report) -> pb::GetSessionReportRespon
     }
 }
 
-/// One session of ListSessions: its record and its report's counts (`Session.rejected_contacts`
-/// is not recorded: it stays empty).
+/// A purpose as the proto says it (`None`: not said).
+pub fn purpose_to_pb(purpose: Option<Purpose>) -> pb::CallPurpose {
+    match purpose {
+        None => pb::CallPurpose::Unspecified,
+        Some(Purpose::Advertising) => pb::CallPurpose::Advertising,
+        Some(Purpose::Service) => pb::CallPurpose::Service,
+    }
+}
+
+/// One session of ListSessions: its record and its report's counts. `Session.rejected_contacts`
+/// (the phones) is not recorded: it stays empty; `refused_contacts` counts them by reason.
 pub fn summary_to_pb(record: &SessionRecord, r: &Report) -> pb::SessionSummary {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     pb::SessionSummary {
@@ -233,7 +242,7 @@ pub fn summary_to_pb(record: &SessionRecord, r: &Report) -> pb::SessionSummary {
             script_id: record.script_id.clone(),
             external_session_id: record.external_id.clone(),
             rejected_contacts: Vec::new(),
-            start_time: None,
+            start_time: record.start_ms.map(timestamp_ms),
         }),
         script_id: record.script_id.clone(),
         name: record.name.clone(),
@@ -248,5 +257,41 @@ pub fn summary_to_pb(record: &SessionRecord, r: &Report) -> pb::SessionSummary {
         finished: r.finished,
         unknown: n(r.unknown),
         reconciled: n(r.reconciled),
+        purpose: purpose_to_pb(record.purpose) as i32,
+        refused_contacts: record.refused.iter().map(|(reason, count)| (reason.clone(), n(*count))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_carries_the_records_purpose_start_and_refusals() {
+        let record = SessionRecord {
+            session_id: "s1".into(),
+            external_id: "camp-3".into(),
+            script_id: "sc".into(),
+            name: "nhắc lịch".into(),
+            contacts: vec!["0912345670".into()],
+            created_at_ms: 1_700_000_000_000,
+            purpose: Some(Purpose::Service),
+            start_ms: Some(1_700_000_360_250),
+            refused: [("DO_NOT_CALL".to_owned(), 2), ("FREQUENCY_CAP".to_owned(), 1)].into(),
+            ..SessionRecord::default()
+        };
+        let report = Report { contacts_total: 1, answered: 1, finished: true, ..Report::default() };
+        let s = summary_to_pb(&record, &report);
+        assert_eq!(s.purpose(), pb::CallPurpose::Service);
+        let session = s.session.as_ref().unwrap();
+        assert_eq!(session.start_time, Some(prost_types::Timestamp { seconds: 1_700_000_360, nanos: 250_000_000 }));
+        assert_eq!((session.external_session_id.as_str(), s.name.as_str()), ("camp-3", "nhắc lịch"));
+        let refused: Vec<(&str, i64)> = s.refused_contacts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(refused, [("DO_NOT_CALL", 2), ("FREQUENCY_CAP", 1)]);
+        assert_eq!((s.contacts_total, s.answered, s.finished), (1, 1, true));
+        // A record of an earlier version: not said, at once, nothing refused.
+        let old = summary_to_pb(&SessionRecord { session_id: "s0".into(), ..SessionRecord::default() }, &report);
+        assert_eq!(old.purpose(), pb::CallPurpose::Unspecified);
+        assert_eq!((old.session.unwrap().start_time, old.refused_contacts.len()), (None, 0));
     }
 }

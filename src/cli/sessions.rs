@@ -1,6 +1,7 @@
 //! `callbot-facade sessions`: the tenant's recent sessions, newest first (`ListSessions`, paged
-//! until `--limit`): a table SESSION, KEY, SCRIPT, NAME, CREATED (local time), CONTACTS, the
-//! outcome counts and FINISHED, or JSON.
+//! until `--limit`): a table SESSION, KEY, SCRIPT, NAME, PURPOSE, CREATED and START (local
+//! time; "at once" when the session dials as soon as created), CONTACTS, the outcome counts,
+//! REFUSED (contacts refused before dialling) and FINISHED, or JSON (with the refusals by reason).
 
 use std::io::Write;
 
@@ -57,7 +58,9 @@ fn summary_json(s: &pb::SessionSummary) -> Value {
         "external_session_id": session.external_session_id,
         "script_id": s.script_id,
         "name": s.name,
+        "purpose": purpose_word(s),
         "created_at": s.created_at.as_ref().map(clock::rfc3339),
+        "start_time": session.start_time.as_ref().map(clock::rfc3339),
         "contacts_total": s.contacts_total,
         "answered": s.answered,
         "no_answer": s.no_answer,
@@ -67,8 +70,14 @@ fn summary_json(s: &pb::SessionSummary) -> Value {
         "in_progress": s.in_progress,
         "unknown": s.unknown,
         "reconciled": s.reconciled,
+        "refused_contacts": s.refused_contacts,
         "finished": s.finished,
     })
+}
+
+/// The purpose in lower case ("unspecified" when not said).
+fn purpose_word(s: &pb::SessionSummary) -> String {
+    s.purpose().as_str_name().trim_start_matches("CALL_PURPOSE_").to_ascii_lowercase()
 }
 
 /// Borderless, two spaces between columns, as `report`; names made inert (they are the
@@ -84,7 +93,9 @@ fn write_table(out: &mut impl Write, sessions: &[pb::SessionSummary]) -> std::io
         "KEY",
         "SCRIPT",
         "NAME",
+        "PURPOSE",
         "CREATED",
+        "START",
         "CONTACTS",
         "ANSWERED",
         "NO ANSWER",
@@ -93,6 +104,7 @@ fn write_table(out: &mut impl Write, sessions: &[pb::SessionSummary]) -> std::io
         "FAILED",
         "IN PROGRESS",
         "UNKNOWN",
+        "REFUSED",
         "FINISHED",
     ]);
     for s in sessions {
@@ -102,7 +114,12 @@ fn write_table(out: &mut impl Write, sessions: &[pb::SessionSummary]) -> std::io
             session.external_session_id,
             s.script_id.clone(),
             if s.name.is_empty() { "-".to_owned() } else { s.name.clone() },
+            match s.purpose() {
+                pb::CallPurpose::Unspecified => "-".to_owned(),
+                _ => purpose_word(s),
+            },
             s.created_at.as_ref().map_or_else(|| "-".to_owned(), |t| clock::date_time(t.seconds)),
+            session.start_time.as_ref().map_or_else(|| "at once".to_owned(), |t| clock::date_time(t.seconds)),
             s.contacts_total.to_string(),
             s.answered.to_string(),
             s.no_answer.to_string(),
@@ -111,6 +128,7 @@ fn write_table(out: &mut impl Write, sessions: &[pb::SessionSummary]) -> std::io
             s.failed.to_string(),
             s.in_progress.to_string(),
             s.unknown.to_string(),
+            s.refused_contacts.values().sum::<i64>().to_string(),
             if s.finished { "yes" } else { "no" }.to_owned(),
         ]);
     }
@@ -135,7 +153,7 @@ mod tests {
                 script_id: "sc".into(),
                 external_session_id: "camp-0".into(),
                 rejected_contacts: vec![],
-                start_time: None,
+                start_time: Some(prost_types::Timestamp { seconds: 1_700_003_600, nanos: 0 }),
             }),
             script_id: "sc".into(),
             name: "Nhắc lịch hẹn".into(),
@@ -150,6 +168,8 @@ mod tests {
             finished: false,
             unknown: 1,
             reconciled: 2,
+            purpose: pb::CallPurpose::Advertising as i32,
+            refused_contacts: [("DO_NOT_CALL".to_owned(), 2), ("FREQUENCY_CAP".to_owned(), 1)].into(),
         };
         let mut out = Vec::new();
         write_table(&mut out, std::slice::from_ref(&s)).unwrap();
@@ -157,14 +177,32 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("SESSION  KEY"), "{text}");
         let row: Vec<&str> = lines[1].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(row[..4], ["as-1", "camp-0", "sc", "Nhắc lịch hẹn"]);
-        assert_eq!(row[5..], ["6", "1", "2", "0", "1", "0", "2", "1", "no"]);
+        assert_eq!(row[..5], ["as-1", "camp-0", "sc", "Nhắc lịch hẹn", "advertising"]);
+        assert_eq!(row[6], clock::date_time(1_700_003_600), "the start, local time");
+        assert_eq!(row[7..], ["6", "1", "2", "0", "1", "0", "2", "1", "3", "no"]);
         let v = summary_json(&s);
         assert_eq!(v["session_id"], "as-1");
         assert_eq!(v["external_session_id"], "camp-0");
         assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["start_time"], "2023-11-14T23:13:20Z");
+        assert_eq!(v["purpose"], "advertising");
+        assert_eq!(v["refused_contacts"], json!({"DO_NOT_CALL": 2, "FREQUENCY_CAP": 1}));
         assert_eq!(v["in_progress"], 2);
         assert_eq!(v["finished"], false);
         assert_eq!((v["unknown"].as_i64(), v["reconciled"].as_i64()), (Some(1), Some(2)));
+        // Not said, at once: a dash and the words, not empty cells.
+        let plain = pb::SessionSummary {
+            session: Some(pb::Session { id: "as-2".into(), external_session_id: "k".into(), ..Default::default() }),
+            ..s.clone()
+        };
+        let plain =
+            pb::SessionSummary { purpose: 0, name: String::new(), refused_contacts: Default::default(), ..plain };
+        let mut out = Vec::new();
+        write_table(&mut out, std::slice::from_ref(&plain)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let row: Vec<&str> =
+            text.lines().nth(1).unwrap().split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!((row[3], row[4], row[6], row[15]), ("-", "-", "at once", "0"), "{text}");
+        assert_eq!(summary_json(&plain)["start_time"], Value::Null);
     }
 }

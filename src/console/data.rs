@@ -45,15 +45,23 @@ fn word(name: &str, prefix: &str) -> String {
     name.trim_start_matches(prefix).to_ascii_lowercase()
 }
 
-/// One session of a listing.
+/// One session of a listing: its names, purpose ("" when not said), creation and dialling start
+/// (null: at once), its report's counts (with `unknown` and `reconciled`) and the contacts refused
+/// before dialling by reason.
 pub(crate) fn summary_json(s: &pb::SessionSummary) -> Value {
     let session = s.session.clone().unwrap_or_default();
+    let purpose = match s.purpose() {
+        pb::CallPurpose::Unspecified => String::new(),
+        p => word(p.as_str_name(), "CALL_PURPOSE_"),
+    };
     json!({
         "id": session.id,
         "key": session.external_session_id,
         "script_id": s.script_id,
         "name": s.name,
+        "purpose": purpose,
         "created_ms": ms(s.created_at.as_ref()),
+        "start_ms": ms(session.start_time.as_ref()),
         "contacts_total": s.contacts_total,
         "counts": {
             "answered": s.answered,
@@ -61,8 +69,11 @@ pub(crate) fn summary_json(s: &pb::SessionSummary) -> Value {
             "busy": s.busy,
             "rejected": s.rejected,
             "failed": s.failed,
+            "unknown": s.unknown,
             "in_progress": s.in_progress,
         },
+        "reconciled": s.reconciled,
+        "refused": s.refused_contacts,
         "finished": s.finished,
     })
 }
@@ -78,8 +89,10 @@ pub(crate) fn report_json(console: &Console, r: &pb::GetSessionReportResponse) -
             "busy": r.busy,
             "rejected": r.rejected,
             "failed": r.failed,
+            "unknown": r.unknown,
             "in_progress": r.in_progress,
         },
+        "reconciled": r.reconciled,
         "finished": r.finished,
         "contacts": r.contacts.iter().map(|c| json!({
             "phone": console.phone(&c.phone),
@@ -89,6 +102,7 @@ pub(crate) fn report_json(console: &Console, r: &pb::GetSessionReportResponse) -
             "talk_s": c.talk_duration.as_ref().map(|d| d.seconds),
             "last_event_ms": ms(c.last_event_at.as_ref()),
             "final": c.r#final,
+            "source": word(c.source().as_str_name(), "CALL_EVENT_SOURCE_"),
         })).collect::<Vec<_>>(),
     })
 }
@@ -233,6 +247,10 @@ pub(super) async fn campaign(
     let sum = |f: fn(&pb::SessionSummary) -> i64| chunks.iter().map(f).sum::<i64>();
     let total = sum(|s| s.contacts_total);
     let done = total - sum(|s| s.in_progress);
+    let mut refused: BTreeMap<&str, i64> = BTreeMap::new();
+    for (reason, n) in chunks.iter().flat_map(|s| &s.refused_contacts) {
+        *refused.entry(reason).or_default() += n;
+    }
     ok(json!({
         "campaign_id": id,
         "chunks": chunks.iter().map(|s| {
@@ -242,14 +260,18 @@ pub(super) async fn campaign(
         }).collect::<Vec<_>>(),
         "contacts_total": total,
         "contacts_final": done,
+        "contacts_refused": refused.values().sum::<i64>(),
+        "refused_by_reason": refused,
         "counts": {
             "answered": sum(|s| s.answered),
             "no_answer": sum(|s| s.no_answer),
             "busy": sum(|s| s.busy),
             "rejected": sum(|s| s.rejected),
             "failed": sum(|s| s.failed),
+            "unknown": sum(|s| s.unknown),
             "in_progress": sum(|s| s.in_progress),
         },
+        "reconciled": sum(|s| s.reconciled),
         "finished": chunks.iter().all(|s| s.finished),
     }))
 }
@@ -297,6 +319,21 @@ async fn list_scripts(console: &Console, viewer: &super::auth::Viewer, q: String
 /// Sums of the samples of the families named `family` (`_total` included) in Prometheus text,
 /// by the value of `label` ("" = one sum under "").
 fn samples(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
+    samples_of(text, family, label, None)
+}
+
+/// A label's value in a series' labels (`a="x",b="y"`), or "".
+fn label_value<'a>(labels: &'a str, label: &str) -> &'a str {
+    labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == label)
+        .map_or("", |(_, v)| v.trim_matches('"'))
+}
+
+/// As [`samples`], of the series whose `tenant` label is `tenant` only, when given.
+fn samples_of(text: &str, family: &str, label: &str, tenant: Option<&str>) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -305,23 +342,18 @@ fn samples(text: &str, family: &str, label: &str) -> BTreeMap<String, f64> {
             continue;
         }
         let Ok(value) = value.parse::<f64>() else { continue };
-        let key = if label.is_empty() {
-            String::new()
-        } else {
-            labels
-                .trim_end_matches('}')
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == label)
-                .map_or_else(String::new, |(_, v)| v.trim_matches('"').to_owned())
-        };
+        if tenant.is_some_and(|t| label_value(labels, "tenant") != t) {
+            continue;
+        }
+        let key = label_value(labels, label).to_owned();
         *out.entry(key).or_insert(0.0) += value;
     }
     out
 }
 
 /// `GET /console/api/health`: the upstream (the viewer's scripts listed, how long it took), the
-/// event store, webhook deliveries per second since the last read, refusals by reason.
+/// event store, webhook deliveries per second since the last read, the viewer's tenant's contacts
+/// refused by the calling policy by reason (another tenant's are not shown).
 pub(super) async fn health(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let Ok(viewer) = console.viewer(&headers) else { return unauthorized() };
     let started = Instant::now();
@@ -348,7 +380,8 @@ pub(super) async fn health(State(console): State<Arc<Console>>, headers: HeaderM
         *last = Some((now, delivered));
         rate
     };
-    let refusals: BTreeMap<String, f64> = samples(&text, "callbot_policy_refused_contacts", "reason");
+    let refusals: BTreeMap<String, f64> =
+        samples_of(&text, "callbot_policy_refused_contacts", "reason", Some(&viewer.tenant.name));
     let shed: f64 = samples(&text, "callbot_shed", "").values().sum();
     ok(json!({
         "upstream": upstream,
@@ -376,5 +409,38 @@ mod tests {
         assert_eq!(by_reason.get("DO_NOT_CALL"), Some(&1.0));
         assert_eq!(samples(text, "callbot_webhook_deliveries", "").get(""), Some(&8.0));
         assert!(samples(text, "callbot_nothing", "").is_empty());
+        let of_a = samples_of(text, "callbot_policy_refused_contacts", "reason", Some("a"));
+        assert_eq!(of_a, BTreeMap::from([("QUIET_HOURS".to_owned(), 3.0)]), "tenant b's and unlabelled are not a's");
+    }
+
+    fn summary() -> pb::SessionSummary {
+        pb::SessionSummary {
+            session: Some(pb::Session {
+                id: "s1".into(),
+                external_session_id: "camp-2".into(),
+                start_time: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 500_000_000 }),
+                ..Default::default()
+            }),
+            contacts_total: 4,
+            answered: 1,
+            unknown: 1,
+            in_progress: 2,
+            reconciled: 1,
+            purpose: pb::CallPurpose::Advertising as i32,
+            refused_contacts: [("DO_NOT_CALL".to_owned(), 2), ("number_dnc".to_owned(), 1)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_summary_says_purpose_start_unknown_reconciled_and_refusals() {
+        let v = summary_json(&summary());
+        assert_eq!(v["purpose"], "advertising");
+        assert_eq!(v["start_ms"], 1_800_000_000_500_i64);
+        assert_eq!((v["counts"]["unknown"].as_i64(), v["reconciled"].as_i64()), (Some(1), Some(1)));
+        assert_eq!(v["refused"], json!({"DO_NOT_CALL": 2, "number_dnc": 1}));
+        let plain = pb::SessionSummary { session: Some(pb::Session::default()), ..Default::default() };
+        let v = summary_json(&plain);
+        assert_eq!((v["purpose"].as_str(), &v["start_ms"], &v["refused"]), (Some(""), &Value::Null, &json!({})));
     }
 }

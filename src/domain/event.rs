@@ -12,9 +12,14 @@
 //! Whose an event or a record is (the tenant) is not part of it: it is the stores' partition
 //! key, given beside it (`EventStore::append`), like the place a store gives it (the cursor).
 
-use std::sync::{Arc, LazyLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock},
+};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Purpose;
 
 /// Where a call stands (the proto's `CallState`, same numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -272,7 +277,10 @@ pub fn no_text() -> Arc<str> {
 
 /// What `CreateSession` and each `CreateCampaign` chunk record about a session, so that its
 /// report knows every contact (also those never dialled) and when a contact is final.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields added after the first version default when absent (records already stored read on),
+/// and are not written when empty (a record without them is written as before).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// The upstream's `autocall_id`.
     pub session_id: String,
@@ -292,6 +300,38 @@ pub struct SessionRecord {
     /// The session name the caller gave (`ListSessions`, the console); may be empty.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// What the calls are for, as the caller said (`None`: not said, or a purpose this version
+    /// does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "purpose_word")]
+    pub purpose: Option<Purpose>,
+    /// When dialling starts, Unix milliseconds: the caller's `start_time`, or the one the calling
+    /// policy chose (deferral, campaign scheduling); `None` = at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<u64>,
+    /// Contacts refused before dialling, by reason: the calling policy's (`DO_NOT_CALL`,
+    /// `FREQUENCY_CAP`) and the upstream's (its own reason word). Not in `contacts`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// A purpose stored as its word (`Purpose::as_str`); a word this version does not know reads as
+/// `None` (the record stays readable).
+mod purpose_word {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Purpose, Word};
+
+    pub(super) fn serialize<S: Serializer>(p: &Option<Purpose>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.serialize_str(p.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Purpose>, D::Error> {
+        let word = Option::<Word<'de>>::deserialize(d)?;
+        Ok(word.and_then(|w| [Purpose::Advertising, Purpose::Service].into_iter().find(|p| p.as_str() == w.0)))
+    }
 }
 
 impl Serialize for Fact {
@@ -392,5 +432,34 @@ mod tests {
             assert_eq!(serde_json::from_str::<CallOutcome>(&json).unwrap(), outcome);
         }
         assert_eq!(serde_json::from_str::<CallOutcome>("\"voicemail\"").unwrap(), CallOutcome::Unspecified);
+    }
+
+    #[test]
+    fn a_record_keeps_purpose_start_and_refusals_and_older_records_read_without_them() {
+        let record = SessionRecord {
+            session_id: "s1".into(),
+            contacts: vec!["0912345670".into()],
+            purpose: Some(Purpose::Advertising),
+            start_ms: Some(1_700_000_000_000),
+            refused: BTreeMap::from([("DO_NOT_CALL".to_owned(), 2), ("INVALID_PHONE".to_owned(), 1)]),
+            ..SessionRecord::default()
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""purpose":"advertising""#), "{json}");
+        assert!(json.contains(r#""refused":{"DO_NOT_CALL":2,"INVALID_PHONE":1}"#), "{json}");
+        assert_eq!(serde_json::from_str::<SessionRecord>(&json).unwrap(), record);
+        // Without them: written as before, read back as not said / at once / none refused.
+        let plain = SessionRecord { session_id: "s2".into(), ..SessionRecord::default() };
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("purpose") && !json.contains("start_ms") && !json.contains("refused"), "{json}");
+        let old: SessionRecord =
+            serde_json::from_str(r#"{"session_id":"s3","contacts":[],"redials":0,"created_at_ms":1}"#).unwrap();
+        assert_eq!((old.purpose, old.start_ms, old.refused.len()), (None, None, 0));
+        // A purpose a later version adds reads as not said; the rest of the record stays.
+        let later: SessionRecord = serde_json::from_str(
+            r#"{"session_id":"s4","contacts":["0912"],"redials":0,"created_at_ms":1,"purpose":"political"}"#,
+        )
+        .unwrap();
+        assert_eq!((later.purpose, later.contacts.len()), (None, 1));
     }
 }

@@ -428,6 +428,7 @@ mod tests {
             created_at_ms: 1,
             script_id: String::new(),
             name: String::new(),
+            ..SessionRecord::default()
         }
     }
 

@@ -217,6 +217,7 @@ mod tests {
             created_at_ms: 0,
             script_id: String::new(),
             name: String::new(),
+            ..SessionRecord::default()
         })
     }
 

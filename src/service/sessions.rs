@@ -61,7 +61,7 @@ impl CallBotApi {
         let encoded = EncodedExecute::new(&convert::execute_body(&session, &key));
         // Only the JSON is needed from here on: the validated contacts (several times the size of
         // the body) are freed before the exchange, which may wait on the upstream for seconds.
-        let NewSession { script_id, contacts, retry_count, name, .. } = session;
+        let NewSession { script_id, contacts, retry_count, name, purpose, .. } = session;
         let contact_count = contacts.len();
         // The numbers only, for the session's record (its report's contact list).
         let phones: Vec<String> = contacts.into_iter().map(|c| c.phone).collect();
@@ -95,8 +95,10 @@ impl CallBotApi {
             external_id: &key,
             script_id: &script_id,
             name: name.as_deref().unwrap_or_default(),
+            purpose,
+            verdict: &verdict,
         };
-        self.session_log(tenant).record(started, phones, &refused, redials).await;
+        self.session_log(tenant).record(started, phones, &outcome.rejections, redials).await;
         let mut session = convert::session_to_pb(outcome, &script_id, key);
         rejections.append(&mut session.rejected_contacts);
         session.rejected_contacts = rejections;

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 pub use auth::AuthPayload;
 pub use calls::{CallRecord, Delivery, HistoryQuery, LiveState, SEARCH_PAGE_SIZE, parse_delivery};
 pub use error::{UpstreamError, is_duplicate_session_code};
-pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload};
+pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, ExecutePayload, Rejection};
 pub use scripts::{Script, ScriptList, ScriptVariable, parse_script_list};
 
 use auth::AccessToken;

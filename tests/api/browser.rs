@@ -90,6 +90,13 @@ async fn the_console_fills_in_live_in_a_real_browser() {
         )
         .await;
     assert_eq!(browser.eval("document.querySelectorAll('#sessions-body tr').length").await, json!(1), "alpha's only");
+    // Purpose (not said) and start (at once) as words.
+    let row = browser
+        .eval(&format!(
+            "[...document.querySelector('#sessions-body tr[data-session=\"{session}\"]').children].map(td => td.textContent)"
+        ))
+        .await;
+    assert_eq!((&row[3], &row[5]), (&json!("–"), &json!("At once")), "{row}");
 
     // The Session page: its table fills in live until every contact is final.
     browser
@@ -123,11 +130,21 @@ async fn the_console_fills_in_live_in_a_real_browser() {
         legend,
         json!({
             "answered": report.answered, "no_answer": report.no_answer, "busy": report.busy,
-            "rejected": report.rejected, "failed": report.failed, "in_progress": report.in_progress,
+            "rejected": report.rejected, "failed": report.failed, "unknown": report.unknown,
+            "in_progress": report.in_progress,
         })
     );
     let labels = browser.eval("[...document.querySelectorAll('#session-legend li')].map(li => li.textContent)").await;
-    assert_eq!(labels, json!(["Answered 2", "No answer 1", "Busy 1", "Rejected 1", "Failed 1", "In progress 0"]));
+    assert_eq!(
+        labels,
+        json!(["Answered 2", "No answer 1", "Busy 1", "Rejected 1", "Failed 1", "Unknown 0", "In progress 0"])
+    );
+    // Where each outcome came from, as text: the provider's webhooks here.
+    let sources =
+        browser.eval("[...document.querySelectorAll('#contacts-body tr')].map(r => r.children[8].textContent)").await;
+    assert_eq!(sources, json!(vec!["Webhook"; 6]));
+    let progress = browser.eval("document.getElementById('progress').textContent").await;
+    assert!(progress.as_str().unwrap().contains("0 unknown") && progress.as_str().unwrap().contains("0 reconciled"));
     let bar = browser.eval("document.getElementById('session-bar').getAttribute('aria-label')").await;
     assert!(bar.as_str().unwrap().starts_with("Outcomes of 6 contacts: Answered 2"), "{bar}");
     assert!(
@@ -169,6 +186,13 @@ async fn the_console_fills_in_live_in_a_real_browser() {
         .await;
     browser.wait_for("document.documentElement.scrollWidth <= window.innerWidth", Duration::from_secs(5)).await;
     browser.call("Emulation.clearDeviceMetricsOverride", json!({})).await;
+
+    // The Health page renders its refusals by reason (none here: no calling policy), no script error.
+    browser.open(&format!("{base}/console/health")).await;
+    browser.wait_for("document.querySelector('#refusals p, #refusals table')", Duration::from_secs(10)).await;
+    let refusals = browser.eval("document.getElementById('refusals').textContent").await;
+    assert!(!refusals.as_str().unwrap().is_empty(), "{refusals}");
+    assert_eq!(browser.errors(), Vec::<String>::new(), "no error on the Health page");
 
     // Tenant beta's session: "not found" for alpha, as over gRPC. The 404 itself is the one network
     // error the browser logs; no script error.

@@ -316,3 +316,156 @@ async fn with_tenants_a_login_sees_its_own_tenant_only_and_forged_cookies_are_re
     let (status, _) = get_json(&client, format!("{base}/console/api/sessions"), Some(&cookie_b)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// The Campaign page's contacts accepted and refused by reason (the calling policy's and the
+/// provider's, summed over its chunks), each chunk's purpose and start on the Sessions page, and
+/// the Health page's policy refusals by reason: the viewer's tenant's.
+#[tokio::test]
+async fn the_campaign_page_shows_contacts_refused_by_reason_and_health_the_policy_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let dnc = dir.path().join("dnc.txt");
+    std::fs::write(&dnc, "0900000001\n").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let yaml = format!(
+        "policies:\n  - tenant: default\n    time_zone: Asia/Ho_Chi_Minh\n    do_not_call_files: [{}]\n    \
+         advertising:\n      preset: vn-decree-91\n",
+        dnc.display()
+    );
+    std::fs::write(&policy, yaml).unwrap();
+    let (app, _) = spawn_console(false, |s| {
+        s.policy.calling_policy = Some(policy.clone());
+        // Monday 2027-01-04, 10:00 in Ho Chi Minh City: within the calling hours.
+        s.policy.clock_start = Some("2027-01-04T10:00:00+07:00".into());
+    })
+    .await;
+    let phones = ["0912345670", "0900000001", "0912345677", "0912345999", "0912345678", "+84900000001"];
+    let spec = pb::CampaignSpec {
+        campaign_id: "reminders".into(),
+        script_id: SCRIPT.into(),
+        chunk_size: 3,
+        purpose: pb::CallPurpose::Advertising as i32,
+        calls_per_round: Some(3),
+        ..Default::default()
+    };
+    let contacts = phones.iter().map(|p| pb::Contact { phone: (*p).into(), ..Default::default() }).collect();
+    let messages = vec![
+        pb::CreateCampaignRequest { item: Some(pb::create_campaign_request::Item::Spec(spec)) },
+        pb::CreateCampaignRequest {
+            item: Some(pb::create_campaign_request::Item::Batch(pb::ContactBatch { contacts })),
+        },
+    ];
+    let mut answers = app.client.clone().create_campaign(tokio_stream::iter(messages)).await.unwrap().into_inner();
+    let mut refused = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        for r in answer.session.unwrap().rejected_contacts {
+            refused.push((r.phone, r.reason));
+        }
+    }
+    refused.sort();
+    let want = [("+84900000001", "DO_NOT_CALL"), ("0900000001", "DO_NOT_CALL"), ("0912345999", "number_dnc")];
+    assert_eq!(refused, want.map(|(p, r)| (p.to_owned(), r.to_owned())), "the gRPC answers");
+
+    let client = http();
+    let base = format!("http://{}", app.admin);
+    let (status, campaign) = get_json(&client, format!("{base}/console/api/campaigns/reminders"), None).await;
+    assert_eq!(status, StatusCode::OK, "{campaign}");
+    assert_eq!(campaign["chunks"].as_array().unwrap().len(), 2);
+    assert_eq!(campaign["contacts_total"], 3, "accepted: six less the three refused");
+    assert_eq!(campaign["contacts_refused"], 3);
+    assert_eq!(campaign["refused_by_reason"], serde_json::json!({"DO_NOT_CALL": 2, "number_dnc": 1}));
+    let chunk_refusals: Vec<&Value> = campaign["chunks"].as_array().unwrap().iter().map(|c| &c["refused"]).collect();
+    assert_eq!(
+        chunk_refusals,
+        [&serde_json::json!({"DO_NOT_CALL": 1}), &serde_json::json!({"DO_NOT_CALL": 1, "number_dnc": 1})]
+    );
+
+    // Sessions: each chunk's purpose; no start (they dial at once) and the unknown count.
+    let (_, list) = get_json(&client, format!("{base}/console/api/sessions?campaign=reminders-"), None).await;
+    for row in list["sessions"].as_array().unwrap() {
+        assert_eq!(row["purpose"], "advertising", "{row}");
+        assert_eq!(row["start_ms"], Value::Null, "{row}");
+        assert_eq!(row["counts"]["unknown"], 0, "{row}");
+    }
+
+    // Health: the policy's refusals of this tenant, by reason (not the provider's).
+    let (_, health) = get_json(&client, format!("{base}/console/api/health"), None).await;
+    assert_eq!(health["refusals_by_reason"], serde_json::json!({"DO_NOT_CALL": 2.0, "FREQUENCY_CAP": 0.0}), "{health}");
+    // The page that shows them is served, and its script renders the table from that field.
+    let js = client.get(format!("{base}/console/assets/console.js")).send().await.unwrap().text().await.unwrap();
+    assert!(js.contains("h.refusals_by_reason") && js.contains("c.refused_by_reason"));
+}
+
+/// A contact whose outcome came from the call history (every webhook lost) says so on the
+/// Session page (`source`), with the reconciled count; the Sessions page has the same count.
+#[tokio::test]
+async fn a_reconciled_contact_shows_source_history_and_the_reconciled_count() {
+    let (app, _) = spawn_console(false, |s| s.events.reconcile_after = std::time::Duration::from_secs(1)).await;
+    let lose = reqwest::Client::new()
+        .post(format!("{}/_sim/webhook_faults", app.sim.url))
+        .json(&serde_json::json!({"kind": "lose", "rate": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lose.status(), StatusCode::OK);
+    let session = create_as(&app, None, "", &["0912345670", "0912345677"]).await;
+    wait_session_done(&app.sim, &session).await;
+    let client = http();
+    let base = format!("http://{}", app.admin);
+    wait_until(|| async {
+        let (_, page) = get_json(&client, format!("{base}/console/api/sessions/{session}"), None).await;
+        page["finished"] == true
+    })
+    .await;
+    let (_, page) = get_json(&client, format!("{base}/console/api/sessions/{session}"), None).await;
+    let sources: Vec<&str> =
+        page["contacts"].as_array().unwrap().iter().map(|c| c["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["history", "history"], "{page}");
+    assert_eq!((page["reconciled"].as_i64(), page["counts"]["unknown"].as_i64()), (Some(2), Some(0)));
+    let (_, list) = get_json(&client, format!("{base}/console/api/sessions"), None).await;
+    assert_eq!(list["sessions"][0]["reconciled"], 2);
+
+    // With the webhooks back, a contact learned from a webhook says so.
+    let clear = reqwest::Client::new().delete(format!("{}/_sim/webhook_faults", app.sim.url)).send().await.unwrap();
+    assert_eq!(clear.status(), StatusCode::OK);
+    let direct = create_as(&app, None, "", &["0912345678"]).await;
+    wait_session_done(&app.sim, &direct).await;
+    wait_until(|| async {
+        let (_, page) = get_json(&client, format!("{base}/console/api/sessions/{direct}"), None).await;
+        page["finished"] == true
+    })
+    .await;
+    let (_, page) = get_json(&client, format!("{base}/console/api/sessions/{direct}"), None).await;
+    assert_eq!((page["contacts"][0]["source"].as_str(), page["reconciled"].as_i64()), (Some("webhook"), Some(0)));
+}
+
+/// The Health page's refusals are the viewer's tenant's: beta does not see alpha's.
+#[tokio::test]
+async fn health_shows_the_policy_refusals_of_the_viewers_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let dnc = dir.path().join("dnc.txt");
+    std::fs::write(&dnc, "0900000001\n").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("policies:\n  - tenant: alpha\n    time_zone: UTC\n    do_not_call_files: [{}]\n", dnc.display()),
+    )
+    .unwrap();
+    let (app, _tenants) = spawn_console(true, |s| s.policy.calling_policy = Some(policy.clone())).await;
+    create_as(&app, Some("token-a"), "", &["0900000001", "0912345670"]).await;
+    let client = http();
+    let base = format!("http://{}", app.admin);
+    let refusals = |cookie: String| {
+        let client = client.clone();
+        let url = format!("{base}/console/api/health");
+        async move { get_json(&client, url, Some(&cookie)).await.1["refusals_by_reason"].clone() }
+    };
+    let alpha = refusals(login(&client, app.admin, "token-a").await.unwrap()).await;
+    assert_eq!(alpha["DO_NOT_CALL"], 1.0, "{alpha}");
+    let beta = refusals(login(&client, app.admin, "token-b").await.unwrap()).await;
+    assert!(beta.get("DO_NOT_CALL").is_none_or(|n| n == 0.0), "alpha's refusals are not beta's: {beta}");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"callbot_policy_refused_contacts_total{tenant="alpha",reason="DO_NOT_CALL"} 1"#),
+        "{metrics}"
+    );
+}

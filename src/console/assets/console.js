@@ -7,7 +7,9 @@ const OUTCOMES = [
   ['answered', 'Answered'], ['no_answer', 'No answer'], ['busy', 'Busy'], ['rejected', 'Rejected'],
   ['failed', 'Failed'], ['unknown', 'Unknown'], ['in_progress', 'In progress'],
 ];
-const WORDS = Object.fromEntries(OUTCOMES.concat([['unspecified', '–'], ['ringing', 'Ringing'], ['ended', 'Ended']]));
+const WORDS = Object.fromEntries(OUTCOMES.concat([['unspecified', '–'], ['ringing', 'Ringing'], ['ended', 'Ended'],
+  ['webhook', 'Webhook'], ['history', 'Call history'], ['facade', 'Facade (given up)'],
+  ['advertising', 'Advertising'], ['service', 'Service']]));
 
 // ---- small helpers ---------------------------------------------------------------------------------
 function el(tag, attrs, ...children) {
@@ -42,6 +44,13 @@ function when(ms) { return ms === null || ms === undefined ? '–' : dateTime.fo
 function whenShort(ms) { return ms === null || ms === undefined ? '–' : timeOnly.format(new Date(ms)); }
 function seconds(s) { return s === null || s === undefined ? '–' : `${s} s`; }
 function word(w) { return WORDS[w] || w; }
+// When dialling starts: null = as soon as created.
+function start(ms) { return ms === null || ms === undefined ? 'At once' : when(ms); }
+// Contacts refused before dialling, by reason, as one line of text ('' when none).
+function refusedText(refused) {
+  const parts = Object.entries(refused || {}).map(([r, n]) => `${r} ${n}`);
+  return parts.length ? `refused: ${parts.join(', ')}` : '';
+}
 function setLive(text) { document.getElementById('live').textContent = text; }
 
 async function getJson(url) {
@@ -98,7 +107,8 @@ function sessionsPage() {
     el('caption', { class: 'muted cap', text: `Newest first. Times in ${zoneLabel()}.` }),
     el('thead', {}, el('tr', {},
       el('th', { scope: 'col', text: 'Session' }), el('th', { scope: 'col', class: 'hide-narrow', text: 'Key' }),
-      el('th', { scope: 'col', class: 'hide-narrow', text: 'Script' }), el('th', { scope: 'col', text: 'Created' }),
+      el('th', { scope: 'col', class: 'hide-narrow', text: 'Script' }), el('th', { scope: 'col', class: 'hide-narrow', text: 'Purpose' }),
+      el('th', { scope: 'col', text: 'Created' }), el('th', { scope: 'col', text: 'Start' }),
       el('th', { scope: 'col', class: 'num', text: 'Contacts' }), el('th', { scope: 'col', text: 'Outcomes' }),
       el('th', { scope: 'col', text: 'Finished' }))),
     body);
@@ -117,8 +127,11 @@ function sessionsPage() {
           el('td', {}, el('a', { href: `/console/sessions/${encodeURIComponent(s.id)}`, text: s.name ? `${s.name} (${s.id})` : s.id })),
           el('td', { class: 'hide-narrow' }, chunk ? el('a', { href: `/console/campaigns/${encodeURIComponent(chunk[1])}`, text: s.key }) : (s.key || '–')),
           el('td', { class: 'hide-narrow', text: s.script_id || '–' }),
+          el('td', { class: 'hide-narrow', 'data-purpose': s.purpose, text: s.purpose ? word(s.purpose) : '–' }),
           el('td', { text: when(s.created_ms) }),
-          el('td', { class: 'num', text: String(s.contacts_total) }),
+          el('td', { 'data-start': s.start_ms === null ? '' : String(s.start_ms), text: start(s.start_ms) }),
+          el('td', { class: 'num' }, String(s.contacts_total),
+            refusedText(s.refused) ? el('small', { class: 'muted refused', text: refusedText(s.refused) }) : null),
           el('td', {}, outcomeBar(s.counts, Number(s.contacts_total))),
           el('td', {}, el('span', { class: `tag${s.finished ? ' final' : ''}`, text: s.finished ? 'Finished' : 'Running' })));
       }));
@@ -139,7 +152,8 @@ function sessionPage(id) {
       el('th', { scope: 'col', class: 'num', text: '#' }), el('th', { scope: 'col', text: 'Phone' }),
       el('th', { scope: 'col', text: 'State' }), el('th', { scope: 'col', text: 'Outcome' }),
       el('th', { scope: 'col', class: 'num', text: 'Attempts' }), el('th', { scope: 'col', class: 'num hide-narrow', text: 'Talk' }),
-      el('th', { scope: 'col', class: 'hide-narrow', text: 'Last event' }), el('th', { scope: 'col', text: 'Final' }))),
+      el('th', { scope: 'col', class: 'hide-narrow', text: 'Last event' }), el('th', { scope: 'col', text: 'Final' }),
+      el('th', { scope: 'col', class: 'hide-narrow', text: 'Source' }))),
     body);
   const timeline = el('ol', { id: 'timeline', class: 'timeline', 'aria-label': 'Event timeline, newest first' });
   setMain(heading, progress, barSlot, el('h2', { text: 'Contacts' }), el('div', { class: 'scroll' }, table),
@@ -147,14 +161,15 @@ function sessionPage(id) {
   const rows = [];
   const render = (r) => {
     const finals = r.contacts.filter((c) => c.final).length;
-    progress.textContent = `${finals} of ${r.contacts_total} contacts final · ${r.finished ? 'finished' : 'running'}`;
+    progress.textContent = `${finals} of ${r.contacts_total} contacts final · ${r.finished ? 'finished' : 'running'}`
+      + ` · ${r.counts.unknown || 0} unknown (the provider never told) · ${r.reconciled || 0} reconciled from the call history`;
     barSlot.replaceChildren(outcomeBar(r.counts, Number(r.contacts_total), 'session'));
     r.contacts.forEach((c, i) => {
       const cells = [String(i + 1), c.phone, word(c.state), word(c.outcome), String(c.attempts), seconds(c.talk_s),
-        when(c.last_event_ms), c.final ? 'Yes' : 'No'];
+        when(c.last_event_ms), c.final ? 'Yes' : 'No', word(c.source)];
       let row = rows[i];
       if (!row) {
-        row = el('tr', {}, cells.map((text, k) => el('td', { class: [0, 4, 5].includes(k) ? (k === 5 ? 'num hide-narrow' : 'num') : (k === 6 ? 'hide-narrow' : null), text })));
+        row = el('tr', {}, cells.map((text, k) => el('td', { class: [0, 4, 5].includes(k) ? (k === 5 ? 'num hide-narrow' : 'num') : ([6, 8].includes(k) ? 'hide-narrow' : null), text })));
         rows[i] = row;
         body.append(row);
       } else {
@@ -165,7 +180,7 @@ function sessionPage(id) {
         }
       }
       row.dataset.phone = c.phone; row.dataset.state = c.state; row.dataset.outcome = c.outcome;
-      row.dataset.final = String(c.final);
+      row.dataset.final = String(c.final); row.dataset.source = c.source;
     });
   };
   getJson(`/console/api/sessions/${encodeURIComponent(id)}`).then((report) => {
@@ -198,16 +213,23 @@ function campaignPage(id) {
     const rows = c.chunks.map((s) => el('tr', {},
       el('td', { class: 'num', text: String(s.index) }),
       el('td', {}, el('a', { href: `/console/sessions/${encodeURIComponent(s.id)}`, text: s.id })),
-      el('td', { text: when(s.created_ms) }), el('td', { class: 'num', text: String(s.contacts_total) }),
+      el('td', { text: when(s.created_ms) }), el('td', { text: start(s.start_ms) }),
+      el('td', { class: 'num', text: String(s.contacts_total) }),
       el('td', {}, outcomeBar(s.counts, Number(s.contacts_total))),
       el('td', { text: s.finished ? 'Finished' : 'Running' })));
     slot.replaceChildren(
       el('p', { id: 'campaign-progress', class: 'progress', text: `${c.contacts_final} of ${c.contacts_total} contacts final in ${c.chunks.length} chunk(s) · ${c.finished ? 'finished' : 'running'}` }),
-      el('p', { class: 'muted', text: 'Contacts accepted by the provider; those it refused are listed in CreateCampaign\'s answers.' }),
       outcomeBar(c.counts, Number(c.contacts_total), 'campaign'),
+      el('h2', { text: 'Contacts accepted and refused' }),
+      el('p', { id: 'campaign-accepted', text: `${c.contacts_total} accepted · ${c.contacts_refused} refused before dialling` }),
+      Object.keys(c.refused_by_reason).length === 0 ? null : el('table', { id: 'campaign-refusals' },
+        el('thead', {}, el('tr', {}, el('th', { scope: 'col', text: 'Refused because' }), el('th', { scope: 'col', class: 'num', text: 'Contacts' }))),
+        el('tbody', {}, Object.entries(c.refused_by_reason).map(([r, n]) => el('tr', { 'data-reason': r },
+          el('th', { scope: 'row', text: r }), el('td', { class: 'num', text: String(n) }))))),
+      el('p', { class: 'muted', text: 'DO_NOT_CALL and FREQUENCY_CAP: the calling policy; other reasons: the provider\'s.' }),
       el('h2', { text: 'Chunks' }),
       el('div', { class: 'scroll' }, el('table', { id: 'chunks' },
-        el('thead', {}, el('tr', {}, ['Chunk', 'Session', `Created (${zoneLabel()})`, 'Contacts', 'Outcomes', 'State'].map((t) => el('th', { scope: 'col', text: t })))),
+        el('thead', {}, el('tr', {}, ['Chunk', 'Session', `Created (${zoneLabel()})`, 'Start', 'Contacts', 'Outcomes', 'State'].map((t) => el('th', { scope: 'col', text: t })))),
         el('tbody', {}, rows))));
   }).catch((e) => {
     slot.replaceChildren(el('p', { class: 'error', role: 'alert', text: e.status === 404 ? 'No session of this campaign is recorded here for your tenant.' : e.message }));
@@ -248,7 +270,7 @@ function healthPage() {
   document.title = 'Health · callbot-facade console';
   const grid = el('div', { class: 'grid', id: 'health' });
   const refusals = el('div', { id: 'refusals' });
-  setMain(el('h1', { text: 'Health' }), grid, el('h2', { text: 'Contacts refused by reason' }), refusals);
+  setMain(el('h1', { text: 'Health' }), grid, el('h2', { text: 'Contacts refused by the calling policy, by reason' }), refusals);
   const card = (title, value, note) => el('div', { class: 'card' }, el('span', { class: 'muted', text: title }), el('strong', { text: value }), note ? el('span', { class: 'muted', text: note }) : null);
   const load = () => getJson('/console/api/health').then((h) => {
     grid.replaceChildren(
@@ -258,7 +280,7 @@ function healthPage() {
       card('Calls shed (overload)', String(h.shed_total)));
     const reasons = Object.entries(h.refusals_by_reason || {});
     refusals.replaceChildren(reasons.length === 0 ? el('p', { class: 'muted', text: 'None recorded.' })
-      : el('table', {}, el('tbody', {}, reasons.map(([r, n]) => el('tr', {}, el('th', { scope: 'row', text: r }), el('td', { class: 'num', text: String(n) }))))));
+      : el('table', { id: 'refusals-table' }, el('tbody', {}, reasons.map(([r, n]) => el('tr', { 'data-reason': r }, el('th', { scope: 'row', text: r }), el('td', { class: 'num', text: String(n) }))))));
     setLive(`updated ${timeOnly.format(new Date())}`);
   }).catch((e) => grid.replaceChildren(el('p', { class: 'error', text: e.message })));
   load();

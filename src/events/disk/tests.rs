@@ -69,6 +69,7 @@ fn record(session: &str, contacts: &[&str]) -> SessionRecord {
         created_at_ms: 1_000_000,
         script_id: "64915bc76a690c0edad14723".to_owned(),
         name: format!("name of {session}"),
+        ..SessionRecord::default()
     }
 }
 

@@ -221,6 +221,7 @@ mod tests {
             created_at_ms: 1,
             script_id: String::new(),
             name: String::new(),
+            ..SessionRecord::default()
         };
         index.apply_session(&tenant, record.clone(), 1);
         let live = |call: &str, fact| CallEvent::live(call, fact, "84912345670");

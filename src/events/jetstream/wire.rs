@@ -145,9 +145,18 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             script_id: String::new(),
             name: String::new(),
+            ..SessionRecord::default()
         };
-        let payload = encode("acme", &record).unwrap();
-        assert_eq!(decode::<SessionRecord>(&payload), Some((Arc::from("acme"), record)));
+        let policed = SessionRecord {
+            purpose: Some(crate::domain::Purpose::Service),
+            start_ms: Some(1_700_000_360_000),
+            refused: [("FREQUENCY_CAP".to_owned(), 3), ("invalid_phone".to_owned(), 1)].into(),
+            ..record.clone()
+        };
+        for record in [record, policed] {
+            let payload = encode("acme", &record).unwrap();
+            assert_eq!(decode::<SessionRecord>(&payload), Some((Arc::from("acme"), record)));
+        }
     }
 
     #[test]
@@ -162,6 +171,8 @@ mod tests {
             (&*tenant, r.session_id.as_str(), r.contacts.len(), r.redials, r.created_at_ms),
             ("acme", "s1", 1, 1, 5)
         );
+        // Written before purpose, start and refusals: not said, at once, none refused.
+        assert_eq!((r.purpose, r.start_ms, r.refused.len()), (None, None, 0));
         // A fact this version does not know is skipped; an outcome it does not know is unspecified.
         let unknown = String::from_utf8_lossy(event).replace(r#""fact":"cdr""#, r#""fact":"transfer""#);
         assert_eq!(decode::<CallEvent>(unknown.as_bytes()), None);

@@ -101,6 +101,7 @@ async fn live_states_are_attributed_to_the_one_open_session_holding_the_number()
         created_at_ms: 0,
         script_id: String::new(),
         name: String::new(),
+        ..SessionRecord::default()
     };
     store.record_session(tenant("t"), rec("s1", &["0912345670", "0912345675"], 1)).await.unwrap();
     store.record_session(tenant("t"), rec("s2", &["0912345675"], 0)).await.unwrap();
@@ -287,6 +288,7 @@ async fn sessions_are_listed_newest_first_per_tenant_with_the_events_of_their_ca
         created_at_ms: at,
         script_id: "sc".into(),
         name: String::new(),
+        ..SessionRecord::default()
     };
     store.record_session(tenant("t"), rec("s1", "camp-0", 10, "0912345670")).await.unwrap();
     store.record_session(tenant("t"), rec("s2", "camp-1", 30, "0912345671")).await.unwrap();

@@ -125,6 +125,7 @@ impl Harness {
             created_at_ms,
             script_id: SCRIPT.to_owned(),
             name: String::new(),
+            ..SessionRecord::default()
         };
         if keep {
             self.store.record_session(tenant.clone(), record.clone()).await.unwrap();
