@@ -242,7 +242,8 @@ async fn main() {
             n
         }));
     }
-    let request = pb::WatchCallEventsRequest::default();
+    // From the start of the (fresh) store: a subscription that lands after the first deliveries misses none.
+    let request = pb::WatchCallEventsRequest { from_start: true, ..Default::default() };
     let expected = a.deliveries;
     let tenant_client = client.clone();
     let tenant_watcher = tokio::spawn(async move {
@@ -281,7 +282,7 @@ async fn main() {
                 if rate > 0.0 {
                     tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
-                match http.post(url).body(record(i, sessions)).send().await {
+                match http.post(url).header("content-type", "application/json").body(record(i, sessions)).send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,
                 }
