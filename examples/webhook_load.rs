@@ -231,8 +231,10 @@ async fn main() {
     let mut followers = Vec::new();
     for s in 0..a.sessions {
         let request = pb::WatchCallEventsRequest { session_id: format!("s-{s}"), ..Default::default() };
-        let mut stream = client.clone().watch_call_events(request).await.unwrap().into_inner();
+        // The call is made inside the task: the server may send the stream's headers with its first event.
+        let client = client.clone();
         followers.push(tokio::spawn(async move {
+            let mut stream = client.clone().watch_call_events(request).await.unwrap().into_inner();
             let mut n = 0u64;
             while let Ok(Some(_)) = stream.message().await {
                 n += 1;
@@ -240,10 +242,12 @@ async fn main() {
             n
         }));
     }
-    let request = pb::WatchCallEventsRequest::default();
-    let mut all = client.clone().watch_call_events(request).await.unwrap().into_inner();
+    // From the start of the (fresh) store: a subscription that lands after the first deliveries misses none.
+    let request = pb::WatchCallEventsRequest { from_start: true, ..Default::default() };
     let expected = a.deliveries;
+    let tenant_client = client.clone();
     let tenant_watcher = tokio::spawn(async move {
+        let mut all = tenant_client.clone().watch_call_events(request).await.unwrap().into_inner();
         let mut latencies = Vec::with_capacity(expected);
         while latencies.len() < expected {
             match all.message().await {
@@ -278,7 +282,7 @@ async fn main() {
                 if rate > 0.0 {
                     tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
-                match http.post(url).body(record(i, sessions)).send().await {
+                match http.post(url).header("content-type", "application/json").body(record(i, sessions)).send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,
                 }

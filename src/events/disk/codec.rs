@@ -8,8 +8,11 @@
 //! | `event_keys` | remembered since (Unix ms, u64 BE) · fact key (u64 BE) | tenant |
 //! | `sessions` | tenant · 0x00 · session id | `{"at": recorded at, "before": next sequence number then, "r": SessionRecord}` |
 //! | `event_meta` | `store` | `{"format": 1, "id", "epoch_ms", "seed"}` (the identity) |
-//! | | `next_seq` | u64 BE |
 //! | | `evicted/` · tenant | u64 BE: the tenant's events have left through it |
+//!
+//! The next sequence number is not kept: it follows the last retained event or the highest evicted
+//! mark (every event that leaves moves its tenant's mark; an event lost to a crash before its fsync
+//! was never seen by anyone, so its number may be given again).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +26,6 @@ pub(super) const META: &str = "event_meta";
 
 /// The meta keys.
 pub(super) const IDENTITY_KEY: &[u8] = b"store";
-pub(super) const NEXT_SEQ_KEY: &[u8] = b"next_seq";
 pub(super) const EVICTED_PREFIX: &[u8] = b"evicted/";
 
 /// The layout's version: a store written with another is refused, not misread.

@@ -112,9 +112,6 @@ impl Journal for DiskJournal {
         for (tenant, seq) in through {
             batch.put(&p.meta, codec::evicted_key(&tenant), codec::u64_key(seq).to_vec());
         }
-        if let Some(seq) = newest {
-            batch.put(&p.meta, codec::NEXT_SEQ_KEY.to_vec(), codec::u64_key(seq + 1).to_vec());
-        }
         // Under the memory store's lock: tickets follow the order of the changes. The pending
         // list is held across the enqueue, so `follow` cannot take the ticket's progress before
         // the ticket is listed (its event would wait for the next write to become visible).

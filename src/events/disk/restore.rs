@@ -81,10 +81,7 @@ impl DiskStore {
                 return Err(bad("an evicted mark of the event store cannot be read (damaged?)".to_owned()));
             };
             memory.restore_evicted_through(&TenantId::from(tenant), seq);
-        }
-        if let Some(bytes) = parts.meta.get(codec::NEXT_SEQ_KEY).map_err(read)? {
-            let kept = codec::read_u64(&bytes).ok_or_else(|| bad("its sequence cannot be read".to_owned()))?;
-            next_seq = next_seq.max(kept);
+            next_seq = next_seq.max(seq + 1);
         }
         if let Some(ticket) = memory.restored(next_seq) {
             dir.durable(ticket).await?;
