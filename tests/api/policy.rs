@@ -347,6 +347,72 @@ async fn add_do_not_call_and_a_changed_file_refuse_on_the_next_request() {
     assert_status(&bad.await.unwrap_err(), Code::InvalidArgument, "INVALID_REQUEST");
 }
 
+/// One series' value on the facade's /metrics.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let page = reqwest::get(format!("http://{}/metrics", app.admin)).await.unwrap().text().await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {page}"))
+}
+
+/// Waits (5 s at most) until `series` reaches `value`.
+async fn metric_reaches(app: &TestApp, series: &str, value: f64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(app, series).await < value {
+        assert!(tokio::time::Instant::now() < until, "{series} did not reach {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const RELOADS: &str = "callbot_config_reloads_total{file=\"calling_policy\"}";
+const RELOAD_FAILURES: &str = "callbot_config_reload_failures_total{file=\"calling_policy\"}";
+
+/// The policy file changed while the facade runs: a tenant's cap raised, then its hours narrowed, each in
+/// force for the next request once the reloader took it (50 ms polls); then a bad file (an unknown time
+/// zone, with hours that would admit the call): counted as a failure, and the next requests still follow the
+/// last good file.
+#[tokio::test]
+async fn a_changed_policy_file_applies_to_the_next_request_and_a_bad_one_keeps_the_last_good_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_policy(dir.path(), &local("10:00"), |_| {}).await;
+    assert_eq!(metric(&app, RELOADS).await, 0.0);
+    assert_eq!(metric(&app, RELOAD_FAILURES).await, 0.0);
+    app.client.create_session(ad(&["0912345678"], "first")).await.unwrap();
+    let err = app.client.create_session(ad(&["0912345678"], "second")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+
+    // Two advertising calls a day for this tenant: the second session goes.
+    let two_a_day = PRESET.replace("preset: vn-decree-91", "preset: vn-decree-91\n      max_calls_per_number: 2");
+    write_policy(dir.path(), &two_a_day, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOADS, 1.0).await;
+    let s = app.client.create_session(ad(&["0912345678"], "second")).await.unwrap().into_inner().session.unwrap();
+    assert!(s.rejected_contacts.is_empty(), "{s:?}");
+    let err = app.client.create_session(ad(&["0912345678"], "third")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+
+    // Advertising narrowed to 08:00-09:00: at 10:00 it is closed until tomorrow's 08:00.
+    let narrowed = two_a_day.replace("preset: vn-decree-91", "preset: vn-decree-91\n      hours: [\"08:00-09:00\"]");
+    write_policy(dir.path(), &narrowed, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOADS, 2.0).await;
+    let err = app.client.create_session(ad(&["0912000001"], "narrowed")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some("2027-01-05T01:00:00Z"));
+
+    // A bad file that would open the hours again: refused, counted, the narrowed rules stay.
+    let bad = PRESET.replace("Asia/Ho_Chi_Minh", "Asia/Saigon_Typo");
+    write_policy(dir.path(), &bad, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOAD_FAILURES, 1.0).await;
+    for key in ["after-bad-1", "after-bad-2"] {
+        let err = app.client.create_session(ad(&["0912000001"], key)).await.unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // The same bad content is counted once, not at every poll; the last good file's count stays.
+    assert_eq!(metric(&app, RELOAD_FAILURES).await, 1.0);
+    assert_eq!(metric(&app, RELOADS).await, 2.0);
+    assert_eq!(app.sim.sessions().await.len(), 2);
+}
+
 #[tokio::test]
 async fn a_bad_policy_file_refuses_to_start_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
