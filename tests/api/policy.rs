@@ -25,12 +25,18 @@ const PRESET: &str = "policies:
       hours: [\"08:00-17:00\"]
 ";
 
-/// Writes the policy (with `DNC` replaced by the do-not-call file, which holds `dnc`) into `dir`.
+/// Writes the policy (with `DNC` replaced by the do-not-call file, which holds `dnc`) into `dir`,
+/// each file replaced whole (a rename), so that the reloader never reads half a file.
 fn write_policy(dir: &Path, yaml: &str, dnc: &str) -> std::path::PathBuf {
+    let replace = |path: &Path, text: &str| {
+        let new = path.with_extension("new");
+        std::fs::write(&new, text).unwrap();
+        std::fs::rename(&new, path).unwrap();
+    };
     let list = dir.join("dnc.txt");
-    std::fs::write(&list, dnc).unwrap();
+    replace(&list, dnc);
     let path = dir.join("policy.yaml");
-    std::fs::write(&path, yaml.replace("DNC", list.to_str().unwrap())).unwrap();
+    replace(&path, &yaml.replace("DNC", list.to_str().unwrap()));
     path
 }
 
