@@ -6,11 +6,13 @@
 //! CreateSession is recorded. Then, as the uncontended reference, the same number of rounds of
 //! `--racers` CreateSessions each for a different number (every one admitted). Measurement only:
 //! it prints p50/p99/max per phase and how many were admitted per number, and asserts nothing.
+//! `--without-policy` runs the same with no policy file (the reference: every racer is admitted).
 //!
 //! ```text
 //! cargo build --release --bin callbot-facade --example policy_race
 //! NATS_SERVER_BIN=/root/.cache/callbot-nats/2.12.8/bin/nats-server \
-//!   target/release/examples/policy_race [--facade-bin target/release/callbot-facade] [--numbers 40] [--racers 50]
+//!   target/release/examples/policy_race [--facade-bin target/release/callbot-facade] [--numbers 40] [--racers 50] \
+//!   [--without-policy]
 //! ```
 
 use std::{
@@ -42,6 +44,9 @@ struct Args {
     /// CreateSessions racing for one number.
     #[arg(long, default_value_t = 50)]
     racers: usize,
+    /// The reference: the same runs with no `--calling-policy` (every racer is admitted).
+    #[arg(long)]
+    without_policy: bool,
 }
 
 fn free_addr() -> SocketAddr {
@@ -181,6 +186,7 @@ async fn main() -> Result<()> {
             ("--policy-clock-start", "2027-01-04T10:00:00+07:00".to_owned()),
         ]
         .into_iter()
+        .filter(|(flag, _)| !(args.without_policy && flag.contains("policy")))
         .flat_map(|(f, v)| [f.to_owned(), v])
         .collect();
         let mut facade = spawn(&args.facade_bin, &flags)?;
@@ -195,9 +201,10 @@ async fn main() -> Result<()> {
     round(&clients, (0..args.racers).map(|i| format!("0918{i:06}")).collect(), "warm", &mut warm).await;
 
     println!(
-        "policy_race: {} numbers x {} racers through 2 facades on one JetStream (load 1m {} at the start)",
+        "policy_race: {} numbers x {} racers through 2 facades on one JetStream, {} (load 1m {} at the start)",
         args.numbers,
         args.racers,
+        if args.without_policy { "without a policy" } else { "the vn-decree-91 preset" },
         load1()
     );
     let mut contended = Histogram::<u64>::new(3)?;
