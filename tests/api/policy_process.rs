@@ -173,6 +173,11 @@ async fn a_process_killed_with_sigkill_leaves_its_counts_and_added_numbers_to_th
         assert!(tokio::time::Instant::now() < until, "the bad file was not counted: {}", facade.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The log writer is asynchronous: the line may follow the count by a moment.
+    while !facade.log().contains("reload failed") {
+        assert!(tokio::time::Instant::now() < until, "no warning: {}", facade.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = facade.log();
     let warned: Vec<&str> = log.lines().filter(|l| l.contains("reload failed")).collect();
     assert_eq!(warned.len(), 1, "{log}");
