@@ -184,6 +184,22 @@ async fn at_four_fifty_nine_only_dialling_that_ends_by_five_goes_and_five_is_clo
     let err = app.client.create_session(req).await.unwrap_err();
     assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
     assert_eq!(app.sim.sessions().await.len(), 3);
+
+    // To the second, with the caller's start_time (the clock does not move it): a 30 s round from
+    // 16:59:30 ends at 17:00:00 and goes; from 16:59:31 it would end at 17:00:01; 17:00:00 is closed.
+    let starting = |first: u32, t: &str| pb::CreateSessionRequest { start_time: Some(at(t)), ..paced(first, 1, 0, t) };
+    let s = app.client.create_session(starting(60, "2027-01-04T16:59:30+07:00")).await.unwrap().into_inner();
+    assert_eq!(s.session.unwrap().start_time, Some(at("2027-01-04T16:59:30+07:00")));
+    let sent = app.sim.sessions().await;
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[3]["body"]["send_time"], serde_json::json!(at("2027-01-04T16:59:30+07:00").seconds * 1000));
+    let err = app.client.create_session(starting(61, "2027-01-04T16:59:31+07:00")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "CALLING_WINDOW_TOO_SHORT");
+    assert_eq!(meta(&err, "max_contacts").as_deref(), Some("0"));
+    let err = app.client.create_session(starting(62, "2027-01-04T17:00:00+07:00")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some("2027-01-05T01:00:00Z"));
+    assert_eq!(app.sim.sessions().await.len(), 4);
     drop(app);
 
     // 17:00:00 exactly: closed (the window is [08:00, 17:00)), the next opening Tuesday 08:00.
