@@ -25,6 +25,7 @@ mod nats;
 mod nats_processes;
 mod ops;
 mod policy;
+mod policy_process;
 mod reads;
 mod reconcile;
 mod server;

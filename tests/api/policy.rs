@@ -25,17 +25,28 @@ const PRESET: &str = "policies:
       hours: [\"08:00-17:00\"]
 ";
 
-/// Writes the policy (with `DNC` replaced by the do-not-call file, which holds `dnc`) into `dir`.
+/// Writes the policy (with `DNC` replaced by the do-not-call file, which holds `dnc`) into `dir`,
+/// each file replaced whole (a rename), so that the reloader never reads half a file.
 fn write_policy(dir: &Path, yaml: &str, dnc: &str) -> std::path::PathBuf {
+    let replace = |path: &Path, text: &str| {
+        let new = path.with_extension("new");
+        std::fs::write(&new, text).unwrap();
+        std::fs::rename(&new, path).unwrap();
+    };
     let list = dir.join("dnc.txt");
-    std::fs::write(&list, dnc).unwrap();
+    replace(&list, dnc);
     let path = dir.join("policy.yaml");
-    std::fs::write(&path, yaml.replace("DNC", list.to_str().unwrap())).unwrap();
+    replace(&path, &yaml.replace("DNC", list.to_str().unwrap()));
     path
 }
 
 async fn spawn_policy(dir: &Path, clock: &str, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let path = write_policy(dir, PRESET, "# registry\n0900000001\n");
+    spawn_with(dir, PRESET, clock, adjust).await
+}
+
+/// A facade on the policy `yaml` (its `DNC` file listing 0900000001), its clock started at `clock`.
+async fn spawn_with(dir: &Path, yaml: &str, clock: &str, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let path = write_policy(dir, yaml, "# registry\n0900000001\n");
     let clock = clock.to_owned();
     spawn_app_with(SimConfig::default(), move |s| {
         s.policy.calling_policy = Some(path);
@@ -100,6 +111,144 @@ async fn the_preset_at_seven_fifty_nine_eight_and_four_fifty_nine() {
     assert_eq!(meta(&err, "max_contacts").as_deref(), Some("2"));
     app.client.create_session(ad(&["0912000001", "0912000002"], "e")).await.unwrap();
     assert_eq!(app.sim.sessions().await.len(), 1);
+}
+
+/// Friday 2027-01-08 and Saturday 2027-01-09, in Asia/Ho_Chi_Minh.
+fn friday(hh_mm: &str) -> String {
+    format!("2027-01-08T{hh_mm}:00+07:00")
+}
+fn saturday(hh_mm: &str) -> String {
+    format!("2027-01-09T{hh_mm}:00+07:00")
+}
+
+/// Tuesday 2027-01-05 08:00 local, the opening after Monday's 17:00, in milliseconds.
+const TUESDAY_0800_MS: i64 = 1_799_110_800_000;
+
+/// `n` advertising contacts (0914000000 + `first` …) at the default pacing (15 a round, a round
+/// every 30 s: up to 15 contacts dial for 30 s), `retries` redials 0 s apart (a pass of 30 s each).
+fn paced(first: u32, n: u32, retries: i32, key: &str) -> pb::CreateSessionRequest {
+    pb::CreateSessionRequest {
+        script_id: SCRIPT.to_owned(),
+        contacts: (first..first + n)
+            .map(|i| pb::Contact { phone: format!("0914{i:06}"), ..Default::default() })
+            .collect(),
+        external_session_id: key.to_owned(),
+        purpose: pb::CallPurpose::Advertising as i32,
+        retry_count: Some(retries),
+        retry_interval: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        ..Default::default()
+    }
+}
+
+/// The money edge: at 16:59 (the clock runs from 16:59:00) a session whose dialling ends by 17:00
+/// goes; one that would dial past 17:00, by more rounds or by a redial, is refused with how many would
+/// fit, or deferred to the next day's 08:00 (send_time upstream). At 17:00 exactly the hours are closed.
+#[tokio::test]
+async fn at_four_fifty_nine_only_dialling_that_ends_by_five_goes_and_five_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_policy(dir.path(), &local("16:59"), |_| {}).await;
+    // One contact: one round of 30 s, ends about 16:59:30.
+    let s = app.client.create_session(paced(0, 1, 0, "one")).await.unwrap().into_inner().session.unwrap();
+    assert!(s.rejected_contacts.is_empty() && s.start_time.is_none(), "{s:?}");
+    let sent = app.sim.sessions().await;
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["body"].get("send_time").is_none_or(|t| t.is_null()), "sent now: {}", sent[0]);
+    // Sixteen contacts: two rounds, 60 s from 16:59:00.x, past 17:00; one round (15) fits.
+    let err = app.client.create_session(paced(10, 16, 0, "more")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "CALLING_WINDOW_TOO_SHORT");
+    assert_eq!(meta(&err, "max_contacts").as_deref(), Some("15"));
+    // One contact with one redial (service: the hours without the preset's one call a day): two
+    // passes, 60 s, past 17:00; not even one contact fits.
+    let retry =
+        |key: &str| pb::CreateSessionRequest { purpose: pb::CallPurpose::Service as i32, ..paced(30, 1, 1, key) };
+    let err = app.client.create_session(retry("retry")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "CALLING_WINDOW_TOO_SHORT");
+    assert_eq!(meta(&err, "max_contacts").as_deref(), Some("0"));
+    assert_eq!(app.sim.sessions().await.len(), 1, "nothing refused was sent");
+    // Both deferred: to Tuesday 08:00, sent with that send_time.
+    for (mut req, contacts) in [(paced(10, 16, 0, "more-later"), 16), (retry("retry-later"), 1)] {
+        req.defer_to_calling_hours = true;
+        let key = req.external_session_id.clone();
+        let s = app.client.create_session(req).await.unwrap().into_inner().session.unwrap();
+        assert_eq!(s.start_time, Some(prost_types::Timestamp { seconds: TUESDAY_0800_MS / 1000, nanos: 0 }), "{key}");
+        assert!(s.rejected_contacts.is_empty(), "{key}: {s:?}");
+        let sent = app.sim.sessions().await;
+        let last = &sent.last().unwrap()["body"];
+        assert_eq!(last["send_time"], serde_json::json!(TUESDAY_0800_MS), "{key}: {last}");
+        assert_eq!(last["contact_info"].as_array().unwrap().len(), contacts, "{key}: {last}");
+    }
+    assert_eq!(app.sim.sessions().await.len(), 3);
+    // Under the preset a redial is two planned calls, over its one a day whenever it starts.
+    let mut req = paced(40, 1, 1, "ad-retry-later");
+    req.defer_to_calling_hours = true;
+    let err = app.client.create_session(req).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+    assert_eq!(app.sim.sessions().await.len(), 3);
+
+    // To the second, with the caller's start_time (the clock does not move it): a 30 s round from
+    // 16:59:30 ends at 17:00:00 and goes; from 16:59:31 it would end at 17:00:01; 17:00:00 is closed.
+    let starting = |first: u32, t: &str| pb::CreateSessionRequest { start_time: Some(at(t)), ..paced(first, 1, 0, t) };
+    let s = app.client.create_session(starting(60, "2027-01-04T16:59:30+07:00")).await.unwrap().into_inner();
+    assert_eq!(s.session.unwrap().start_time, Some(at("2027-01-04T16:59:30+07:00")));
+    let sent = app.sim.sessions().await;
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[3]["body"]["send_time"], serde_json::json!(at("2027-01-04T16:59:30+07:00").seconds * 1000));
+    let err = app.client.create_session(starting(61, "2027-01-04T16:59:31+07:00")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "CALLING_WINDOW_TOO_SHORT");
+    assert_eq!(meta(&err, "max_contacts").as_deref(), Some("0"));
+    let err = app.client.create_session(starting(62, "2027-01-04T17:00:00+07:00")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some("2027-01-05T01:00:00Z"));
+    assert_eq!(app.sim.sessions().await.len(), 4);
+    drop(app);
+
+    // 17:00:00 exactly: closed (the window is [08:00, 17:00)), the next opening Tuesday 08:00.
+    let mut app = spawn_policy(dir.path(), &local("17:00"), |_| {}).await;
+    let err = app.client.create_session(paced(50, 1, 0, "five")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some("2027-01-05T01:00:00Z"));
+    assert!(app.sim.sessions().await.is_empty());
+}
+
+/// The preset names no days (Decree 91 limits hours, not days): Saturday 10:00 is open. A purpose
+/// with `days` and `blackout_dates` skips the weekend and the blackout date, both for
+/// OUTSIDE_CALLING_HOURS's next_opening and for a deferral from Friday 16:59.
+#[tokio::test]
+async fn weekends_are_open_under_the_preset_and_closed_with_days_and_a_blackout_date_skipped() {
+    const WEEKDAYS: &str = "policies:
+  - tenant: default
+    time_zone: Asia/Ho_Chi_Minh
+    do_not_call_files: [DNC]
+    advertising:
+      preset: vn-decree-91
+    service:
+      hours: [\"08:00-17:00\"]
+      days: [mon, tue, wed, thu, fri]
+      blackout_dates: [\"2027-01-11\"]
+";
+    // Tuesday 2027-01-12 08:00 local: after Saturday, Sunday and Monday the 11th (blackout).
+    const NEXT: &str = "2027-01-12T01:00:00Z";
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_with(dir.path(), WEEKDAYS, &saturday("10:00"), |_| {}).await;
+    let s = app.client.create_session(paced(0, 1, 0, "sat-ad")).await.unwrap().into_inner().session.unwrap();
+    assert!(s.start_time.is_none() && s.rejected_contacts.is_empty(), "{s:?}");
+    let mut service = paced(1, 1, 0, "sat-service");
+    service.purpose = pb::CallPurpose::Service as i32;
+    let err = app.client.create_session(service).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some(NEXT));
+    assert_eq!(app.sim.sessions().await.len(), 1);
+    drop(app);
+
+    let mut app = spawn_with(dir.path(), WEEKDAYS, &friday("16:59"), |_| {}).await;
+    let mut service = paced(2, 16, 0, "fri-service");
+    service.purpose = pb::CallPurpose::Service as i32;
+    service.defer_to_calling_hours = true;
+    let s = app.client.create_session(service).await.unwrap().into_inner().session.unwrap();
+    assert_eq!(s.start_time, Some(at(NEXT)));
+    let sent = app.sim.sessions().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["body"]["send_time"], serde_json::json!(at(NEXT).seconds * 1000), "{}", sent[0]);
 }
 
 #[tokio::test]
@@ -218,6 +367,72 @@ async fn add_do_not_call_and_a_changed_file_refuse_on_the_next_request() {
     let bad =
         app.client.add_do_not_call(pb::AddDoNotCallRequest { phones: vec!["call me".into()], ..Default::default() });
     assert_status(&bad.await.unwrap_err(), Code::InvalidArgument, "INVALID_REQUEST");
+}
+
+/// One series' value on the facade's /metrics.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let page = reqwest::get(format!("http://{}/metrics", app.admin)).await.unwrap().text().await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {page}"))
+}
+
+/// Waits (5 s at most) until `series` reaches `value`.
+async fn metric_reaches(app: &TestApp, series: &str, value: f64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(app, series).await < value {
+        assert!(tokio::time::Instant::now() < until, "{series} did not reach {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const RELOADS: &str = "callbot_config_reloads_total{file=\"calling_policy\"}";
+const RELOAD_FAILURES: &str = "callbot_config_reload_failures_total{file=\"calling_policy\"}";
+
+/// The policy file changed while the facade runs: a tenant's cap raised, then its hours narrowed, each in
+/// force for the next request once the reloader took it (50 ms polls); then a bad file (an unknown time
+/// zone, with hours that would admit the call): counted as a failure, and the next requests still follow the
+/// last good file.
+#[tokio::test]
+async fn a_changed_policy_file_applies_to_the_next_request_and_a_bad_one_keeps_the_last_good_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_policy(dir.path(), &local("10:00"), |_| {}).await;
+    assert_eq!(metric(&app, RELOADS).await, 0.0);
+    assert_eq!(metric(&app, RELOAD_FAILURES).await, 0.0);
+    app.client.create_session(ad(&["0912345678"], "first")).await.unwrap();
+    let err = app.client.create_session(ad(&["0912345678"], "second")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+
+    // Two advertising calls a day for this tenant: the second session goes.
+    let two_a_day = PRESET.replace("preset: vn-decree-91", "preset: vn-decree-91\n      max_calls_per_number: 2");
+    write_policy(dir.path(), &two_a_day, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOADS, 1.0).await;
+    let s = app.client.create_session(ad(&["0912345678"], "second")).await.unwrap().into_inner().session.unwrap();
+    assert!(s.rejected_contacts.is_empty(), "{s:?}");
+    let err = app.client.create_session(ad(&["0912345678"], "third")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "NO_CALLABLE_CONTACTS");
+
+    // Advertising narrowed to 08:00-09:00: at 10:00 it is closed until tomorrow's 08:00.
+    let narrowed = two_a_day.replace("preset: vn-decree-91", "preset: vn-decree-91\n      hours: [\"08:00-09:00\"]");
+    write_policy(dir.path(), &narrowed, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOADS, 2.0).await;
+    let err = app.client.create_session(ad(&["0912000001"], "narrowed")).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+    assert_eq!(meta(&err, "next_opening").as_deref(), Some("2027-01-05T01:00:00Z"));
+
+    // A bad file that would open the hours again: refused, counted, the narrowed rules stay.
+    let bad = PRESET.replace("Asia/Ho_Chi_Minh", "Asia/Saigon_Typo");
+    write_policy(dir.path(), &bad, "# registry\n0900000001\n");
+    metric_reaches(&app, RELOAD_FAILURES, 1.0).await;
+    for key in ["after-bad-1", "after-bad-2"] {
+        let err = app.client.create_session(ad(&["0912000001"], key)).await.unwrap_err();
+        assert_status(&err, Code::FailedPrecondition, "OUTSIDE_CALLING_HOURS");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // The same bad content is counted once, not at every poll; the last good file's count stays.
+    assert_eq!(metric(&app, RELOAD_FAILURES).await, 1.0);
+    assert_eq!(metric(&app, RELOADS).await, 2.0);
+    assert_eq!(app.sim.sessions().await.len(), 2);
 }
 
 #[tokio::test]
