@@ -49,7 +49,7 @@ list=$(mktemp)
 if ! "$VENV/bin/python" - >"$list" <<'PYEOF'
 import os, sys, yaml
 KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-files, errors = set(), []
+files, errors, patches = set(), [], set()
 for root, dirs, names in os.walk("deploy"):
     dirs.sort()
     for name in sorted(names):
@@ -69,13 +69,20 @@ for root, dirs, names in os.walk("deploy"):
                     files.add(target)   # usually under deploy/ already; added if it is not
                 else:
                     errors.append(f"{path}: resource {r!r} does not exist")
+            # A strategic-merge patch is part of an object (`$patch: delete` directives, fields left
+            # out): not a manifest on its own. What it patches is validated as a resource above.
+            for p in (k.get("patches", []) or []) + (k.get("patchesStrategicMerge", []) or []):
+                rel = p.get("path") if isinstance(p, dict) else p
+                if rel:
+                    patches.add(os.path.normpath(os.path.join(root, rel)))
+                    print(f"{os.path.join(root, rel)}: skipped, a kustomize patch of {path}", file=sys.stderr)
             print(f"{path}: skipped, not a Kubernetes object ({k.get('apiVersion')} {k.get('kind')}); "
                   f"its {len(listed)} resource(s) are validated: {', '.join(listed)}", file=sys.stderr)
         elif name.endswith((".yaml", ".yml", ".json")):
             files.add(path)
 for e in errors:
     print(f"ERROR {e}", file=sys.stderr)
-for f in sorted(files):
+for f in sorted(files - patches):
     print(f)
 sys.exit(1 if errors else 0)
 PYEOF

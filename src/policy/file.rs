@@ -184,6 +184,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_loads() {
+        let example = include_str!("../../docs/calling-policy.example.yaml");
+        assert!(example.contains("/etc/callbot/dnc-registry.txt"));
+        let set = load(&example.replace("/etc/callbot/dnc-registry.txt", "DIR/dnc.txt")).unwrap();
+        let school = &set.tenants["school"];
+        assert!(school.require_purpose);
+        assert_eq!(
+            school.purposes[&Purpose::Advertising].cap,
+            Some(Cap { max: 1, per: SignedDuration::from_hours(24) })
+        );
+        assert_eq!(
+            school.purposes[&Purpose::Service].cap,
+            Some(Cap { max: 3, per: SignedDuration::from_hours(24 * 7) })
+        );
+    }
+
+    #[test]
     fn the_example_loads_with_the_preset() {
         let set = load(
             "policies:\n  - tenant: school\n    time_zone: Asia/Ho_Chi_Minh\n    require_purpose: true\n    \
