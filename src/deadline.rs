@@ -15,7 +15,8 @@ const HEADROOM_MAX: Duration = Duration::from_millis(100);
 /// less a little headroom, so that our own DEADLINE_EXCEEDED answers before tonic's timer would
 /// answer CANCELLED; `None` without one. Read by the middleware, once per call.
 pub fn caller(arrival: Instant, headers: &HeaderMap) -> Option<Instant> {
-    let timeout = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let timeout = headers.get(&GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout)?;
     let headroom = (timeout / 10).min(HEADROOM_MAX);
     Some(arrival + timeout.saturating_sub(headroom))
 }

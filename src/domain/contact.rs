@@ -76,14 +76,11 @@ pub(super) fn parse_contacts(
 /// Invalid phones are skipped: the phone rule already reports them.
 ///
 /// By sorting (phone, index) pairs rather than hashing: no per-call SipHash of every phone and,
-/// unlike a cheaper unkeyed hash, no input that degrades it: O(n log n) whatever the phones.
+/// unlike a cheaper unkeyed hash, no input that degrades it: O(n log n) whatever the phones. A
+/// valid phone is sorted as one integer ([`exact_key`]), not as text.
 fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
-    let mut by_phone: Vec<(&str, usize)> = contacts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| is_valid_phone(&c.phone))
-        .map(|(j, c)| (c.phone.as_str(), j))
-        .collect();
+    let mut by_phone: Vec<(u64, usize)> =
+        contacts.iter().enumerate().filter_map(|(j, c)| exact_key(&c.phone).map(|k| (k, j))).collect();
     by_phone.sort_unstable();
     let mut duplicate_of = vec![None; contacts.len()];
     for same in by_phone.chunk_by(|a, b| a.0 == b.0) {
@@ -94,6 +91,20 @@ fn earlier_duplicates(contacts: &[pb::Contact]) -> Vec<Option<usize>> {
         }
     }
     duplicate_of
+}
+
+/// A valid phone as one integer that tells apart exactly the strings that differ: its digits'
+/// value (at most 15 digits: under 2^50), their count (leading zeros) and the `+`.
+fn exact_key(phone: &str) -> Option<u64> {
+    if !is_valid_phone(phone) {
+        return None;
+    }
+    let (plus, digits) = match phone.strip_prefix('+') {
+        Some(digits) => (1, digits),
+        None => (0, phone),
+    };
+    let value = digits.bytes().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+    Some(value | (digits.len() as u64) << 50 | plus << 54)
 }
 
 /// Validates contact `i`; `duplicate_of` is the earlier contact with the same phone, if any.
@@ -154,14 +165,21 @@ fn check_email(email: &str) -> Result<(), &'static str> {
 
 /// Whether `s` holds a whitespace or control character; ASCII text (nearly all emails) is
 /// checked byte by byte: its whitespace and control characters are the bytes up to the space,
-/// and DEL.
+/// and DEL. One pass: the characters are decoded only from the first non-ASCII byte on (on short
+/// strings `str::is_ascii` first and a second pass cost more than the check itself).
 fn has_space_or_control(s: &str) -> bool {
-    if s.is_ascii() { s.bytes().any(|b| b <= b' ' || b == 0x7f) } else { s.chars().any(is_space_or_control) }
+    match s.bytes().position(|b| b <= b' ' || b >= 0x7f) {
+        None => false,
+        Some(at) => s[at..].chars().any(is_space_or_control),
+    }
 }
 
-/// Whether `s` holds a control character, ASCII text checked byte by byte.
+/// Whether `s` holds a control character, in one pass as [`has_space_or_control`].
 fn has_control(s: &str) -> bool {
-    if s.is_ascii() { s.bytes().any(|b| b < b' ' || b == 0x7f) } else { s.chars().any(char::is_control) }
+    match s.bytes().position(|b| !(b' '..0x7f).contains(&b)) {
+        None => false,
+        Some(at) => s[at..].chars().any(char::is_control),
+    }
 }
 
 fn check_variable(key: &str, value: &str) -> Result<(), &'static str> {
@@ -232,5 +250,30 @@ mod tests {
                 .collect();
         // Invalid phones are never duplicates; `+84…` is not `0…`.
         assert_eq!(super::earlier_duplicates(&contacts), vec![None, None, Some(0), None, Some(1), Some(0), None, None]);
+        // Leading zeros, the `+` and the length tell numbers apart; the longest fit.
+        let contacts: Vec<pb::Contact> =
+            ["12345678", "012345678", "+12345678", "0012345678", "+012345678", "999999999999999", "999999999999999"]
+                .into_iter()
+                .map(contact)
+                .collect();
+        assert_eq!(super::earlier_duplicates(&contacts), vec![None, None, None, None, None, None, Some(5)]);
+    }
+
+    #[test]
+    fn space_and_control_checks_find_them_anywhere_ascii_or_not() {
+        for (s, space_or_control, control) in [
+            ("", false, false),
+            ("abc", false, false),
+            ("a b", true, false),
+            ("a\u{7f}", true, true),
+            ("ễ đ", true, false),
+            ("ễđ", false, false),
+            ("ễ\u{85}", true, true),
+            ("đ\u{a0}x", true, false),
+            ("x\ty", true, true),
+        ] {
+            assert_eq!(has_space_or_control(s), space_or_control, "{s:?}");
+            assert_eq!(has_control(s), control, "{s:?}");
+        }
     }
 }

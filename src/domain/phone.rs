@@ -19,13 +19,16 @@ pub fn is_valid_phone(s: &str) -> bool {
 /// dashes, dots, brackets) are dropped; a number in any other form is returned as its digits.
 pub fn national(s: &str) -> String {
     // Sized once: collecting from a filter would start empty and grow (a reallocation or two per
-    // number, and a session records every contact's).
+    // number, and a session records every contact's). Digits are ASCII: taken as bytes.
     let mut digits = String::with_capacity(s.len());
-    digits.extend(s.chars().filter(char::is_ascii_digit));
-    match digits.strip_prefix("84") {
-        Some(rest) if rest.len() >= 8 && !rest.starts_with('0') => format!("0{rest}"),
-        _ => digits,
+    for b in s.bytes().filter(u8::is_ascii_digit) {
+        digits.push(char::from(b));
     }
+    if digits.len() >= 10 && digits.starts_with("84") && !digits[2..].starts_with('0') {
+        // `84` + at least 8 digits: the trunk `0` in place of the country code, in place.
+        digits.replace_range(..2, "0");
+    }
+    digits
 }
 
 /// Masks a phone number for logs: every digit except the last 3 becomes `*`, a `+` is kept,

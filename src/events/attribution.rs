@@ -28,6 +28,12 @@ use std::{
     sync::Arc,
 };
 
+/// The index's maps: keyed by session ids, tenants and numbers, hashed with foldhash (seeded at
+/// random per process, like std's), not SipHash: recording a 15-contact session looks up and
+/// inserts about 50 keys, and SipHash made that 11 k of a CreateSession's instructions
+/// (BENCHMARKS.md, "CreateSession vs the stack floor").
+type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
 use super::{CallOutcome, Fact, SessionQuery, SessionRecord, TenantId};
 use crate::domain::national;
 
@@ -44,7 +50,7 @@ struct Contact {
 struct Entry {
     record: SessionRecord,
     contacts: Vec<Contact>,
-    by_number: HashMap<Arc<str>, usize>,
+    by_number: Map<Arc<str>, usize>,
     /// When recorded (tells an entry from a stale place in the orders after a re-record).
     at: u64,
 }
@@ -81,22 +87,22 @@ pub(crate) struct Attribution {
     max_calls: usize,
     max_contacts: usize,
     hasher: RandomState,
-    sessions: HashMap<SessionKey, Entry>,
+    sessions: Map<SessionKey, Entry>,
     sessions_order: VecDeque<(SessionKey, u64)>,
     contacts: usize,
     /// The caller's names of recorded sessions: (tenant, external id) -> session id.
-    externals: HashMap<SessionKey, Arc<str>>,
+    externals: Map<SessionKey, Arc<str>>,
     /// Each tenant's sessions, for the fair bound.
-    by_tenant: HashMap<TenantId, TenantSessions>,
+    by_tenant: Map<TenantId, TenantSessions>,
     /// The tenant that recorded last (the first candidate to give a session back).
     last_recorder: Option<TenantId>,
     /// Calls by a keyed 64-bit hash of (tenant, call id).
-    calls: HashMap<u64, Call>,
+    calls: Map<u64, Call>,
     calls_order: VecDeque<(u64, u64)>,
     /// Open sessions holding a number: (tenant, national number) -> sessions, oldest first (a
     /// queue: sessions mostly leave it by expiry, oldest first, so taking one off is O(1) even
     /// when many open sessions share a number).
-    open: HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
+    open: Map<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
     /// The sessions forgotten since the last [`Attribution::take_forgotten`], when a durable
     /// store keeps the records (`None`: not tracked).
     forgotten: Option<Vec<SessionKey>>,
@@ -109,15 +115,15 @@ impl Attribution {
             max_calls: max_calls.max(1),
             max_contacts: max_contacts.max(1),
             hasher: RandomState::new(),
-            sessions: HashMap::new(),
+            sessions: Map::default(),
             sessions_order: VecDeque::new(),
             contacts: 0,
-            externals: HashMap::new(),
-            by_tenant: HashMap::new(),
+            externals: Map::default(),
+            by_tenant: Map::default(),
             last_recorder: None,
-            calls: HashMap::new(),
+            calls: Map::default(),
             calls_order: VecDeque::new(),
-            open: HashMap::new(),
+            open: Map::default(),
             forgotten: None,
         }
     }
@@ -273,7 +279,7 @@ impl Attribution {
             return false;
         }
         let mut contacts = Vec::with_capacity(record.contacts.len());
-        let mut by_number = HashMap::with_capacity(record.contacts.len());
+        let mut by_number = Map::with_capacity_and_hasher(record.contacts.len(), Default::default());
         for phone in &record.contacts {
             let n: Arc<str> = Arc::from(national(phone));
             if by_number.contains_key(&n) {
@@ -386,7 +392,7 @@ impl Attribution {
 /// holds each number once, and is recorded once). Searched from the oldest: expiry closes the
 /// oldest session, so it is found first and taken off the front without moving the others.
 fn close_open(
-    open: &mut HashMap<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
+    open: &mut Map<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
     tenant: &TenantId,
     number: &Arc<str>,
     session: &Arc<str>,

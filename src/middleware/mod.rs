@@ -49,6 +49,7 @@ use crate::{
     metrics::Metrics,
     status::{ErrorContext, FacadeError, to_status},
     tenancy::{Tenancy, Tenant},
+    trace_context::TraceParent,
     upstream::CallContext,
 };
 
@@ -182,7 +183,7 @@ where
                     req.extensions_mut().insert(revocable);
                 }
             }
-            let call = self.settle(&req, tenant, access.request_id.clone(), ids.arrival);
+            let call = self.settle(&req, tenant, access.request_id.clone(), ids.arrival, ids.server_span);
             req.extensions_mut().insert(call);
         }
         access.tenant = tenant_name.clone();
@@ -230,15 +231,21 @@ where
 
 impl<S> RpcService<S> {
     /// The call as its handler takes it.
-    fn settle<B>(&self, req: &Request<B>, tenant: Tenant, request_id: String, arrival: Deadline) -> Call {
+    fn settle<B>(
+        &self,
+        req: &Request<B>,
+        tenant: Tenant,
+        request_id: String,
+        arrival: Deadline,
+        server_span: TraceParent,
+    ) -> Call {
         let caller_deadline = deadline::caller(arrival, req.headers());
-        let (traceparent, tracestate) = request_id::forwarded_trace(req.headers());
         let ctx = CallContext {
             api_key: tenant.key,
             deadline: deadline::for_call(arrival, caller_deadline, self.state.upstream_timeout),
             request_id,
-            traceparent,
-            tracestate,
+            traceparent: Some(server_span),
+            tracestate: request_id::forwarded_tracestate(req.headers()),
         };
         Call { tenant: tenant.name, ctx, caller_deadline }
     }

@@ -15,7 +15,7 @@
 //!   `junk_after_a_good_campaign_spec_ends_the_stream_with_details`, and tests/api/server.rs
 //!   `oversized_messages_are_resource_exhausted`.
 
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderName, Response};
 use tonic::body::Body;
 
 use crate::status::{ErrorContext, FacadeError, to_status};
@@ -25,9 +25,14 @@ use crate::status::{ErrorContext, FacadeError, to_status};
 const UNDECODABLE_PREFIXES: [&str; 3] =
     ["failed to decode Protobuf message", "Unexpected EOF decoding stream", "protocol error: received message with"];
 
+/// Header names looked up on every call: as constants, not parsed from text at each look-up.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+static GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+
 /// The gRPC code carried in `headers` (trailers-only answer or trailers), if any.
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 /// Replaces the inner service's answer when it is a trailers-only refusal by tonic (a unary
@@ -42,8 +47,8 @@ pub(super) fn rewrite_answer(res: &mut Response<Body>, request_id: &str) {
 /// tonic's refusals of the caller's bytes.
 pub(super) fn rewrite_refusal(headers: &mut HeaderMap, request_id: &str) {
     if let Some(err) = tonic_refusal(headers) {
-        headers.remove("grpc-message");
-        headers.remove("grpc-status-details-bin");
+        headers.remove(&GRPC_MESSAGE);
+        headers.remove(&GRPC_STATUS_DETAILS);
         let _ = refusal_status(&err, request_id).add_header(headers);
     }
 }
@@ -54,11 +59,11 @@ pub(super) fn rewrite_refusal(headers: &mut HeaderMap, request_id: &str) {
 fn tonic_refusal(headers: &HeaderMap) -> Option<FacadeError> {
     let code = grpc_status(headers)?;
     // grpc-message is percent-encoded; of what is matched, only the spaces are encoded.
-    let message = headers.get("grpc-message")?.to_str().ok()?.replace("%20", " ");
+    let message = headers.get(&GRPC_MESSAGE)?.to_str().ok()?.replace("%20", " ");
     if code == tonic::Code::OutOfRange as i32 && message.contains("message length too large") {
         Some(FacadeError::MessageTooLarge)
     } else if code == tonic::Code::Internal as i32
-        && !headers.contains_key("grpc-status-details-bin")
+        && !headers.contains_key(&GRPC_STATUS_DETAILS)
         && UNDECODABLE_PREFIXES.iter().any(|p| message.starts_with(p))
     {
         Some(FacadeError::MalformedMessage)

@@ -2,13 +2,13 @@
 //! trace (the caller's `traceparent` continued, or a new trace), its arrival time, and the `rpc`
 //! span that carries those ids through everything the handler logs.
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use crate::trace_context::TraceParent;
 
-const REQUEST_ID: &str = "x-request-id";
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A call's ids, as [`identify`] settled them.
 pub(super) struct Identity {
@@ -20,6 +20,8 @@ pub(super) struct Identity {
     pub(super) trace_id: String,
     /// The caller's span, when it sent a valid `traceparent`.
     pub(super) caller: Option<TraceParent>,
+    /// The facade's server span: the parent of every upstream request of the call.
+    pub(super) server_span: TraceParent,
     /// When the call reached the facade: tonic started its own grpc-timeout timer an instant
     /// before, in the same synchronous call chain, so the caller's deadline measured from here
     /// ends first.
@@ -30,23 +32,22 @@ pub(super) struct Identity {
 /// the handler and the upstream requests see them) and returns those ids.
 pub(super) fn identify<B>(req: &mut Request<B>) -> Identity {
     let arrival = tokio::time::Instant::now();
-    let header = request_id(req.headers().get(REQUEST_ID));
-    req.headers_mut().insert(REQUEST_ID, header.clone());
+    let header = request_id(req.headers().get(&REQUEST_ID));
+    req.headers_mut().insert(REQUEST_ID.clone(), header.clone());
     let text = header.to_str().unwrap_or_default().to_owned();
-    let (caller, trace) = continue_trace(req.headers_mut());
-    Identity { header, text, trace_id: trace.trace_id_hex(), caller, arrival }
+    let (caller, server_span) = continue_trace(req.headers_mut());
+    Identity { header, text, trace_id: server_span.trace_id_hex(), caller, server_span, arrival }
 }
 
-/// The trace context the call's upstream requests forward: the facade's server span (as
-/// [`identify`] rewrote `traceparent`) and the caller's `tracestate`, when kept.
-pub(super) fn forwarded_trace(headers: &HeaderMap) -> (Option<String>, Option<String>) {
-    let text = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    (text(TRACEPARENT), text(TRACESTATE))
+/// The caller's `tracestate`, when kept: forwarded with the call's upstream requests (with the
+/// facade's server span as their parent).
+pub(super) fn forwarded_tracestate(headers: &HeaderMap) -> Option<String> {
+    headers.get(&TRACESTATE).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// Echoes the request id in the response headers, so the caller can quote it.
 pub(super) fn echo<B>(res: &mut Response<B>, id: HeaderValue) {
-    res.headers_mut().insert(REQUEST_ID, id);
+    res.headers_mut().insert(REQUEST_ID.clone(), id);
 }
 
 /// The span of the call: everything the handler logs (upstream attempts included) carries the
@@ -85,16 +86,16 @@ fn request_id(value: Option<&HeaderValue>) -> HeaderValue {
 /// a `tracestate` that no longer belongs to anything) and rewrites `traceparent` as the facade's
 /// own server span, the parent of every upstream request of the call.
 fn continue_trace(headers: &mut HeaderMap) -> (Option<TraceParent>, TraceParent) {
-    let incoming = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let incoming = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
     let server_span = match incoming {
         Some(parent) => parent.child(),
         None => {
-            headers.remove(TRACESTATE);
+            headers.remove(&TRACESTATE);
             TraceParent::new_root()
         }
     };
     if let Ok(value) = HeaderValue::from_str(&server_span.header()) {
-        headers.insert(TRACEPARENT, value);
+        headers.insert(TRACEPARENT.clone(), value);
     }
     (incoming, server_span)
 }
@@ -106,24 +107,27 @@ mod tests {
     #[test]
     fn trace_context_is_continued_or_started() {
         let mut h = http::HeaderMap::new();
-        h.insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
-        h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+        h.insert(
+            TRACEPARENT.clone(),
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        h.insert(TRACESTATE.clone(), HeaderValue::from_static("vendor=1"));
         let span = continue_trace(&mut h).1;
         assert_eq!(span.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(span.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(span.flags, 0);
-        assert_eq!(h[TRACEPARENT], span.header().as_str());
-        assert_eq!(h[TRACESTATE], "vendor=1");
+        assert_eq!(h[&TRACEPARENT], span.header().as_str());
+        assert_eq!(h[&TRACESTATE], "vendor=1");
 
         for bad in [None, Some("00-zz-00f067aa0ba902b7-01")] {
             let mut h = http::HeaderMap::new();
             if let Some(bad) = bad {
-                h.insert(TRACEPARENT, HeaderValue::from_static(bad));
+                h.insert(TRACEPARENT.clone(), HeaderValue::from_static(bad));
             }
-            h.insert(TRACESTATE, HeaderValue::from_static("vendor=1"));
+            h.insert(TRACESTATE.clone(), HeaderValue::from_static("vendor=1"));
             let span = continue_trace(&mut h).1;
-            assert_eq!(h[TRACEPARENT], span.header().as_str());
-            assert!(h.get(TRACESTATE).is_none(), "a tracestate without a valid parent is dropped");
+            assert_eq!(h[&TRACEPARENT], span.header().as_str());
+            assert!(h.get(&TRACESTATE).is_none(), "a tracestate without a valid parent is dropped");
         }
     }
 

@@ -82,8 +82,9 @@ pub trait Counts: Send + Sync {
     fn add_dnc<'a>(&'a self, tenant: &'a str, numbers: &'a [u64]) -> BoxFuture<'a, Result<u64, CountsError>>;
     /// Removes numbers from the tenant's list; how many were on it.
     fn remove_dnc<'a>(&'a self, tenant: &'a str, numbers: &'a [u64]) -> BoxFuture<'a, Result<u64, CountsError>>;
-    /// Whether the number was added to the tenant's list (from memory: every home mirrors its list).
-    fn dnc_added(&self, tenant: &str, number: u64) -> bool;
+    /// Which of `numbers` were added to the tenant's list, in order (from memory: every home mirrors
+    /// its list); empty when the tenant has added none (the usual case, answered with one look-up).
+    fn dnc_added(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool>;
 }
 
 /// The admission rule on one number's reservations: prunes those that can no longer matter,
@@ -178,8 +179,8 @@ impl Counts for MemoryCounts {
         Box::pin(std::future::ready(Ok(removed)))
     }
 
-    fn dnc_added(&self, tenant: &str, number: u64) -> bool {
-        self.dnc.contains(tenant, number)
+    fn dnc_added(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool> {
+        self.dnc.listed(tenant, numbers)
     }
 }
 
@@ -197,9 +198,14 @@ impl DncMirror {
         }
     }
 
-    /// Whether the number is on the tenant's list.
-    pub fn contains(&self, tenant: &str, number: u64) -> bool {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(tenant).is_some_and(|s| s.contains(&number))
+    /// Which of `numbers` are on the tenant's list, in order; empty when its list is: one lock
+    /// and one look-up of the tenant for a whole request.
+    pub fn listed(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        match map.get(tenant) {
+            Some(set) if !set.is_empty() => numbers.iter().map(|n| n.is_some_and(|n| set.contains(&n))).collect(),
+            _ => Vec::new(),
+        }
     }
 }
 

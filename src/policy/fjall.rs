@@ -175,8 +175,8 @@ impl Counts for FjallCounts {
         }))
     }
 
-    fn dnc_added(&self, tenant: &str, number: u64) -> bool {
-        self.0.mirror.contains(tenant, number)
+    fn dnc_added(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool> {
+        self.0.mirror.listed(tenant, numbers)
     }
 }
 
@@ -214,13 +214,13 @@ mod tests {
         let counts = open(dir.path());
         let after = at.checked_add(SignedDuration::from_hours(24)).unwrap();
         assert_eq!(counts.check(check("b"), true).await.unwrap(), [Admission::Refused(Some(after))]);
-        assert!(counts.dnc_added("school", 7) && counts.dnc_added("school", 8));
-        assert!(!counts.dnc_added("other", 7));
+        assert_eq!(counts.dnc_added("school", &[Some(7), None, Some(8), Some(9)]), [true, false, true, false]);
+        assert_eq!(counts.dnc_added("other", &[Some(7)]), [false; 0], "nothing added for other");
         assert_eq!(counts.remove_dnc("school", &[7, 9]).await.unwrap(), 1);
         counts.release("school", Purpose::Advertising, &[42], "a").await.unwrap();
         drop(counts);
         let counts = open(dir.path());
-        assert!(!counts.dnc_added("school", 7) && counts.dnc_added("school", 8));
+        assert_eq!(counts.dnc_added("school", &[Some(7), Some(8)]), [false, true]);
         assert_eq!(counts.check(check("b"), false).await.unwrap(), [Admission::Admitted], "released for good");
     }
 }

@@ -214,7 +214,7 @@ impl Counts for JetStreamCounts {
         })
     }
 
-    fn dnc_added(&self, tenant: &str, number: u64) -> bool {
-        self.mirror.contains(tenant, number)
+    fn dnc_added(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool> {
+        self.mirror.listed(tenant, numbers)
     }
 }

@@ -274,9 +274,10 @@ impl Policy {
         let rules = tenant.and_then(|t| ask.purpose.and_then(|p| t.purposes.get(&p)));
         let mut refused = Vec::new();
         let mut remaining = Vec::with_capacity(ask.numbers.len());
+        let added = self.counts.dnc_added(ask.tenant, ask.numbers);
         for (i, key) in ask.numbers.iter().enumerate() {
-            let listed =
-                key.is_some_and(|k| tenant.is_some_and(|t| t.dnc.contains(k)) || self.counts.dnc_added(ask.tenant, k));
+            let listed = key.is_some_and(|k| tenant.is_some_and(|t| t.dnc.contains(k)))
+                || added.get(i).copied().unwrap_or(false);
             match listed {
                 true => refused.push((i, Refusal::DoNotCall)),
                 false => remaining.push(i),

@@ -9,7 +9,7 @@ use std::{
 };
 
 use base64::Engine;
-use reqwest::{Method, StatusCode, header::HeaderValue};
+use http::{Method, StatusCode, header::HeaderValue};
 use serde::Deserialize;
 use tokio::time::Instant;
 

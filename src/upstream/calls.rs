@@ -7,7 +7,7 @@
 //! body "not a call event". `recording_file` is read only as "present or not": the URL downloads
 //! without authentication, so it is never kept, logged or forwarded.
 
-use reqwest::Method;
+use http::Method;
 use serde::{Deserialize, Deserializer, de};
 use serde_json::json;
 
@@ -313,7 +313,7 @@ impl UpstreamClient {
             .call_with_token(ctx, Idempotency::Read, Method::POST, &self.endpoints.search, |request| {
                 request
                     .query(&[("page", page_text.as_str()), ("size", size.as_str())])
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(&http::header::CONTENT_TYPE, "application/json")
                     .body(body.clone())
             })
             .await?;

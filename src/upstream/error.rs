@@ -80,17 +80,16 @@ impl UpstreamError {
         matches!(self, UpstreamError::Rejected { code, .. } if is_duplicate_session_code(code))
     }
 
-    /// Turns a reqwest error into ours, dropping the URL (the auth URL carries the API key).
-    pub(crate) fn from_reqwest(err: reqwest::Error) -> Self {
-        let timeout = err.is_timeout();
-        let connect = err.is_connect();
-        let detail = describe(&err.without_url());
-        if timeout {
-            UpstreamError::AttemptTimeout
-        } else if connect {
-            UpstreamError::Connect { detail }
-        } else {
-            UpstreamError::ConnectionLost { detail }
+    /// Turns the HTTP client's error into ours: a connection that could not be made (TCP, TLS,
+    /// its timeout) left nothing sent; any other failure may have come after the request left.
+    /// The client's errors never carry the URL (the auth URL carries the API key).
+    pub(super) fn from_send(err: super::client::SendError) -> Self {
+        match err {
+            super::client::SendError::InvalidHeader(name) => {
+                UpstreamError::Connect { detail: format!("not sent: the {name} value is not a valid header value") }
+            }
+            super::client::SendError::Client(e) if e.is_connect() => UpstreamError::Connect { detail: describe(&e) },
+            super::client::SendError::Client(e) => UpstreamError::ConnectionLost { detail: describe(&e) },
         }
     }
 }

@@ -6,16 +6,27 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use http::{
+    Method, StatusCode, Uri,
+    header::{AUTHORIZATION, HeaderMap, HeaderName},
+};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
     BuildError, CallContext, UpstreamClient, UpstreamError,
+    client::{Outgoing, SendError},
     envelope::{self, Envelope},
     retry::{self, Idempotency},
 };
-use crate::trace_context::TraceParent;
+
+/// The names of the headers every request carries, as constants (not parsed per request).
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Largest upstream body read; a bigger one is refused while it streams in.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -24,14 +35,20 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// parse per attempt is measurable at thousands of calls a second).
 pub(super) struct Endpoint {
     path: &'static str,
-    url: reqwest::Url,
+    uri: Uri,
 }
 
 impl Endpoint {
-    /// `base_url + path`, or why it is not a URL.
+    /// `base_url + path`, or why it is not an http(s) URL.
     pub(super) fn new(base_url: &str, path: &'static str) -> Result<Self, BuildError> {
-        let url = reqwest::Url::parse(&format!("{base_url}{path}")).map_err(|e| BuildError::BadUrl(e.to_string()))?;
-        Ok(Endpoint { path, url })
+        let text = format!("{base_url}{path}");
+        // Checked as a URL first (the clearer message), then taken as the request's URI.
+        let url = url::Url::parse(&text).map_err(|e| BuildError::BadUrl(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err(BuildError::BadUrl(format!("{}: not an http(s) URL with a host", url.scheme())));
+        }
+        let uri = Uri::try_from(url.as_str()).map_err(|e| BuildError::BadUrl(e.to_string()))?;
+        Ok(Endpoint { path, uri })
     }
 }
 
@@ -56,7 +73,7 @@ impl UpstreamClient {
         build: F,
     ) -> Result<Answer, UpstreamError>
     where
-        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+        F: Fn(Outgoing) -> Outgoing,
     {
         let span = tracing::debug_span!("upstream", endpoint = endpoint.path);
         let exchange = async {
@@ -75,8 +92,8 @@ impl UpstreamClient {
                 let answer = self
                     .with_retries(ctx, kind, endpoint, || {
                         build(self.request(method.clone(), endpoint))
-                            .header("x-api-key", ctx.api_key.expose())
-                            .header(reqwest::header::AUTHORIZATION, token.header.clone())
+                            .header(&X_API_KEY, ctx.api_key.expose())
+                            .header(&AUTHORIZATION, token.header.clone())
                     })
                     .await?;
                 if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
@@ -100,8 +117,8 @@ impl UpstreamClient {
     }
 
     /// A request to `endpoint`.
-    pub(super) fn request(&self, method: Method, endpoint: &Endpoint) -> reqwest::RequestBuilder {
-        self.http.request(method, endpoint.url.clone())
+    pub(super) fn request(&self, method: Method, endpoint: &Endpoint) -> Outgoing {
+        Outgoing::new(method, endpoint.uri.clone())
     }
 
     /// Sends a request (rebuilt per attempt) until it succeeds, fails for good, or the attempts,
@@ -112,7 +129,7 @@ impl UpstreamClient {
         ctx: &CallContext,
         kind: Idempotency,
         endpoint: &Endpoint,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        build: impl Fn() -> Outgoing,
     ) -> Result<Answer, UpstreamError> {
         let path = endpoint.path;
         self.budget.record_request();
@@ -126,24 +143,27 @@ impl UpstreamClient {
                 Idempotency::Read => remaining.min(self.attempt_timeout),
                 Idempotency::Write => remaining,
             };
-            let mut request = build().timeout(attempt_timeout).header("x-request-id", &ctx.request_id);
+            let mut request = build().header(&X_REQUEST_ID, &ctx.request_id);
             // Each attempt is a client span: a child of the call's span (same trace, new span id).
-            if let Some(tp) = ctx.traceparent.as_deref().and_then(TraceParent::parse) {
-                request = request.header("traceparent", tp.child().header());
+            if let Some(tp) = ctx.traceparent {
+                request = request.header(&TRACEPARENT, tp.child().header());
                 if let Some(ts) = &ctx.tracestate {
-                    request = request.header("tracestate", ts);
+                    request = request.header(&TRACESTATE, ts);
                 }
             }
             let started = std::time::Instant::now();
             // Sent here, not inside `receive`: an `async fn` keeps its arguments for its whole
-            // life, and a request builder is a few hundred bytes per call in flight.
-            let result = match receive(path, request.send()).await {
-                // The attempt was cut by the call's own deadline, not by the per-attempt bound.
-                Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
-                    Err(UpstreamError::DeadlineExceeded)
-                }
-                other => other,
-            };
+            // life, and a request is a few hundred bytes per call in flight. The attempt's bound
+            // covers the answer's body too.
+            let sent = receive(path, self.http.send(request));
+            let result =
+                match tokio::time::timeout(attempt_timeout, sent).await.unwrap_or(Err(UpstreamError::AttemptTimeout)) {
+                    // The attempt was cut by the call's own deadline, not by the per-attempt bound.
+                    Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
+                        Err(UpstreamError::DeadlineExceeded)
+                    }
+                    other => other,
+                };
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
             self.metrics.upstream().attempt(path, status, started.elapsed());
             let err = match result {
@@ -198,20 +218,24 @@ impl UpstreamClient {
 /// One HTTP attempt (sent), with the body streamed in under the size cap.
 async fn receive(
     endpoint: &'static str,
-    pending: impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    pending: impl std::future::Future<Output = Result<http::Response<Incoming>, SendError>>,
 ) -> Result<Answer, UpstreamError> {
-    let mut response = pending.await.map_err(UpstreamError::from_reqwest)?;
+    let response = pending.await.map_err(UpstreamError::from_send)?;
     let status = response.status();
-    if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    let (parts, mut incoming) = response.into_parts();
+    let content_length = incoming.size_hint().exact();
+    if content_length.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(UpstreamError::Malformed { detail: "body over the size cap".into(), http_status: status.as_u16() });
     }
-    let headers = std::mem::take(response.headers_mut());
+    let headers = parts.headers;
     // Most answers arrive in one chunk: keep it as is and copy only when a second one comes.
     let mut first: Option<Bytes> = None;
     let mut body = BytesMut::new();
     loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
+        match incoming.frame().await {
+            Some(Ok(frame)) => {
+                // Trailers (HTTP/2) carry nothing the exchange reads.
+                let Ok(chunk) = frame.into_data() else { continue };
                 let have = first.as_ref().map_or(0, Bytes::len) + body.len();
                 if have + chunk.len() > MAX_BODY_BYTES {
                     return Err(UpstreamError::Malformed {
@@ -223,16 +247,15 @@ async fn receive(
                     None if body.is_empty() => first = Some(chunk),
                     None => body.extend_from_slice(&chunk),
                     Some(earlier) => {
-                        let hint = response.content_length().map_or(0, |l| l as usize).min(MAX_BODY_BYTES);
+                        let hint = content_length.map_or(0, |l| l as usize).min(MAX_BODY_BYTES);
                         body.reserve(hint.max(earlier.len() + chunk.len()));
                         body.extend_from_slice(&earlier);
                         body.extend_from_slice(&chunk);
                     }
                 }
             }
-            Ok(None) => break,
-            Err(e) if e.is_timeout() => return Err(UpstreamError::AttemptTimeout),
-            Err(_) => {
+            None => break,
+            Some(Err(_)) => {
                 // The headers came but the body broke off: a truncated answer.
                 return Err(UpstreamError::Malformed {
                     detail: "body truncated (connection closed mid-body)".into(),
@@ -293,7 +316,7 @@ pub(super) fn decode<'a, T: serde::Deserialize<'a>>(answer: &'a Answer) -> Resul
 
 /// `Retry-After` in seconds (an HTTP date is read as "soon": 1 s).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     match value.parse::<u64>() {
         Ok(secs) => Some(Duration::from_secs(secs.min(3600))),
         Err(_) if !value.is_empty() => Some(Duration::from_secs(1)),
@@ -369,7 +392,7 @@ mod tests {
         for (value, want) in rows {
             let mut headers = HeaderMap::new();
             if let Some(v) = value {
-                headers.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+                headers.insert(http::header::RETRY_AFTER, v.parse().unwrap());
             }
             assert_eq!(retry_after(&headers), want, "{value:?}");
         }

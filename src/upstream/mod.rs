@@ -12,11 +12,13 @@
 //! - `calls.rs`: what the provider POSTs to a webhook (live states, end-of-call records) and
 //!   `POST /api/v3/call-transaction/search`, the call history.
 //! - `webhooks.rs`: `GET /api/webhooks/list`, `POST /api/webhooks/register`.
+//! - `client.rs`: the HTTP client (hyper-util's pooled client with rustls) and the request builder.
 //! - `envelope.rs`: the JSON envelope every answer comes in, and the lenient field readers.
 //! - `error.rs`: [`UpstreamError`]; `retry.rs`: what may be retried, the backoff and the budget.
 
 mod auth;
 mod calls;
+mod client;
 pub(crate) mod envelope;
 mod error;
 mod exchange;
@@ -39,11 +41,12 @@ pub use execute::{ContactInfo, EncodedExecute, ExecuteBody, ExecuteOutcome, Exec
 pub use scripts::{Script, ScriptList, ScriptVariable, parse_script_list};
 
 use auth::AccessToken;
+use client::Http;
 use exchange::Endpoint;
 use retry::RetryBudget;
 
 pub use crate::domain::ApiKey;
-use crate::{cache::SingleFlightCache, config::UpstreamSettings, metrics::Metrics};
+use crate::{cache::SingleFlightCache, config::UpstreamSettings, metrics::Metrics, trace_context::TraceParent};
 
 /// TCP connect timeout of one upstream connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -58,8 +61,8 @@ pub struct CallContext {
     pub deadline: Instant,
     /// Forwarded as `x-request-id`.
     pub request_id: String,
-    /// Forwarded W3C trace context.
-    pub traceparent: Option<String>,
+    /// The call's span: each upstream attempt is sent as a child of it (W3C `traceparent`).
+    pub traceparent: Option<TraceParent>,
     /// Forwarded W3C trace state.
     pub tracestate: Option<String>,
 }
@@ -82,7 +85,7 @@ pub enum BuildError {
 /// The REST client. Cheap to share (`Arc`); one per process.
 pub struct UpstreamClient {
     /// The connection pool every endpoint shares.
-    http: reqwest::Client,
+    http: Http,
     /// Bound of one HTTP attempt of a read (writes get the whole remaining deadline).
     attempt_timeout: Duration,
     /// Each endpoint's URL, parsed once.
@@ -128,24 +131,7 @@ impl UpstreamClient {
     /// counting attempts, retries and token fetches into `metrics`.
     pub fn new(base_url: &str, settings: &UpstreamSettings, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
         let endpoints = Endpoints::new(base_url)?;
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(60))
-            // As many idle connections as calls in flight (the default --max-concurrency): with
-            // fewer, every burst of answers closes the surplus and the next burst reconnects
-            // (CPU, and TIME_WAIT sockets piling up at a steady 1,000 in flight).
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            // Upstream response headers are bounded by hyper's client defaults: over HTTP/1.1 at
-            // most 100 header fields within a ~400 KiB read buffer, over HTTP/2 a 16 KiB header
-            // list; an answer beyond them fails as a broken connection. The body has its own cap
-            // (MAX_BODY_BYTES), enforced as it streams in (`exchange.rs`).
-            .user_agent(concat!("callbot-facade/", env!("CARGO_PKG_VERSION")));
-        if settings.http2_prior_knowledge {
-            http = http.http2_prior_knowledge();
-        }
-        let http = http.build().map_err(|e| BuildError::Http(e.without_url().to_string()))?;
+        let http = Http::new(CONNECT_TIMEOUT, settings.http2_prior_knowledge)?;
         Ok(UpstreamClient {
             http,
             attempt_timeout: settings.attempt_timeout,

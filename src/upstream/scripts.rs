@@ -1,7 +1,7 @@
 //! `GET /api/call_bot/script/list`: the tenant's bot scripts, and their payload as the upstream
 //! writes it (an array of scripts, each with its variables), read tolerantly.
 
-use reqwest::{Method, StatusCode};
+use http::{Method, StatusCode};
 use serde::{Deserialize, Deserializer};
 
 use super::{

@@ -2,7 +2,7 @@
 //! `POST /api/webhooks/register`, so the facade can make sure the provider posts the calls'
 //! states and end-of-call records to its receiver.
 
-use reqwest::Method;
+use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -59,7 +59,7 @@ impl UpstreamClient {
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let answer = self
             .call_with_token(ctx, Idempotency::Read, Method::POST, &self.endpoints.webhook_register, |request| {
-                request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone())
+                request.header(&http::header::CONTENT_TYPE, "application/json").body(body.clone())
             })
             .await?;
         match self.decode::<serde::de::IgnoredAny>(&answer)? {
