@@ -35,7 +35,10 @@ pub(crate) async fn gate(
     key: &str,
     schedule_after: Option<jiff::Timestamp>,
 ) -> Result<(Verdict, Vec<pb::ContactRejection>), FacadeError> {
-    let numbers = policy::session::numbers(session);
+    let numbers = match policy.numbers_matter(tenant) {
+        true => policy::session::numbers(session),
+        false => vec![None; session.contacts.len()],
+    };
     let ask = Ask {
         tenant,
         purpose: session.purpose,

@@ -31,6 +31,13 @@ pub fn national(s: &str) -> String {
     digits
 }
 
+/// Whether `national(s)` is `s` itself: digits only, and not `84` followed by a national number
+/// (checked without building it).
+pub fn is_national(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().all(u8::is_ascii_digit) && !(b.len() >= 10 && b.starts_with(b"84") && b[2] != b'0')
+}
+
 /// Masks a phone number for logs: every digit except the last 3 becomes `*`, a `+` is kept,
 /// any other character becomes `*` too; strings shorter than 4 chars are fully masked.
 ///
@@ -125,7 +132,7 @@ mod tests {
 
 #[cfg(test)]
 mod national_tests {
-    use super::national;
+    use super::{is_national, national};
 
     #[test]
     fn numbers_compare_in_their_national_form() {
@@ -141,6 +148,10 @@ mod national_tests {
             ("", ""),
         ] {
             assert_eq!(national(given), expected, "{given}");
+            assert_eq!(is_national(given), national(given) == given, "{given}");
+        }
+        for n in ["8491234567", "849123456", "8409123456", "0", "+0912", "84"] {
+            assert_eq!(is_national(n), national(n) == n, "{n}");
         }
     }
 }

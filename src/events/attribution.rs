@@ -35,7 +35,7 @@ use std::{
 type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 use super::{CallOutcome, Fact, SessionQuery, SessionRecord, TenantId};
-use crate::domain::national;
+use crate::domain::{is_national, national};
 
 struct Contact {
     /// Shared with `by_number`'s key and the `open` key (one allocation per number).
@@ -190,10 +190,10 @@ impl Attribution {
 
     /// The recorded sessions with a contact not final yet (reconciliation's candidates,
     /// `events/reconcile/`), each with its record.
-    pub(crate) fn unfinished(&self) -> Vec<(TenantId, SessionRecord)> {
+    pub(crate) fn unfinished(&self, created_before_ms: u64) -> Vec<(TenantId, SessionRecord)> {
         self.sessions
             .iter()
-            .filter(|(_, e)| e.contacts.iter().any(|c| !c.finished))
+            .filter(|(_, e)| e.record.created_at_ms < created_before_ms && e.contacts.iter().any(|c| !c.finished))
             .map(|((tenant, _), e)| (tenant.clone(), e.record.clone()))
             .collect()
     }
@@ -281,13 +281,15 @@ impl Attribution {
         let mut contacts = Vec::with_capacity(record.contacts.len());
         let mut by_number = Map::with_capacity_and_hasher(record.contacts.len(), Default::default());
         for phone in &record.contacts {
-            let n: Arc<str> = Arc::from(national(phone));
+            // A number given in its national form (the usual case) is one allocation for both.
+            let given: Arc<str> = Arc::from(phone.as_str());
+            let n = if is_national(phone) { given.clone() } else { Arc::from(national(phone)) };
             if by_number.contains_key(&n) {
                 continue;
             }
             by_number.insert(n.clone(), contacts.len());
             self.open.entry((tenant.clone(), n.clone())).or_default().push_back(session.clone());
-            contacts.push(Contact { national: n, given: Arc::from(phone.as_str()), dialled: 0, finished: false });
+            contacts.push(Contact { national: n, given, dialled: 0, finished: false });
         }
         self.contacts += contacts.len();
         let mine = self.by_tenant.entry(tenant.clone()).or_default();
@@ -440,6 +442,28 @@ mod tests {
 
     fn fact<'a>(tenant: &'a TenantId, call: &'a str, phone: &'a str, fact: Fact, outcome: CallOutcome) -> FactRef<'a> {
         FactRef { tenant, call_id: call, phone_national: phone, fact, outcome }
+    }
+
+    #[test]
+    fn unfinished_lists_only_sessions_created_before_the_cutoff_with_an_open_contact() {
+        let t = tenant();
+        let mut a = Attribution::new(60_000, 100, 200);
+        let at = |mut r: SessionRecord, ms| {
+            r.created_at_ms = ms;
+            r
+        };
+        a.record(&t, at(record("old", &["0912000001"], 0), 100), 100);
+        a.record(&t, at(record("done", &["0912000002"], 0), 100), 100);
+        a.record(&t, at(record("young", &["0912000003"], 0), 500), 500);
+        let done: Arc<str> = Arc::from("done");
+        a.apply(fact(&t, "c2", "0912000002", Fact::Record, CallOutcome::Answered), &done, 1, 600);
+        let ids = |v: Vec<(TenantId, SessionRecord)>| {
+            let mut ids: Vec<String> = v.into_iter().map(|(_, r)| r.session_id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(a.unfinished(500)), ["old"], "young is not due, done is final");
+        assert_eq!(ids(a.unfinished(501)), ["old", "young"]);
     }
 
     #[test]

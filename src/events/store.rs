@@ -157,10 +157,15 @@ pub(crate) trait EventStore: Send + Sync + 'static {
     /// session; `None` otherwise (then `id` is taken as a session id).
     fn session_id_of(&self, tenant: TenantId, id: String) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
-    /// The sessions recorded here (and retained) with a contact not final yet, each with its
-    /// tenant and record: what reconciliation (`events/reconcile/`) scans, so that it is driven
-    /// by what the store holds and survives a restart.
-    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>>;
+    /// The sessions recorded here (and retained) before `created_before_ms` (Unix ms) with a
+    /// contact not final yet, each with its tenant and record: what reconciliation
+    /// (`events/reconcile/`) scans, so that it is driven by what the store holds and survives a
+    /// restart. Younger sessions are left out before anything is copied: a scan costs what is
+    /// due, not what is held.
+    fn unfinished_sessions(
+        &self,
+        created_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>>;
 
     /// Takes the right to reconcile `session_id` of `tenant` for `lease` (until then no other
     /// holder of the same store gets it); `false` when another has it. A store of one process

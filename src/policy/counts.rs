@@ -85,6 +85,10 @@ pub trait Counts: Send + Sync {
     /// Which of `numbers` were added to the tenant's list, in order (from memory: every home mirrors
     /// its list); empty when the tenant has added none (the usual case, answered with one look-up).
     fn dnc_added(&self, tenant: &str, numbers: &[Option<u64>]) -> Vec<bool>;
+    /// Whether the tenant has added any number (its list is not empty).
+    fn dnc_any(&self, tenant: &str) -> bool {
+        !self.dnc_added(tenant, &[None]).is_empty()
+    }
 }
 
 /// The admission rule on one number's reservations: prunes those that can no longer matter,

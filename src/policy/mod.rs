@@ -262,6 +262,13 @@ impl Policy {
         &self.counts
     }
 
+    /// Whether the numbers of a tenant's request matter to [`Policy::decide`]: the tenant has rules
+    /// in the file (a do-not-call list, a cap) or added numbers. When not, each contact's key may
+    /// be `None` (nothing is listed or counted): no key is computed.
+    pub fn numbers_matter(&self, tenant: &str) -> bool {
+        self.set.as_ref().is_some_and(|s| s.get().tenants.contains_key(tenant)) || self.counts.dnc_any(tenant)
+    }
+
     /// Decides `ask`; reserves the admitted contacts' calls when `reserve` (not for
     /// `validate_only`). A refusal after reserving releases what it reserved.
     pub async fn decide(&self, ask: Ask<'_>, reserve: bool) -> Result<Verdict, PolicyError> {

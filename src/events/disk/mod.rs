@@ -210,8 +210,11 @@ impl EventStore for DiskStore {
         self.inner.memory.list_sessions(tenant, query)
     }
 
-    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
-        self.inner.memory.unfinished_sessions()
+    fn unfinished_sessions(
+        &self,
+        created_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+        self.inner.memory.unfinished_sessions(created_before_ms)
     }
 
     fn stats(&self) -> StoreStats {

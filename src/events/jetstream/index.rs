@@ -178,10 +178,10 @@ impl Index {
         self.attribution.contact_phone(tenant, session, &national(phone))
     }
 
-    /// The recorded sessions with a contact not final yet.
-    pub(crate) fn unfinished(&mut self, now: u64) -> Vec<(TenantId, SessionRecord)> {
+    /// The sessions recorded before `created_before_ms` with a contact not final yet.
+    pub(crate) fn unfinished(&mut self, now: u64, created_before_ms: u64) -> Vec<(TenantId, SessionRecord)> {
         self.attribution.expire(now);
-        self.attribution.unfinished()
+        self.attribution.unfinished(created_before_ms)
     }
 
     /// Applies a stored event (idempotent: the appending replica applies it at once, and again

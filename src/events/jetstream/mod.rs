@@ -403,8 +403,11 @@ impl EventStore for JetStreamStore {
         async move { Ok(found.filter(|s| *s != id)) }.boxed()
     }
 
-    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
-        let unfinished = self.shared.lock().unfinished(system_clock()());
+    fn unfinished_sessions(
+        &self,
+        created_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+        let unfinished = self.shared.lock().unfinished(system_clock()(), created_before_ms);
         async move { Ok(unfinished) }.boxed()
     }
 

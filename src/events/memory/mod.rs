@@ -578,12 +578,15 @@ impl EventStore for MemoryStore {
         async move { Ok(found.filter(|s| *s != id)) }.boxed()
     }
 
-    fn unfinished_sessions(&self) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
+    fn unfinished_sessions(
+        &self,
+        created_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
         let now = (self.shared.clock)();
         let unfinished = {
             let mut g = self.shared.lock();
             g.attribution.expire(now);
-            g.attribution.unfinished()
+            g.attribution.unfinished(created_before_ms)
         };
         async move { Ok(unfinished) }.boxed()
     }

@@ -169,15 +169,17 @@ impl Reconciler {
     /// One scan of the store (module docs). Each tenant's due sessions one after another (they
     /// share its budget), the tenants side by side (one tenant's waits never hold another's).
     pub(crate) async fn scan(&self) -> Pass {
-        let sessions = match self.store.unfinished_sessions().await {
+        let now = (self.clock)();
+        let (after, give_up_after) = (ms(self.timing.after), ms(self.timing.give_up_after));
+        // A session younger than both delays has nothing due yet (`early` below): not listed.
+        let created_before = now.saturating_sub(after.min(give_up_after)).saturating_add(1);
+        let sessions = match self.store.unfinished_sessions(created_before).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciliation: the event store cannot list sessions now");
                 return Pass::default();
             }
         };
-        let now = (self.clock)();
-        let (after, give_up_after) = (ms(self.timing.after), ms(self.timing.give_up_after));
         let listed: std::collections::HashSet<(TenantId, String)> =
             sessions.iter().map(|(t, r)| (t.clone(), r.session_id.clone())).collect();
         let mut due: HashMap<TenantId, Vec<SessionRecord>> = HashMap::new();
