@@ -256,3 +256,32 @@ fn the_binary_refuses_to_start_with_unusable_tls_files() {
         assert!(!stderr.contains("panicked"), "{case}: {stderr}");
     }
 }
+
+/// The upstream over HTTPS: the client speaks TLS to it and checks its certificate against the
+/// public roots. An upstream whose certificate chains to a private CA (here a TLS facade, with
+/// its own CA) is refused in the handshake: nothing was sent, so the call is UPSTREAM_UNAVAILABLE
+/// (a CreateSession too: never reached, not outcome unknown), and no message names the key.
+#[tokio::test]
+async fn an_https_upstream_with_an_untrusted_certificate_is_never_reached() {
+    let pki = Pki::new();
+    let upstream = spawn_tls_app(&pki, false).await;
+    let app = spawn_app_with(SimConfig::default(), |s| {
+        s.upstream.url = Some(format!("https://localhost:{}", upstream.addr.port()));
+    })
+    .await;
+    let err = app
+        .client
+        .clone()
+        .get_script(pb::GetScriptRequest { script_id: "64915bc76a690c0edad14723".into() })
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    let request = pb::CreateSessionRequest {
+        script_id: "64915bc76a690c0edad14723".into(),
+        contacts: vec![pb::Contact { phone: "0912345678".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    let err = app.client.clone().create_session(request).await.unwrap_err();
+    assert_status(&err, Code::Unavailable, "UPSTREAM_UNAVAILABLE");
+    assert!(!format!("{err:?}").contains(TEST_KEY), "{err:?}");
+}
