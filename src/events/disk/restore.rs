@@ -88,9 +88,8 @@ impl DiskStore {
         }
 
         let (up_tx, up) = watch::channel(true);
-        let durable = dir.watch_durable();
-        let inner = Arc::new(Inner { memory, journal, dir, up });
-        tokio::spawn(follow(Arc::downgrade(&inner), durable, up_tx));
+        let inner = Arc::new(Inner { memory, journal, dir: dir.clone(), up });
+        dir.on_durable(follow(Arc::downgrade(&inner), up_tx));
         Ok(DiskStore { inner })
     }
 }
