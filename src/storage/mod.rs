@@ -144,6 +144,9 @@ struct Writer {
     durable: watch::Sender<Durable>,
     hooks: Mutex<Vec<DurableHook>>,
     fsyncs: AtomicU64,
+    /// The data dir's lock: held while the data dir or its writer thread is alive (the writer
+    /// outlives the data dir when its last handle is dropped from a hook).
+    _lock: File,
 }
 
 impl Writer {
@@ -215,8 +218,6 @@ pub struct DataDir {
     keyspace: Keyspace,
     writer: Arc<Writer>,
     thread: Option<JoinHandle<()>>,
-    /// Held for the process's life: the lock goes with it (declared last: dropped last).
-    _lock: File,
 }
 
 impl std::fmt::Debug for DataDir {
@@ -263,15 +264,21 @@ impl DataDir {
             durable: watch::Sender::new(Durable::default()),
             hooks: Mutex::new(Vec::new()),
             fsyncs: AtomicU64::new(0),
+            _lock: lock,
         });
         let thread = {
             let (writer, keyspace, store) = (writer.clone(), keyspace.clone(), store.clone());
             std::thread::Builder::new()
                 .name("callbot-store-writer".to_owned())
-                .spawn(move || writer.run(&keyspace, &store))
+                .spawn(move || {
+                    writer.run(&keyspace, &store);
+                    // The database first, then the lock (in the writer).
+                    drop(keyspace);
+                    drop(writer);
+                })
                 .map_err(|e| open(one_line(e)))?
         };
-        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread), _lock: lock })
+        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread) })
     }
 
     /// The database, for a durable part that writes its own partitions and fsyncs itself (the
@@ -368,7 +375,7 @@ impl Drop for DataDir {
         self.writer.wake.notify_one();
         if let Some(thread) = self.thread.take() {
             // Dropped from a hook (its owner's last handle went there): the writer stops by
-            // itself after what is queued; it cannot wait for itself.
+            // itself after what is queued, then lets go of the lock; it cannot wait for itself.
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
