@@ -36,12 +36,17 @@ const STORE_DIR: &str = "store";
 /// The lock file inside the data dir.
 const LOCK_FILE: &str = "LOCK";
 /// fjall's block cache: reads at start and by reports are served from the memory indexes, so the
-/// cache serves little; bounded for the process's memory (BENCHMARKS.md, "Embedded store engines").
-const CACHE_BYTES: u64 = 8 << 20;
-/// fjall's memtables before a flush to disk.
+/// cache serves little; bounded for the process's memory (BENCHMARKS.md, "Embedded store engines";
+/// 2 and 8 MiB measured alike under deliveries: "Durable event store, tuned").
+const CACHE_BYTES: u64 = 2 << 20;
+/// fjall's memtables (all partitions together) before a flush to disk. Smaller (4 MiB, or 2 MiB
+/// memtables) stalled deliveries for 100–500 ms at a time in fjall's write throttling.
 const WRITE_BUFFER_BYTES: u64 = 8 << 20;
-/// fjall's journals before it flushes memtables: what a restart replays.
-const JOURNAL_BYTES: u64 = 32 << 20;
+/// fjall's journals before it throttles writes: what a restart replays. fjall counts each
+/// journal it has sealed as 32 MiB (preallocated), and sleeps 500 ms per memtable rotation once
+/// the journals pass 90 % of this (at 32 MiB: one sealed journal) and 100 ms steps past it: 40 MiB
+/// lets one sealed journal wait for its flush without a stall.
+const JOURNAL_BYTES: u64 = 40 << 20;
 /// Operations taken into one fjall batch at most (the rest go in the next, right after).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -123,18 +128,36 @@ struct Queue {
     /// The last ticket handed out.
     last: Ticket,
     closed: bool,
+    /// The writer sleeps on `wake` (a committer wakes it; else it takes what is queued when it
+    /// comes back from its fsync: no wake-up, no system call per commit).
+    asleep: bool,
 }
+
+/// Called on the writer thread after each group commit: `Ok(through)` once every ticket up to
+/// `through` is on disk, `Err` once when the writer stops on a failure. It must be quick (the next
+/// group waits for it) and must not wait on the writer.
+pub type DurableHook = Box<dyn Fn(Result<Ticket, &StorageError>) + Send + Sync>;
 
 struct Writer {
     queue: Mutex<Queue>,
     wake: Condvar,
     durable: watch::Sender<Durable>,
+    hooks: Mutex<Vec<DurableHook>>,
     fsyncs: AtomicU64,
+    /// The data dir's lock: held while the data dir or its writer thread is alive (the writer
+    /// outlives the data dir when its last handle is dropped from a hook).
+    _lock: File,
 }
 
 impl Writer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn call_hooks(&self, progress: Result<Ticket, &StorageError>) {
+        for hook in self.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+            hook(progress);
+        }
     }
 
     /// The writer thread: takes what has arrived, one fjall batch, one fsync, then says so.
@@ -143,7 +166,9 @@ impl Writer {
             let (ops, through) = {
                 let mut q = self.lock();
                 while q.ops.is_empty() && !q.closed {
+                    q.asleep = true;
                     q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    q.asleep = false;
                 }
                 if q.ops.is_empty() {
                     return;
@@ -152,14 +177,15 @@ impl Writer {
             };
             let mut result = Ok(());
             for chunk in ops.chunks(MAX_BATCH_OPS) {
-                let mut batch = keyspace.batch().durability(Some(PersistMode::SyncAll));
+                let mut batch = keyspace.batch().durability(Some(PersistMode::SyncData));
                 for (partition, key, value) in chunk {
                     match value {
                         Some(v) => batch.insert(partition, key.clone(), v.clone()),
                         None => batch.remove(partition, key.clone()),
                     }
                 }
-                // SyncAll: the batch is in the journal and the journal fsynced when commit returns.
+                // SyncData: the batch is in the journal and the journal fdatasynced when commit
+                // returns: its data and what reading it back needs (size, blocks), not its times.
                 result = batch.commit();
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 if result.is_err() {
@@ -167,33 +193,20 @@ impl Writer {
                 }
             }
             match result {
-                Ok(()) => self.durable.send_modify(|d| d.through = d.through.max(through)),
+                Ok(()) => {
+                    // The hooks first: what they make visible is so before any committer returns.
+                    self.call_hooks(Ok(through));
+                    self.durable.send_modify(|d| d.through = d.through.max(through));
+                }
                 Err(e) => {
                     let error = StorageError::Write { path: path.to_owned(), why: one_line(e) };
                     tracing::error!(error = %error, "the store's writer stopped: every write from now on fails");
+                    self.call_hooks(Err(&error));
                     self.durable.send_modify(|d| d.failed = Some(error));
                     return;
                 }
             }
         }
-    }
-}
-
-/// What the writer has made durable, as it changes.
-pub struct DurableWatch(watch::Receiver<Durable>);
-
-impl DurableWatch {
-    /// The last durable ticket, once it changes (at once the first time); `Err` once the writer
-    /// has stopped on a failure; `None` when the data dir is gone.
-    pub async fn next(&mut self) -> Option<Result<Ticket, StorageError>> {
-        if self.0.changed().await.is_err() {
-            return None;
-        }
-        let d = self.0.borrow_and_update();
-        Some(match &d.failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(d.through),
-        })
     }
 }
 
@@ -205,8 +218,6 @@ pub struct DataDir {
     keyspace: Keyspace,
     writer: Arc<Writer>,
     thread: Option<JoinHandle<()>>,
-    /// Held for the process's life: the lock goes with it (declared last: dropped last).
-    _lock: File,
 }
 
 impl std::fmt::Debug for DataDir {
@@ -248,19 +259,26 @@ impl DataDir {
             .open()
             .map_err(|e| open(one_line(e)))?;
         let writer = Arc::new(Writer {
-            queue: Mutex::new(Queue { ops: Vec::new(), last: 0, closed: false }),
+            queue: Mutex::new(Queue { ops: Vec::new(), last: 0, closed: false, asleep: false }),
             wake: Condvar::new(),
             durable: watch::Sender::new(Durable::default()),
+            hooks: Mutex::new(Vec::new()),
             fsyncs: AtomicU64::new(0),
+            _lock: lock,
         });
         let thread = {
             let (writer, keyspace, store) = (writer.clone(), keyspace.clone(), store.clone());
             std::thread::Builder::new()
                 .name("callbot-store-writer".to_owned())
-                .spawn(move || writer.run(&keyspace, &store))
+                .spawn(move || {
+                    writer.run(&keyspace, &store);
+                    // The database first, then the lock (in the writer).
+                    drop(keyspace);
+                    drop(writer);
+                })
                 .map_err(|e| open(one_line(e)))?
         };
-        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread), _lock: lock })
+        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread) })
     }
 
     /// The database, for a durable part that writes its own partitions and fsyncs itself (the
@@ -294,8 +312,11 @@ impl DataDir {
         q.ops.extend(batch.ops);
         q.last += 1;
         let ticket = q.last;
+        let wake = std::mem::take(&mut q.asleep);
         drop(q);
-        self.writer.wake.notify_one();
+        if wake {
+            self.writer.wake.notify_one();
+        }
         ticket
     }
 
@@ -330,12 +351,11 @@ impl DataDir {
         self.durable(ticket).await
     }
 
-    /// Follows what the writer makes durable (what a reader that must see only durable writes
-    /// waits on).
-    pub fn watch_durable(&self) -> DurableWatch {
-        let mut rx = self.writer.durable.subscribe();
-        rx.mark_changed();
-        DurableWatch(rx)
+    /// Has `hook` called on the writer thread after each group commit from now on (what a
+    /// reader that must see only durable writes follows, with no task in between). A hook that
+    /// holds the data dir must hold it weakly: the writer holds its hooks until it stops.
+    pub fn on_durable(&self, hook: DurableHook) {
+        self.writer.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hook);
     }
 
     /// Group commits (fsyncs) made since the process started (`callbot_event_store_fsyncs_total`).
@@ -354,7 +374,11 @@ impl Drop for DataDir {
         self.writer.lock().closed = true;
         self.writer.wake.notify_one();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Dropped from a hook (its owner's last handle went there): the writer stops by
+            // itself after what is queued, then lets go of the lock; it cannot wait for itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -73,3 +73,50 @@ fn a_store_that_is_not_fjalls_is_refused_never_replaced() {
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(DataDir::open(&file).unwrap_err(), StorageError::Folder { .. }));
 }
+
+#[test]
+fn a_data_dir_dropped_from_its_own_hook_writes_what_was_queued_then_frees_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    let dir = Arc::new(DataDir::open(&path).unwrap());
+    // The hook holds the data dir's last handle once the test lets go of its own, then drops it:
+    // on the writer thread, which cannot join itself.
+    let last = Arc::new(std::sync::Mutex::new(Some(dir.clone())));
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let (held, dropped) = (last.clone(), Arc::new(AtomicU64::new(0)));
+    let seen = dropped.clone();
+    dir.on_durable(Box::new(move |progress| {
+        assert!(progress.is_ok());
+        if let Some(dir) = held.lock().unwrap().take() {
+            wait.lock().unwrap().recv().unwrap();
+            assert_eq!(Arc::strong_count(&dir), 1, "the hook holds the last handle");
+            drop(dir);
+            seen.store(1, Ordering::SeqCst);
+        }
+    }));
+    let p = dir.partition("things").unwrap();
+    let mut first = Batch::new();
+    first.put(&p, b"a".to_vec(), b"1".to_vec());
+    dir.enqueue(first);
+    let mut second = Batch::new();
+    second.put(&p, b"b".to_vec(), b"2".to_vec());
+    dir.enqueue(second);
+    drop((p, dir));
+    go.send(()).unwrap();
+    // The lock is free once the writer has stopped; everything queued is on disk.
+    let reopened = (0..500)
+        .find_map(|_| match DataDir::open(&path) {
+            Ok(dir) => Some(dir),
+            Err(StorageError::Locked(_)) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            }
+            Err(e) => panic!("{e}"),
+        })
+        .expect("the lock is let go of");
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    let p = reopened.partition("things").unwrap();
+    assert_eq!(p.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(p.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+}

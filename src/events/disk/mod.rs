@@ -37,7 +37,7 @@ use super::{
     memory::{Change, Journal, MemoryStore},
     store::StoreStats,
 };
-use crate::storage::{Batch, DataDir, DurableWatch, StorageError, Ticket};
+use crate::storage::{Batch, DataDir, DurableHook, StorageError, Ticket};
 
 /// The store's partitions of the data dir.
 #[derive(Clone)]
@@ -151,23 +151,22 @@ impl DiskStore {
     }
 }
 
-/// Makes events visible as the writer makes them durable; says when it stops for good.
-async fn follow(inner: Weak<Inner>, mut durable: DurableWatch, up: watch::Sender<bool>) {
-    while let Some(progress) = durable.next().await {
-        match progress {
-            Ok(through) => {
-                let Some(inner) = inner.upgrade() else { return };
-                if let Some(seq) = inner.journal.durable_through(through) {
-                    inner.memory.made_durable(seq);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the event store cannot write: deliveries are refused (503) until a restart");
-                let _ = up.send(false);
-                return;
+/// Makes events visible as the writer makes them durable, on the writer's thread right after
+/// the fsync (before the committers are told, so a `204` is never ahead of what watchers may
+/// see); says when it stops for good. Holds the store weakly: the writer outlives it.
+fn follow(inner: Weak<Inner>, up: watch::Sender<bool>) -> DurableHook {
+    Box::new(move |progress| match progress {
+        Ok(through) => {
+            let Some(inner) = inner.upgrade() else { return };
+            if let Some(seq) = inner.journal.durable_through(through) {
+                inner.memory.made_durable(seq);
             }
         }
-    }
+        Err(e) => {
+            tracing::error!(error = %e, "the event store cannot write: deliveries are refused (503) until a restart");
+            let _ = up.send(false);
+        }
+    })
 }
 
 impl EventStore for DiskStore {

@@ -55,7 +55,7 @@ impl DiskStore {
         let mut next_seq = 1;
         for kv in parts.events.iter() {
             let (key, value) = kv.map_err(read)?;
-            let (Some(seq), Ok(e)) = (codec::read_u64(&key), serde_json::from_slice::<codec::EventIn>(&value)) else {
+            let (Some(seq), Some(e)) = (codec::read_u64(&key), codec::read_event(&value)) else {
                 return Err(bad("an event of the event store cannot be read (damaged?)".to_owned()));
             };
             while let Some((_, at, tenant, record)) = records.next_if(|(before, _, _, _)| *before <= seq) {
@@ -88,9 +88,8 @@ impl DiskStore {
         }
 
         let (up_tx, up) = watch::channel(true);
-        let durable = dir.watch_durable();
-        let inner = Arc::new(Inner { memory, journal, dir, up });
-        tokio::spawn(follow(Arc::downgrade(&inner), durable, up_tx));
+        let inner = Arc::new(Inner { memory, journal, dir: dir.clone(), up });
+        dir.on_durable(follow(Arc::downgrade(&inner), up_tx));
         Ok(DiskStore { inner })
     }
 }

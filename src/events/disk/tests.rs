@@ -79,7 +79,7 @@ fn cdr(call: &str, session: &str, phone: &str, outcome: CallOutcome) -> CallEven
 
 async fn gone(store: DiskStore) {
     drop(store);
-    // The follower lets go of its handle at its next wake-up; `open` waits for the lock anyway.
+    // The writer's hook holds the store weakly; `open` waits for the lock anyway.
     tokio::task::yield_now().await;
 }
 
