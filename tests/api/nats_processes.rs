@@ -79,6 +79,20 @@ impl Facade {
 
     /// Starts the process (a new one, same flags) and waits until its `/readyz` says ready (20 s at most).
     async fn spawn(&mut self) {
+        // A restart binds the same ports again; meanwhile the system may have lent one of them to
+        // a short-lived client connection as its source port (ports are picked by binding port 0
+        // and letting go). Then the start fails naming it, and is tried again.
+        for _ in 0..5 {
+            if self.spawn_once().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("the facade could not bind its ports in 5 starts: {}", self.log());
+    }
+
+    /// One start; `false` when the process exited because a port was taken.
+    async fn spawn_once(&mut self) -> bool {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
@@ -95,10 +109,14 @@ impl Facade {
         let until = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
+                self.child = None;
+                if self.log().contains("Address already in use") {
+                    return false;
+                }
                 panic!("the facade exited ({status}) before it was ready: {}", self.log());
             }
             if reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
-                return;
+                return true;
             }
             assert!(tokio::time::Instant::now() < until, "not ready within 20 s: {}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
