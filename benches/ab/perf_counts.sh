@@ -14,10 +14,10 @@ RUST_LOG=info CALLBOT_CALLER_AUTH=mesh CALLBOT_EVENTS_STORE=memory $bin --listen
 for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 req=${REQ:-/tmp/cg-b7w/req.bin}
 h2load -n 5000 -c 1 -m 64 -d $req -H 'content-type: application/grpc' -H 'te: trailers' http://127.0.0.1:$port/callbot.v1.CallBotService/CreateSession >/dev/null
-perf stat -e context-switches,page-faults,task-clock -p $pid -o /tmp/cs.out &
+perf stat -e ${EVENTS:-context-switches,page-faults,task-clock} -p $pid -o /tmp/cs.out &
 pp=$!
 sleep 0.2
 h2load -n $n -c 1 -m 64 -d $req -H 'content-type: application/grpc' -H 'te: trailers' http://127.0.0.1:$port/callbot.v1.CallBotService/CreateSession | grep -E '^finished'
 kill -INT $pp; wait $pp || true
 kill $pid
-grep -E 'context|faults|task-clock' /tmp/cs.out
+grep -vE "^#|^$" /tmp/cs.out

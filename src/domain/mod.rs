@@ -30,7 +30,7 @@ pub use campaign::CampaignPlan;
 pub use event::{CallEvent, CallOutcome, CallState, EventSource, Fact, SessionRecord, no_text};
 pub use fold::{fold, matches};
 pub use listing::SessionListing;
-pub use phone::{is_national, is_valid_phone, mask_phone, national};
+pub use phone::{is_valid_phone, mask_phone, national, national_key};
 pub use session::{NewSession, Purpose, SessionLimits, ValidContact, validate_contacts, validate_script_id};
 pub use variables::ScriptVariables;
 

@@ -31,11 +31,38 @@ pub fn national(s: &str) -> String {
     digits
 }
 
-/// Whether `national(s)` is `s` itself: digits only, and not `84` followed by a national number
-/// (checked without building it).
-pub fn is_national(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.iter().all(u8::is_ascii_digit) && !(b.len() >= 10 && b.starts_with(b"84") && b[2] != b'0')
+/// Most digits of a national form [`national_key`] packs (with its leading `1`, 19 digits fit a
+/// `u64`).
+const KEY_DIGITS: usize = 18;
+
+/// `national(s)` packed as an integer, without building it: a `1` followed by its digits (the
+/// `1` keeps leading zeros apart), so two numbers have the same key exactly when they have the
+/// same national form. `None` when the national form has more than 18 digits (no valid phone
+/// has: [`is_valid_phone`] allows 15). The attribution index keys contacts by it.
+pub fn national_key(s: &str) -> Option<u64> {
+    // One digit more than a key holds: `84` + 17 digits is still an 18-digit national form.
+    let mut digits = [0u8; KEY_DIGITS + 1];
+    let mut n = 0;
+    for b in s.bytes().filter(u8::is_ascii_digit) {
+        if n == digits.len() {
+            return None;
+        }
+        digits[n] = b - b'0';
+        n += 1;
+    }
+    let digits = &digits[..n];
+    let (zero, rest) = match digits {
+        [8, 4, rest @ ..] if rest.len() >= 8 && rest[0] != 0 => (true, rest),
+        _ => (false, digits),
+    };
+    if rest.len() + usize::from(zero) > KEY_DIGITS {
+        return None;
+    }
+    let mut key: u64 = if zero { 10 } else { 1 };
+    for d in rest {
+        key = key * 10 + u64::from(*d);
+    }
+    Some(key)
 }
 
 /// Masks a phone number for logs: every digit except the last 3 becomes `*`, a `+` is kept,
@@ -132,7 +159,7 @@ mod tests {
 
 #[cfg(test)]
 mod national_tests {
-    use super::{is_national, national};
+    use super::{national, national_key};
 
     #[test]
     fn numbers_compare_in_their_national_form() {
@@ -148,10 +175,46 @@ mod national_tests {
             ("", ""),
         ] {
             assert_eq!(national(given), expected, "{given}");
-            assert_eq!(is_national(given), national(given) == given, "{given}");
         }
-        for n in ["8491234567", "849123456", "8409123456", "0", "+0912", "84"] {
-            assert_eq!(is_national(n), national(n) == n, "{n}");
+    }
+
+    /// The key of a national form, read back: its digits after the leading `1`.
+    fn unpack(key: u64) -> String {
+        key.to_string()[1..].to_owned()
+    }
+
+    #[test]
+    fn a_numbers_key_is_its_national_form_packed() {
+        for given in [
+            "+84912345678",
+            "84912345678",
+            "0912345678",
+            "091 234-5678",
+            "(+84) 28.3822.1234",
+            "8412",
+            "",
+            "007",
+            "abc",
+        ] {
+            assert_eq!(national_key(given).map(unpack), Some(national(given)), "{given}");
+        }
+        // 18 digits fit; 19 do not, unless `84` shortens them to 18.
+        let eighteen = "1".repeat(18);
+        assert_eq!(national_key(&eighteen).map(unpack), Some(eighteen.clone()));
+        assert_eq!(national_key(&format!("{eighteen}1")), None);
+        assert_eq!(national_key(&format!("849{}", "1".repeat(16))).map(unpack), Some(format!("09{}", "1".repeat(16))));
+        assert_eq!(national_key(&"9".repeat(100)), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_equal_exactly_when_national_forms_are(a in "[0-9+ 8-]{0,22}", b in "[0-9+ 4-]{0,22}") {
+            if let (Some(ka), Some(kb)) = (national_key(&a), national_key(&b)) {
+                proptest::prop_assert_eq!(ka == kb, national(&a) == national(&b));
+                proptest::prop_assert_eq!(unpack(ka), national(&a));
+            } else {
+                proptest::prop_assert!(national(&a).len() > 18 || national(&b).len() > 18);
+            }
         }
     }
 }

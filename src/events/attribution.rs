@@ -16,6 +16,12 @@
 //! gives each contact's number as the caller wrote it (`CallEvent::contact_phone`), and the
 //! sessions with a contact not final (what reconciliation scans).
 //!
+//! Layout: per tenant, its sessions by id, its callers' ids for them, and its open numbers; a
+//! contact's number is its national form packed in a `u64` (`domain::national_key`), a session's
+//! contacts one sorted array, and a number held by one open session (the usual case) takes no
+//! allocation of its own. A record is made ready ([`Prepared`]) before the store's lock is taken,
+//! and the sessions the bounds let go are handed back ([`Released`]) to be freed after it.
+//!
 //! Bounds: sessions and calls are kept for the retention window, at most `max_contacts` session
 //! contacts and `max_calls` calls; the oldest go first. Over the contacts' bound, the session that
 //! goes is the oldest of the tenant that recorded last when it holds its share (`max_contacts` /
@@ -23,43 +29,243 @@
 //! push out another's while that one holds no more than its share.
 
 use std::{
-    collections::{HashMap, VecDeque, hash_map::RandomState},
+    collections::{BTreeMap, HashMap, VecDeque, hash_map::RandomState},
     hash::BuildHasher,
     sync::Arc,
 };
 
 /// The index's maps: keyed by session ids, tenants and numbers, hashed with foldhash (seeded at
 /// random per process, like std's), not SipHash: recording a 15-contact session looks up and
-/// inserts about 50 keys, and SipHash made that 11 k of a CreateSession's instructions
+/// inserts about 20 keys, and SipHash made that 11 k of a CreateSession's instructions
 /// (BENCHMARKS.md, "CreateSession vs the stack floor").
 type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 use super::{CallOutcome, Fact, SessionQuery, SessionRecord, TenantId};
-use crate::domain::{is_national, national};
+use crate::domain::{Purpose, national_key};
 
+/// One contact of a recorded session, in 24 bytes: its number packed, where the caller's form of
+/// it is in the entry's text, its attempts and whether it is final.
 struct Contact {
-    /// Shared with `by_number`'s key and the `open` key (one allocation per number).
-    national: Arc<str>,
-    /// The number as the caller gave it (events attributed to the contact carry it).
-    given: Arc<str>,
+    /// Its national form packed (`domain::national_key`); a number without one (more than 18
+    /// digits: no valid phone) gets `u64::MAX - its place`, which no number has: kept, never
+    /// matched.
+    number: u64,
+    /// The number as the caller gave it: `len` bytes at `start` in the entry's text.
+    start: u32,
+    len: u32,
     /// The highest attempt number seen to it.
     dialled: u32,
     finished: bool,
+    /// The same number given again in the record (kept for the record, not a contact of its own).
+    repeat: bool,
 }
 
+/// A recorded session, compact: every text of its record in one allocation, its contacts in
+/// another (sorted by number), the rest inline. The record is rebuilt when asked for (reports,
+/// listings, reconciliation), not kept as it came (with an allocation per contact).
 struct Entry {
-    record: SessionRecord,
-    contacts: Vec<Contact>,
-    by_number: Map<Arc<str>, usize>,
+    /// The session id, the external id, the script id, the name, then each contact as given.
+    text: Box<str>,
+    /// Where the first four texts end in `text`.
+    heads: [u32; 4],
+    /// Sorted by (number, place given); of a number given twice, the later ones are repeats.
+    contacts: Box<[Contact]>,
+    redials: u32,
+    created_at_ms: u64,
+    purpose: Option<Purpose>,
+    start_ms: Option<u64>,
+    refused: BTreeMap<String, u64>,
     /// When recorded (tells an entry from a stale place in the orders after a re-record).
     at: u64,
 }
 
-/// One tenant's recorded sessions, oldest first, and their contacts.
+impl Entry {
+    fn new(record: SessionRecord) -> Entry {
+        let SessionRecord {
+            session_id,
+            external_id,
+            contacts: given,
+            redials,
+            created_at_ms,
+            script_id,
+            name,
+            purpose,
+            start_ms,
+            refused,
+        } = record;
+        let heads = [&session_id, &external_id, &script_id, &name];
+        let size = heads.iter().map(|h| h.len()).sum::<usize>() + given.iter().map(String::len).sum::<usize>();
+        let mut text = String::with_capacity(size);
+        let mut ends = [0u32; 4];
+        for (end, head) in ends.iter_mut().zip(heads) {
+            text.push_str(head);
+            *end = offset(text.len());
+        }
+        let mut contacts: Vec<Contact> = given
+            .iter()
+            .enumerate()
+            .map(|(i, phone)| {
+                let start = offset(text.len());
+                text.push_str(phone);
+                Contact {
+                    number: national_key(phone).unwrap_or_else(|| u64::MAX - u64::try_from(i).unwrap_or(0)),
+                    start,
+                    len: offset(phone.len()),
+                    dialled: 0,
+                    finished: false,
+                    repeat: false,
+                }
+            })
+            .collect();
+        // Stable: of a number given twice, the first stays the contact.
+        contacts.sort_by_key(|c| c.number);
+        for i in 1..contacts.len() {
+            contacts[i].repeat = contacts[i].number == contacts[i - 1].number;
+        }
+        Entry {
+            text: text.into_boxed_str(),
+            heads: ends,
+            contacts: contacts.into_boxed_slice(),
+            redials,
+            created_at_ms,
+            purpose,
+            start_ms,
+            refused,
+            at: 0,
+        }
+    }
+
+    /// The `i`th of the first four texts.
+    fn head(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.heads[i - 1] as usize };
+        self.text.get(start..self.heads[i] as usize).unwrap_or_default()
+    }
+
+    fn external_id(&self) -> &str {
+        self.head(1)
+    }
+
+    /// The number as the caller gave it.
+    fn given(&self, c: &Contact) -> &str {
+        let start = c.start as usize;
+        self.text.get(start..start + c.len as usize).unwrap_or_default()
+    }
+
+    /// The contact with this number.
+    fn contact(&self, number: Option<u64>) -> Option<usize> {
+        let number = number?;
+        let at = self.contacts.partition_point(|c| c.number < number);
+        self.contacts.get(at).is_some_and(|c| c.number == number).then_some(at)
+    }
+
+    /// The contacts (a number given twice counts once).
+    fn count(&self) -> usize {
+        self.contacts.iter().filter(|c| !c.repeat).count()
+    }
+
+    fn unfinished(&self) -> bool {
+        self.contacts.iter().any(|c| !c.repeat && !c.finished)
+    }
+
+    /// The record as it was recorded.
+    fn record(&self) -> SessionRecord {
+        let mut given: Vec<&Contact> = self.contacts.iter().collect();
+        given.sort_unstable_by_key(|c| c.start);
+        SessionRecord {
+            session_id: self.head(0).to_owned(),
+            external_id: self.head(1).to_owned(),
+            contacts: given.into_iter().map(|c| self.given(c).to_owned()).collect(),
+            redials: self.redials,
+            created_at_ms: self.created_at_ms,
+            script_id: self.head(2).to_owned(),
+            name: self.head(3).to_owned(),
+            purpose: self.purpose,
+            start_ms: self.start_ms,
+            refused: self.refused.clone(),
+        }
+    }
+}
+
+/// A place in an entry's text (records are far below 4 GiB).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A record made ready for the index (its allocations and sorting done), before the lock that
+/// guards the index is taken.
+pub(crate) struct Prepared {
+    session: Arc<str>,
+    entry: Entry,
+}
+
+impl Prepared {
+    pub(crate) fn new(record: SessionRecord) -> Self {
+        let session = Arc::from(record.session_id.as_str());
+        Prepared { session, entry: Entry::new(record) }
+    }
+}
+
+/// Sessions the index let go: freed when this is dropped, which the embedded store does after
+/// its lock (a session is a few allocations; the other worker need not wait for their freeing).
 #[derive(Default)]
-struct TenantSessions {
+pub(crate) struct Released(Vec<Entry>);
+
+/// The open sessions of a tenant holding a number, oldest first; one (the usual case) without an
+/// allocation of its own. Sessions mostly leave by expiry, oldest first: found at the front.
+enum Open {
+    One(Arc<str>),
+    Many(VecDeque<Arc<str>>),
+}
+
+impl Open {
+    fn push(&mut self, session: Arc<str>) {
+        match self {
+            Open::One(first) => *self = Open::Many(VecDeque::from([first.clone(), session])),
+            Open::Many(list) => list.push_back(session),
+        }
+    }
+
+    /// The session, when exactly one holds the number.
+    fn only(&self) -> Option<&Arc<str>> {
+        match self {
+            Open::One(s) => Some(s),
+            Open::Many(list) if list.len() == 1 => list.front(),
+            Open::Many(_) => None,
+        }
+    }
+
+    /// Takes `session` off (it is there at most once); whether none is left.
+    fn take(&mut self, session: &Arc<str>) -> bool {
+        match self {
+            Open::One(s) => s == session,
+            Open::Many(list) => {
+                if let Some(at) = list.iter().position(|s| s == session) {
+                    list.remove(at);
+                }
+                list.is_empty()
+            }
+        }
+    }
+}
+
+/// One tenant's part of the index.
+#[derive(Default)]
+struct TenantIndex {
+    sessions: Map<Arc<str>, Entry>,
+    /// The caller's names of its recorded sessions: a keyed hash of the external id -> session
+    /// id (the entry's own external id is compared on look-up).
+    externals: Map<u64, Arc<str>>,
+    /// Its sessions in recording order (for the fair bound; places of sessions gone are skipped).
     order: VecDeque<(Arc<str>, u64)>,
     contacts: usize,
+    /// Its open numbers.
+    open: Map<u64, Open>,
+}
+
+impl TenantIndex {
+    fn live(&self, session: &str, at: u64) -> bool {
+        self.sessions.get(session).is_some_and(|e| e.at == at)
+    }
 }
 
 struct Call {
@@ -75,8 +281,8 @@ pub(crate) type SessionKey = (TenantId, Arc<str>);
 pub(crate) struct FactRef<'a> {
     pub(crate) tenant: &'a TenantId,
     pub(crate) call_id: &'a str,
-    /// The number in national form (`domain::national`).
-    pub(crate) phone_national: &'a str,
+    /// The number, its national form packed (`domain::national_key` of the event's `phone`).
+    pub(crate) number: Option<u64>,
     pub(crate) fact: Fact,
     pub(crate) outcome: CallOutcome,
 }
@@ -87,22 +293,17 @@ pub(crate) struct Attribution {
     max_calls: usize,
     max_contacts: usize,
     hasher: RandomState,
-    sessions: Map<SessionKey, Entry>,
-    sessions_order: VecDeque<(SessionKey, u64)>,
+    tenants: Map<TenantId, TenantIndex>,
+    /// Sessions recorded, in all tenants.
+    sessions: usize,
+    /// Every session in recording order (places of sessions gone by bound are skipped).
+    sessions_order: VecDeque<(TenantId, Arc<str>, u64)>,
     contacts: usize,
-    /// The caller's names of recorded sessions: (tenant, external id) -> session id.
-    externals: Map<SessionKey, Arc<str>>,
-    /// Each tenant's sessions, for the fair bound.
-    by_tenant: Map<TenantId, TenantSessions>,
     /// The tenant that recorded last (the first candidate to give a session back).
     last_recorder: Option<TenantId>,
     /// Calls by a keyed 64-bit hash of (tenant, call id).
     calls: Map<u64, Call>,
     calls_order: VecDeque<(u64, u64)>,
-    /// Open sessions holding a number: (tenant, national number) -> sessions, oldest first (a
-    /// queue: sessions mostly leave it by expiry, oldest first, so taking one off is O(1) even
-    /// when many open sessions share a number).
-    open: Map<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
     /// The sessions forgotten since the last [`Attribution::take_forgotten`], when a durable
     /// store keeps the records (`None`: not tracked).
     forgotten: Option<Vec<SessionKey>>,
@@ -115,15 +316,13 @@ impl Attribution {
             max_calls: max_calls.max(1),
             max_contacts: max_contacts.max(1),
             hasher: RandomState::new(),
-            sessions: Map::default(),
+            tenants: Map::default(),
+            sessions: 0,
             sessions_order: VecDeque::new(),
             contacts: 0,
-            externals: Map::default(),
-            by_tenant: Map::default(),
             last_recorder: None,
             calls: Map::default(),
             calls_order: VecDeque::new(),
-            open: Map::default(),
             forgotten: None,
         }
     }
@@ -141,60 +340,77 @@ impl Attribution {
 
     /// Sessions recorded (and not expired).
     pub(crate) fn sessions(&self) -> usize {
-        self.sessions.len()
+        self.sessions
+    }
+
+    fn entry(&self, tenant: &str, session: &str) -> Option<&Entry> {
+        self.tenants.get(tenant)?.sessions.get(session)
+    }
+
+    fn external_key(&self, external_id: &str) -> u64 {
+        self.hasher.hash_one(external_id)
+    }
+
+    /// The session (its id and entry) `id` names in `t`: its own id, or the caller's for it.
+    fn named<'a>(&self, t: &'a TenantIndex, id: &str) -> Option<(&'a Arc<str>, &'a Entry)> {
+        if let Some(found) = t.sessions.get_key_value(id) {
+            return Some(found);
+        }
+        let session = t.externals.get(&self.external_key(id))?;
+        t.sessions.get_key_value(&**session).filter(|(_, e)| e.external_id() == id)
     }
 
     /// A recorded session's record, by its id or the caller's (external) id for it.
-    pub(crate) fn record_of(&self, tenant: &TenantId, session: &str) -> Option<&SessionRecord> {
-        let id = self.session_id_of(tenant, session)?;
-        self.sessions.get(&(tenant.clone(), id)).map(|e| &e.record)
+    pub(crate) fn record_of(&self, tenant: &TenantId, session: &str) -> Option<SessionRecord> {
+        let t = self.tenants.get(&**tenant)?;
+        self.named(t, session).map(|(_, entry)| entry.record())
     }
 
     /// The id of the session `id` names: a recorded session's own id, or the session the caller
     /// named so (its external id); `None` when neither is recorded.
     pub(crate) fn session_id_of(&self, tenant: &TenantId, id: &str) -> Option<Arc<str>> {
-        let key = (tenant.clone(), Arc::from(id));
-        if self.sessions.contains_key(&key) {
-            return Some(key.1);
-        }
-        self.externals.get(&key).cloned()
+        let t = self.tenants.get(&**tenant)?;
+        self.named(t, id).map(|(session, _)| session.clone())
     }
 
     /// `tenant`'s recorded sessions `query` wants, newest first (creation time, then id, both
     /// descending), at most `query.limit`.
     pub(crate) fn records(&self, tenant: &TenantId, query: &SessionQuery) -> Vec<SessionRecord> {
-        let Some(mine) = self.by_tenant.get(tenant) else { return Vec::new() };
-        let mut found: Vec<&SessionRecord> = mine
+        let Some(t) = self.tenants.get(&**tenant) else { return Vec::new() };
+        let mut found: Vec<(u64, &str, &Entry)> = t
             .order
             .iter()
-            .filter_map(|(s, at)| self.sessions.get(&(tenant.clone(), s.clone())).filter(|e| e.at == *at))
-            .map(|e| &e.record)
-            .filter(|r| query.matches(r))
+            .filter_map(|(s, at)| t.sessions.get(&**s).filter(|e| e.at == *at).map(|e| (e.created_at_ms, &**s, e)))
+            .filter(|(created, s, e)| query.matches(e.external_id(), *created, s))
             .collect();
-        found.sort_unstable_by(|a, b| {
-            (b.created_at_ms, b.session_id.as_str()).cmp(&(a.created_at_ms, a.session_id.as_str()))
-        });
-        found.into_iter().take(query.limit).cloned().collect()
+        found.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        found.into_iter().take(query.limit).map(|(_, _, e)| e.record()).collect()
     }
 
     /// The shared copy of a recorded session's id (so its events share one allocation).
     pub(crate) fn session_name(&self, tenant: &TenantId, session: &str) -> Option<Arc<str>> {
-        self.sessions.get_key_value(&(tenant.clone(), Arc::from(session))).map(|(k, _)| k.1.clone())
+        self.tenants.get(&**tenant)?.sessions.get_key_value(session).map(|(k, _)| k.clone())
     }
 
-    /// The number as the caller gave it, of the contact `national` of the recorded `session`.
-    pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &Arc<str>, national: &str) -> Option<Arc<str>> {
-        let entry = self.sessions.get(&(tenant.clone(), session.clone()))?;
-        entry.by_number.get(national).map(|&i| entry.contacts[i].given.clone())
+    /// The number as the caller gave it, of the contact with number `phone` (any form) of the
+    /// recorded `session`.
+    pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &str, phone: &str) -> Option<Arc<str>> {
+        let entry = self.entry(tenant, session)?;
+        let contact = &entry.contacts[entry.contact(national_key(phone))?];
+        Some(Arc::from(entry.given(contact)))
     }
 
     /// The recorded sessions with a contact not final yet (reconciliation's candidates,
     /// `events/reconcile/`), each with its record.
     pub(crate) fn unfinished(&self, created_before_ms: u64) -> Vec<(TenantId, SessionRecord)> {
-        self.sessions
+        self.tenants
             .iter()
-            .filter(|(_, e)| e.record.created_at_ms < created_before_ms && e.contacts.iter().any(|c| !c.finished))
-            .map(|((tenant, _), e)| (tenant.clone(), e.record.clone()))
+            .flat_map(|(tenant, t)| {
+                t.sessions
+                    .values()
+                    .filter(|e| e.created_at_ms < created_before_ms && e.unfinished())
+                    .map(|e| (tenant.clone(), e.record()))
+            })
             .collect()
     }
 
@@ -206,14 +422,12 @@ impl Attribution {
     /// Nothing changes until [`Attribution::apply`].
     pub(crate) fn attribute(&self, f: FactRef<'_>, given: Option<Arc<str>>) -> (Option<Arc<str>>, u32) {
         let known = self.calls.get(&self.call_key(f.tenant, f.call_id));
+        let mine = self.tenants.get(&**f.tenant);
         let session = given.or_else(|| known.map(|c| c.session.clone())).or_else(|| {
             if f.fact == Fact::Record {
                 return None;
             }
-            match self.open.get(&(f.tenant.clone(), Arc::from(f.phone_national))) {
-                Some(list) if list.len() == 1 => Some(list[0].clone()),
-                _ => None,
-            }
+            mine?.open.get(&f.number?)?.only().cloned()
         });
         let Some(s) = session else { return (None, 0) };
         if f.fact == Fact::GaveUp {
@@ -222,8 +436,8 @@ impl Attribution {
         }
         let mut attempt = known.filter(|c| c.session == s).map_or(0, |c| c.attempt);
         if attempt == 0 {
-            if let Some(entry) = self.sessions.get(&(f.tenant.clone(), s.clone())) {
-                if let Some(&i) = entry.by_number.get(f.phone_national) {
+            if let Some(entry) = mine.and_then(|t| t.sessions.get(&*s)) {
+                if let Some(i) = entry.contact(f.number) {
                     attempt = entry.contacts[i].dialled.saturating_add(1);
                 }
             }
@@ -234,33 +448,36 @@ impl Attribution {
     /// Learns from a stored fact attributed to `session` with `attempt` (idempotent: applying a
     /// fact twice changes nothing the second time).
     pub(crate) fn apply(&mut self, f: FactRef<'_>, session: &Arc<str>, attempt: u32, now: u64) {
-        if f.fact == Fact::GaveUp {
-            // The contact is final (its session no longer open for it); no call to remember.
-            let number = self.sessions.get_mut(&(f.tenant.clone(), session.clone())).and_then(|entry| {
-                let contact = &mut entry.contacts[*entry.by_number.get(f.phone_national)?];
-                (!std::mem::replace(&mut contact.finished, true)).then(|| contact.national.clone())
-            });
-            if let Some(number) = number {
-                close_open(&mut self.open, f.tenant, &number, session);
-            }
-            return;
-        }
-        let mut close = None;
-        if let Some(entry) = self.sessions.get_mut(&(f.tenant.clone(), session.clone())) {
-            if let Some(&i) = entry.by_number.get(f.phone_national) {
-                let contact = &mut entry.contacts[i];
-                contact.dialled = contact.dialled.max(attempt);
-                let final_outcome =
-                    matches!(f.outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
-                        || attempt > entry.record.redials;
-                if f.fact == Fact::Record && final_outcome && !contact.finished {
-                    contact.finished = true;
-                    close = Some(contact.national.clone());
+        if let Some(t) = self.tenants.get_mut(&**f.tenant) {
+            let mut close = None;
+            if let Some(entry) = t.sessions.get_mut(&**session) {
+                if let Some(i) = entry.contact(f.number) {
+                    let redials = entry.redials;
+                    let contact = &mut entry.contacts[i];
+                    if f.fact == Fact::GaveUp {
+                        // The contact is final (its session no longer open for it); no call.
+                        if !std::mem::replace(&mut contact.finished, true) {
+                            close = Some(contact.number);
+                        }
+                    } else {
+                        contact.dialled = contact.dialled.max(attempt);
+                        let final_outcome =
+                            matches!(f.outcome, CallOutcome::Answered | CallOutcome::Rejected | CallOutcome::Failed)
+                                || attempt > redials;
+                        if f.fact == Fact::Record && final_outcome && !contact.finished {
+                            contact.finished = true;
+                            close = Some(contact.number);
+                        }
+                    }
                 }
             }
+            if let Some(number) = close {
+                close_open(&mut t.open, number, session);
+            }
         }
-        if let Some(number) = close {
-            close_open(&mut self.open, f.tenant, &number, session);
+        if f.fact == Fact::GaveUp {
+            // No call to remember.
+            return;
         }
         let key = self.call_key(f.tenant, f.call_id);
         let known = self.calls.contains_key(&key);
@@ -273,83 +490,99 @@ impl Attribution {
     /// Records a session of `tenant` (its contacts open); the first record of a session counts.
     /// Whether it was new.
     pub(crate) fn record(&mut self, tenant: &TenantId, record: SessionRecord, now: u64) -> bool {
-        let session: Arc<str> = Arc::from(record.session_id.as_str());
-        let key = (tenant.clone(), session.clone());
-        if self.sessions.contains_key(&key) {
+        self.insert(tenant, Prepared::new(record), now)
+    }
+
+    /// [`Attribution::record`] of a record made ready before.
+    pub(crate) fn insert(&mut self, tenant: &TenantId, prepared: Prepared, now: u64) -> bool {
+        let Prepared { session, mut entry } = prepared;
+        if !self.tenants.contains_key(&**tenant) {
+            self.tenants.insert(tenant.clone(), TenantIndex::default());
+        }
+        let Some(t) = self.tenants.get_mut(&**tenant) else { return false };
+        if t.sessions.contains_key(&*session) {
             return false;
         }
-        let mut contacts = Vec::with_capacity(record.contacts.len());
-        let mut by_number = Map::with_capacity_and_hasher(record.contacts.len(), Default::default());
-        for phone in &record.contacts {
-            // A number given in its national form (the usual case) is one allocation for both.
-            let given: Arc<str> = Arc::from(phone.as_str());
-            let n = if is_national(phone) { given.clone() } else { Arc::from(national(phone)) };
-            if by_number.contains_key(&n) {
-                continue;
+        for c in entry.contacts.iter().filter(|c| !c.repeat) {
+            match t.open.get_mut(&c.number) {
+                Some(open) => open.push(session.clone()),
+                None => {
+                    t.open.insert(c.number, Open::One(session.clone()));
+                }
             }
-            by_number.insert(n.clone(), contacts.len());
-            self.open.entry((tenant.clone(), n.clone())).or_default().push_back(session.clone());
-            contacts.push(Contact { national: n, given, dialled: 0, finished: false });
         }
-        self.contacts += contacts.len();
-        let mine = self.by_tenant.entry(tenant.clone()).or_default();
-        mine.contacts += contacts.len();
-        mine.order.push_back((session.clone(), now));
-        if !record.external_id.is_empty() {
-            self.externals.insert((tenant.clone(), Arc::from(record.external_id.as_str())), session.clone());
+        let count = entry.count();
+        self.contacts += count;
+        t.contacts += count;
+        reserve_gently(&mut t.order, self.max_contacts);
+        t.order.push_back((session.clone(), now));
+        if !entry.external_id().is_empty() {
+            t.externals.insert(self.hasher.hash_one(entry.external_id()), session.clone());
         }
-        self.sessions.insert(key.clone(), Entry { record, contacts, by_number, at: now });
-        self.sessions_order.push_back((key, now));
-        self.last_recorder = Some(tenant.clone());
+        entry.at = now;
+        t.sessions.insert(session.clone(), entry);
+        self.sessions += 1;
+        reserve_gently(&mut self.sessions_order, self.max_contacts);
+        self.sessions_order.push_back((tenant.clone(), session, now));
+        if self.last_recorder.as_ref() != Some(tenant) {
+            self.last_recorder = Some(tenant.clone());
+        }
         true
     }
 
-    /// Forgets the session at `key` if it is the one recorded at `at`.
-    fn forget_session(&mut self, key: &SessionKey, at: u64) {
-        if self.sessions.get(key).is_none_or(|e| e.at != at) {
+    /// Forgets `tenant`'s session if it is the one recorded at `at`; its entry goes to `released`.
+    fn forget_session(&mut self, tenant: &TenantId, session: &Arc<str>, at: u64, released: &mut Released) {
+        let Some(t) = self.tenants.get_mut(&**tenant) else { return };
+        if !t.live(session, at) {
             return;
         }
-        let Some(entry) = self.sessions.remove(key) else { return };
+        let Some(entry) = t.sessions.remove(&**session) else { return };
+        self.sessions -= 1;
         if let Some(forgotten) = &mut self.forgotten {
-            forgotten.push(key.clone());
+            forgotten.push((tenant.clone(), session.clone()));
         }
-        self.contacts -= entry.contacts.len();
-        if !entry.record.external_id.is_empty() {
-            let external = (key.0.clone(), Arc::from(entry.record.external_id.as_str()));
-            if self.externals.get(&external).is_some_and(|s| *s == key.1) {
-                self.externals.remove(&external);
+        let count = entry.count();
+        self.contacts -= count;
+        t.contacts -= count;
+        let external = entry.external_id();
+        if !external.is_empty() {
+            let key = self.hasher.hash_one(external);
+            if t.externals.get(&key).is_some_and(|s| s == session) {
+                t.externals.remove(&key);
             }
         }
-        if let Some(mine) = self.by_tenant.get_mut(&key.0) {
-            mine.contacts -= entry.contacts.len();
-            if mine.contacts == 0
-                && mine
-                    .order
-                    .iter()
-                    .all(|(s, a)| self.sessions.get(&(key.0.clone(), s.clone())).is_none_or(|e| e.at != *a))
-            {
-                self.by_tenant.remove(&key.0);
-            }
+        for c in entry.contacts.iter().filter(|c| !c.repeat) {
+            close_open(&mut t.open, c.number, session);
         }
-        for c in &entry.contacts {
-            close_open(&mut self.open, &key.0, &c.national, &key.1);
+        // The tenant's order starts at its oldest live session (those before left by age).
+        while t.order.front().is_some_and(|(s, at)| !t.live(s, *at)) {
+            t.order.pop_front();
         }
+        if t.sessions.is_empty() {
+            self.tenants.remove(&**tenant);
+        }
+        released.0.push(entry);
     }
 
     /// The tenant whose oldest session goes when the contacts are over their bound.
     fn session_victim(&self) -> Option<TenantId> {
-        let holders = self.by_tenant.values().filter(|t| t.contacts > 0).count().max(1);
+        let holders = self.tenants.values().filter(|t| t.contacts > 0).count().max(1);
         let share = (self.max_contacts / holders).max(1);
         if let Some(last) = &self.last_recorder {
-            if self.by_tenant.get(last).is_some_and(|t| t.contacts >= share) {
+            if self.tenants.get(&**last).is_some_and(|t| t.contacts >= share) {
                 return Some(last.clone());
             }
         }
-        self.by_tenant.iter().filter(|(_, t)| t.contacts > 0).max_by_key(|(_, t)| t.contacts).map(|(n, _)| n.clone())
+        self.tenants.iter().filter(|(_, t)| t.contacts > 0).max_by_key(|(_, t)| t.contacts).map(|(n, _)| n.clone())
     }
 
     /// Drops what is past the retention window or over the bounds.
     pub(crate) fn expire(&mut self, now: u64) {
+        self.expire_releasing(now, &mut Released::default());
+    }
+
+    /// [`Attribution::expire`], the sessions let go handed to `released` (to be freed later).
+    pub(crate) fn expire_releasing(&mut self, now: u64, released: &mut Released) {
         let horizon = now.saturating_sub(self.retention_ms);
         while let Some(&(key, at)) = self.calls_order.front() {
             if at >= horizon && self.calls_order.len() <= self.max_calls {
@@ -359,54 +592,32 @@ impl Attribution {
             self.calls.remove(&key);
         }
         // By age: in recording order (a place whose session left already is skipped).
-        while let Some((key, at)) = self.sessions_order.front() {
-            if *at >= horizon {
-                break;
+        while self.sessions_order.front().is_some_and(|(_, _, at)| *at < horizon) {
+            if let Some((tenant, session, at)) = self.sessions_order.pop_front() {
+                self.forget_session(&tenant, &session, at, released);
             }
-            let (key, at) = (key.clone(), *at);
-            self.sessions_order.pop_front();
-            self.forget_session(&key, at);
         }
         // By bound: fairly among tenants.
         while self.contacts > self.max_contacts {
             let Some(victim) = self.session_victim() else { break };
-            let Some(mine) = self.by_tenant.get_mut(&victim) else { break };
-            let Some((session, at)) = mine.order.pop_front() else {
-                self.by_tenant.remove(&victim);
-                continue;
+            let Some((session, at)) = self.tenants.get_mut(&*victim).and_then(|t| t.order.pop_front()) else {
+                break;
             };
-            self.forget_session(&(victim, session), at);
+            self.forget_session(&victim, &session, at, released);
         }
-        // The orders keep places of sessions gone by bound: compact them when they outgrow the
+        // The order keeps places of sessions gone by bound: compact it when it outgrows the
         // sessions (amortized: at most once per as many records).
-        if self.sessions_order.len() > 2 * self.sessions.len() + 1024 {
-            let sessions = &self.sessions;
-            let live = |key: &SessionKey, at: u64| sessions.get(key).is_some_and(|e| e.at == at);
-            self.sessions_order.retain(|(key, at)| live(key, *at));
-            for (tenant, mine) in &mut self.by_tenant {
-                mine.order.retain(|(s, at)| live(&(tenant.clone(), s.clone()), *at));
-            }
+        if self.sessions_order.len() > 2 * self.sessions + 1024 {
+            let tenants = &self.tenants;
+            self.sessions_order.retain(|(tenant, s, at)| tenants.get(&**tenant).is_some_and(|t| t.live(s, *at)));
         }
     }
 }
 
-/// Takes `session` off the open sessions holding `number` (it is there at most once: a session
-/// holds each number once, and is recorded once). Searched from the oldest: expiry closes the
-/// oldest session, so it is found first and taken off the front without moving the others.
-fn close_open(
-    open: &mut Map<(TenantId, Arc<str>), VecDeque<Arc<str>>>,
-    tenant: &TenantId,
-    number: &Arc<str>,
-    session: &Arc<str>,
-) {
-    let key = (tenant.clone(), number.clone());
-    if let Some(list) = open.get_mut(&key) {
-        if let Some(at) = list.iter().position(|s| s == session) {
-            list.remove(at);
-        }
-        if list.is_empty() {
-            open.remove(&key);
-        }
+/// Takes `session` off the open sessions holding `number`.
+fn close_open(open: &mut Map<u64, Open>, number: u64, session: &Arc<str>) {
+    if open.get_mut(&number).is_some_and(|list| list.take(session)) {
+        open.remove(&number);
     }
 }
 
@@ -441,7 +652,7 @@ mod tests {
     }
 
     fn fact<'a>(tenant: &'a TenantId, call: &'a str, phone: &'a str, fact: Fact, outcome: CallOutcome) -> FactRef<'a> {
-        FactRef { tenant, call_id: call, phone_national: phone, fact, outcome }
+        FactRef { tenant, call_id: call, number: national_key(phone), fact, outcome }
     }
 
     #[test]
@@ -538,7 +749,7 @@ mod tests {
         let f = fact(&quiet, "c", "0900000001", Fact::Ringing, CallOutcome::Unspecified);
         assert_eq!(a.attribute(f, None).0.as_deref(), Some("q1"));
         // The orders do not keep what left.
-        assert!(a.sessions_order.len() <= 2 * a.sessions.len() + 1024);
+        assert!(a.sessions_order.len() <= 2 * a.sessions + 1024);
         // A tenant over its share loses its own oldest when another records.
         let mut b = Attribution::new(1_000_000, 100, 10);
         for i in 0..5 {
@@ -582,7 +793,7 @@ mod tests {
         FactRef {
             tenant: TENANT.get_or_init(tenant),
             call_id: call,
-            phone_national: phone,
+            number: national_key(phone),
             fact: what,
             outcome: CallOutcome::Unspecified,
         }
@@ -597,7 +808,7 @@ mod tests {
         a.record(&t, named, 0);
         assert_eq!(a.session_id_of(&t, "order-42").as_deref(), Some("s1"));
         assert_eq!(a.session_id_of(&t, "s1").as_deref(), Some("s1"));
-        assert_eq!(a.record_of(&t, "order-42").map(|r| r.session_id.as_str()), Some("s1"));
+        assert_eq!(a.record_of(&t, "order-42").map(|r| r.session_id), Some("s1".to_owned()));
         assert_eq!(a.session_id_of(&Arc::from("other"), "order-42"), None, "per tenant");
         a.expire(2_000);
         assert_eq!(a.session_id_of(&t, "order-42"), None, "gone with its session");
@@ -626,5 +837,52 @@ mod tests {
         a.expire(2_000);
         assert_eq!(a.sessions(), 0);
         assert_eq!(a.attribute(fact(&t, "c3", "0999999999", Fact::Hangup, CallOutcome::NoAnswer), None), (None, 0));
+    }
+
+    #[test]
+    fn a_number_given_twice_counts_once_its_events_get_the_first_form_and_the_record_comes_back_whole() {
+        let t = tenant();
+        let mut a = Attribution::new(60_000, 100, 200);
+        let long = "1".repeat(20);
+        let mut given = record("s1", &["0912345671", "+84912345670", &long, "0912345670", "ồ"], 2);
+        (given.external_id, given.script_id, given.name) = ("order-1".into(), "sc".into(), "tên".into());
+        (given.purpose, given.start_ms) = (Some(crate::domain::Purpose::Service), Some(9));
+        given.refused.insert("DO_NOT_CALL".into(), 3);
+        a.record(&t, given.clone(), 1);
+        assert_eq!(a.record_of(&t, "s1"), Some(given.clone()), "every field, contacts in order, repeats too");
+        assert_eq!(a.record_of(&t, "order-1"), Some(given.clone()));
+        assert_eq!(a.records(&t, &SessionQuery { limit: 10, ..SessionQuery::default() }), [given]);
+        assert_eq!(a.contacts, 4, "the number given twice is one contact; the 20-digit one is kept");
+        let first = a.contact_phone(&t, "s1", "84 912 345 670").unwrap();
+        assert_eq!(&*first, "+84912345670", "the first form given");
+        assert_eq!(a.contact_phone(&t, "s1", "0912345670"), Some(first));
+        assert_eq!(a.contact_phone(&t, "s1", "0912345671").as_deref(), Some("0912345671"));
+        assert_eq!(a.contact_phone(&t, "s1", &long), None, "a number without a key is never matched");
+        assert_eq!(a.contact_phone(&t, "s1", "0912345672"), None);
+        assert_eq!(a.contact_phone(&Arc::from("u"), "s1", "0912345670"), None, "per tenant");
+        // Still contacts: the session is unfinished until they are given up too.
+        let s1: Arc<str> = Arc::from("s1");
+        for n in ["0912345670", "0912345671"] {
+            a.apply(fact(&t, "c", n, Fact::Record, CallOutcome::Answered), &s1, 1, 2);
+        }
+        assert_eq!(a.unfinished(10).len(), 1);
+    }
+
+    #[test]
+    fn a_tenants_order_keeps_no_session_gone_by_age() {
+        let t = tenant();
+        let mut a = Attribution::new(100, 1_000, 10_000);
+        for i in 0..1_000u64 {
+            a.record(&t, record(&format!("s{i}"), &["0900000001"], 0), i * 10);
+            a.expire(i * 10);
+        }
+        // 100 ms of retention at one session per 10 ms: about ten live, and no more places.
+        let mine = a.tenants.get("t").unwrap();
+        assert!(a.sessions() <= 11 && mine.order.len() == a.sessions(), "{} {}", a.sessions(), mine.order.len());
+        assert!(a.sessions_order.len() <= 2 * a.sessions + 1024);
+        // The number is held by every live session: no guess.
+        assert_eq!(a.attribute(fact(&t, "c", "0900000001", Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
+        a.expire(1_000_000);
+        assert!(a.tenants.is_empty() && a.sessions() == 0 && a.contacts == 0, "a tenant without sessions goes");
     }
 }

@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{EventStore, SessionRecord, TenantId, memory::system_clock};
+use super::{EventStore, SessionRecord, TenantId, memory::unix_ms};
 use crate::{
     domain::{Purpose, national},
     policy::Verdict,
@@ -57,7 +57,7 @@ impl SessionLog {
         redials: u32,
     ) {
         let Some((store, tenant)) = &self.0 else { return };
-        let record = session_record(started, contacts, refused, redials, system_clock()());
+        let record = session_record(started, contacts, refused, redials, unix_ms());
         let session_id = started.session_id;
         if let Err(e) = store.record_session(tenant.clone(), record).await {
             // The session started: the caller gets it; only its report lacks the contact list.

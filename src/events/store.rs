@@ -80,14 +80,12 @@ pub(crate) struct SessionQuery {
 }
 
 impl SessionQuery {
-    /// Whether `record` is one the listing wants (the page's bound apart).
-    pub(crate) fn matches(&self, record: &SessionRecord) -> bool {
-        record.external_id.starts_with(&self.external_prefix)
-            && self.created_after_ms.is_none_or(|after| record.created_at_ms > after)
-            && self
-                .before
-                .as_ref()
-                .is_none_or(|(ms, id)| (record.created_at_ms, record.session_id.as_str()) < (*ms, id.as_str()))
+    /// Whether the record of this external id, creation time and session id is one the listing
+    /// wants (the page's bound apart).
+    pub(crate) fn matches(&self, external_id: &str, created_at_ms: u64, session_id: &str) -> bool {
+        external_id.starts_with(&self.external_prefix)
+            && self.created_after_ms.is_none_or(|after| created_at_ms > after)
+            && self.before.as_ref().is_none_or(|(ms, id)| (created_at_ms, session_id) < (*ms, id.as_str()))
     }
 }
 

@@ -14,9 +14,9 @@ use std::{
 };
 
 use super::wire::EVENTS_PREFIX;
-use crate::domain::national;
+use crate::domain::national_key;
 use crate::events::{
-    CallEvent, CallOutcome, Fact, SessionQuery, SessionRecord, TenantId,
+    CallEvent, SessionQuery, SessionRecord, TenantId,
     attribution::{Attribution, FactRef},
 };
 
@@ -132,14 +132,8 @@ pub(crate) struct Index {
     pub(crate) chains: Chains,
 }
 
-fn fact_ref<'a>(
-    tenant: &'a TenantId,
-    call_id: &'a str,
-    phone_national: &'a str,
-    fact: Fact,
-    outcome: CallOutcome,
-) -> FactRef<'a> {
-    FactRef { tenant, call_id, phone_national, fact, outcome }
+fn fact_ref<'a>(tenant: &'a TenantId, e: &'a CallEvent) -> FactRef<'a> {
+    FactRef { tenant, call_id: &e.call_id, number: national_key(&e.phone), fact: e.fact, outcome: e.outcome }
 }
 
 impl Index {
@@ -152,7 +146,7 @@ impl Index {
     }
 
     pub(crate) fn record(&self, tenant: &TenantId, session: &str) -> Option<SessionRecord> {
-        self.attribution.record_of(tenant, session).cloned()
+        self.attribution.record_of(tenant, session)
     }
 
     /// The tenant's recorded sessions a listing wants, newest first.
@@ -168,14 +162,13 @@ impl Index {
     /// The session and attempt of `tenant`'s new fact (nothing changes until it is stored and
     /// applied).
     pub(crate) fn attribute(&self, tenant: &TenantId, e: &CallEvent) -> (Option<Arc<str>>, u32) {
-        let phone = national(&e.phone);
         let given = (!e.session_id.is_empty()).then(|| e.session_id.clone());
-        self.attribution.attribute(fact_ref(tenant, &e.call_id, &phone, e.fact, e.outcome), given)
+        self.attribution.attribute(fact_ref(tenant, e), given)
     }
 
     /// The number as the caller gave it, of the contact `phone` of the recorded `session`.
     pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &Arc<str>, phone: &str) -> Option<Arc<str>> {
-        self.attribution.contact_phone(tenant, session, &national(phone))
+        self.attribution.contact_phone(tenant, session, phone)
     }
 
     /// The sessions recorded before `created_before_ms` with a contact not final yet.
@@ -190,9 +183,7 @@ impl Index {
         if e.session_id.is_empty() {
             return;
         }
-        let phone = national(&e.phone);
-        let f = fact_ref(tenant, &e.call_id, &phone, e.fact, e.outcome);
-        self.attribution.apply(f, &e.session_id, e.attempt, now);
+        self.attribution.apply(fact_ref(tenant, e), &e.session_id, e.attempt, now);
         self.attribution.expire(now);
     }
 
@@ -207,6 +198,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Fact;
     use crate::events::jetstream::wire::{SESSIONS_PREFIX, hash16};
 
     #[test]

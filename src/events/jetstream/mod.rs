@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use super::{
     Appended, CallEvent, Cursor, EventStore, Filter, SessionFacts, SessionQuery, SessionRecord, Start, StoreError,
     StoredEvent, Subscription, TenantId,
-    memory::system_clock,
+    memory::unix_ms,
     store::{StoreStats, facts_of},
 };
 use crate::domain::national;
@@ -171,7 +171,7 @@ async fn follow(weak: std::sync::Weak<Shared>) {
             let Ok(message) = next else { break };
             let Ok(info) = message.info() else { continue };
             let seq = info.stream_sequence;
-            let now = system_clock()();
+            let now = unix_ms();
             let subject = message.subject.as_str();
             let mut index = shared.lock();
             index.chains.note(seq, subject);
@@ -263,7 +263,7 @@ impl Shared {
             return Ok(Appended::Duplicate);
         }
         self.stored.fetch_add(1, Ordering::Relaxed);
-        self.lock().apply_event(&tenant, &event, system_clock()());
+        self.lock().apply_event(&tenant, &event, unix_ms());
         Ok(Appended::Stored(StoredEvent { cursor: self.cursor(seq), event }))
     }
 
@@ -272,7 +272,7 @@ impl Shared {
         let id = msg_id(&tenant, &format!("session/{}", record.session_id));
         let payload = wire::encode(&tenant, &record).map_err(|e| unavailable("encode", e))?;
         self.publish(subject, id, payload).await?;
-        self.lock().apply_session(&tenant, record, system_clock()());
+        self.lock().apply_session(&tenant, record, unix_ms());
         Ok(())
     }
 
@@ -407,7 +407,7 @@ impl EventStore for JetStreamStore {
         &self,
         created_before_ms: u64,
     ) -> BoxFuture<'_, Result<Vec<(TenantId, SessionRecord)>, StoreError>> {
-        let unfinished = self.shared.lock().unfinished(system_clock()(), created_before_ms);
+        let unfinished = self.shared.lock().unfinished(unix_ms(), created_before_ms);
         async move { Ok(unfinished) }.boxed()
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::{CallEvent, MemoryStore, Slot};
 use crate::{
-    domain::national,
+    domain::national_key,
     events::{Appended, SessionRecord, TenantId, attribution::FactRef},
 };
 
@@ -130,11 +130,10 @@ impl MemoryStore {
         let tenant = g.tenants.intern(tenant_id);
         if !e.session_id.is_empty() {
             let session = shared.session_name(g, tenant_id, &e.session_id);
-            let phone_national = national(&e.phone);
             let fact = FactRef {
                 tenant: tenant_id,
                 call_id: &e.call_id,
-                phone_national: &phone_national,
+                number: national_key(&e.phone),
                 fact: e.fact,
                 outcome: e.outcome,
             };

@@ -39,10 +39,10 @@ use tokio::sync::Notify;
 use super::{
     Appended, CallEvent, Cursor, EventStore, Fact, Filter, SessionFacts, SessionQuery, SessionRecord, Start,
     StoreError, StoredEvent, Subscription, TenantId,
-    attribution::{Attribution, FactRef, reserve_gently},
+    attribution::{Attribution, FactRef, Prepared, Released, reserve_gently},
     store::{StoreStats, facts_of},
 };
-use crate::domain::national;
+use crate::domain::national_key;
 
 /// Fact ids remembered per event slot: repeats are recognized after their event left the ring.
 pub(crate) const IDS_PER_EVENT: usize = 2;
@@ -67,11 +67,14 @@ pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The system clock.
 pub(crate) fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    })
+    Arc::new(unix_ms)
+}
+
+/// Unix milliseconds now, by the system clock.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The embedded store's bounds.
@@ -378,12 +381,11 @@ impl Shared {
             let ticket = self.submit(g);
             return (Appended::Duplicate, ticket);
         }
-        let phone_national = national(&e.phone);
         let given = (!e.session_id.is_empty()).then(|| self.session_name(g, &tenant_id, &e.session_id));
         let fact = FactRef {
             tenant: &tenant_id,
             call_id: &e.call_id,
-            phone_national: &phone_national,
+            number: national_key(&e.phone),
             fact: e.fact,
             outcome: e.outcome,
         };
@@ -393,7 +395,7 @@ impl Shared {
         }
         e.contact_phone = session
             .as_ref()
-            .and_then(|s| g.attribution.contact_phone(&tenant_id, s, &phone_national))
+            .and_then(|s| g.attribution.contact_phone(&tenant_id, s, &e.phone))
             .unwrap_or_else(|| g.empty.clone());
         let session_id = session.unwrap_or_else(|| g.empty.clone());
         e.session_id = session_id.clone();
@@ -452,18 +454,25 @@ impl Shared {
     }
 
     /// Records; with a journal, the ticket of the changes handed to it.
+    /// The record is made ready before the lock and the sessions it pushes out are freed after
+    /// it: two workers recording at once wait on each other only for the index's own updates.
     fn record_now(&self, tenant: &TenantId, record: SessionRecord) -> Option<u64> {
         let now = (self.clock)();
+        let copy = self.journal.is_some().then(|| record.clone());
+        let prepared = Prepared::new(record);
+        let mut released = Released::default();
         let mut guard = self.lock();
         let g = &mut *guard;
-        let copy = self.journal.is_some().then(|| record.clone());
-        if g.attribution.record(tenant, record, now) {
+        if g.attribution.insert(tenant, prepared, now) {
             if let Some(record) = copy {
                 g.changes.push(Change::Recorded { tenant: tenant.clone(), at_ms: now, before_seq: g.next_seq, record });
             }
-            g.attribution.expire(now);
+            g.attribution.expire_releasing(now, &mut released);
         }
-        self.submit(g)
+        let ticket = self.submit(g);
+        drop(guard);
+        drop(released);
+        ticket
     }
 
     /// With a journal: the events through `seq` are durable. Watchers and reports see them
@@ -504,7 +513,7 @@ impl Shared {
         let visible = self.visible(g);
         let resolved = g.attribution.session_id_of(tenant, session_id);
         let session_id = resolved.as_deref().unwrap_or(session_id);
-        let record = g.attribution.record_of(tenant, session_id).cloned();
+        let record = g.attribution.record_of(tenant, session_id);
         let ring = t.and_then(|t| g.rings.get(&t));
         let slots = || ring.into_iter().flat_map(|r| r.events.iter()).take_while(|(seq, _)| *seq <= visible);
         let calls: HashSet<&str> =
