@@ -245,7 +245,10 @@ async fn main() {
     // From the start of the (fresh) store: a subscription that lands after the first deliveries misses none.
     let request = pb::WatchCallEventsRequest { from_start: true, ..Default::default() };
     let expected = a.deliveries;
-    let tenant_client = client.clone();
+    // Its own connection: the session watchers fill the first one's 100 concurrent streams (the
+    // facade's `--grpc-max-streams-per-connection` default), and a 101st stream there would wait.
+    let tenant_channel = Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let tenant_client = CallBotServiceClient::new(tenant_channel);
     let tenant_watcher = tokio::spawn(async move {
         let mut all = tenant_client.clone().watch_call_events(request).await.unwrap().into_inner();
         let mut latencies = Vec::with_capacity(expected);

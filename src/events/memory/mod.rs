@@ -160,11 +160,21 @@ struct Shared {
     /// The fact keys' hash seed (a store's own: kept with it, so its keys stay valid).
     seed: u64,
     inner: Mutex<Inner>,
+    /// Without a journal: sessions recorded and not yet in the attribution index, with the time
+    /// they were recorded, in order. Whoever takes `inner` puts them in first ([`Shared::lock`]),
+    /// so nobody sees the index without them; `CreateSession` only queues here, and the one that
+    /// fills a batch puts the batch in: one hold of `inner` per [`RECORD_BATCH`] sessions, and
+    /// the index's memory stays with one core for a batch instead of moving between the workers
+    /// at every session.
+    pending: Mutex<Vec<(TenantId, Prepared, u64)>>,
     /// Where the changes go (the durable store); `None`: memory only.
     journal: Option<Arc<dyn Journal>>,
     /// When the store was made (`stored_at_s` counts from it).
     epoch_ms: u64,
 }
+
+/// Sessions recorded (without a journal) before they are put in the index together.
+const RECORD_BATCH: usize = 32;
 
 /// The embedded store. Cheap to clone.
 #[derive(Clone)]
@@ -225,6 +235,7 @@ impl MemoryStore {
             clock,
             seed: identity.seed,
             inner: Mutex::new(inner),
+            pending: Mutex::new(Vec::new()),
             journal,
             epoch_ms: identity.epoch_ms,
         };
@@ -239,9 +250,38 @@ impl MemoryStore {
 }
 
 impl Shared {
+    /// The store, with every session recorded so far in its index.
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        let mut guard = self.lock_only();
+        let released = self.put_pending(&mut guard);
+        drop(released);
+        guard
+    }
+
+    fn lock_only(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (every step is a plain insert).
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts the sessions recorded (without a journal) into the index, in order, then brings it
+    /// back under its bounds; the sessions let go, to be freed (after the lock, when the caller
+    /// can).
+    fn put_pending(&self, g: &mut Inner) -> Released {
+        let mut released = Released::default();
+        let batch = {
+            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pending.is_empty() {
+                return released;
+            }
+            std::mem::replace(&mut *pending, Vec::with_capacity(RECORD_BATCH))
+        };
+        let mut last = 0;
+        for (tenant, prepared, at) in batch {
+            g.attribution.insert(&tenant, prepared, at);
+            last = at;
+        }
+        g.attribution.expire_releasing(last, &mut released);
+        released
     }
 
     /// A fact's key: a keyed 64-bit hash of (tenant, call id, fact), the same across restarts
@@ -455,11 +495,25 @@ impl Shared {
 
     /// Records; with a journal, the ticket of the changes handed to it.
     /// The record is made ready before the lock and the sessions it pushes out are freed after
-    /// it: two workers recording at once wait on each other only for the index's own updates.
+    /// it. Without a journal it is only queued (`pending`): seen by the next holder of the lock.
     fn record_now(&self, tenant: &TenantId, record: SessionRecord) -> Option<u64> {
         let now = (self.clock)();
         let copy = self.journal.is_some().then(|| record.clone());
         let prepared = Prepared::new(record);
+        if self.journal.is_none() {
+            let full = {
+                let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                pending.push((tenant.clone(), prepared, now));
+                pending.len() >= RECORD_BATCH
+            };
+            if full {
+                let mut guard = self.lock_only();
+                let released = self.put_pending(&mut guard);
+                drop(guard);
+                drop(released);
+            }
+            return None;
+        }
         let mut released = Released::default();
         let mut guard = self.lock();
         let g = &mut *guard;

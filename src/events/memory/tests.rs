@@ -329,3 +329,46 @@ async fn sessions_are_listed_newest_first_per_tenant_with_the_events_of_their_ca
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_session_queued_for_the_index_is_seen_by_every_reader_and_the_bound_holds_after_each_batch() {
+    let (store, _clock) = TestClock::store(100, 3600);
+    let t = tenant("t");
+    let session = |i: usize| SessionRecord {
+        session_id: format!("s{i}"),
+        external_id: format!("order-{i}"),
+        contacts: vec![format!("09{i:08}")],
+        created_at_ms: 1,
+        ..SessionRecord::default()
+    };
+    // Fewer than a batch: all still queued, and each reader sees them.
+    for i in 0..3 {
+        store.record_session(t.clone(), session(i)).await.unwrap();
+    }
+    assert!(!store.shared.pending.lock().unwrap().is_empty(), "queued, not yet in the index");
+    let facts = store.session(t.clone(), "order-1".into()).await.unwrap().expect("found by the caller's id");
+    assert_eq!(facts.record, Some(session(1)));
+    assert!(store.shared.pending.lock().unwrap().is_empty(), "the reader put them in");
+    store.record_session(t.clone(), session(3)).await.unwrap();
+    assert_eq!(store.session_id_of(t.clone(), "order-3".into()).await.unwrap().as_deref(), Some("s3"));
+    store.record_session(t.clone(), session(4)).await.unwrap();
+    let page = store.list_sessions(t.clone(), SessionQuery { limit: 10, ..SessionQuery::default() }).await.unwrap();
+    assert_eq!(page.len(), 5);
+    store.record_session(t.clone(), session(5)).await.unwrap();
+    assert_eq!(store.unfinished_sessions(2).await.unwrap().len(), 6);
+    store.record_session(t.clone(), session(6)).await.unwrap();
+    // A live state (no session id) is attributed to the queued session holding its number.
+    let live = stored(store.append(t.clone(), CallEvent::live("c6", Fact::Ringing, "84900000006")).await.unwrap());
+    assert_eq!((&*live.event.session_id, &*live.event.contact_phone, live.event.attempt), ("s6", "0900000006", 1));
+    store.record_session(t.clone(), session(7)).await.unwrap();
+    assert_eq!(store.stats().sessions, 8);
+    // Many batches over the bound (200 contacts for 100 events): the index stays within it.
+    for i in 8..(8 + 10 * RECORD_BATCH) {
+        store.record_session(t.clone(), session(i)).await.unwrap();
+        let held = store.shared.lock_only().attribution.sessions();
+        assert!(held <= 200, "{held} sessions held after {i}");
+    }
+    assert_eq!(store.stats().sessions, 200);
+    assert!(store.session(t.clone(), "s0".into()).await.unwrap().is_none(), "the oldest went");
+    assert!(store.session(t, format!("s{}", 7 + 10 * RECORD_BATCH)).await.unwrap().is_some());
+}
