@@ -3,11 +3,16 @@
 //! to start, then re-read when what they hold changes and on SIGHUP.
 //!
 //! A change is a change of content, not of metadata: every poll (`--secrets-poll-interval`, 1 s)
-//! reads the files a source last read and compares their SHA-256 with what the last load saw.
-//! That one rule covers an edit in place, a new file renamed into place, and the symlink swap of
-//! a Kubernetes Secret volume (`..data` repointed at a new directory), and it is immune to
+//! compares what the files a source last read hold with the SHA-256 the last load saw. That one
+//! rule covers an edit in place, a new file renamed into place, and the symlink swap of a
+//! Kubernetes Secret volume (`..data` repointed at a new directory), and it is immune to
 //! modification times that do not move (same second, a copied-over file keeping its mtime).
-//! The files are small; reading a few of them a second costs nothing.
+//! A file is read and hashed again only when its metadata moved: its device, inode, size,
+//! modification and status-change times (`ctime`, which no tool sets back: every write and rename
+//! moves it) are as they were, or it is read. Metadata vouches for a file only once its `ctime` is
+//! [`SETTLED`] old when looked at (as git does for its index): a write in the same clock tick as
+//! the look could leave every time as it was. So a do-not-call list of a million numbers (the
+//! calling policy's files are read the same way) costs a `stat` a second, not a read and a hash.
 //!
 //! A reload that fails keeps the last good value whole (never half of a new one) and says so once,
 //! in one log line and `callbot_config_reload_failures_total`; the same bad content is not
@@ -62,6 +67,9 @@ impl<T: fmt::Debug> fmt::Debug for Live<T> {
     }
 }
 
+/// How old a file's status change must be for its metadata to vouch for its content.
+const SETTLED: Duration = Duration::from_secs(2);
+
 /// What a file held when read: a digest, never the content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
@@ -70,19 +78,74 @@ enum Seen {
     Unreadable(io::ErrorKind),
 }
 
-/// Reads `path` whole and says what it held.
-fn look(path: &Path) -> (Seen, io::Result<Vec<u8>>) {
+/// A file's metadata, as far as it tells a change (device, inode, size, mtime and ctime in ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// `path`'s stamp (following symlinks), when it can vouch for the content: its `ctime` at least
+/// [`SETTLED`] old. `None` on other systems than Unix: every poll reads.
+#[cfg(unix)]
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let ctime_ns = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+    let age = i128::try_from(now).ok()?.saturating_sub(ctime_ns);
+    (age > i128::try_from(settled().as_nanos()).unwrap_or(i128::MAX)).then_some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+#[cfg(not(unix))]
+fn stamp(_: &Path) -> Option<Stamp> {
+    None
+}
+
+#[cfg(not(test))]
+fn settled() -> Duration {
+    SETTLED
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the settling time (a file cannot be made older), and the files read.
+    static TEST_SETTLED: std::cell::Cell<Duration> = const { std::cell::Cell::new(SETTLED) };
+    static TEST_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+fn settled() -> Duration {
+    TEST_SETTLED.get()
+}
+
+/// Reads `path` whole and says what it held, with its stamp taken before (so that a write
+/// between the two makes the stamp, not the digest, out of date: the next poll reads again).
+fn look(path: &Path) -> (Seen, Option<Stamp>, io::Result<Vec<u8>>) {
+    let stamp = stamp(path);
+    #[cfg(test)]
+    TEST_READS.set(TEST_READS.get() + 1);
     match std::fs::read(path) {
-        Ok(bytes) => (Seen::Content(Sha256::digest(&bytes).into()), Ok(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (Seen::Missing, Err(e)),
-        Err(e) => (Seen::Unreadable(e.kind()), Err(e)),
+        Ok(bytes) => (Seen::Content(Sha256::digest(&bytes).into()), stamp, Ok(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (Seen::Missing, None, Err(e)),
+        Err(e) => (Seen::Unreadable(e.kind()), None, Err(e)),
     }
 }
 
 /// The files one load read, and what each held, so that a poll can tell whether anything changed.
 #[derive(Debug, Default)]
 pub(crate) struct Inputs {
-    seen: Vec<(PathBuf, Seen)>,
+    /// Each file, what it held, and the stamp that vouches for it (when settled).
+    seen: Vec<(PathBuf, Seen, Option<Stamp>)>,
     /// Whether a file was missing (the load may succeed once it is back).
     missing: bool,
 }
@@ -90,15 +153,26 @@ pub(crate) struct Inputs {
 impl Inputs {
     /// Reads `path` whole as UTF-8, remembering what it held.
     pub(crate) fn read(&mut self, path: &Path) -> io::Result<String> {
-        let (seen, bytes) = look(path);
+        let (seen, stamp, bytes) = look(path);
         self.missing |= seen == Seen::Missing;
-        self.seen.push((path.to_owned(), seen));
+        self.seen.push((path.to_owned(), seen, stamp));
         String::from_utf8(bytes?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
     }
 
-    /// Whether every file still holds what it held when read.
-    fn unchanged(&self) -> bool {
-        self.seen.iter().all(|(path, seen)| look(path).0 == *seen)
+    /// Whether every file still holds what it held when read: its stamp says so, or else its
+    /// digest (a file touched but not changed is stamped anew, not read again at every poll).
+    fn unchanged(&mut self) -> bool {
+        self.seen.iter_mut().all(|(path, seen, stamp)| {
+            if stamp.is_some() && *stamp == self::stamp(path) {
+                return true;
+            }
+            let (now, new_stamp, _) = look(path);
+            let same = now == *seen;
+            if same {
+                *stamp = new_stamp;
+            }
+            same
+        })
     }
 }
 
@@ -407,6 +481,50 @@ mod tests {
         assert_eq!(*s.live().get(), "two");
         std::fs::write(&path, "three").unwrap();
         assert_eq!(s.poll(false, grace), Some(Outcome::Reloaded));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_settled_file_is_not_read_again_until_its_metadata_moves_and_same_size_same_mtime_edits_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dnc.txt");
+        std::fs::write(&path, "0912345670\n").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // As if the file were older than the settling time. (Sleeps: ctime moves by clock ticks.)
+        TEST_SETTLED.set(Duration::ZERO);
+        let tick = || std::thread::sleep(Duration::from_millis(20));
+        tick();
+        let s = source(path.clone());
+        let grace = Duration::from_secs(60);
+        let reads = TEST_READS.get();
+        for _ in 0..3 {
+            assert_eq!(s.poll(false, grace), None);
+        }
+        assert_eq!(TEST_READS.get(), reads, "three polls, no read: the stamp vouched");
+        // Same size, mtime set back: ctime still moves, so it is read and reloaded.
+        tick();
+        std::fs::write(&path, "0912345671\n").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        tick();
+        assert_eq!(s.poll(false, grace), Some(Outcome::Reloaded));
+        assert_eq!(*s.live().get(), "0912345671");
+        // Touched, not changed: read once, then vouched for again.
+        tick();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+        tick();
+        let reads = TEST_READS.get();
+        assert_eq!(s.poll(false, grace), None);
+        assert_eq!(s.poll(false, grace), None);
+        assert_eq!(TEST_READS.get(), reads + 1);
+        // Not settled: read at every poll (a write in the same tick must not be missed).
+        TEST_SETTLED.set(SETTLED);
+        std::fs::write(&path, "0912345672\n").unwrap();
+        assert_eq!(s.poll(false, grace), Some(Outcome::Reloaded));
+        let reads = TEST_READS.get();
+        assert_eq!(s.poll(false, grace), None);
+        assert_eq!(s.poll(false, grace), None);
+        assert_eq!(TEST_READS.get(), reads + 2);
     }
 
     #[test]
