@@ -253,8 +253,10 @@ impl Shared {
     /// The store, with every session recorded so far in its index.
     fn lock(&self) -> MutexGuard<'_, Inner> {
         let mut guard = self.lock_only();
-        let released = self.put_pending(&mut guard);
-        drop(released);
+        if self.journal.is_none() {
+            let released = self.put_pending(&mut guard);
+            drop(released);
+        }
         guard
     }
 
