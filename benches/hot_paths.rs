@@ -183,5 +183,32 @@ fn status(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, create_session, script_list, fold, status);
+/// Recording a session of 15 contacts in the attribution index held full (200,000 contacts, the
+/// default `--events-max` of 100,000 x 2: 13,333 sessions), so each also pushes the oldest out:
+/// what a CreateSession adds with the webhook receiver on (BENCHMARKS.md, "Fourth session").
+/// The record's strings are made in the batch set-up, not timed; making it ready (one text, the sorted
+/// contacts) is.
+fn attribution(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attribution");
+    g.throughput(Throughput::Elements(1));
+    for (name, same) in [("same_numbers", true), ("distinct_numbers", false)] {
+        let mut index = testing::IndexBench::new(200_000);
+        let mut n = 0u64;
+        let mut next = move || {
+            n += 1;
+            let contacts: Vec<String> =
+                (0..15u64).map(|i| format!("09{:08}", if same { i } else { (n * 15 + i) % 100_000_000 })).collect();
+            (format!("session-{n:012}"), contacts)
+        };
+        while index.sessions() < 13_333 {
+            let (id, contacts) = next();
+            index.record(&id, contacts);
+        }
+        g.bench_function(BenchmarkId::new("record_15_at_the_bound", name), |b| {
+            b.iter_batched(&mut next, |(id, contacts)| index.record(&id, contacts), BatchSize::SmallInput)
+        });
+    }
+}
+
+criterion_group!(benches, create_session, script_list, fold, status, attribution);
 criterion_main!(benches);

@@ -84,6 +84,7 @@ pub mod testing {
         matches, validate_contacts, validate_script_id,
     };
     pub use crate::events::SessionLog;
+    pub use crate::events::attribution::IndexBench;
     pub use crate::metrics::Metrics;
     pub use crate::policy::Policy;
     pub use crate::status::{ErrorContext, FacadeError, to_status};

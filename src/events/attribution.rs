@@ -614,6 +614,43 @@ impl Attribution {
     }
 }
 
+/// Benches (`benches/hot_paths.rs`): the index of one tenant with a contacts bound, recording
+/// sessions one after another as the embedded store does (made ready, put in, bounds applied).
+#[doc(hidden)]
+pub struct IndexBench {
+    index: Attribution,
+    tenant: TenantId,
+    now: u64,
+}
+
+impl IndexBench {
+    /// An empty index holding at most `max_contacts` contacts (the store's is 2 x `--events-max`).
+    pub fn new(max_contacts: usize) -> Self {
+        IndexBench { index: Attribution::new(u64::MAX, max_contacts, max_contacts), tenant: Arc::from("t"), now: 0 }
+    }
+
+    /// Records a session of these contacts; past the bound the oldest sessions leave.
+    pub fn record(&mut self, session_id: &str, contacts: Vec<String>) {
+        self.now += 1;
+        let record = SessionRecord {
+            session_id: session_id.to_owned(),
+            external_id: format!("ext-{session_id}"),
+            contacts,
+            created_at_ms: self.now,
+            ..SessionRecord::default()
+        };
+        let prepared = Prepared::new(record);
+        let mut released = Released::default();
+        self.index.insert(&self.tenant, prepared, self.now);
+        self.index.expire_releasing(self.now, &mut released);
+    }
+
+    /// Sessions held.
+    pub fn sessions(&self) -> usize {
+        self.index.sessions()
+    }
+}
+
 /// Takes `session` off the open sessions holding `number`.
 fn close_open(open: &mut Map<u64, Open>, number: u64, session: &Arc<str>) {
     if open.get_mut(&number).is_some_and(|list| list.take(session)) {
