@@ -170,7 +170,8 @@ impl Entry {
     /// The record as it was recorded.
     fn record(&self) -> SessionRecord {
         let mut given: Vec<&Contact> = self.contacts.iter().collect();
-        given.sort_unstable_by_key(|c| c.start);
+        // An empty number starts where the next one does: it came first.
+        given.sort_unstable_by_key(|c| (c.start, c.len));
         SessionRecord {
             session_id: self.head(0).to_owned(),
             external_id: self.head(1).to_owned(),
@@ -881,7 +882,7 @@ mod tests {
         let t = tenant();
         let mut a = Attribution::new(60_000, 100, 200);
         let long = "1".repeat(20);
-        let mut given = record("s1", &["0912345671", "+84912345670", &long, "0912345670", "ồ"], 2);
+        let mut given = record("s1", &["0912345671", "", "+84912345670", &long, "", "0912345670", "ồ"], 2);
         (given.external_id, given.script_id, given.name) = ("order-1".into(), "sc".into(), "tên".into());
         (given.purpose, given.start_ms) = (Some(crate::domain::Purpose::Service), Some(9));
         given.refused.insert("DO_NOT_CALL".into(), 3);
