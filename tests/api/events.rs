@@ -36,14 +36,23 @@ pub async fn spawn_with_receiver(adjust: impl FnOnce(&mut Settings)) -> (TestApp
 }
 
 /// Polls `check` until it holds (at most 10 s).
-pub async fn wait_until<F, Fut>(mut check: F)
+pub async fn wait_until<F, Fut>(check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait_until_within(Duration::from_secs(10), check).await;
+}
+
+/// Polls `check` until it holds (at most `within`).
+pub async fn wait_until_within<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + within;
     while !check().await {
-        assert!(tokio::time::Instant::now() < until, "condition not met within 10 s");
+        assert!(tokio::time::Instant::now() < until, "condition not met within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
