@@ -10,6 +10,14 @@
 //! jump made of other sessions' events is no gap. Where the chains do not reach back (the
 //! watcher is more than `--events-max` events behind, or the index itself missed some), the check
 //! falls back to the stream's first sequence, which may end a subscription that missed nothing.
+//!
+//! An ordered consumer lives on one NATS server. When that server dies, the client notices only
+//! after two missed idle heartbeats (async-nats: 15 s each), and a consumer recreated during a
+//! leader election can stay silent longer (seen in the three-node kill test). So a watcher that
+//! has been quiet for [`PATIENCE`] while the stream moved past what it delivered makes its
+//! consumer again from there: nothing is missed or repeated (it resumes at `mark + 1`). The
+//! stream also moves with other tenants' and sessions' events, which this watcher rightly never
+//! gets: each resubscription that brings nothing doubles the patience, up to [`MAX_PATIENCE`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,11 +36,20 @@ use crate::events::{CallEvent, Filter, Start, StoreError, StoredEvent, Subscript
 const IDLE: Duration = Duration::from_secs(1);
 /// How long a watcher waits for the index to note a message it was delivered.
 const NOTED: Duration = Duration::from_secs(2);
+/// How long a watcher stays quiet, while the stream moves past it, before it makes its consumer
+/// again (doubling while that brings nothing, up to [`MAX_PATIENCE`]).
+const PATIENCE: Duration = Duration::from_secs(5);
+const MAX_PATIENCE: Duration = Duration::from_secs(300);
 
 struct Reader {
     shared: Arc<Shared>,
     filter: Filter,
+    /// The consumer's filter subject.
+    subject: String,
     messages: async_nats::jetstream::consumer::pull::Ordered,
+    /// Since when nothing came, and how long to wait so before making the consumer again.
+    quiet_since: tokio::time::Instant,
+    patience: Duration,
     /// The last stream sequence this consumer delivered (its start − 1 before the first).
     mark: u64,
     /// The index's progress.
@@ -56,17 +73,36 @@ pub(super) async fn subscribe(shared: Arc<Shared>, filter: Filter, start: Start)
     } else {
         event_subject(&filter.tenant, &filter.session_id)
     };
+    let messages = consume(&shared, &subject, next).await?;
+    let applied = shared.applied.subscribe();
+    let reader = Reader {
+        shared,
+        filter,
+        subject,
+        messages,
+        quiet_since: tokio::time::Instant::now(),
+        patience: PATIENCE,
+        mark: next - 1,
+        applied,
+        done: false,
+    };
+    let stream = futures::stream::unfold(reader, |mut r| async move { r.next_event().await.map(|e| (e, r)) });
+    Ok(Box::pin(stream))
+}
+
+/// An ordered consumer of `subject` from the stream sequence `next`.
+async fn consume(
+    shared: &Shared,
+    subject: &str,
+    next: u64,
+) -> Result<async_nats::jetstream::consumer::pull::Ordered, StoreError> {
     let config = OrderedConfig {
-        filter_subject: subject,
+        filter_subject: subject.to_owned(),
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
         ..Default::default()
     };
     let consumer = super::bounded("watch", super::ACK_TIMEOUT, shared.stream.create_consumer(config)).await?;
-    let messages = super::bounded("watch", super::ACK_TIMEOUT, consumer.messages()).await?;
-    let applied = shared.applied.subscribe();
-    let reader = Reader { shared, filter, messages, mark: next - 1, applied, done: false };
-    let stream = futures::stream::unfold(reader, |mut r| async move { r.next_event().await.map(|e| (e, r)) });
-    Ok(Box::pin(stream))
+    super::bounded("watch", super::ACK_TIMEOUT, consumer.messages()).await
 }
 
 impl Reader {
@@ -80,8 +116,22 @@ impl Reader {
                 Err(_) => {
                     // Quiet: make sure the store is still there (a consumer whose server went away
                     // may wait in silence; the watcher then resumes elsewhere by its cursor).
-                    if let Err(e) = self.shared.bounds().await {
-                        return self.fail(e);
+                    let last = match self.shared.bounds().await {
+                        Ok((_, last)) => last,
+                        Err(e) => return self.fail(e),
+                    };
+                    if last > self.mark && self.quiet_since.elapsed() >= self.patience {
+                        tracing::debug!(
+                            mark = self.mark,
+                            last,
+                            "watch: quiet while the stream moved on; consuming again"
+                        );
+                        match consume(&self.shared, &self.subject, self.mark + 1).await {
+                            Ok(messages) => self.messages = messages,
+                            Err(e) => return self.fail(e),
+                        }
+                        self.quiet_since = tokio::time::Instant::now();
+                        self.patience = (self.patience * 2).min(MAX_PATIENCE);
                     }
                     continue;
                 }
@@ -100,6 +150,7 @@ impl Reader {
                 return self.fail(e);
             }
             self.mark = seq;
+            (self.quiet_since, self.patience) = (tokio::time::Instant::now(), PATIENCE);
             let Some((tenant, event)) = wire::decode::<CallEvent>(&message.payload) else { continue };
             if matches(&self.filter, &tenant, &event) {
                 return Some(Ok(StoredEvent { cursor: self.shared.cursor(seq), event }));
