@@ -16,38 +16,14 @@ const MAX_DIGITS: usize = 16;
 /// separators allowed); `None` when it holds anything but digits and separators, or too many
 /// or too few digits.
 pub fn key(number: &str) -> Option<u64> {
-    let mut digits = [0u8; MAX_DIGITS + 1];
-    let mut n = 0;
-    for b in number.bytes() {
-        match b {
-            b'0'..=b'9' => {
-                if n == digits.len() {
-                    return None;
-                }
-                digits[n] = b - b'0';
-                n += 1;
-            }
-            b' ' | b'-' | b'.' | b'(' | b')' | b'+' | b'\t' => {}
-            _ => return None,
-        }
-    }
-    let digits = &digits[..n];
-    // As `domain::national`: 84 followed by at least 8 digits not starting with 0 is +84.
-    let (zero, rest) = match digits {
-        [8, 4, rest @ ..] if rest.len() >= 8 && rest[0] != 0 => (true, rest),
-        _ => (false, digits),
-    };
-    if rest.len() + usize::from(zero) > MAX_DIGITS || rest.len() + usize::from(zero) < 3 {
+    let allowed = |b: u8| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'+' | b'\t');
+    if !number.bytes().all(allowed) {
         return None;
     }
-    let mut k: u64 = 1;
-    if zero {
-        k *= 10;
-    }
-    for d in rest {
-        k = k * 10 + u64::from(*d);
-    }
-    Some(k)
+    // The national form packed as the attribution index packs it; its digits are the key's less one.
+    let key = crate::domain::national_key(number)?;
+    let digits = key.ilog10() as usize;
+    (3..=MAX_DIGITS).contains(&digits).then_some(key)
 }
 
 /// The national form of a key.
@@ -174,6 +150,12 @@ mod tests {
         assert_eq!(key("0912a45678"), None);
         assert_eq!(key("12"), None);
         assert_eq!(key("12345678901234567"), None);
+        // The bounds are on the national form: 3 to 16 digits, `84` counted as the trunk `0`.
+        assert_eq!(key("1234567890123456").map(national).as_deref(), Some("1234567890123456"));
+        assert_eq!(key(&format!("+84 {}", "9".repeat(15))).map(national), Some(format!("0{}", "9".repeat(15))));
+        assert_eq!(key(&format!("84{}", "9".repeat(16))), None);
+        assert_eq!(key("1-2-3").map(national).as_deref(), Some("123"));
+        assert_eq!((key("1 2"), key("")), (None, None));
     }
 
     #[test]
