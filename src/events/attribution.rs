@@ -20,7 +20,9 @@
 //! there, its ordinal: sessions of a tenant always leave oldest first, by age as by bound), its
 //! sessions' ids and its callers' ids for them as hashes to ordinals, and its open numbers; a
 //! contact's number is its national form packed in a `u64` (`domain::national_key`), a session's
-//! contacts one sorted array. An open number is a count and the sum of the ordinals holding it:
+//! contacts one sorted array. A session's texts and contacts are appended to its tenant's two
+//! arenas (chunks in recording order, let go from the front as sessions leave): recording a
+//! session allocates nothing of its own and leaving frees nothing. An open number is a count and the sum of the ordinals holding it:
 //! when one holds it, the sum is that one, and whatever the count it takes 16 bytes and no
 //! allocation. A record is made ready ([`Prepared`]) before the store's lock is taken, and the
 //! sessions the bounds let go are handed back ([`Released`]) to be freed after it.
@@ -34,7 +36,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     hash::BuildHasher,
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 /// The index's maps: keyed by hashes, tenants and numbers, hashed with foldhash (seeded at
@@ -47,13 +49,14 @@ use super::{CallOutcome, Fact, SessionQuery, SessionRecord, TenantId};
 use crate::domain::{Purpose, national_key};
 
 /// One contact of a recorded session, in 24 bytes: its number packed, where the caller's form of
-/// it is in the entry's text, its attempts and whether it is final.
+/// it is in the session's text, its attempts and whether it is final.
+#[derive(Clone, Copy)]
 struct Contact {
     /// Its national form packed (`domain::national_key`); a number without one (more than 18
     /// digits: no valid phone) gets `u64::MAX - its place` and `keyed` false: kept for the
     /// record, never matched, never open.
     number: u64,
-    /// The number as the caller gave it: `len` bytes at `start` in the entry's text.
+    /// The number as the caller gave it: `len` bytes at `start` in the session's text.
     start: u32,
     len: u32,
     /// The highest attempt number seen to it.
@@ -71,18 +74,101 @@ impl Contact {
     }
 }
 
-/// A recorded session, compact: its id (shared with its events), every other text of its record
-/// in one allocation, its contacts in another (sorted by number), the rest inline. The record is
-/// rebuilt when asked for (reports, listings, reconciliation), not kept as it came (with an
-/// allocation per contact).
+/// Where a session's texts or contacts are in its tenant's arena.
+#[derive(Clone, Copy)]
+struct Place {
+    chunk: u64,
+    start: u32,
+    len: u32,
+}
+
+/// The texts or the contacts of a tenant's sessions, in recording order, in chunks: a session's
+/// are in one chunk, and a chunk goes once the sessions in it have left (oldest first). No
+/// allocation per session: recording appends, leaving moves the front; a chunk let go is kept
+/// for the next one needed.
+struct Arena<T> {
+    chunks: VecDeque<Vec<T>>,
+    /// The number of `chunks[0]`.
+    base: u64,
+    chunk_len: usize,
+    spare: Option<Vec<T>>,
+}
+
+impl<T: Copy> Arena<T> {
+    fn new(chunk_len: usize) -> Self {
+        Arena { chunks: VecDeque::new(), base: 0, chunk_len, spare: None }
+    }
+
+    /// The chunk `n` items go into (made when the last has no room), and its number.
+    fn room(&mut self, n: usize) -> (&mut Vec<T>, u64) {
+        if self.chunks.back().is_none_or(|c| c.capacity() - c.len() < n) {
+            let chunk = match self.spare.take() {
+                Some(spare) if spare.capacity() >= n => spare,
+                _ => Vec::with_capacity(self.chunk_len.max(n)),
+            };
+            self.chunks.push_back(chunk);
+        }
+        let number = self.base + self.chunks.len() as u64 - 1;
+        let len = self.chunks.len();
+        (&mut self.chunks[len - 1], number)
+    }
+
+    fn push(&mut self, items: &[T]) -> Place {
+        let (chunk, number) = self.room(items.len());
+        let start = offset(chunk.len());
+        chunk.extend_from_slice(items);
+        Place { chunk: number, start, len: offset(items.len()) }
+    }
+
+    fn index(&self, p: Place) -> Option<(usize, std::ops::Range<usize>)> {
+        let chunk = usize::try_from(p.chunk.checked_sub(self.base)?).ok()?;
+        let start = p.start as usize;
+        Some((chunk, start..start + p.len as usize))
+    }
+
+    fn get(&self, p: Place) -> &[T] {
+        self.index(p).and_then(|(c, range)| self.chunks.get(c)?.get(range)).unwrap_or_default()
+    }
+
+    fn get_mut(&mut self, p: Place) -> &mut [T] {
+        match self.index(p) {
+            Some((c, range)) => self.chunks.get_mut(c).and_then(|c| c.get_mut(range)).unwrap_or_default(),
+            None => &mut [],
+        }
+    }
+
+    /// Lets go of the chunks before `chunk`: no session in them is left.
+    fn release_before(&mut self, chunk: u64) {
+        while self.base < chunk {
+            let Some(mut gone) = self.chunks.pop_front() else { break };
+            self.base += 1;
+            if gone.capacity() == self.chunk_len {
+                gone.clear();
+                self.spare = Some(gone);
+            }
+        }
+    }
+}
+
+/// Texts a session's contacts go in per chunk (bytes), and contacts.
+const TEXT_CHUNK: usize = 64 * 1024;
+const CONTACT_CHUNK: usize = 2 * 1024;
+
+/// A recorded session, compact: its texts and its contacts in its tenant's arenas, the rest
+/// inline. The record is rebuilt when asked for (reports, listings, reconciliation), not kept as
+/// it came (with an allocation per contact).
 struct Entry {
-    session: Arc<str>,
-    /// The external id, the script id, the name, then each contact as given.
-    text: Box<str>,
-    /// Where the first three texts end in `text`.
-    heads: [u32; 3],
+    /// The session id, the external id, the script id, the name, then each contact as given.
+    text: Place,
+    /// Where the first four texts end in the text.
+    heads: [u32; 4],
     /// Sorted by (number, place given); of a number given twice, the later ones are repeats.
-    contacts: Box<[Contact]>,
+    contacts: Place,
+    /// Keyed hashes of its id and of its external id (0 without one).
+    id_key: u64,
+    external_key: u64,
+    /// Its id as its events share it, made when first asked for.
+    shared: OnceLock<Arc<str>>,
     redials: u32,
     created_at_ms: u64,
     purpose: Option<Purpose>,
@@ -90,34 +176,30 @@ struct Entry {
     refused: BTreeMap<String, u64>,
 }
 
-impl Entry {
-    fn new(record: SessionRecord) -> Entry {
-        let SessionRecord {
-            session_id,
-            external_id,
-            contacts: given,
-            redials,
-            created_at_ms,
-            script_id,
-            name,
-            purpose,
-            start_ms,
-            refused,
-        } = record;
-        let heads = [&external_id, &script_id, &name];
-        let size = heads.iter().map(|h| h.len()).sum::<usize>() + given.iter().map(String::len).sum::<usize>();
-        let mut text = String::with_capacity(size);
-        let mut ends = [0u32; 3];
-        for (end, head) in ends.iter_mut().zip(heads) {
-            text.push_str(head);
-            *end = offset(text.len());
-        }
-        let mut contacts: Vec<Contact> = given
+/// A place in a session's text (records are far below 4 GiB).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A record made ready for the index (its contacts packed and sorted), before the lock that
+/// guards the index is taken; dropped after it.
+pub(crate) struct Prepared {
+    record: SessionRecord,
+    contacts: Vec<Contact>,
+    text_len: usize,
+}
+
+impl Prepared {
+    pub(crate) fn new(record: SessionRecord) -> Self {
+        let heads = [&record.session_id, &record.external_id, &record.script_id, &record.name];
+        let mut at = heads.iter().map(|h| h.len()).sum::<usize>();
+        let mut contacts: Vec<Contact> = record
+            .contacts
             .iter()
             .enumerate()
             .map(|(i, phone)| {
-                let start = offset(text.len());
-                text.push_str(phone);
+                let start = offset(at);
+                at += phone.len();
                 let key = national_key(phone);
                 Contact {
                     number: key.unwrap_or_else(|| u64::MAX - u64::try_from(i).unwrap_or(0)),
@@ -135,90 +217,29 @@ impl Entry {
         for i in 1..contacts.len() {
             contacts[i].repeat = contacts[i].number == contacts[i - 1].number;
         }
-        Entry {
-            session: Arc::from(session_id),
-            text: text.into_boxed_str(),
-            heads: ends,
-            contacts: contacts.into_boxed_slice(),
-            redials,
-            created_at_ms,
-            purpose,
-            start_ms,
-            refused,
-        }
+        Prepared { record, contacts, text_len: at }
     }
 
-    /// The `i`th of the first three texts.
-    fn head(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.heads[i - 1] as usize };
-        self.text.get(start..self.heads[i] as usize).unwrap_or_default()
-    }
-
-    fn external_id(&self) -> &str {
-        self.head(0)
-    }
-
-    /// The number as the caller gave it.
-    fn given(&self, c: &Contact) -> &str {
-        let start = c.start as usize;
-        self.text.get(start..start + c.len as usize).unwrap_or_default()
-    }
-
-    /// The contact with this number.
-    fn contact(&self, number: Option<u64>) -> Option<usize> {
-        let number = number?;
-        let at = self.contacts.partition_point(|c| c.number < number);
-        self.contacts.get(at).is_some_and(|c| c.number == number && c.keyed).then_some(at)
-    }
-
-    /// The contacts (a number given twice counts once).
-    fn count(&self) -> usize {
-        self.contacts.iter().filter(|c| !c.repeat).count()
-    }
-
-    fn unfinished(&self) -> bool {
-        self.contacts.iter().any(|c| !c.repeat && !c.finished)
-    }
-
-    /// The record as it was recorded.
-    fn record(&self) -> SessionRecord {
-        let mut given: Vec<&Contact> = self.contacts.iter().collect();
-        // An empty number starts where the next one does: it came first.
-        given.sort_unstable_by_key(|c| (c.start, c.len));
-        SessionRecord {
-            session_id: self.session.to_string(),
-            external_id: self.head(0).to_owned(),
-            contacts: given.into_iter().map(|c| self.given(c).to_owned()).collect(),
-            redials: self.redials,
-            created_at_ms: self.created_at_ms,
-            script_id: self.head(1).to_owned(),
-            name: self.head(2).to_owned(),
-            purpose: self.purpose,
-            start_ms: self.start_ms,
-            refused: self.refused.clone(),
-        }
+    /// The record it was made from.
+    pub(crate) fn into_record(self) -> SessionRecord {
+        self.record
     }
 }
 
-/// A place in an entry's text (records are far below 4 GiB).
-fn offset(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// A record made ready for the index (its allocations and sorting done), before the lock that
-/// guards the index is taken.
-pub(crate) struct Prepared(Entry);
-
-impl Prepared {
-    pub(crate) fn new(record: SessionRecord) -> Self {
-        Prepared(Entry::new(record))
-    }
-}
-
-/// Sessions the index let go: freed when this is dropped, which the embedded store does after
-/// its lock (a session is a few allocations; the other worker need not wait for their freeing).
+/// What the index let go, and the records it took: freed when this is dropped, which the
+/// embedded store does after its lock (the other worker need not wait for their freeing).
 #[derive(Default)]
-pub(crate) struct Released(Vec<Entry>);
+pub(crate) struct Released {
+    entries: Vec<Entry>,
+    records: Vec<Prepared>,
+}
+
+impl Released {
+    /// Keeps a record put in the index, to be freed with the rest.
+    pub(crate) fn keep(&mut self, prepared: Prepared) {
+        self.records.push(prepared);
+    }
+}
 
 /// The open sessions of a tenant holding a number: how many, and the sum of their ordinals
 /// (wrapping). A session adds its ordinal once per number it holds and takes it off once (when
@@ -233,6 +254,8 @@ struct TenantIndex {
     /// Its sessions in recording order: `ring[i]` is ordinal `base + i`.
     ring: VecDeque<Entry>,
     base: u64,
+    texts: Arena<u8>,
+    contact_lists: Arena<Contact>,
     /// A keyed hash of each session's id -> its ordinal (the entry's own id is compared on
     /// look-up).
     ids: Map<u64, u64>,
@@ -248,6 +271,8 @@ impl TenantIndex {
         TenantIndex {
             ring: VecDeque::new(),
             base,
+            texts: Arena::new(TEXT_CHUNK),
+            contact_lists: Arena::new(CONTACT_CHUNK),
             ids: Map::default(),
             externals: Map::default(),
             contacts: 0,
@@ -263,20 +288,109 @@ impl TenantIndex {
         self.ring.get(self.place(ordinal)?)
     }
 
+    /// The `i`th of a session's first four texts (its id, external id, script id, name).
+    fn head(&self, e: &Entry, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { e.heads[i - 1] as usize };
+        self.text(e, start, e.heads[i] as usize)
+    }
+
+    fn text(&self, e: &Entry, start: usize, end: usize) -> &str {
+        let bytes = self.texts.get(e.text).get(start..end).unwrap_or_default();
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    fn external_id(&self, e: &Entry) -> &str {
+        self.head(e, 1)
+    }
+
+    /// The number as the caller gave it.
+    fn given(&self, e: &Entry, c: &Contact) -> &str {
+        self.text(e, c.start as usize, c.start as usize + c.len as usize)
+    }
+
+    fn contacts_of(&self, e: &Entry) -> &[Contact] {
+        self.contact_lists.get(e.contacts)
+    }
+
+    /// The session's contact with this number.
+    fn contact(&self, e: &Entry, number: Option<u64>) -> Option<Contact> {
+        let number = number?;
+        let contacts = self.contacts_of(e);
+        let at = contacts.partition_point(|c| c.number < number);
+        contacts.get(at).filter(|c| c.number == number && c.keyed).copied()
+    }
+
+    fn unfinished(&self, e: &Entry) -> bool {
+        self.contacts_of(e).iter().any(|c| !c.repeat && !c.finished)
+    }
+
+    /// The session's id, as its events share it.
+    fn shared(&self, e: &Entry) -> Arc<str> {
+        e.shared.get_or_init(|| Arc::from(self.head(e, 0))).clone()
+    }
+
+    /// The session's record as it was recorded.
+    fn record(&self, e: &Entry) -> SessionRecord {
+        let mut given: Vec<&Contact> = self.contacts_of(e).iter().collect();
+        // An empty number starts where the next one does: it came first.
+        given.sort_unstable_by_key(|c| (c.start, c.len));
+        SessionRecord {
+            session_id: self.head(e, 0).to_owned(),
+            external_id: self.head(e, 1).to_owned(),
+            contacts: given.into_iter().map(|c| self.given(e, c).to_owned()).collect(),
+            redials: e.redials,
+            created_at_ms: e.created_at_ms,
+            script_id: self.head(e, 2).to_owned(),
+            name: self.head(e, 3).to_owned(),
+            purpose: e.purpose,
+            start_ms: e.start_ms,
+            refused: e.refused.clone(),
+        }
+    }
+
     /// The ordinal of the session with id `session` (`key` its hash).
     fn find(&self, key: u64, session: &str) -> Option<u64> {
         let ordinal = *self.ids.get(&key)?;
-        self.at(ordinal).is_some_and(|e| &*e.session == session).then_some(ordinal)
+        self.at(ordinal).is_some_and(|e| self.head(e, 0) == session).then_some(ordinal)
     }
 
     /// The ordinal of the session named `external` by the caller (`key` its hash).
     fn find_external(&self, key: u64, external: &str) -> Option<u64> {
         let ordinal = *self.externals.get(&key)?;
-        self.at(ordinal).is_some_and(|e| e.external_id() == external).then_some(ordinal)
+        self.at(ordinal).is_some_and(|e| self.external_id(e) == external).then_some(ordinal)
     }
 
     fn next(&self) -> u64 {
         self.base + self.ring.len() as u64
+    }
+
+    /// Puts the record's texts and contacts in the arenas: its entry.
+    fn entry(&mut self, p: &Prepared, id_key: u64, external_key: u64) -> Entry {
+        let r = &p.record;
+        let (chunk, number) = self.texts.room(p.text_len);
+        let start = chunk.len();
+        let mut heads = [0u32; 4];
+        for (end, head) in heads.iter_mut().zip([&r.session_id, &r.external_id, &r.script_id, &r.name]) {
+            chunk.extend_from_slice(head.as_bytes());
+            *end = offset(chunk.len() - start);
+        }
+        for phone in &r.contacts {
+            chunk.extend_from_slice(phone.as_bytes());
+        }
+        let text = Place { chunk: number, start: offset(start), len: offset(chunk.len() - start) };
+        Entry {
+            text,
+            heads,
+            contacts: self.contact_lists.push(&p.contacts),
+            id_key,
+            external_key,
+            shared: OnceLock::new(),
+            redials: r.redials,
+            created_at_ms: r.created_at_ms,
+            purpose: r.purpose,
+            start_ms: r.start_ms,
+            refused: r.refused.clone(),
+        }
     }
 }
 
@@ -379,36 +493,44 @@ impl Attribution {
 
     /// A recorded session's record, by its id or the caller's (external) id for it.
     pub(crate) fn record_of(&self, tenant: &TenantId, session: &str) -> Option<SessionRecord> {
-        self.named(self.tenants.get(&**tenant)?, session).map(Entry::record)
+        let t = self.tenants.get(&**tenant)?;
+        self.named(t, session).map(|e| t.record(e))
     }
 
     /// The id of the session `id` names: a recorded session's own id, or the session the caller
     /// named so (its external id); `None` when neither is recorded.
     pub(crate) fn session_id_of(&self, tenant: &TenantId, id: &str) -> Option<Arc<str>> {
-        self.named(self.tenants.get(&**tenant)?, id).map(|e| e.session.clone())
+        let t = self.tenants.get(&**tenant)?;
+        self.named(t, id).map(|e| t.shared(e))
     }
 
     /// `tenant`'s recorded sessions `query` wants, newest first (creation time, then id, both
     /// descending), at most `query.limit`.
     pub(crate) fn records(&self, tenant: &TenantId, query: &SessionQuery) -> Vec<SessionRecord> {
         let Some(t) = self.tenants.get(&**tenant) else { return Vec::new() };
-        let mut found: Vec<&Entry> =
-            t.ring.iter().filter(|e| query.matches(e.external_id(), e.created_at_ms, &e.session)).collect();
-        found.sort_unstable_by(|a, b| (b.created_at_ms, &*b.session).cmp(&(a.created_at_ms, &*a.session)));
-        found.into_iter().take(query.limit).map(Entry::record).collect()
+        let mut found: Vec<(u64, &str, &Entry)> = t
+            .ring
+            .iter()
+            .map(|e| (e.created_at_ms, t.head(e, 0), e))
+            .filter(|(created, s, e)| query.matches(t.external_id(e), *created, s))
+            .collect();
+        found.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        found.into_iter().take(query.limit).map(|(_, _, e)| t.record(e)).collect()
     }
 
     /// The shared copy of a recorded session's id (so its events share one allocation).
     pub(crate) fn session_name(&self, tenant: &TenantId, session: &str) -> Option<Arc<str>> {
-        self.entry(self.tenants.get(&**tenant)?, session).map(|e| e.session.clone())
+        let t = self.tenants.get(&**tenant)?;
+        self.entry(t, session).map(|e| t.shared(e))
     }
 
     /// The number as the caller gave it, of the contact with number `phone` (any form) of the
     /// recorded `session`.
     pub(crate) fn contact_phone(&self, tenant: &TenantId, session: &str, phone: &str) -> Option<Arc<str>> {
-        let entry = self.entry(self.tenants.get(&**tenant)?, session)?;
-        let contact = &entry.contacts[entry.contact(national_key(phone))?];
-        Some(Arc::from(entry.given(contact)))
+        let t = self.tenants.get(&**tenant)?;
+        let entry = self.entry(t, session)?;
+        let contact = t.contact(entry, national_key(phone))?;
+        Some(Arc::from(t.given(entry, &contact)))
     }
 
     /// The recorded sessions with a contact not final yet (reconciliation's candidates,
@@ -419,8 +541,8 @@ impl Attribution {
             .flat_map(|(tenant, t)| {
                 t.ring
                     .iter()
-                    .filter(|e| e.created_at_ms < created_before_ms && e.unfinished())
-                    .map(|e| (tenant.clone(), e.record()))
+                    .filter(|e| e.created_at_ms < created_before_ms && t.unfinished(e))
+                    .map(|e| (tenant.clone(), t.record(e)))
             })
             .collect()
     }
@@ -440,7 +562,7 @@ impl Attribution {
             }
             let t = mine?;
             let open = t.open.get(&f.number?)?;
-            (open.count == 1).then(|| t.at(open.sum)).flatten().map(|e| e.session.clone())
+            (open.count == 1).then(|| t.at(open.sum)).flatten().map(|e| t.shared(e))
         });
         let Some(s) = session else { return (None, 0) };
         if f.fact == Fact::GaveUp {
@@ -449,9 +571,9 @@ impl Attribution {
         }
         let mut attempt = known.filter(|c| c.session == s).map_or(0, |c| c.attempt);
         if attempt == 0 {
-            if let Some(entry) = mine.and_then(|t| self.entry(t, &s)) {
-                if let Some(i) = entry.contact(f.number) {
-                    attempt = entry.contacts[i].dialled.saturating_add(1);
+            if let Some((t, entry)) = mine.and_then(|t| Some((t, self.entry(t, &s)?))) {
+                if let Some(contact) = t.contact(entry, f.number) {
+                    attempt = contact.dialled.saturating_add(1);
                 }
             }
         }
@@ -463,16 +585,19 @@ impl Attribution {
     pub(crate) fn apply(&mut self, f: FactRef<'_>, session: &Arc<str>, attempt: u32, now: u64) {
         let key = self.key(session);
         if let Some(t) = self.tenants.get_mut(&**f.tenant) {
-            let mut close = None;
-            let found = t.find(key, session);
-            if let Some((ordinal, entry)) = found.and_then(|o| Some((o, t.ring.get_mut(t.place(o)?)?))) {
-                if let Some(i) = entry.contact(f.number) {
-                    let redials = entry.redials;
-                    let contact = &mut entry.contacts[i];
+            if let Some((ordinal, entry)) = t.find(key, session).and_then(|o| Some((o, t.at(o)?))) {
+                let (redials, list) = (entry.redials, entry.contacts);
+                let number = f.number.unwrap_or(u64::MAX);
+                let contacts = t.contact_lists.get_mut(list);
+                let at = contacts.partition_point(|c| c.number < number);
+                let mut close = None;
+                if let Some(contact) =
+                    contacts.get_mut(at).filter(|c| f.number.is_some() && c.number == number && c.keyed)
+                {
                     if f.fact == Fact::GaveUp {
                         // The contact is final (its session no longer open for it); no call.
                         if !std::mem::replace(&mut contact.finished, true) {
-                            close = Some((contact.number, ordinal));
+                            close = Some(contact.number);
                         }
                     } else {
                         contact.dialled = contact.dialled.max(attempt);
@@ -481,13 +606,13 @@ impl Attribution {
                                 || attempt > redials;
                         if f.fact == Fact::Record && final_outcome && !contact.finished {
                             contact.finished = true;
-                            close = Some((contact.number, ordinal));
+                            close = Some(contact.number);
                         }
                     }
                 }
-            }
-            if let Some((number, ordinal)) = close {
-                close_open(&mut t.open, number, ordinal);
+                if let Some(number) = close {
+                    close_open(&mut t.open, number, ordinal);
+                }
             }
         }
         if f.fact == Fact::GaveUp {
@@ -505,34 +630,39 @@ impl Attribution {
     /// Records a session of `tenant` (its contacts open); the first record of a session counts.
     /// Whether it was new.
     pub(crate) fn record(&mut self, tenant: &TenantId, record: SessionRecord, now: u64) -> bool {
-        self.insert(tenant, Prepared::new(record), now)
+        self.insert(tenant, &Prepared::new(record), now)
     }
 
-    /// [`Attribution::record`] of a record made ready before.
-    pub(crate) fn insert(&mut self, tenant: &TenantId, prepared: Prepared, now: u64) -> bool {
-        let Prepared(entry) = prepared;
-        let key = self.key(&entry.session);
-        let external = (!entry.external_id().is_empty()).then(|| self.key(entry.external_id()));
+    /// [`Attribution::record`] of a record made ready before (the caller frees it, after the
+    /// lock).
+    pub(crate) fn insert(&mut self, tenant: &TenantId, prepared: &Prepared, now: u64) -> bool {
+        let record = &prepared.record;
+        let key = self.key(&record.session_id);
+        let external_key = if record.external_id.is_empty() { 0 } else { self.key(&record.external_id) };
         if !self.tenants.contains_key(&**tenant) {
             self.tenants.insert(tenant.clone(), TenantIndex::new(self.recorded));
         }
         let Some(t) = self.tenants.get_mut(&**tenant) else { return false };
-        if t.find(key, &entry.session).is_some() {
+        if t.find(key, &record.session_id).is_some() {
             return false;
         }
         let ordinal = t.next();
-        for c in entry.contacts.iter().filter(|c| c.opens()) {
-            let open = t.open.entry(c.number).or_insert(Open { count: 0, sum: 0 });
-            open.count += 1;
-            open.sum = open.sum.wrapping_add(ordinal);
+        let mut count = 0;
+        for c in &prepared.contacts {
+            count += usize::from(!c.repeat);
+            if c.opens() {
+                let open = t.open.entry(c.number).or_insert(Open { count: 0, sum: 0 });
+                open.count += 1;
+                open.sum = open.sum.wrapping_add(ordinal);
+            }
         }
-        let count = entry.count();
         self.contacts += count;
         t.contacts += count;
         t.ids.insert(key, ordinal);
-        if let Some(external) = external {
-            t.externals.insert(external, ordinal);
+        if !record.external_id.is_empty() {
+            t.externals.insert(external_key, ordinal);
         }
+        let entry = t.entry(prepared, key, external_key);
         reserve_gently(&mut t.ring, self.max_contacts);
         t.ring.push_back(entry);
         self.sessions += 1;
@@ -553,30 +683,34 @@ impl Attribution {
         t.base += 1;
         self.sessions -= 1;
         if let Some(forgotten) = &mut self.forgotten {
-            forgotten.push((tenant.clone(), entry.session.clone()));
+            forgotten.push((tenant.clone(), t.shared(&entry)));
         }
-        let count = entry.count();
-        self.contacts -= count;
-        t.contacts -= count;
-        let key = self.hasher.hash_one(&*entry.session);
-        if t.ids.get(&key) == Some(&ordinal) {
-            t.ids.remove(&key);
-        }
-        let external = entry.external_id();
-        if !external.is_empty() {
-            let key = self.hasher.hash_one(external);
-            if t.externals.get(&key) == Some(&ordinal) {
-                t.externals.remove(&key);
+        let mut count = 0;
+        for c in t.contact_lists.get(entry.contacts) {
+            count += usize::from(!c.repeat);
+            // A contact final for it took the session off its number then.
+            if c.opens() && !c.finished {
+                close_open(&mut t.open, c.number, ordinal);
             }
         }
-        // A contact final for it took the session off its number then.
-        for c in entry.contacts.iter().filter(|c| c.opens() && !c.finished) {
-            close_open(&mut t.open, c.number, ordinal);
+        self.contacts -= count;
+        t.contacts -= count;
+        if t.ids.get(&entry.id_key) == Some(&ordinal) {
+            t.ids.remove(&entry.id_key);
         }
-        if t.ring.is_empty() {
+        if entry.heads[1] > entry.heads[0] && t.externals.get(&entry.external_key) == Some(&ordinal) {
+            t.externals.remove(&entry.external_key);
+        }
+        if let Some(next) = t.ring.front() {
+            let (texts, contacts) = (next.text.chunk, next.contacts.chunk);
+            t.texts.release_before(texts);
+            t.contact_lists.release_before(contacts);
+        } else {
             self.tenants.remove(&**tenant);
         }
-        released.0.push(entry);
+        if entry.shared.get().is_some() || !entry.refused.is_empty() {
+            released.entries.push(entry);
+        }
     }
 
     /// The tenant whose oldest session goes when the contacts are over their bound.
@@ -657,7 +791,8 @@ impl IndexBench {
         };
         let prepared = Prepared::new(record);
         let mut released = Released::default();
-        self.index.insert(&self.tenant, prepared, self.now);
+        self.index.insert(&self.tenant, &prepared, self.now);
+        released.keep(prepared);
         self.index.expire_releasing(self.now, &mut released);
     }
 
@@ -971,6 +1106,39 @@ mod tests {
                 proptest::prop_assert!(a.contacts <= bound);
             }
         }
+    }
+
+    #[test]
+    fn the_arenas_keep_only_the_chunks_of_sessions_held_and_records_come_back_whole_across_them() {
+        let t = tenant();
+        // A bound of 300 contacts: twenty 15-contact sessions held at a time.
+        let mut a = Attribution::new(u64::MAX, 100, 300);
+        let numbers: Vec<String> = (0..15).map(|i| format!("09120000{i:02}")).collect();
+        let given: Vec<&str> = numbers.iter().map(String::as_str).collect();
+        for i in 0..20_000u64 {
+            let mut r = record(&format!("session-{i:08}"), &given, 0);
+            r.external_id = format!("order-{i}");
+            a.record(&t, r, i);
+            a.expire(i);
+        }
+        let mine = a.tenants.get("t").unwrap();
+        assert_eq!(a.sessions(), 20);
+        // About 6 MB of texts and contacts went through; what is held fits a chunk or two.
+        assert!(mine.texts.chunks.len() <= 2 && mine.contact_lists.chunks.len() <= 2);
+        let last = a.record_of(&t, "order-19999").unwrap();
+        assert_eq!((last.session_id.as_str(), last.contacts.len()), ("session-00019999", 15));
+        assert_eq!(last.contacts, numbers);
+        assert!(a.record_of(&t, "session-00019979").is_none() && a.record_of(&t, "session-00019980").is_some());
+        // A session larger than a chunk gets one of its own, and comes back whole.
+        let many: Vec<String> = (0..9_000).map(|i| format!("0913{i:06}")).collect();
+        let mut big = Attribution::new(u64::MAX, 100, 100_000);
+        let r = SessionRecord { contacts: many.clone(), ..record("big", &[], 0) };
+        big.record(&t, r.clone(), 1);
+        big.record(&t, record("small", &["0900000001"], 0), 2);
+        assert_eq!(big.record_of(&t, "big"), Some(r));
+        assert_eq!(big.record_of(&t, "small").map(|r| r.contacts), Some(vec!["0900000001".to_owned()]));
+        let f = fact(&t, "c", "0913008999", Fact::Ringing, CallOutcome::Unspecified);
+        assert_eq!(big.attribute(f, None).0.as_deref(), Some("big"));
     }
 
     #[test]

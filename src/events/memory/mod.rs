@@ -279,7 +279,8 @@ impl Shared {
         };
         let mut last = 0;
         for (tenant, prepared, at) in batch {
-            g.attribution.insert(&tenant, prepared, at);
+            g.attribution.insert(&tenant, &prepared, at);
+            released.keep(prepared);
             last = at;
         }
         g.attribution.expire_releasing(last, &mut released);
@@ -500,7 +501,6 @@ impl Shared {
     /// it. Without a journal it is only queued (`pending`): seen by the next holder of the lock.
     fn record_now(&self, tenant: &TenantId, record: SessionRecord) -> Option<u64> {
         let now = (self.clock)();
-        let copy = self.journal.is_some().then(|| record.clone());
         let prepared = Prepared::new(record);
         if self.journal.is_none() {
             let full = {
@@ -519,11 +519,13 @@ impl Shared {
         let mut released = Released::default();
         let mut guard = self.lock();
         let g = &mut *guard;
-        if g.attribution.insert(tenant, prepared, now) {
-            if let Some(record) = copy {
-                g.changes.push(Change::Recorded { tenant: tenant.clone(), at_ms: now, before_seq: g.next_seq, record });
-            }
+        if g.attribution.insert(tenant, &prepared, now) {
+            // The journal takes the record itself (its copy in the index is the arenas').
+            let record = prepared.into_record();
+            g.changes.push(Change::Recorded { tenant: tenant.clone(), at_ms: now, before_seq: g.next_seq, record });
             g.attribution.expire_releasing(now, &mut released);
+        } else {
+            released.keep(prepared);
         }
         let ticket = self.submit(g);
         drop(guard);
