@@ -643,10 +643,14 @@ impl Attribution {
             self.tenants.insert(tenant.clone(), TenantIndex::new(self.recorded));
         }
         let Some(t) = self.tenants.get_mut(&**tenant) else { return false };
-        if t.find(key, &record.session_id).is_some() {
-            return false;
-        }
         let ordinal = t.next();
+        // One look-up for a new session (the usual case); a session recorded before is put back.
+        if let Some(before) = t.ids.insert(key, ordinal) {
+            if t.at(before).is_some_and(|e| t.head(e, 0) == record.session_id) {
+                t.ids.insert(key, before);
+                return false;
+            }
+        }
         let mut count = 0;
         for c in &prepared.contacts {
             count += usize::from(!c.repeat);
@@ -658,7 +662,6 @@ impl Attribution {
         }
         self.contacts += count;
         t.contacts += count;
-        t.ids.insert(key, ordinal);
         if !record.external_id.is_empty() {
             t.externals.insert(external_key, ordinal);
         }
@@ -695,11 +698,14 @@ impl Attribution {
         }
         self.contacts -= count;
         t.contacts -= count;
-        if t.ids.get(&entry.id_key) == Some(&ordinal) {
-            t.ids.remove(&entry.id_key);
+        // One look-up each (a key taken over by a later session is put back).
+        if let Some(holder) = t.ids.remove(&entry.id_key).filter(|o| *o != ordinal) {
+            t.ids.insert(entry.id_key, holder);
         }
-        if entry.heads[1] > entry.heads[0] && t.externals.get(&entry.external_key) == Some(&ordinal) {
-            t.externals.remove(&entry.external_key);
+        if entry.heads[1] > entry.heads[0] {
+            if let Some(holder) = t.externals.remove(&entry.external_key).filter(|o| *o != ordinal) {
+                t.externals.insert(entry.external_key, holder);
+            }
         }
         if let Some(next) = t.ring.front() {
             let (texts, contacts) = (next.text.chunk, next.contacts.chunk);
@@ -804,11 +810,12 @@ impl IndexBench {
 
 /// Takes the session at `ordinal` off the open sessions holding `number` (it holds it).
 fn close_open(open: &mut Map<u64, Open>, number: u64, ordinal: u64) {
-    if let Some(o) = open.get_mut(&number) {
-        o.count = o.count.saturating_sub(1);
-        o.sum = o.sum.wrapping_sub(ordinal);
-        if o.count == 0 {
-            open.remove(&number);
+    if let std::collections::hash_map::Entry::Occupied(mut o) = open.entry(number) {
+        let held = o.get_mut();
+        held.count = held.count.saturating_sub(1);
+        held.sum = held.sum.wrapping_sub(ordinal);
+        if held.count == 0 {
+            o.remove();
         }
     }
 }
