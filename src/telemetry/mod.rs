@@ -13,7 +13,7 @@
 use std::io::IsTerminal;
 
 use tracing::Subscriber;
-use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*, registry::LookupSpan};
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, fmt, prelude::*, registry::LookupSpan};
 
 use crate::config::LogFormat;
 
@@ -53,7 +53,7 @@ impl Telemetry {
 /// Installs the global subscriber; harmless if one is already installed (tests). Call it from
 /// within the Tokio runtime: the OTLP exporter sends on it.
 pub fn init(format: LogFormat) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (export, mut telemetry) = export_layer();
     let (writer, guard) = match crate::logwriter::spawn(std::io::stderr(), "callbot-log") {
         Ok(started) => started,
@@ -104,6 +104,22 @@ pub fn init(format: LogFormat) -> Telemetry {
 }
 
 type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
+
+/// The `RUST_LOG` filter (`info` when unset or empty). Directives of targets and levels only (the
+/// usual case) make a static filter: tracing's `EnvFilter` takes a lock shared by every thread
+/// each time any span is entered or left (to track spans its span directives name), several
+/// times per RPC, whether or not a directive names a span. Span and field directives (`[...]`,
+/// `{...}`), or anything the static parser refuses, get `EnvFilter`, which understands them and
+/// says what it ignores.
+fn log_filter(rust_log: Option<&str>) -> BoxedLayer<Registry> {
+    let directives = rust_log.map(str::trim).filter(|d| !d.is_empty()).unwrap_or("info");
+    if !directives.contains(['[', '{']) {
+        if let Ok(targets) = directives.parse::<Targets>() {
+            return Box::new(targets);
+        }
+    }
+    Box::new(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")))
+}
 
 #[cfg(not(feature = "otlp"))]
 fn export_layer<S>() -> (Option<BoxedLayer<S>>, Telemetry)
@@ -238,6 +254,45 @@ pub mod otlp {
             };
             self.runtime.spawn(exchange).await?
         }
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use tracing::Level;
+    use tracing_subscriber::prelude::*;
+
+    use super::log_filter;
+
+    /// What `rust_log` lets through: upstream at debug and trace, hyper at info and warn, and an
+    /// event at debug inside an `rpc` span.
+    fn passes(rust_log: Option<&str>) -> [bool; 5] {
+        let subscriber = tracing_subscriber::registry().with(log_filter(rust_log));
+        tracing::subscriber::with_default(subscriber, || {
+            let in_rpc =
+                tracing::info_span!("rpc").in_scope(|| tracing::enabled!(target: "callbot_facade::x", Level::DEBUG));
+            [
+                tracing::enabled!(target: "callbot_facade::upstream", Level::DEBUG),
+                tracing::enabled!(target: "callbot_facade::upstream", Level::TRACE),
+                tracing::enabled!(target: "hyper::proto", Level::INFO),
+                tracing::enabled!(target: "hyper::proto", Level::WARN),
+                in_rpc,
+            ]
+        })
+    }
+
+    #[test]
+    fn rust_log_filters_by_target_and_level_and_span_directives_still_work() {
+        // Targets and levels (the static filter).
+        assert_eq!(passes(None), [false, false, true, true, false], "info by default");
+        assert_eq!(passes(Some("  ")), [false, false, true, true, false]);
+        assert_eq!(passes(Some("warn,callbot_facade::upstream=debug")), [true, false, false, true, false]);
+        assert_eq!(passes(Some("callbot_facade=trace,hyper=off")), [true, true, false, false, true]);
+        assert_eq!(passes(Some("callbot_facade")), [true, true, false, false, true], "a bare target: every level");
+        // A span directive (EnvFilter): debug inside `rpc` spans only.
+        assert_eq!(passes(Some("info,[rpc]=debug")), [false, false, true, true, true]);
+        // Not a filter at all: info, as before.
+        assert_eq!(passes(Some("callbot_facade=loud")), [false, false, true, true, false]);
     }
 }
 
