@@ -13,7 +13,7 @@
 //!   data dir (`storage/`), replayed at start;
 //! - `jetstream/`: the NATS JetStream store, shared by many replicas (`--events-nats-url`): the
 //!   store, the attribution index every replica builds, the watchers;
-//! - `attribution.rs`: which session and attempt a fact belongs to, for both stores;
+//! - `attribution/`: which session and attempt a fact belongs to, for both stores;
 //! - `report.rs`: a session's report from its record and its events, by precedence, so that
 //!   reordering and repeats change nothing;
 //! - `reconcile/`: what the webhooks missed, fetched from the provider's call history, and the

@@ -1,7 +1,7 @@
 //! What the JetStream store keeps in memory on every replica: the attribution index (session
 //! records and calls) built by consuming the stream, and the events' chains (for watchers).
 //!
-//! The attribution rules and index are the embedded store's (`attribution.rs`): a fact without a
+//! The attribution rules and index are the embedded store's (`attribution/`): a fact without a
 //! session id gets the session of its call when known, else (live states only) the one open
 //! session of the tenant holding the number. The appending replica decides with its index and writes the result into
 //! the message (session and attempt); every replica applies the stored messages in stream order,
@@ -124,7 +124,7 @@ fn swap_last(map: &mut HashMap<Box<str>, u64>, key: &str, seq: u64) -> u64 {
     }
 }
 
-/// The attribution index (`attribution.rs`, as the embedded store's), fed in stream order:
+/// The attribution index (`attribution/`, as the embedded store's), fed in stream order:
 /// bounded by the retention window, `--events-max` calls and twice as many session contacts.
 pub(crate) struct Index {
     attribution: Attribution,

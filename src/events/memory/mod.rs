@@ -16,7 +16,7 @@
 //! - Calls: which session and attempt each call id belongs to (at most `--events-max` / 2 calls), once known (from a record, or
 //!   from the attribution above), so the call's later facts inherit it.
 //!
-//! Sessions and calls are the attribution index (`attribution.rs`), shared with the JetStream store.
+//! Sessions and calls are the attribution index (`attribution/`), shared with the JetStream store.
 //!
 //! The durable store (`events/disk/`) is this store with a [`Journal`]: each change is handed to
 //! it under the lock, in order (`journal.rs`), and a watcher or a report sees an event only once
