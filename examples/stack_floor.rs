@@ -1,7 +1,9 @@
 //! The floor of the chosen stack: a gRPC server (tonic, prost, the same proto) whose
 //! CreateSession does nothing of ours: no validation, no JSON written from the request, no
 //! middleware, no spans, no logs, no metrics, no retries, no deadline. It decodes the request
-//! (tonic and prost do that before any handler runs), posts a pre-encoded upstream body with
+//! with tonic-prost's own codec (`ProstCodec`, what tonic does before any handler runs; not the
+//! facade's direct decoder, `src/codec/`, which the generated server uses and which is the
+//! facade's own work), posts a pre-encoded upstream body with
 //! reqwest (the same pool settings as the facade), reads the envelope's `autocall_id` with a
 //! substring search and answers. The body is the facade's own encoding of the first request,
 //! made once; each call only splices in a fresh `ext_session_id` (the upstream refuses a repeated
@@ -33,10 +35,10 @@ use std::{
 };
 
 use callbot_facade::{
-    pb::{self, call_bot_service_server::CallBotServiceServer},
+    pb,
     testing::{EncodedExecute, NewSession, SessionLimits, execute_body},
 };
-use tokio_stream::wrappers::ReceiverStream;
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status, transport::Server};
 
 #[global_allocator]
@@ -82,59 +84,8 @@ impl Floor {
     }
 }
 
-#[tonic::async_trait]
-impl pb::call_bot_service_server::CallBotService for Floor {
-    type ListScriptsStream = ReceiverStream<Result<pb::ListScriptsResponse, Status>>;
-    type CreateCampaignStream = ReceiverStream<Result<pb::CreateCampaignResponse, Status>>;
-
-    async fn list_scripts(
-        &self,
-        _: Request<pb::ListScriptsRequest>,
-    ) -> Result<Response<Self::ListScriptsStream>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    async fn add_do_not_call(
-        &self,
-        _: Request<pb::AddDoNotCallRequest>,
-    ) -> Result<Response<pb::AddDoNotCallResponse>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    async fn remove_do_not_call(
-        &self,
-        _: Request<pb::RemoveDoNotCallRequest>,
-    ) -> Result<Response<pb::RemoveDoNotCallResponse>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    async fn get_script(&self, _: Request<pb::GetScriptRequest>) -> Result<Response<pb::GetScriptResponse>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    type WatchCallEventsStream = ReceiverStream<Result<pb::WatchCallEventsResponse, Status>>;
-
-    async fn watch_call_events(
-        &self,
-        _: Request<pb::WatchCallEventsRequest>,
-    ) -> Result<Response<Self::WatchCallEventsStream>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    async fn get_session_report(
-        &self,
-        _: Request<pb::GetSessionReportRequest>,
-    ) -> Result<Response<pb::GetSessionReportResponse>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
-    async fn list_sessions(
-        &self,
-        _: Request<pb::ListSessionsRequest>,
-    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
-    }
-
+impl Floor {
+    /// CreateSession: the upstream call with the pre-encoded body, the answer's id.
     async fn create_session(
         &self,
         request: Request<pb::CreateSessionRequest>,
@@ -174,12 +125,50 @@ impl pb::call_bot_service_server::CallBotService for Floor {
             }),
         }))
     }
+}
 
-    async fn create_campaign(
-        &self,
-        _: Request<tonic::Streaming<pb::CreateCampaignRequest>>,
-    ) -> Result<Response<Self::CreateCampaignStream>, Status> {
-        Err(Status::unimplemented("the stack floor serves CreateSession only"))
+const CREATE_SESSION: &str = "/callbot.v1.CallBotService/CreateSession";
+
+/// The service: CreateSession decoded and encoded by `tonic_prost::ProstCodec` through tonic's
+/// own unary server (as generated code does, with the default limits), every other method
+/// `UNIMPLEMENTED`.
+#[derive(Clone)]
+struct FloorService(Arc<Floor>);
+
+impl tonic::server::NamedService for FloorService {
+    const NAME: &'static str = "callbot.v1.CallBotService";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for FloorService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let floor = self.0.clone();
+        Box::pin(async move {
+            if req.uri().path() != CREATE_SESSION {
+                return Ok(Status::unimplemented("the stack floor serves CreateSession only").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(CreateSession(floor), req).await)
+        })
+    }
+}
+
+struct CreateSession(Arc<Floor>);
+
+impl tonic::server::UnaryService<pb::CreateSessionRequest> for CreateSession {
+    type Response = pb::CreateSessionResponse;
+    type Future = BoxFuture<'static, Result<Response<pb::CreateSessionResponse>, Status>>;
+
+    fn call(&mut self, request: Request<pb::CreateSessionRequest>) -> Self::Future {
+        let floor = self.0.clone();
+        Box::pin(async move { floor.create_session(request).await })
     }
 }
 
@@ -223,7 +212,7 @@ async fn main() -> Result<(), BoxError> {
         serial: AtomicU64::new(0),
     };
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<CallBotServiceServer<Floor>>().await;
+    health_reporter.set_serving::<FloorService>().await;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -236,7 +225,7 @@ async fn main() -> Result<(), BoxError> {
     });
     Server::builder()
         .add_service(health)
-        .add_service(CallBotServiceServer::new(floor))
+        .add_service(FloorService(Arc::new(floor)))
         .serve_with_incoming_shutdown(incoming, stop.notified())
         .await?;
     Ok(())

@@ -160,7 +160,7 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         // 1. Request id and trace context.
-        let ids = request_id::identify(&mut req);
+        let ids = request_id::identify(&mut req, started);
         // 2. Counted as started and in flight.
         let mut access =
             observe::Access::start(&self.state.metrics, logged_path(req.uri().path()), ids.text, ids.trace_id, started);

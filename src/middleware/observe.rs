@@ -79,11 +79,12 @@ impl Access {
     /// The RPC is over: count it and write its access line. `None` = the caller went away.
     pub(super) fn finish(self, code: Option<i32>) {
         let grpc_code = code.map_or(tonic::Code::Cancelled, tonic::Code::from_i32);
-        self.metrics.rpc_handled(&self.labels, grpc_code, self.started.elapsed());
+        let latency = self.started.elapsed();
+        self.metrics.rpc_handled(&self.labels, grpc_code, latency);
         if let Some(tenant) = &self.tenant {
             self.metrics.tenant_handled(tenant, &self.labels, grpc_code);
         }
-        access_log(&self, code);
+        access_log(&self, code, latency);
     }
 }
 
@@ -185,10 +186,10 @@ impl HttpBody for CountedBody {
     }
 }
 
-fn access_log(access: &Access, code: Option<i32>) {
+fn access_log(access: &Access, code: Option<i32>, latency: std::time::Duration) {
     let Access { method, request_id, trace_id, tenant, note, .. } = access;
     let tenant = tenant.as_deref();
-    let latency_us = access.started.elapsed().as_micros() as u64;
+    let latency_us = latency.as_micros() as u64;
     let (session_id, contacts, rejected) = match note {
         Some(n) => (Some(n.session_id.as_str()), Some(n.contacts), Some(n.rejected)),
         None => (None, None, None),

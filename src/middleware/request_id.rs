@@ -28,10 +28,10 @@ pub(super) struct Identity {
     pub(super) arrival: tokio::time::Instant,
 }
 
-/// Stamps `req` with its arrival time, its request id and the facade's server span (so that
+/// Stamps `req` with its arrival time (`arrival`, read once for the whole call), its request id and the facade's server span (so that
 /// the handler and the upstream requests see them) and returns those ids.
-pub(super) fn identify<B>(req: &mut Request<B>) -> Identity {
-    let arrival = tokio::time::Instant::now();
+pub(super) fn identify<B>(req: &mut Request<B>, arrival: std::time::Instant) -> Identity {
+    let arrival = tokio::time::Instant::from_std(arrival);
     let header = request_id(req.headers().get(&REQUEST_ID));
     req.headers_mut().insert(REQUEST_ID.clone(), header.clone());
     let text = header.to_str().unwrap_or_default().to_owned();
@@ -77,8 +77,10 @@ fn request_id(value: Option<&HeaderValue>) -> HeaderValue {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b)))
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string())
-                .expect("a UUID is a valid header value")
+            let mut text = uuid::Uuid::encode_buffer();
+            let text =
+                uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(text).expect("a UUID is a valid header value")
         })
 }
 

@@ -36,10 +36,11 @@ impl CallBotApi {
             variables.check(&session.contacts, 0).map_err(|e| fail(&ctx, e))?;
         }
         // The generated key comes from the thread's CSPRNG, not a getrandom syscall per call.
-        let key = session
-            .external_session_id
-            .clone()
-            .unwrap_or_else(|| uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string());
+        let key = session.external_session_id.clone().unwrap_or_else(|| {
+            // Encoded in place: `to_string` goes through the formatting machinery.
+            let mut text = uuid::Uuid::encode_buffer();
+            uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().encode_lower(&mut text).to_owned()
+        });
         let to_error = |e: FacadeError| {
             to_status(&e, &ErrorContext { request_id: &ctx.request_id, external_session_id: Some(&key) })
         };

@@ -79,7 +79,14 @@ impl UpstreamClient {
         let exchange = async {
             let mut refreshed = false;
             loop {
-                let token = match self.token(ctx).await {
+                // Bounded by the deadline here, and each attempt below by its own timer (a
+                // write's runs to the deadline; the backoff never sleeps past it): one timer per
+                // call on the common path (a cached token never waits), not one more around the
+                // whole exchange.
+                let token = tokio::time::timeout_at(ctx.deadline, self.token(ctx))
+                    .await
+                    .unwrap_or(Err(UpstreamError::DeadlineExceeded));
+                let token = match token {
                     Ok(token) => token,
                     // The call's own request has not been sent yet: for a write, a connection
                     // lost while fetching the token leaves no outcome unknown (nothing started),
@@ -108,12 +115,7 @@ impl UpstreamClient {
                 return Ok(answer);
             }
         };
-        // Past the deadline the exchange (and its HTTP request) is dropped. Inline rather than
-        // through an `async fn` wrapper, which kept the exchange's state twice (its argument and
-        // the timer's copy): about a kilobyte more per call in flight.
-        tokio::time::timeout_at(ctx.deadline, exchange.instrument(span))
-            .await
-            .unwrap_or(Err(UpstreamError::DeadlineExceeded))
+        exchange.instrument(span).await
     }
 
     /// A request to `endpoint`.
@@ -135,7 +137,9 @@ impl UpstreamClient {
         self.budget.record_request();
         let mut attempt = 1;
         loop {
-            let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+            // One clock read per attempt: the time left, the attempt's timer and its latency.
+            let now = Instant::now();
+            let remaining = ctx.deadline.saturating_duration_since(now);
             if remaining.is_zero() {
                 return Err(UpstreamError::DeadlineExceeded);
             }
@@ -151,24 +155,26 @@ impl UpstreamClient {
                     request = request.header(&TRACESTATE, ts);
                 }
             }
-            let started = std::time::Instant::now();
             // Sent here, not inside `receive`: an `async fn` keeps its arguments for its whole
             // life, and a request is a few hundred bytes per call in flight. The attempt's bound
             // covers the answer's body too.
             let sent = receive(path, self.http.send(request));
-            let result =
-                match tokio::time::timeout(attempt_timeout, sent).await.unwrap_or(Err(UpstreamError::AttemptTimeout)) {
-                    // The attempt was cut by the call's own deadline, not by the per-attempt bound.
-                    Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
-                        Err(UpstreamError::DeadlineExceeded)
-                    }
-                    other => other,
-                };
+            let result = match tokio::time::timeout_at(now + attempt_timeout, sent)
+                .await
+                .unwrap_or(Err(UpstreamError::AttemptTimeout))
+            {
+                // The attempt was cut by the call's own deadline, not by the per-attempt bound.
+                Err(UpstreamError::AttemptTimeout) if attempt_timeout >= remaining => {
+                    Err(UpstreamError::DeadlineExceeded)
+                }
+                other => other,
+            };
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
-            self.metrics.upstream().attempt(path, status, started.elapsed());
+            let latency = now.elapsed();
+            self.metrics.upstream().attempt(path, status, latency);
             let err = match result {
                 Ok(answer) => {
-                    let (status, latency_us) = (answer.status.as_u16(), started.elapsed().as_micros() as u64);
+                    let (status, latency_us) = (answer.status.as_u16(), latency.as_micros() as u64);
                     // Failures are worth a line at the default level; successes only when debugging.
                     if answer.status.is_success() {
                         tracing::debug!(endpoint = path, status, attempt, latency_us, "upstream answered");

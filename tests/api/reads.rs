@@ -389,6 +389,40 @@ async fn caller_deadline_bounds_the_exchange_and_answers_deadline_exceeded() {
 }
 
 #[tokio::test]
+async fn caller_deadline_bounds_the_token_fetch_and_the_wait_for_another_calls_fetch() {
+    let app = spawn_app().await;
+    // No token yet: the first call fetches it, the second waits for that fetch (single-flight).
+    app.sim.fault(json!({"path": "/api/auth", "delay_ms": 3000})).await;
+    let call = |timeout_ms: u64| {
+        let mut client = app.client.clone();
+        async move {
+            let mut req = Request::new(pb::ListScriptsRequest::default());
+            req.set_timeout(Duration::from_millis(timeout_ms));
+            let started = Instant::now();
+            let result = client.list_scripts(req).await.map(|_| ());
+            (result, started.elapsed())
+        }
+    };
+    let ((first, first_took), (second, second_took)) = tokio::join!(call(1000), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(800).await
+    });
+    for (err, took) in [(first.unwrap_err(), first_took), (second.unwrap_err(), second_took)] {
+        assert_status(&err, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+        assert!(took < Duration::from_millis(2500), "took {took:?}");
+    }
+    // A waiter's own deadline, shorter than the fetch it waits for (which succeeds for its caller).
+    app.sim.fault(json!({"path": "/api/auth", "delay_ms": 1500})).await;
+    let ((first, _), (second, second_took)) = tokio::join!(call(10_000), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(800).await
+    });
+    first.unwrap();
+    assert_status(&second.unwrap_err(), Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+    assert!(second_took < Duration::from_millis(2000), "took {second_took:?}");
+}
+
+#[tokio::test]
 async fn a_slow_attempt_times_out_and_is_retried_within_the_deadline() {
     let mut app =
         spawn_app_with(SimConfig::default(), |s| s.upstream.attempt_timeout = Duration::from_millis(200)).await;
