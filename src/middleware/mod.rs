@@ -42,7 +42,6 @@ use http::{HeaderValue, Request, Response};
 use tokio::time::Instant as Deadline;
 use tonic::body::Body;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 use crate::{
     deadline,
@@ -203,11 +202,11 @@ where
 
         // The caller's messages counted as they stream in (`observe`), and the call's span.
         let req = req.map(|body| access.count_received(body));
-        let span = request_id::rpc_span(
+        let scope = request_id::rpc_scope(
             &access.request_id,
             &access.trace_id,
             &access.method,
-            tenant_name.as_deref(),
+            tenant_name.as_ref(),
             ids.caller.as_ref(),
         );
 
@@ -215,17 +214,14 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let id = ids.header;
-        Box::pin(
-            async move {
-                let mut res = inner.call(req).await?;
-                // 5. tonic's refusals in a trailers-only answer (those in trailers: `observe`).
-                refusal::rewrite_answer(&mut res, &access.request_id);
-                request_id::echo(&mut res, id);
-                // 6. The answer observed until its body ends.
-                Ok(observe::observe(res, access, permit))
-            }
-            .instrument(span),
-        )
+        scope.wrap(async move {
+            let mut res = inner.call(req).await?;
+            // 5. tonic's refusals in a trailers-only answer (those in trailers: `observe`).
+            refusal::rewrite_answer(&mut res, &access.request_id);
+            request_id::echo(&mut res, id);
+            // 6. The answer observed until its body ends.
+            Ok(observe::observe(res, access, permit))
+        })
     }
 }
 

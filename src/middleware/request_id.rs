@@ -2,9 +2,15 @@
 //! trace (the caller's `traceparent` continued, or a new trace), its arrival time, and the `rpc`
 //! span that carries those ids through everything the handler logs.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::trace_context::TraceParent;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use tracing::{Instrument, Level};
+
+use crate::{
+    telemetry::scope::{CallFields, InCall},
+    trace_context::TraceParent,
+};
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -50,16 +56,51 @@ pub(super) fn echo<B>(res: &mut Response<B>, id: HeaderValue) {
     res.headers_mut().insert(REQUEST_ID.clone(), id);
 }
 
-/// The span of the call: everything the handler logs (upstream attempts included) carries the
+/// What carries the call's ids on everything its handler logs.
+pub(super) enum RpcScope {
+    /// The `rpc` span: what the JSON lines, span directives in `RUST_LOG` and the OTLP export need.
+    Span(tracing::Span),
+    /// The same fields lent to the thread while the call is polled, for the text lines alone
+    /// (`telemetry::scope`).
+    Lent(CallFields),
+}
+
+impl RpcScope {
+    /// `call` under this scope.
+    pub(super) fn wrap<F>(self, call: F) -> Pin<Box<dyn Future<Output = F::Output> + Send>>
+    where
+        F: Future + Send + 'static,
+    {
+        match self {
+            RpcScope::Span(span) => Box::pin(call.instrument(span)),
+            RpcScope::Lent(fields) => Box::pin(InCall::new(call, fields)),
+        }
+    }
+}
+
+/// The scope of the call: everything the handler logs (upstream attempts included) carries the
 /// call's ids, and the exported span (feature `otlp`) continues the caller's trace, as a child
 /// of its span. `tenant` (with a tenants file) is the caller's tenant's name, never its key.
-pub(super) fn rpc_span(
+pub(super) fn rpc_scope(
     request_id: &str,
     trace_id: &str,
     method: &str,
-    tenant: Option<&str>,
+    tenant: Option<&Arc<str>>,
     caller: Option<&TraceParent>,
-) -> tracing::Span {
+) -> RpcScope {
+    if crate::telemetry::scope::enabled() {
+        // Lent only where the span would have been enabled (the filter is by target and level).
+        if !tracing::enabled!(Level::INFO) {
+            return RpcScope::Span(tracing::Span::none());
+        }
+        return RpcScope::Lent(CallFields {
+            request_id: request_id.to_owned(),
+            trace_id: trace_id.to_owned(),
+            method: method.to_owned(),
+            tenant: tenant.cloned(),
+        });
+    }
+    let tenant = tenant.map(|t| &**t);
     let span = tracing::info_span!("rpc", request_id = %request_id, trace_id = %trace_id, method = %method, tenant);
     #[cfg(feature = "otlp")]
     if let Some(caller) = caller {
@@ -67,7 +108,7 @@ pub(super) fn rpc_span(
     }
     #[cfg(not(feature = "otlp"))]
     let _ = caller;
-    span
+    RpcScope::Span(span)
 }
 
 /// A usable request id: printable ASCII without spaces, at most 128 bytes (anything else could

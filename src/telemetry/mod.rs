@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, fmt, prelu
 
 use crate::config::LogFormat;
 
+pub(crate) mod scope;
 mod text;
 
 /// What [`init`] started that must be stopped at exit: the span exporter, when there is one.
@@ -53,8 +54,10 @@ impl Telemetry {
 /// Installs the global subscriber; harmless if one is already installed (tests). Call it from
 /// within the Tokio runtime: the OTLP exporter sends on it.
 pub fn init(format: LogFormat) -> Telemetry {
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let (filter, by_target) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (export, mut telemetry) = export_layer();
+    // Nothing but the text lines needs the `rpc` span as a span: its fields are lent (`scope.rs`).
+    let scoped = matches!(format, LogFormat::Text) && by_target && export.is_none();
     let (writer, guard) = match crate::logwriter::spawn(std::io::stderr(), "callbot-log") {
         Ok(started) => started,
         Err(e) => {
@@ -95,6 +98,7 @@ pub fn init(format: LogFormat) -> Telemetry {
         return Telemetry::default();
     }
     telemetry.log_writer = Some(guard);
+    scope::set_enabled(scoped);
     // Not at info: the first line at info says which upstream the facade serves (README, "Configuration").
     #[cfg(feature = "otlp")]
     if telemetry.exporting() {
@@ -111,14 +115,15 @@ type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
 /// times per RPC, whether or not a directive names a span. Span and field directives (`[...]`,
 /// `{...}`), or anything the static parser refuses, get `EnvFilter`, which understands them and
 /// says what it ignores.
-fn log_filter(rust_log: Option<&str>) -> BoxedLayer<Registry> {
+/// Also says whether the filter is the static one (no span directives: nothing filters by span).
+fn log_filter(rust_log: Option<&str>) -> (BoxedLayer<Registry>, bool) {
     let directives = rust_log.map(str::trim).filter(|d| !d.is_empty()).unwrap_or("info");
     if !directives.contains(['[', '{']) {
         if let Ok(targets) = directives.parse::<Targets>() {
-            return Box::new(targets);
+            return (Box::new(targets), true);
         }
     }
-    Box::new(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")))
+    (Box::new(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))), false)
 }
 
 #[cfg(not(feature = "otlp"))]
@@ -267,7 +272,7 @@ mod filter_tests {
     /// What `rust_log` lets through: upstream at debug and trace, hyper at info and warn, and an
     /// event at debug inside an `rpc` span.
     fn passes(rust_log: Option<&str>) -> [bool; 5] {
-        let subscriber = tracing_subscriber::registry().with(log_filter(rust_log));
+        let subscriber = tracing_subscriber::registry().with(log_filter(rust_log).0);
         tracing::subscriber::with_default(subscriber, || {
             let in_rpc =
                 tracing::info_span!("rpc").in_scope(|| tracing::enabled!(target: "callbot_facade::x", Level::DEBUG));
@@ -293,6 +298,10 @@ mod filter_tests {
         assert_eq!(passes(Some("info,[rpc]=debug")), [false, false, true, true, true]);
         // Not a filter at all: info, as before.
         assert_eq!(passes(Some("callbot_facade=loud")), [false, false, true, true, false]);
+        // Only targets and levels make the static filter (the `rpc` fields may then be lent).
+        for (rust_log, by_target) in [(None, true), (Some("warn,hyper=off"), true), (Some("info,[rpc]=debug"), false)] {
+            assert_eq!(log_filter(rust_log).1, by_target, "{rust_log:?}");
+        }
     }
 }
 

@@ -50,8 +50,9 @@ where
             writer.write_str(level_name(level))?;
             writer.write_char(' ')?;
         }
+        // The call's `rpc` fields when they are lent rather than in a span (`scope.rs`): outermost.
+        let mut any = super::scope::write_current(&mut writer, self.ansi)?;
         if let Some(scope) = ctx.event_scope() {
-            let mut any = false;
             for span in scope.from_root() {
                 any = true;
                 if self.ansi {
@@ -67,9 +68,9 @@ where
                 }
                 writer.write_char(':')?;
             }
-            if any {
-                writer.write_char(' ')?;
-            }
+        }
+        if any {
+            writer.write_char(' ')?;
         }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writer.write_char('\n')
@@ -148,7 +149,7 @@ impl Visit for Visitor<'_> {
 }
 
 /// `"value"`, escaped as `Debug` escapes a `str`; written whole when nothing needs escaping.
-fn write_quoted(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+pub(super) fn write_quoted(w: &mut Writer<'_>, value: &str) -> fmt::Result {
     let plain = value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if plain {
         w.write_char('"')?;
@@ -336,6 +337,55 @@ mod tests {
             rest,
             r#" INFO rpc{request_id=r-1 method="/a.B/C" tenant="school"}:upstream{endpoint="/api"}: upstream answered status=503 attempt=2 ok=false delta=-7 note="say \"hi\"\n""#
         );
+    }
+
+    /// The lines of an event inside the call's real `rpc` span (as the middleware makes it) and
+    /// inside its lent fields (`scope.rs`), after their times.
+    fn spanned_and_lent(ansi: bool, tenant: Option<&str>) -> (String, String) {
+        let (id, trace, method) = ("r-1", "0af7651916cd43dd8448eb211c80319c", "/callbot.v1.CallBotService/GetScript");
+        let event = || {
+            let inner = tracing::info_span!("upstream", endpoint = "/api");
+            let _inner = inner.enter();
+            tracing::info!(status = 503u64, "upstream answered");
+        };
+        let spanned = logged(ansi, || {
+            let span = tracing::info_span!("rpc", request_id = %id, trace_id = %trace, method = %method, tenant);
+            span.in_scope(event);
+        });
+        let fields = super::super::scope::CallFields {
+            request_id: id.into(),
+            trace_id: trace.into(),
+            method: method.into(),
+            tenant: tenant.map(Into::into),
+        };
+        let lent = logged(ansi, || {
+            futures::executor::block_on(super::super::scope::InCall::new(async { event() }, fields));
+        });
+        let after_time = |line: String| line.split_once(' ').unwrap().1.to_owned();
+        (after_time(spanned), after_time(lent))
+    }
+
+    #[test]
+    fn lent_call_fields_read_as_the_rpc_span() {
+        for ansi in [false, true] {
+            for tenant in [None, Some("school"), Some("say \"hi\"")] {
+                let (spanned, lent) = spanned_and_lent(ansi, tenant);
+                assert_eq!(lent, spanned, "ansi {ansi}, tenant {tenant:?}");
+                assert!(spanned.contains("rpc"), "{spanned}");
+            }
+        }
+        let (plain, _) = spanned_and_lent(false, Some("school"));
+        assert_eq!(
+            plain,
+            concat!(
+                r#" INFO rpc{request_id=r-1 trace_id=0af7651916cd43dd8448eb211c80319c method=/callbot.v1.CallBotService/GetScript"#,
+                r#" tenant="school"}:upstream{endpoint="/api"}: upstream answered status=503"#,
+                "\n"
+            )
+        );
+        // Outside a call, nothing is lent.
+        let outside = logged(false, || tracing::info!("x"));
+        assert!(outside.ends_with("Z  INFO x\n"), "{outside:?}");
     }
 
     #[test]

@@ -415,6 +415,81 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
     }
 }
 
+/// The text lines of the binary (the default format, `RUST_LOG` of targets and levels): what a call
+/// logs while it runs carries its `rpc` fields, nested spans after them; the access line stands
+/// alone.
+#[tokio::test]
+async fn text_logs_carry_the_calls_rpc_fields_on_what_it_logs_while_running() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Command, Stdio},
+    };
+    let mut child = Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--caller-auth", "mesh"])
+            .env("CALLBOT_EVENTS_STORE", "memory")
+            .env("CALLBOT_API_KEY", "ops-text-key")
+            .env("RUST_LOG", "info,callbot_facade::upstream=debug")
+            .env_remove("CALLBOT_UPSTREAM_URL")
+            .env_remove("CALLBOT_LOG_FORMAT")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let port = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("exited early");
+        lines.push(line.clone());
+        if let Some(p) = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=127.0.0.1:")) {
+            break p.parse::<u16>().unwrap();
+        }
+    };
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut client = CallBotServiceClient::new(channel);
+    let mut req = Request::new(pb::GetScriptRequest { script_id: SCRIPT_ID.into() });
+    req.metadata_mut().insert("x-request-id", "ops-text-1".parse().unwrap());
+    req.metadata_mut()
+        .insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".parse().unwrap());
+    client.get_script(req).await.unwrap();
+    let mut bad = Request::new(pb::GetScriptRequest { script_id: String::new() });
+    bad.metadata_mut().insert("x-request-id", "ops-text-2".parse().unwrap());
+    assert_eq!(client.get_script(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    let all = lines.join("\n");
+    let line = |needle: &str| {
+        lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle}:\n{all}")).clone()
+    };
+    let fields = "rpc{request_id=ops-text-1 trace_id=0af7651916cd43dd8448eb211c80319c method=/callbot.v1.CallBotService/GetScript}:";
+    let upstream = line("upstream answered endpoint=\"/api/call_bot/script/list\"");
+    assert!(upstream.contains(&format!(" DEBUG {fields}upstream{{endpoint=")), "{upstream}");
+    let failed = line("call failed");
+    assert!(
+        failed.contains(" INFO rpc{request_id=ops-text-2 trace_id=")
+            && failed.contains("method=/callbot.v1.CallBotService/GetScript}: call failed request_id=\"ops-text-2\""),
+        "{failed}"
+    );
+    let access = line("request_id=\"ops-text-1\" trace_id=");
+    assert!(
+        access.contains(" INFO rpc method=\"/callbot.v1.CallBotService/GetScript\""),
+        "the access line stands alone: {access}"
+    );
+}
+
 /// Every document of every manifest under `deploy/kubernetes`, by kind.
 fn manifests() -> Vec<(String, Value)> {
     use serde::Deserialize;
