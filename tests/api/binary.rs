@@ -1,7 +1,6 @@
 //! The binary as operators run it: first log line, bad flags, JSON logs without secrets, SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -64,15 +63,7 @@ async fn serve_starts_the_simulator_logs_json_without_secrets_and_exits_0_on_sig
             .spawn()
             .unwrap(),
     );
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = crate::lines_of(child.stderr.take().unwrap());
     let mut lines = Vec::new();
     let port = loop {
         let line =

@@ -69,6 +69,26 @@ impl std::ops::DerefMut for Reaped {
     }
 }
 
+/// Sends each line of `pipe` (a child's stderr or stdout) to `tx` as it comes, from a thread of
+/// its own, until the pipe ends or nobody listens.
+pub fn forward_lines(pipe: impl std::io::Read + Send + 'static, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// The lines of `pipe` as they come ([`forward_lines`]).
+pub fn lines_of(pipe: impl std::io::Read + Send + 'static) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    forward_lines(pipe, tx);
+    rx
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {

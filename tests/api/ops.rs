@@ -297,10 +297,7 @@ fn serving_ports(line: &str) -> Option<(u16, u16)> {
 
 #[tokio::test]
 async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
-    use std::{
-        io::{BufRead, BufReader},
-        process::{Command, Stdio},
-    };
+    use std::process::{Command, Stdio};
     const API_KEY: &str = "OPS-APIKEY-7f3c9d";
     const CALLER_TOKEN: &str = "ops-caller-token-4e1b8a";
     const WRONG_TOKEN: &str = "ops-wrong-token-99aa";
@@ -324,20 +321,8 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
             .unwrap(),
     );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for pipe in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    crate::forward_lines(child.stderr.take().unwrap(), tx.clone());
+    crate::forward_lines(child.stdout.take().unwrap(), tx);
     let mut lines = Vec::new();
     let (port, admin) = loop {
         let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("exited early");
@@ -420,10 +405,7 @@ async fn trace_level_json_logs_carry_ids_and_never_secrets_or_phones() {
 /// alone.
 #[tokio::test]
 async fn text_logs_carry_the_calls_rpc_fields_on_what_it_logs_while_running() {
-    use std::{
-        io::{BufRead, BufReader},
-        process::{Command, Stdio},
-    };
+    use std::process::{Command, Stdio};
     let mut child = Reaped::new(
         Command::new(env!("CARGO_BIN_EXE_callbot-facade"))
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--caller-auth", "mesh"])
@@ -437,15 +419,7 @@ async fn text_logs_carry_the_calls_rpc_fields_on_what_it_logs_while_running() {
             .spawn()
             .unwrap(),
     );
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = crate::lines_of(child.stderr.take().unwrap());
     let mut lines = Vec::new();
     let port = loop {
         let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().expect("exited early");

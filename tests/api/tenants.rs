@@ -477,8 +477,6 @@ fn the_binary_refuses_a_bad_tenants_file_or_a_conflicting_flag_in_one_line() {
 #[cfg(unix)]
 #[tokio::test]
 async fn the_binary_reads_keys_from_the_environment_and_reloads_on_sighup() {
-    use std::io::{BufRead, BufReader};
-
     let secrets = Secrets::new();
     let yaml = |token: &str| {
         format!(
@@ -505,15 +503,7 @@ async fn the_binary_reads_keys_from_the_environment_and_reloads_on_sighup() {
             .spawn()
             .unwrap(),
     );
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut rx = crate::lines_of(child.stderr.take().unwrap());
     let mut lines = Vec::new();
     let port = loop {
         let line =
