@@ -1,4 +1,5 @@
-//! Log setup: `RUST_LOG` filter (default `info`), text or one JSON object per line, on stderr.
+//! Log setup: `RUST_LOG` filter (default `info`), text (`text.rs`) or one JSON object per line
+//! (`json.rs`), on stderr; a call's `rpc` fields lent to its lines where no span is needed (`scope.rs`).
 //! Lines are formatted on the calling task and appended to a buffer that one writer thread writes
 //! to stderr in batches ([`crate::logwriter`]): an RPC never waits on a `write` syscall nor wakes
 //! a thread, and a burst of lines costs one syscall. When the buffer is full (8 MiB) callers wait
@@ -17,6 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry, filter::Targets, fmt, prelu
 
 use crate::config::LogFormat;
 
+mod json;
 pub(crate) mod scope;
 mod text;
 
@@ -56,8 +58,8 @@ impl Telemetry {
 pub fn init(format: LogFormat) -> Telemetry {
     let (filter, by_target) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (export, mut telemetry) = export_layer();
-    // Nothing but the text lines needs the `rpc` span as a span: its fields are lent (`scope.rs`).
-    let scoped = matches!(format, LogFormat::Text) && by_target && export.is_none();
+    // Nothing but the lines needs the `rpc` span as a span: its fields are lent (`scope.rs`).
+    let scoped = by_target && export.is_none();
     let (writer, guard) = match crate::logwriter::spawn(std::io::stderr(), "callbot-log") {
         Ok(started) => started,
         Err(e) => {
@@ -76,16 +78,14 @@ pub fn init(format: LogFormat) -> Telemetry {
                     .with_writer(writer),
             )
             .try_init(),
+        // Every span of the line, outermost first: `rpc` carries request_id, trace_id and method,
+        // `upstream` the endpoint.
         LogFormat::Json => registry
             .with(
                 fmt::layer()
-                    .json()
-                    .with_writer(writer)
-                    // Every span of the line, outermost first: `rpc` carries request_id, trace_id
-                    // and method, `upstream` the endpoint.
-                    .with_current_span(false)
-                    .with_span_list(true)
-                    .flatten_event(true),
+                    .event_format(json::JsonFormat)
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .with_writer(writer),
             )
             .try_init(),
     };

@@ -1,14 +1,14 @@
-//! The `rpc` span's fields on the text log lines, without tracing's span machinery, where nothing
-//! else needs the span: the text format, a `RUST_LOG` of targets and levels only (no span
-//! directives to match) and no span export. There a real span (created, its fields formatted and
+//! The `rpc` span's fields on the log lines, without tracing's span machinery, where nothing
+//! else needs the span: a `RUST_LOG` of targets and levels only (no span directives to match) and
+//! no span export. There a real span (created, its fields formatted and
 //! kept in the registry, entered and left on every poll, closed) was about 1.5 µs of a
 //! `CreateSession`'s CPU, the largest single cost the facade adds over the bare stack
 //! (BENCHMARKS.md, issue 20); a call's fields kept beside its future and lent to the thread while
-//! it is polled cost a fraction of it, and the lines read the same (`text.rs` writes them in
-//! front of the event's real spans, as the span would have been: tests below compare both).
+//! it is polled cost a fraction of it, and the lines read the same (`text.rs` and `json.rs` write
+//! them before the event's real spans, as the span would have been: their tests compare both).
 //!
-//! With the JSON format, span directives in `RUST_LOG` or the OTLP export, the middleware makes
-//! the real span ([`enabled`] says which).
+//! With span directives in `RUST_LOG` or the OTLP export, the middleware makes the real span
+//! ([`enabled`] says which).
 
 use std::{
     cell::Cell,
@@ -92,14 +92,22 @@ impl<F: Future> Future for InCall<F> {
     }
 }
 
+/// `f` of the fields of the call being polled on this thread, if any.
+pub(super) fn with_current<R>(f: impl FnOnce(Option<&CallFields>) -> R) -> R {
+    CURRENT.with(|c| {
+        let fields = c.take();
+        let result = f(fields.as_deref());
+        c.set(fields);
+        result
+    })
+}
+
 /// Writes `rpc{...}:` for the call being polled on this thread, as the text format writes a span;
 /// says whether there was one.
 pub(super) fn write_current(w: &mut Writer<'_>, ansi: bool) -> Result<bool, fmt::Error> {
-    CURRENT.with(|c| {
-        let Some(fields) = c.take() else { return Ok(false) };
-        let written = write_fields(w, ansi, &fields);
-        c.set(Some(fields));
-        written.map(|()| true)
+    with_current(|fields| match fields {
+        Some(fields) => write_fields(w, ansi, fields).map(|()| true),
+        None => Ok(false),
     })
 }
 

@@ -201,7 +201,7 @@ thread_local! {
 }
 
 /// The current time as `2026-12-07T05:08:37.123456Z`.
-fn write_now(w: &mut Writer<'_>) -> fmt::Result {
+pub(super) fn write_now(w: &mut Writer<'_>) -> fmt::Result {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     write_time(w, since.as_secs(), since.subsec_micros())
 }
