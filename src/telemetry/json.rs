@@ -221,35 +221,10 @@ fn level_name(level: Level) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::{fmt::format::JsonFields, prelude::*};
 
-    use tracing_subscriber::{
-        fmt::{MakeWriter, format::JsonFields},
-        prelude::*,
-    };
-
-    use super::*;
+    use super::{super::test_writer::Lines, *};
     use crate::telemetry::scope::InCall;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
 
     /// The lines `log` makes with tracing-subscriber's JSON format (the facade's options before
     /// this module) or with this one.
@@ -270,7 +245,7 @@ mod tests {
                 .with_writer(lines.clone());
             tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
         }
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         // The time is the only part that differs: checked apart.
         text.lines()
             .map(|line| {

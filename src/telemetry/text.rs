@@ -256,11 +256,9 @@ fn format_second(secs: u64) -> [u8; 19] {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::prelude::*;
 
-    use tracing_subscriber::{fmt::MakeWriter, prelude::*};
-
-    use super::*;
+    use super::{super::test_writer::Lines, *};
 
     #[test]
     fn the_second_is_the_calendars() {
@@ -278,26 +276,6 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
     fn logged(ansi: bool, log: impl FnOnce()) -> String {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::registry().with(
@@ -307,7 +285,7 @@ mod tests {
                 .with_writer(lines.clone()),
         );
         tracing::subscriber::with_default(subscriber, log);
-        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+        lines.text()
     }
 
     #[test]
