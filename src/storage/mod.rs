@@ -47,6 +47,11 @@ const WRITE_BUFFER_BYTES: u64 = 8 << 20;
 /// the journals pass 90 % of this (at 32 MiB: one sealed journal) and 100 ms steps past it: 40 MiB
 /// lets one sealed journal wait for its flush without a stall.
 const JOURNAL_BYTES: u64 = 40 << 20;
+/// fjall's background threads: one flusher, one compactor (its default is one of each per core, up
+/// to four). On two cores, two of each peaked 10 MiB higher under deliveries for no more
+/// throughput (BENCHMARKS.md, "Durable event store": "One flusher, one compactor").
+const FLUSH_WORKERS: usize = 1;
+const COMPACTION_WORKERS: usize = 1;
 /// Operations taken into one fjall batch at most (the rest go in the next, right after).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -256,6 +261,8 @@ impl DataDir {
             .cache_size(CACHE_BYTES)
             .max_write_buffer_size(WRITE_BUFFER_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
+            .flush_workers(FLUSH_WORKERS)
+            .compaction_workers(COMPACTION_WORKERS)
             .open()
             .map_err(|e| open(one_line(e)))?;
         let writer = Arc::new(Writer {

@@ -119,6 +119,11 @@ pub(super) fn event_value(tenant: &str, at_ms: u64, event: &CallEvent) -> Vec<u8
 }
 
 /// The event kept in `bytes` (`None`: damaged, or not this layout).
+/// The tenant of an event value, read without the rest (the restore's counting pass).
+pub(super) fn event_tenant(bytes: &[u8]) -> Option<&str> {
+    In(bytes).text()
+}
+
 pub(super) fn read_event(bytes: &[u8]) -> Option<EventIn> {
     let mut r = In(bytes);
     let t = TenantId::from(r.text()?);

@@ -3,7 +3,10 @@
 //! events stored after them, events by sequence number, fact keys by the time they were
 //! remembered. What has expired meanwhile leaves at the end (and from disk).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::watch;
 
@@ -39,6 +42,32 @@ impl DiskStore {
         let journal =
             Arc::new(DiskJournal { dir: dir.clone(), parts: parts.clone(), pending: Mutex::new(Default::default()) });
         let memory = MemoryStore::with_journal(bounds, clock, identity, Some(journal.clone() as _));
+
+        // Each tenant's events and fact keys counted first, so that its rings are made to their
+        // size once: grown one step at a time, they would leave every smaller copy with the
+        // allocator, which keeps freed memory resident for a while (about 20 MiB at 100,000 events:
+        // BENCHMARKS.md, "Durable event store", "the restart's peak").
+        let mut counts: HashMap<Box<str>, (usize, usize)> = HashMap::new();
+        let mut count = |tenant: Option<&str>, which: fn(&mut (usize, usize)) -> &mut usize| {
+            let tenant = tenant
+                .ok_or_else(|| bad("an event or fact id of the event store cannot be read (damaged?)".to_owned()))?;
+            match counts.get_mut(tenant) {
+                Some(c) => *which(c) += 1,
+                None => *which(counts.entry(Box::from(tenant)).or_default()) += 1,
+            }
+            Ok::<_, StorageError>(())
+        };
+        for kv in parts.events.iter() {
+            let (_, value) = kv.map_err(read)?;
+            count(codec::event_tenant(&value), |c| &mut c.0)?;
+        }
+        for kv in parts.keys.iter() {
+            let (_, value) = kv.map_err(read)?;
+            count(std::str::from_utf8(&value).ok(), |c| &mut c.1)?;
+        }
+        for (tenant, (events, keys)) in counts {
+            memory.restore_reserve(&TenantId::from(&*tenant), events, keys);
+        }
 
         // Session records, in the order they were made among the events.
         let mut records = Vec::new();

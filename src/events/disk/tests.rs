@@ -171,6 +171,36 @@ async fn events_max_and_the_retention_bound_the_disk_and_expired_cursors_say_so(
 }
 
 #[tokio::test]
+async fn a_restart_makes_each_tenants_rings_to_size_once() {
+    // Grown one push at a time, the restored rings would double up to 512 slots for 300 events
+    // and leave each smaller copy to the allocator; made to size, they hold what was kept and
+    // one more, and an append at the bound does not grow them.
+    let tmp = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let store = open(tmp.path(), &now, 300, 3600).await;
+    let (t, u) = (tenant("t"), tenant("u"));
+    for i in 0..290 {
+        stored(store.append(t.clone(), CallEvent::live(&format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+    }
+    for i in 0..10 {
+        stored(store.append(u.clone(), CallEvent::live(&format!("d{i}"), Fact::Hangup, "0913")).await.unwrap());
+    }
+    gone(store).await;
+
+    let store = open(tmp.path(), &now, 300, 3600).await;
+    assert_eq!(store.stats().events, 300);
+    let memory = &store.inner.memory;
+    let (events, ids) = memory.ring_capacities(&t);
+    assert!((291..300).contains(&events) && (291..300).contains(&ids), "t: {events}, {ids}");
+    let (events, ids) = memory.ring_capacities(&u);
+    assert!((11..20).contains(&events) && (11..20).contains(&ids), "u: {events}, {ids}");
+    let before = memory.ring_capacities(&t);
+    stored(store.append(t.clone(), CallEvent::live("c-next", Fact::Hangup, "0912")).await.unwrap());
+    assert_eq!(store.stats().events, 300, "at the bound: the oldest left");
+    assert_eq!(memory.ring_capacities(&t).0, before.0, "the append at the bound did not grow the ring");
+}
+
+#[tokio::test]
 async fn a_store_with_events_but_no_identity_or_of_another_format_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(1_000_000));

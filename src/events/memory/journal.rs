@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{CallEvent, MemoryStore, Slot};
+use super::{CallEvent, IDS_PER_EVENT, MemoryStore, Slot};
 use crate::{
     domain::national_key,
     events::{Appended, SessionRecord, TenantId, attribution::FactRef},
@@ -148,6 +148,22 @@ impl MemoryStore {
         ring.events.push_back((seq, slot));
         g.total += 1;
         g.next_seq = g.next_seq.max(seq + 1);
+    }
+
+    /// Makes room for `events` events and `keys` fact keys of `tenant` before they are restored
+    /// (within the bounds, and one more: at the bound an append stores before the oldest leaves),
+    /// so that its rings are allocated once, at their size.
+    pub(crate) fn restore_reserve(&self, tenant_id: &TenantId, events: usize, keys: usize) {
+        let shared = &self.shared;
+        let max_events = shared.bounds.max_events;
+        let max_ids = max_events.saturating_mul(IDS_PER_EVENT);
+        let mut guard = shared.lock();
+        let g = &mut *guard;
+        let tenant = g.tenants.intern(tenant_id);
+        let ring = g.rings.entry(tenant).or_default();
+        ring.events.reserve_exact(events.min(max_events).saturating_add(1));
+        ring.seen_order.reserve_exact(keys.min(max_ids).saturating_add(1));
+        g.seen.reserve(keys.min(max_ids));
     }
 
     /// Restores a remembered fact key of `tenant` (in the order they were remembered).

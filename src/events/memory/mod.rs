@@ -242,6 +242,14 @@ impl MemoryStore {
         MemoryStore { shared: Arc::new(shared) }
     }
 
+    /// The capacities of `tenant`'s rings: (events, fact ids).
+    #[cfg(test)]
+    pub(crate) fn ring_capacities(&self, tenant: &TenantId) -> (usize, usize) {
+        let g = self.shared.lock_only();
+        let ring = g.tenants.find(tenant).and_then(|t| g.rings.get(&t));
+        ring.map_or((0, 0), |r| (r.events.capacity(), r.seen_order.capacity()))
+    }
+
     /// The store's identity, as cursors carry it.
     #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
