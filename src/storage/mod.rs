@@ -26,6 +26,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
+    time::Duration,
 };
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
@@ -47,11 +48,8 @@ const WRITE_BUFFER_BYTES: u64 = 8 << 20;
 /// the journals pass 90 % of this (at 32 MiB: one sealed journal) and 100 ms steps past it: 40 MiB
 /// lets one sealed journal wait for its flush without a stall.
 const JOURNAL_BYTES: u64 = 40 << 20;
-/// fjall's background threads: one flusher, one compactor (its default is one of each per core, up
-/// to four). On two cores, two of each peaked 10 MiB higher under deliveries for no more
-/// throughput (BENCHMARKS.md, "Durable event store": "One flusher, one compactor").
-const FLUSH_WORKERS: usize = 1;
-const COMPACTION_WORKERS: usize = 1;
+/// How long a clean stop waits for the memtables to be flushed (`flush_memtables`).
+const FLUSH_AT_STOP: Duration = Duration::from_secs(3);
 /// Operations taken into one fjall batch at most (the rest go in the next, right after).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -166,7 +164,9 @@ impl Writer {
     }
 
     /// The writer thread: takes what has arrived, one fjall batch, one fsync, then says so.
-    fn run(&self, keyspace: &Keyspace, path: &Path) {
+    /// Commits what is queued until the data dir is closed; `true` when it stopped because it
+    /// was closed (not because a write failed).
+    fn run(&self, keyspace: &Keyspace, path: &Path) -> bool {
         loop {
             let (ops, through) = {
                 let mut q = self.lock();
@@ -176,7 +176,7 @@ impl Writer {
                     q.asleep = false;
                 }
                 if q.ops.is_empty() {
-                    return;
+                    return true;
                 }
                 (std::mem::take(&mut q.ops), q.last)
             };
@@ -208,11 +208,42 @@ impl Writer {
                     tracing::error!(error = %error, "the store's writer stopped: every write from now on fails");
                     self.call_hooks(Err(&error));
                     self.durable.send_modify(|d| d.failed = Some(error));
-                    return;
+                    return false;
                 }
             }
         }
     }
+}
+
+/// Writes every partition's memtable out as a table when the writer stops cleanly, so that the
+/// next start replays no journal into memory (up to 16 MiB of memtables, and the time to rebuild
+/// them). Bounded by [`FLUSH_AT_STOP`]: the journals keep everything whether or not the flush
+/// finishes, so a stop never waits longer for it (after a `kill -9` the next start replays them).
+fn flush_memtables(keyspace: &Keyspace, store: &Path) {
+    let started = std::time::Instant::now();
+    let mut rotated = Vec::new();
+    for name in keyspace.list_partitions() {
+        let partition = match keyspace.open_partition(&name, PartitionCreateOptions::default()) {
+            Ok(p) => p,
+            Err(e) => return warn_not_flushed(store, &one_line(e)),
+        };
+        let before = partition.flushes_completed();
+        match partition.rotate_memtable() {
+            Ok(true) => rotated.push((partition, before)),
+            Ok(false) => {}
+            Err(e) => return warn_not_flushed(store, &one_line(e)),
+        }
+    }
+    while rotated.iter().any(|(p, before)| p.flushes_completed() <= *before) {
+        if started.elapsed() >= FLUSH_AT_STOP {
+            return warn_not_flushed(store, "it took too long");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn warn_not_flushed(store: &Path, why: &str) {
+    tracing::warn!(store = %store.display(), why, "the store's memtables were not all flushed at stop: the next start replays its journals");
 }
 
 /// The data dir, open: its lock held, its database open, its writer running. Dropping it stops
@@ -261,8 +292,6 @@ impl DataDir {
             .cache_size(CACHE_BYTES)
             .max_write_buffer_size(WRITE_BUFFER_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
-            .flush_workers(FLUSH_WORKERS)
-            .compaction_workers(COMPACTION_WORKERS)
             .open()
             .map_err(|e| open(one_line(e)))?;
         let writer = Arc::new(Writer {
@@ -278,7 +307,9 @@ impl DataDir {
             std::thread::Builder::new()
                 .name("callbot-store-writer".to_owned())
                 .spawn(move || {
-                    writer.run(&keyspace, &store);
+                    if writer.run(&keyspace, &store) {
+                        flush_memtables(&keyspace, &store);
+                    }
                     // The database first, then the lock (in the writer).
                     drop(keyspace);
                     drop(writer);

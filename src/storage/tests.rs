@@ -37,6 +37,29 @@ async fn a_commit_survives_a_reopen_and_commits_arriving_together_share_fsyncs()
 }
 
 #[tokio::test]
+async fn a_clean_stop_leaves_tables_and_no_journal_to_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    {
+        let dir = DataDir::open(&path).unwrap();
+        let p = dir.partition("things").unwrap();
+        let mut batch = Batch::new();
+        for i in 0..100u32 {
+            batch.put(&p, i.to_be_bytes().to_vec(), b"v".to_vec());
+        }
+        dir.commit(batch).await.unwrap();
+        assert_eq!(p.segment_count(), 0, "still in the memtable (and the journal) while running");
+    }
+    // Stopped cleanly: the memtable was written out as a table, so the next start has it on disk
+    // without rebuilding a memtable from the journal.
+    let dir = DataDir::open(&path).unwrap();
+    let p = dir.partition("things").unwrap();
+    assert!(p.segment_count() >= 1, "the memtable was flushed at stop");
+    assert_eq!(p.approximate_len(), 100);
+    assert_eq!(p.len().unwrap(), 100);
+}
+
+#[tokio::test]
 async fn a_second_opener_of_the_folder_is_refused_with_its_path() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("data");
