@@ -11,23 +11,7 @@ set -euo pipefail
 BIN=${BIN:-target/release/callbot-facade}
 FLOOR=${FLOOR:-target/release/examples/webhook_floor}
 DUR=${DUR:-10s} CONN=${CONN:-64} ROUNDS=${ROUNDS:-1}
-LUA=$(dirname "$0")/cdr.lua
-secret=webhook-bench-secret-0123456789abcdef
-token="default.$(printf 'callbot-webhook:default' | openssl dgst -sha256 -hmac "$secret" | awk '{print $NF}' | cut -c1-32)"
-tick=$(getconf CLK_TCK)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 400); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-metric() { curl -fsS "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1==s {print $2}'; }
-
-sim_port=$(free_port)
-"$BIN" simulate --listen "127.0.0.1:$sim_port" >/dev/null 2>&1 & pids+=($!)
-wait_port "$sim_port"
+. "$(dirname "$0")/lib.sh"
 
 # facade STORE DATA_DIR -> sets fpid, fhook, fadmin
 facade() {
