@@ -5,6 +5,7 @@
 #   bash benches/ab/perf_counts.sh BIN N [facade args]
 #   EVENTS=a,b,c        perf stat's events (default: context-switches,page-faults,task-clock)
 #   RECORD=out.data     perf record -F 1999 instead (then: perf report -i out.data --no-children --sort symbol)
+#   PERF_ARGS="..."     more perf record options (e.g. --call-graph=dwarf,65528)
 set -euo pipefail
 bin=$1 n=$2; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +26,7 @@ for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break;
 h2() { h2load -n "$1" -c 1 -m 64 -d "$req" -H 'content-type: application/grpc' -H 'te: trailers' "http://127.0.0.1:$port/callbot.v1.CallBotService/CreateSession"; }
 h2 5000 >/dev/null
 if [ -n "${RECORD:-}" ]; then
-  perf record -F 1999 -p $pid -o "$RECORD" 2>/dev/null &
+  perf record ${PERF_ARGS:-} -F 1999 -p $pid -o "$RECORD" 2>/dev/null &
 else
   perf stat -e "${EVENTS:-context-switches,page-faults,task-clock}" -p $pid -o /tmp/cs.out &
 fi

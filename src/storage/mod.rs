@@ -50,6 +50,10 @@ const WRITE_BUFFER_BYTES: u64 = 8 << 20;
 const JOURNAL_BYTES: u64 = 40 << 20;
 /// How long a clean stop waits for the memtables to be flushed (`flush_memtables`).
 const FLUSH_AT_STOP: Duration = Duration::from_secs(3);
+/// fjall's "flush workers" at least: how many queued memtables one wake-up of its flusher writes
+/// out (each on a thread of its own, only while there is that much to flush). fjall's default is
+/// one per core, one on a one-CPU pod (`flush_workers_for`).
+const FLUSH_WORKERS: usize = 4;
 /// Operations taken into one fjall batch at most (the rest go in the next, right after).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -215,6 +219,22 @@ impl Writer {
     }
 }
 
+/// fjall's flush workers for opening `store`: at least [`FLUSH_WORKERS`], and at least as many as
+/// the journals left in it.
+///
+/// At start fjall 2.11 replays each journal sealed before a crash into a memtable queued for
+/// flushing, then wakes its flusher once per partition holding any, and each wake-up writes out
+/// at most "flush workers" memtables. A partition with more queued than that (three sealed
+/// journals against two workers) kept one queued with nobody to wake for it; once the queued
+/// memtables held more than the write buffer's limit, the first write waited for the buffer to
+/// drain, for ever (`storage::tests::a_restart_after_a_crash_with_flushes_lagging_takes_writes`).
+/// A partition holds at most one queued memtable per sealed journal, so with a worker per
+/// journal the wake-ups at start flush them all.
+fn flush_workers_for(store: &Path) -> usize {
+    let journals = std::fs::read_dir(store.join("journals")).map(Iterator::count).unwrap_or(0);
+    journals.clamp(FLUSH_WORKERS, 256)
+}
+
 /// Writes every partition's memtable out as a table when the writer stops cleanly, so that the
 /// next start replays no journal into memory (up to 16 MiB of memtables, and the time to rebuild
 /// them). Bounded by [`FLUSH_AT_STOP`]: the journals keep everything whether or not the flush
@@ -289,6 +309,7 @@ impl DataDir {
             return Err(open("not a folder (another program's file?)".to_owned()));
         }
         let keyspace = Config::new(&store)
+            .flush_workers(flush_workers_for(&store))
             .cache_size(CACHE_BYTES)
             .max_write_buffer_size(WRITE_BUFFER_BYTES)
             .max_journaling_size(JOURNAL_BYTES)

@@ -143,3 +143,54 @@ fn a_data_dir_dropped_from_its_own_hook_writes_what_was_queued_then_frees_the_lo
     assert_eq!(p.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(p.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
 }
+
+/// A crash while flushes lag leaves sealed journals. fjall 2.11 replays each into a memtable
+/// queued for flushing and wakes its flusher once per partition with queued memtables; each
+/// wake-up writes out at most its "flush workers" of them. With more queued than that (three
+/// here, against fjall's default of one per core, two on CI), one stayed queued with nobody to
+/// wake for it, holding more than the write buffer's limit: the first write then waited for the
+/// write buffer to drain, for ever, and the process never became ready.
+#[test]
+fn a_restart_after_a_crash_with_flushes_lagging_takes_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("data");
+    std::fs::create_dir_all(&path).unwrap();
+    {
+        // The crash's state, made directly: no flusher at all, three memtables of one partition
+        // sealed, each larger than the data dir's write buffer (8 MiB), and no flush at the end.
+        let keyspace = Config::new(path.join(STORE_DIR))
+            .flush_workers(0)
+            .max_write_buffer_size(u64::MAX)
+            .max_journaling_size(u64::MAX)
+            .open()
+            .unwrap();
+        let p = keyspace.open_partition("things", PartitionCreateOptions::default()).unwrap();
+        let value = vec![b'v'; 1024];
+        for round in 0..3u32 {
+            for i in 0..9_000u32 {
+                p.insert([round.to_be_bytes(), i.to_be_bytes()].concat(), value.as_slice()).unwrap();
+            }
+            assert!(p.rotate_memtable().unwrap());
+        }
+        keyspace.persist(PersistMode::SyncAll).unwrap();
+        assert_eq!(p.segment_count(), 0, "nothing flushed");
+    }
+    // Started again, it takes a write and a commit. On a thread of its own: without the fix the
+    // write never returns (and the data dir could not be dropped), so the test fails, not hangs.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = DataDir::open(&path).unwrap();
+        let p = dir.partition("things").unwrap();
+        let mut batch = Batch::new();
+        batch.put(&p, b"after".to_vec(), b"1".to_vec());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(dir.commit(batch)).unwrap();
+        let found = p.get(b"after").unwrap().map(|v| v.to_vec());
+        done.send((found, p.len().unwrap())).unwrap();
+    });
+    let (found, len) = finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a write after the restart never finished: a replayed memtable was never flushed");
+    assert_eq!(found.as_deref(), Some(&b"1"[..]));
+    assert_eq!(len, 27_001, "everything replayed, and the write after");
+}
