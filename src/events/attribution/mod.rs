@@ -61,6 +61,10 @@ struct Call {
     attempt: u32,
 }
 
+/// Keys of sessions gone that a tenant's id maps may hold beyond as many as its sessions held
+/// (`TenantIndex::rebuild_keys`).
+const KEYS_SLACK: usize = 64;
+
 /// (tenant, session id).
 pub(crate) type SessionKey = (TenantId, Arc<str>);
 
@@ -360,14 +364,12 @@ impl Attribution {
         }
         self.contacts -= count;
         t.contacts -= count;
-        // One look-up each (a key taken over by a later session is put back).
-        if let Some(holder) = t.ids.remove(&entry.id_key).filter(|o| *o != ordinal) {
-            t.ids.insert(entry.id_key, holder);
-        }
-        if entry.heads[1] > entry.heads[0] {
-            if let Some(holder) = t.externals.remove(&entry.external_key).filter(|o| *o != ordinal) {
-                t.externals.insert(entry.external_key, holder);
-            }
+        // Its id and external id stay in the maps, naming an ordinal no longer held (a look-up
+        // finds no session there): taking them out one by one was two cache misses per session
+        // on CreateSession's path. They are dropped in one pass once they are as many as the keys
+        // of sessions held.
+        if t.ids.len() > 2 * t.ring.len() + KEYS_SLACK {
+            t.rebuild_keys();
         }
         if let Some(next) = t.ring.front() {
             let (texts, contacts) = (next.text.chunk, next.contacts.chunk);

@@ -139,7 +139,7 @@ pub(super) struct TenantIndex {
     pub(super) texts: Arena<u8>,
     pub(super) contact_lists: Arena<Contact>,
     /// A keyed hash of each session's id -> its ordinal (the entry's own id is compared on
-    /// look-up).
+    /// look-up). Keys of sessions gone stay until `rebuild_keys`: their ordinals name nothing.
     pub(super) ids: Map<u64, u64>,
     /// The caller's names of its sessions, the same way.
     pub(super) externals: Map<u64, u64>,
@@ -240,6 +240,23 @@ impl TenantIndex {
     pub(super) fn find_external(&self, key: u64, external: &str) -> Option<u64> {
         let ordinal = *self.externals.get(&key)?;
         self.at(ordinal).is_some_and(|e| self.external_id(e) == external).then_some(ordinal)
+    }
+
+    /// The id maps made anew from the sessions held, in recording order (of two sessions with the
+    /// same key, the later holds it, as when it was recorded): the keys of sessions gone are
+    /// dropped, and the maps sized for as many again before the next time.
+    pub(super) fn rebuild_keys(&mut self) {
+        let room = 2 * self.ring.len() + super::KEYS_SLACK;
+        let mut ids = Map::with_capacity_and_hasher(room, Default::default());
+        let mut externals = Map::with_capacity_and_hasher(room, Default::default());
+        for (ordinal, e) in (self.base..).zip(&self.ring) {
+            ids.insert(e.id_key, ordinal);
+            if e.heads[1] > e.heads[0] {
+                externals.insert(e.external_key, ordinal);
+            }
+        }
+        self.ids = ids;
+        self.externals = externals;
     }
 
     pub(super) fn next(&self) -> u64 {

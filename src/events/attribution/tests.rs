@@ -297,6 +297,9 @@ fn the_arenas_keep_only_the_chunks_of_sessions_held_and_records_come_back_whole_
     assert_eq!((last.session_id.as_str(), last.contacts.len()), ("session-00019999", 15));
     assert_eq!(last.contacts, numbers);
     assert!(a.record_of(&t, "session-00019979").is_none() && a.record_of(&t, "session-00019980").is_some());
+    assert!(a.record_of(&t, "order-19979").is_none() && a.record_of(&t, "order-19980").is_some());
+    // The keys of the 19,980 sessions gone were dropped along the way.
+    assert!(mine.ids.len() <= 2 * 20 + KEYS_SLACK && mine.externals.len() <= 2 * 20 + KEYS_SLACK);
     // A session larger than a chunk gets one of its own, and comes back whole.
     let many: Vec<String> = (0..9_000).map(|i| format!("0913{i:06}")).collect();
     let mut big = Attribution::new(u64::MAX, 100, 100_000);
@@ -333,4 +336,31 @@ fn a_tenants_order_keeps_no_session_gone_by_age() {
     assert_eq!(a.attribute(fact(&t, "c", "0900000001", Fact::Ringing, CallOutcome::Unspecified), None), (None, 0));
     a.expire(1_000_000);
     assert!(a.tenants.is_empty() && a.sessions() == 0 && a.contacts == 0, "a tenant without sessions goes");
+}
+
+#[test]
+fn a_callers_name_given_twice_names_the_later_session_until_it_goes_through_key_rebuilds() {
+    let t = tenant();
+    // Ten one-contact sessions held; every session is named "order" by its caller, and every
+    // tenth is recorded a second time (a repeat: not a session of its own).
+    let mut a = Attribution::new(u64::MAX, 100, 10);
+    for i in 0..1_000u64 {
+        let mut r = record(&format!("s{i}"), &["0900000001"], 0);
+        r.external_id = "order".into();
+        assert!(a.record(&t, r.clone(), i));
+        if i % 10 == 0 {
+            assert!(!a.record(&t, r, i), "recorded before");
+        }
+        a.expire(i);
+        // The latest session holds the name, and its own id, whatever left before it.
+        assert_eq!(a.session_id_of(&t, "order").as_deref(), Some(format!("s{i}").as_str()));
+        assert_eq!(a.session_id_of(&t, &format!("s{i}")).as_deref(), Some(format!("s{i}").as_str()));
+        assert!(i < 10 || a.session_id_of(&t, &format!("s{}", i - 10)).is_none(), "gone at {i}");
+        let mine = a.tenants.get("t").unwrap();
+        assert!(mine.ids.len() <= 2 * mine.ring.len() + KEYS_SLACK + 1);
+    }
+    a.expire(u64::MAX);
+    a.retention_ms = 0;
+    a.expire(u64::MAX);
+    assert_eq!(a.session_id_of(&t, "order"), None, "all gone");
 }
