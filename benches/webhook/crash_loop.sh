@@ -13,7 +13,7 @@ hangs=0
 for i in $(seq "$N"); do
   grpc=$(free_port) admin=$(free_port) hook=$(free_port)
   t0=$(date +%s%N)
-  RUST_LOG=warn CALLBOT_CALLER_AUTH=mesh "${pre[@]}" "$BIN" --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
+  RUST_LOG=${LOG:-warn} CALLBOT_CALLER_AUTH=mesh "${pre[@]}" "$BIN" --listen "127.0.0.1:$grpc" --admin-listen "127.0.0.1:$admin" \
     --upstream-url "http://127.0.0.1:$sim_port" --api-key bench-key --webhook-listen "127.0.0.1:$hook" --webhook-secret "$secret" \
     --events-store disk --data-dir "$work/data" >>"$work/log" 2>&1 & p=$!
   ok=0
@@ -33,3 +33,4 @@ for i in $(seq "$N"); do
   echo "run $i: ready in $ready ms, a delivery 204; the crash left $(find "$work/data/store/journals" -type f | wc -l) journals"
 done
 echo "hangs: $hangs of $N"
+if [ -n "${KEEP:-}" ]; then cp -r "$work/data" "$KEEP"; cp "$work/log" "$KEEP.log"; fi

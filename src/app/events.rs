@@ -180,6 +180,7 @@ pub(super) fn follow_store_health(
             let s = store.stats();
             gauges.events().store_size(s.events, s.ids_remembered, s.sessions);
             gauges.events().store_fsyncs(s.fsyncs_total);
+            gauges.events().store_compactions(s.compactions_total);
         }
     }));
     let Some(mut up) = events.health() else {

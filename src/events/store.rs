@@ -213,4 +213,7 @@ pub(crate) struct StoreStats {
     pub(crate) evicted_total: u64,
     /// Group commits (fsyncs) of the data dir since start (the disk store; 0 for the others).
     pub(crate) fsyncs_total: u64,
+    /// Whole compactions of the data dir's partitions since start (the disk store; 0 for the
+    /// others).
+    pub(crate) compactions_total: u64,
 }

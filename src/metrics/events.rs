@@ -44,6 +44,7 @@ pub struct EventMetrics {
     store_sessions: Gauge,
     store_up: Gauge,
     store_fsyncs: Counter,
+    store_compactions: Counter,
     lookups: Family<ResultLabels, Counter>,
     registrations: Family<ResultLabels, Counter>,
     reconcile_lookups: Family<ResultLabels, Counter>,
@@ -98,6 +99,12 @@ impl EventMetrics {
             "callbot_event_store_fsyncs",
             "Group commits (each one fsync) of the disk event store's data dir.",
             m.store_fsyncs.clone(),
+        );
+        super::register(
+            registry,
+            "callbot_event_store_compactions",
+            "Whole compactions of the disk event store's partitions (each after about twice --events-max deletions), which drop the deletions' tombstones.",
+            m.store_compactions.clone(),
         );
         super::register(
             registry,
@@ -174,6 +181,14 @@ impl EventMetrics {
         let now = self.store_fsyncs.get();
         if total > now {
             self.store_fsyncs.inc_by(total - now);
+        }
+    }
+
+    /// The data dir's whole compactions so far (the counter follows the store's own count).
+    pub fn store_compactions(&self, total: u64) {
+        let now = self.store_compactions.get();
+        if total > now {
+            self.store_compactions.inc_by(total - now);
         }
     }
 

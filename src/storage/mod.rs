@@ -29,7 +29,7 @@ use std::{
     time::Duration,
 };
 
-use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
+use fjall::{AbstractTree as _, Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode, Slice};
 use tokio::sync::watch;
 
 /// The database folder inside the data dir.
@@ -54,6 +54,8 @@ const FLUSH_AT_STOP: Duration = Duration::from_secs(3);
 /// out (each on a thread of its own, only while there is that much to flush). fjall's default is
 /// one per core, one on a one-CPU pod (`flush_workers_for`).
 const FLUSH_WORKERS: usize = 4;
+/// The tables a whole compaction writes (fjall's leveled compaction's own target).
+const MAJOR_TARGET_BYTES: u64 = 64 << 20;
 /// Operations taken into one fjall batch at most (the rest go in the next, right after).
 const MAX_BATCH_OPS: usize = 64 * 1024;
 
@@ -266,6 +268,78 @@ fn warn_not_flushed(store: &Path, why: &str) {
     tracing::warn!(store = %store.display(), why, "the store's memtables were not all flushed at stop: the next start replays its journals");
 }
 
+/// Whole compactions asked for ([`DataDir::compact`]), done one at a time on a thread of their own
+/// (one takes a few hundred milliseconds for a store at the default bounds; the writer and
+/// fjall's own compactions go on meanwhile).
+#[derive(Default)]
+struct Compactions {
+    /// The partitions waiting, the first one under way; closed: the data dir is stopping.
+    queue: Mutex<(Vec<PartitionHandle>, bool)>,
+    wake: Condvar,
+    done: AtomicU64,
+}
+
+impl Compactions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<PartitionHandle>, bool)> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn request(&self, partition: &PartitionHandle) {
+        let mut q = self.lock();
+        if !q.1 && !q.0.iter().any(|p| p.name == partition.name) {
+            q.0.push(partition.clone());
+            self.wake.notify_one();
+        }
+    }
+
+    /// No compaction starts from now on (the one under way finishes).
+    fn close(&self) {
+        self.lock().1 = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self, keyspace: &Keyspace, store: &Path) {
+        loop {
+            let partition = {
+                let mut q = self.lock();
+                loop {
+                    if q.1 {
+                        return;
+                    }
+                    if let Some(p) = q.0.first() {
+                        break p.clone();
+                    }
+                    q = self.wake.wait(q).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            let started = std::time::Instant::now();
+            let before = partition.disk_space();
+            // Every version older than now may go (fjall's own `major_compact` keeps those newer
+            // than its snapshot watermark, which trails by up to 100 writes and 250 ms, and then
+            // drops a tombstone over a value it kept: the value came back, a deleted event
+            // stored again). Nothing here reads through snapshots: reads are point look-ups, and
+            // scans only at start, before any compaction is asked for.
+            match partition.tree.major_compact(MAJOR_TARGET_BYTES, keyspace.instant()) {
+                Ok(()) => {
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        partition = %partition.name,
+                        bytes_before = before,
+                        bytes_after = partition.disk_space(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "store partition compacted"
+                    );
+                }
+                // Not fatal: nothing is lost, the tombstones only stay longer; asked again later.
+                Err(e) => {
+                    tracing::warn!(store = %store.display(), partition = %partition.name, error = %one_line(e), "a compaction of the store failed")
+                }
+            }
+            self.lock().0.retain(|p| p.name != partition.name);
+        }
+    }
+}
+
 /// The data dir, open: its lock held, its database open, its writer running. Dropping it stops
 /// the writer (after what is queued) and lets go of the lock.
 pub struct DataDir {
@@ -273,6 +347,7 @@ pub struct DataDir {
     store: PathBuf,
     keyspace: Keyspace,
     writer: Arc<Writer>,
+    compactions: Arc<Compactions>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -323,21 +398,34 @@ impl DataDir {
             fsyncs: AtomicU64::new(0),
             _lock: lock,
         });
+        let compactions = Arc::new(Compactions::default());
+        let compactor = {
+            let (compactions, keyspace, store) = (compactions.clone(), keyspace.clone(), store.clone());
+            std::thread::Builder::new()
+                .name("callbot-store-compact".to_owned())
+                .spawn(move || compactions.run(&keyspace, &store))
+                .map_err(|e| open(one_line(e)))?
+        };
         let thread = {
-            let (writer, keyspace, store) = (writer.clone(), keyspace.clone(), store.clone());
+            let (writer, keyspace, store, compactions) =
+                (writer.clone(), keyspace.clone(), store.clone(), compactions.clone());
             std::thread::Builder::new()
                 .name("callbot-store-writer".to_owned())
                 .spawn(move || {
                     if writer.run(&keyspace, &store) {
                         flush_memtables(&keyspace, &store);
                     }
+                    // A compaction under way finishes before the lock goes: another process must
+                    // not open the folder while this one still writes tables into it.
+                    compactions.close();
+                    let _ = compactor.join();
                     // The database first, then the lock (in the writer).
                     drop(keyspace);
                     drop(writer);
                 })
                 .map_err(|e| open(one_line(e)))?
         };
-        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, thread: Some(thread) })
+        Ok(DataDir { path: path.to_owned(), store, keyspace, writer, compactions, thread: Some(thread) })
     }
 
     /// The database, for a durable part that writes its own partitions and fsyncs itself (the
@@ -415,6 +503,21 @@ impl DataDir {
     /// holds the data dir must hold it weakly: the writer holds its hooks until it stops.
     pub fn on_durable(&self, hook: DurableHook) {
         self.writer.hooks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(hook);
+    }
+
+    /// Has `partition` compacted whole, on the data dir's compaction thread, soon (a request for
+    /// a partition already waiting is the same request). What a part that deletes calls once it
+    /// has deleted a lot: fjall 2.11 drops a deletion's tombstone only when a compaction writes
+    /// into the last of its seven levels, which a store of this size never reaches by itself, so
+    /// the tombstones of everything ever deleted would stay, on disk and in every scan at start
+    /// (BENCHMARKS.md, "Eighth session"). Compacting whole writes into the last level.
+    pub fn compact(&self, partition: &PartitionHandle) {
+        self.compactions.request(partition);
+    }
+
+    /// Whole compactions done since the process started.
+    pub fn compactions(&self) -> u64 {
+        self.compactions.done.load(Ordering::Relaxed)
     }
 
     /// Group commits (fsyncs) made since the process started (`callbot_event_store_fsyncs_total`).

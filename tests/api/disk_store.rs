@@ -208,6 +208,8 @@ async fn a_kill_9_in_a_burst_loses_no_acknowledged_delivery_and_the_restart_is_a
     let again = facade.report(&session).await;
     assert_eq!((again.answered, again.no_answer, again.in_progress, again.finished), (2, 1, 0, true));
     assert!(facade.metric("callbot_event_store_fsyncs_total").await >= 1.0);
+    // Exported (its count is the store's: `events::disk::tests`, deletions compacted away).
+    assert_eq!(facade.metric("callbot_event_store_compactions_total").await, 0.0, "nothing deleted here");
 }
 
 /// Runs the binary on `data_dir` until it exits (10 s at most); (exit code, stderr).

@@ -3,14 +3,11 @@
 //! events stored after them, events by sequence number, fact keys by the time they were
 //! remembered. What has expired meanwhile leaves at the end (and from disk).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use tokio::sync::watch;
 
-use super::{DiskJournal, DiskStore, Inner, Partitions, codec, follow};
+use super::{DiskJournal, DiskStore, EVENTS_AT, Inner, KEYS_AT, Partitions, SESSIONS_AT, codec, follow};
 use crate::{
     events::{
         TenantId,
@@ -39,8 +36,7 @@ impl DiskStore {
                 identity
             }
         };
-        let journal =
-            Arc::new(DiskJournal { dir: dir.clone(), parts: parts.clone(), pending: Mutex::new(Default::default()) });
+        let journal = Arc::new(DiskJournal::new(dir.clone(), parts.clone(), bounds.max_events));
         let memory = MemoryStore::with_journal(bounds, clock, identity, Some(journal.clone() as _));
 
         // Each tenant's events and fact keys counted first, so that its rings are made to their
@@ -57,13 +53,16 @@ impl DiskStore {
             }
             Ok::<_, StorageError>(())
         };
+        let (mut events_read, mut keys_read) = (0, 0);
         for kv in parts.events.iter() {
             let (_, value) = kv.map_err(read)?;
             count(codec::event_tenant(&value), |c| &mut c.0)?;
+            events_read += 1;
         }
         for kv in parts.keys.iter() {
             let (_, value) = kv.map_err(read)?;
             count(std::str::from_utf8(&value).ok(), |c| &mut c.1)?;
+            keys_read += 1;
         }
         for (tenant, (events, keys)) in counts {
             memory.restore_reserve(&TenantId::from(&*tenant), events, keys);
@@ -79,6 +78,7 @@ impl DiskStore {
             };
             records.push((r.before, r.at, TenantId::from(tenant), r.r));
         }
+        let sessions_read = records.len();
         records.sort_by_key(|(before, at, _, _)| (*before, *at));
         let mut records = records.into_iter().peekable();
         let mut next_seq = 1;
@@ -114,6 +114,12 @@ impl DiskStore {
         }
         if let Some(ticket) = memory.restored(next_seq) {
             dir.durable(ticket).await?;
+        }
+
+        // Tombstones left by an earlier run (by a version before whole compactions, or one
+        // stopped before its next): compacted in the background, for the next start.
+        for (at, read) in [(EVENTS_AT, events_read), (KEYS_AT, keys_read), (SESSIONS_AT, sessions_read)] {
+            journal.compact_if_littered(at, read);
         }
 
         let (up_tx, up) = watch::channel(true);

@@ -261,3 +261,52 @@ async fn watchers_and_reports_see_an_event_only_once_it_is_durable() {
     assert_eq!(take(&mut replay, 1).await, vec![first.clone()]);
     assert_eq!(memory.session(t, "s1".to_owned()).await.unwrap().map(|f| f.events), Some(vec![first]));
 }
+
+/// Waits (a few seconds at most) until the store has made `n` whole compactions.
+async fn compactions(store: &DiskStore, n: u64) {
+    for _ in 0..500 {
+        if store.stats().compactions_total >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} compactions, not {n}", store.stats().compactions_total);
+}
+
+/// Entries (tombstones counted) in a partition of an open store.
+fn held(store: &DiskStore, partition: &str) -> usize {
+    store.inner.dir.partition(partition).unwrap().approximate_len()
+}
+
+#[tokio::test]
+async fn deletions_are_compacted_away_so_the_disk_and_the_start_follow_the_bound_not_the_deliveries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let store = open(tmp.path(), &now, 50, 3600).await;
+    let t = tenant("t");
+    for i in 0..2_000 {
+        stored(store.append(t.clone(), CallEvent::live(&format!("c{i}"), Fact::Hangup, "0912")).await.unwrap());
+    }
+    // 1,950 events and 1,900 fact ids deleted at bounds of 50 and 100: asked for once every 100.
+    compactions(&store, 1).await;
+    gone(store).await;
+    // Stopped: the memtables went to a table, with a tombstone for each deletion (fjall keeps
+    // them until a compaction writes into its last level, which it would not do by itself here).
+    let store = open(tmp.path(), &now, 50, 3600).await;
+    assert_eq!((store.stats().events, store.stats().ids_remembered), (50, 100));
+    // The start found ~3,900 tombstones for 150 entries read: it compacts them away.
+    compactions(&store, 2).await;
+    for _ in 0..500 {
+        if held(&store, codec::EVENTS) <= 50 && held(&store, codec::KEYS) <= 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((held(&store, codec::EVENTS), held(&store, codec::KEYS)), (50, 100), "only what is kept");
+    // Nothing kept was lost: the newest 50 events, in order, and the ids for repeats.
+    let mut all = store.subscribe(filter("t"), Start::Replay).await.unwrap();
+    let kept = take(&mut all, 50).await;
+    assert_eq!(kept.first().map(|e| e.cursor.seq), Some(1_951));
+    let evicted_but_remembered = CallEvent::live("c1920", Fact::Hangup, "0912");
+    assert_eq!(store.append(t.clone(), evicted_but_remembered).await.unwrap(), Appended::Duplicate);
+}

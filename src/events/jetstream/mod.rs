@@ -433,6 +433,7 @@ impl EventStore for JetStreamStore {
             duplicates_total: s.duplicates.load(Ordering::Relaxed),
             evicted_total: 0,
             fsyncs_total: 0,
+            compactions_total: 0,
         }
     }
 
