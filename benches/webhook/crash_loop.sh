@@ -3,6 +3,7 @@
 # and answers a delivery 204 (else HANG), send deliveries for 3-4 s (wrk, 64 connections), kill -9.
 #   bash benches/webhook/crash_loop.sh BIN N          CPUS=0: facade and wrk on one CPU (taskset -c 0)
 # Prints per run the time to ready and the journals the crash left (what the next start replays).
+# LOG=info: the facade's log level (default warn); KEEP=path: the data dir and the log copied there at the end.
 set -uo pipefail
 BIN=$1 N=$2
 . "$(dirname "$0")/lib.sh"
