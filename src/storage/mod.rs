@@ -407,7 +407,7 @@ impl DataDir {
                 .map_err(|e| open(one_line(e)))?
         };
         let thread = {
-            let (writer, keyspace, store, compactions) =
+            let (writer, keyspace, store, to_close) =
                 (writer.clone(), keyspace.clone(), store.clone(), compactions.clone());
             std::thread::Builder::new()
                 .name("callbot-store-writer".to_owned())
@@ -417,13 +417,17 @@ impl DataDir {
                     }
                     // A compaction under way finishes before the lock goes: another process must
                     // not open the folder while this one still writes tables into it.
-                    compactions.close();
+                    to_close.close();
                     let _ = compactor.join();
                     // The database first, then the lock (in the writer).
                     drop(keyspace);
                     drop(writer);
                 })
-                .map_err(|e| open(one_line(e)))?
+                .map_err(|e| {
+                    // The compaction thread ends by itself, with nothing asked of it.
+                    compactions.close();
+                    open(one_line(e))
+                })?
         };
         Ok(DataDir { path: path.to_owned(), store, keyspace, writer, compactions, thread: Some(thread) })
     }
