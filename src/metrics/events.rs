@@ -178,18 +178,12 @@ impl EventMetrics {
 
     /// The data dir's fsyncs so far (the counter follows the store's own count).
     pub fn store_fsyncs(&self, total: u64) {
-        let now = self.store_fsyncs.get();
-        if total > now {
-            self.store_fsyncs.inc_by(total - now);
-        }
+        follow(&self.store_fsyncs, total);
     }
 
     /// The data dir's whole compactions so far (the counter follows the store's own count).
     pub fn store_compactions(&self, total: u64) {
-        let now = self.store_compactions.get();
-        if total > now {
-            self.store_compactions.inc_by(total - now);
-        }
+        follow(&self.store_compactions, total);
     }
 
     /// Whether the event store can serve now.
@@ -225,5 +219,13 @@ impl EventMetrics {
     /// A webhook registration check ended.
     pub fn registration(&self, result: &'static str) {
         self.registrations.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+/// Brings `counter` up to `total`, a count kept elsewhere that only grows.
+fn follow(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
